@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "matplotlib>=3.8",
     "tqdm>=4.66",
     "psutil>=5.9",
+    "importlib_resources>=6",  # tensorflow-datasets needs it without TensorFlow
 ]
 
 EXTRAS = {

@@ -1,0 +1,1 @@
+"""RL: rollouts, checker rewards, group advantages, dynamic filtering, GRPO."""

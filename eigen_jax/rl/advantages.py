@@ -1,0 +1,77 @@
+"""Trajectory-level advantage estimators: pure functions of arrays, registered by name.
+
+The paper's GRPO gives ONE scalar per trajectory, `(r - mean_G) / (std_G + eps)` with the
+population std over the G trajectories of a task, and broadcasts it to every policy-generated token
+of every turn of that trajectory. Rewards arrive grouped as `[num_groups, group_size]`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+AdvantageFn = Callable[..., jnp.ndarray]
+_REGISTRY: dict[str, AdvantageFn] = {}
+
+
+def register(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    def wrap(fn: AdvantageFn) -> AdvantageFn:
+        if name in _REGISTRY:
+            raise ValueError(f"advantage estimator {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+def get(name: str) -> AdvantageFn:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def _check(rewards: jnp.ndarray) -> jnp.ndarray:
+    rewards = jnp.asarray(rewards, jnp.float32)
+    if rewards.ndim != 2 or rewards.shape[1] < 1:
+        raise ValueError(f"rewards must be [num_groups, group_size], got shape {rewards.shape}")
+    return rewards
+
+
+@register("grpo")
+def grpo(rewards: jnp.ndarray, eps: float = 1e-6) -> jnp.ndarray:
+    """(r - mean) / (population std + eps) within each group. All-equal groups give zeros."""
+    r = _check(rewards)
+    mean = r.mean(axis=1, keepdims=True)
+    std = r.std(axis=1, keepdims=True)  # ddof=0: population std, as in the paper
+    return (r - mean) / (std + eps)
+
+
+@register("dr_grpo")
+def dr_grpo(rewards: jnp.ndarray) -> jnp.ndarray:
+    """Dr. GRPO: mean-centred without the std division (removes the difficulty bias)."""
+    r = _check(rewards)
+    return r - r.mean(axis=1, keepdims=True)
+
+
+@register("rloo")
+def rloo(rewards: jnp.ndarray) -> jnp.ndarray:
+    """Leave-one-out baseline: r_i - mean_{j != i} r_j (needs group_size >= 2)."""
+    r = _check(rewards)
+    g = r.shape[1]
+    if g < 2:
+        raise ValueError("rloo needs group_size >= 2")
+    return (r - (r.sum(axis=1, keepdims=True) - r) / (g - 1))
+
+
+def informative_groups(rewards: jnp.ndarray) -> jnp.ndarray:
+    """Dynamic filtering: a group carries signal only if its rewards are not all equal."""
+    r = _check(rewards)
+    return jnp.any(r != r[:, :1], axis=1)
+
+
+def broadcast_to_tokens(traj_advantages: jnp.ndarray, policy_mask: jnp.ndarray) -> jnp.ndarray:
+    """[B] trajectory advantages → [B, T] per-token advantages, zero off the policy tokens."""
+    traj_advantages = jnp.asarray(traj_advantages, jnp.float32)
+    if traj_advantages.shape != policy_mask.shape[:1]:
+        raise ValueError(f"advantages {traj_advantages.shape} do not match batch of mask "
+                         f"{policy_mask.shape}")
+    return traj_advantages[:, None] * policy_mask.astype(jnp.float32)
