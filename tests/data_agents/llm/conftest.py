@@ -1,0 +1,22 @@
+"""Fixtures for the LLM client tests: fake servers (per test) and the real sglang-jax server."""
+from __future__ import annotations
+
+import pytest
+
+from tests.data_agents.llm.fake_server import FakeServer
+from tests.fixtures.sglang_server import sglang_server  # noqa: F401  (session fixture)
+
+
+@pytest.fixture
+def fake_server():
+    server = FakeServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fake_servers():
+    servers = [FakeServer(), FakeServer()]
+    yield servers
+    for server in servers:
+        server.close()
