@@ -1,0 +1,119 @@
+"""Grouped-query self-attention with optional q/k/v biases (Qwen2), q/k RMSNorm (Qwen3) and a
+slot-addressed KV cache.
+
+Two masking regimes (the contract the trainer and sampler rely on):
+  * no cache: causal by index within a segment, `segment_ids == 0` is padding (never attended);
+  * with cache: token (b, t) is written to slot `positions[b, t]` and attends every slot
+    `s <= positions[b, t]` of its row. Right-padded batched prefill, per-row decode positions and
+    appending a chunk at a row's current length all follow; stale slots are never attended.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from eigen_jax.models.config import ModelConfig
+from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
+from eigen_jax.models.rope import apply_rope, inverse_frequencies
+from eigen_jax.sharding import with_logical_constraint
+
+LayerCache = dict[str, jax.Array]  # {"k": [B, S, KV, hd], "v": [B, S, KV, hd]}
+CACHE_LOGICAL_AXES = ("batch", "length", "kv_heads", "head_dim")
+
+
+def training_mask(segment_ids: jax.Array) -> jax.Array:
+    """[B, 1, T, T] mask: j <= i, same segment, key not padding."""
+    t = segment_ids.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=jnp.bool_))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    valid = (segment_ids != 0)[:, None, :]
+    return (causal[None] & same & valid)[:, None]
+
+
+def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
+    """[B, 1, T, S] mask: slot s visible to token (b, t) iff s <= positions[b, t]."""
+    slots = jnp.arange(cache_len, dtype=positions.dtype)
+    return (slots[None, None, :] <= positions[:, :, None])[:, None]
+
+
+def write_cache(cache: LayerCache, k: jax.Array, v: jax.Array,
+                positions: jax.Array) -> LayerCache:
+    """Scatter new keys/values [B, T, KV, hd] into slots `positions` (out-of-range writes drop)."""
+    rows = jnp.arange(k.shape[0])[:, None]
+    new_k = cache["k"].at[rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
+    new_v = cache["v"].at[rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
+    return {"k": with_logical_constraint(new_k, CACHE_LOGICAL_AXES),
+            "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with `num_kv_heads` shared key/value heads (GQA)."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        d, h, kv, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        pdt = config.weight_dtype
+        self.dtype = config.compute_dtype
+        self.head_dim = hd
+        # A tuple (static, hashable), not an array: it is a constant of the architecture.
+        self.inv_freq = tuple(float(f) for f in
+                              inverse_frequencies(hd, config.rope_theta, config.rope_scaling))
+        self.q = make_param(rngs, default_kernel_init, (d, h, hd), pdt,
+                            ("embed", "heads", "head_dim"))
+        self.k = make_param(rngs, default_kernel_init, (d, kv, hd), pdt,
+                            ("embed", "kv_heads", "head_dim"))
+        self.v = make_param(rngs, default_kernel_init, (d, kv, hd), pdt,
+                            ("embed", "kv_heads", "head_dim"))
+        self.o = make_param(rngs, default_kernel_init, (h, hd, d), pdt,
+                            ("heads", "head_dim", "embed"))
+        if config.attention_bias:
+            zeros = nnx.initializers.zeros
+            self.q_bias = make_param(rngs, zeros, (h, hd), pdt, ("heads", "head_dim"))
+            self.k_bias = make_param(rngs, zeros, (kv, hd), pdt, ("kv_heads", "head_dim"))
+            self.v_bias = make_param(rngs, zeros, (kv, hd), pdt, ("kv_heads", "head_dim"))
+        else:
+            self.q_bias = self.k_bias = self.v_bias = None
+        if config.qk_norm:
+            norm = dict(eps=config.rms_norm_eps, dtype=self.dtype, param_dtype=pdt, rngs=rngs)
+            # A per-head norm has a head_dim-sized scale: never shard it on the fsdp axis.
+            self.q_norm = RMSNorm(hd, axes=("head_dim",), **norm)
+            self.k_norm = RMSNorm(hd, axes=("head_dim",), **norm)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def _project(self, x, kernel, bias, axes):
+        y = jnp.einsum("btd,dnh->btnh", x, kernel[...].astype(self.dtype))
+        if bias is not None:
+            y = y + bias[...].astype(self.dtype)
+        return with_logical_constraint(y, axes)
+
+    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
+                 cache: LayerCache | None = None) -> tuple[jax.Array, LayerCache | None]:
+        q = self._project(x, self.q, self.q_bias, ("batch", "length", "heads", "head_dim"))
+        k = self._project(x, self.k, self.k_bias, ("batch", "length", "kv_heads", "head_dim"))
+        v = self._project(x, self.v, self.v_bias, ("batch", "length", "kv_heads", "head_dim"))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, positions, self.inv_freq)
+        k = apply_rope(k, positions, self.inv_freq)
+
+        if cache is None:
+            seg = segment_ids if segment_ids is not None else jnp.ones(x.shape[:2], jnp.int32)
+            mask, new_cache = training_mask(seg), None
+        else:
+            new_cache = write_cache(cache, k, v, positions)
+            k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
+            mask = cache_mask(positions, k.shape[1])
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.head_dim ** -0.5,
+                                           implementation="xla")
+        out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
+        return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
+
+
+def init_layer_cache(batch: int, max_len: int, num_kv_heads: int, head_dim: int,
+                     dtype: Any) -> LayerCache:
+    shape = (batch, max_len, num_kv_heads, head_dim)
+    return {"k": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
+            "v": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES)}

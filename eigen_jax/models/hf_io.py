@@ -1,0 +1,238 @@
+"""Hugging Face checkpoint import/export (config.json + safetensors, single file or sharded).
+
+Loading builds the model abstractly (`nnx.eval_shape`, no memory) and fills it one tensor at a
+time: each tensor is read on the host once, converted to our layout, and placed directly into its
+sharding with `jax.make_array_from_callback` (every device receives only its own slice; no
+full copy per device, no full model on the host). Saving gathers one tensor at a time and writes
+shards that transformers and SGLang load unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, SingleDeviceSharding
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from eigen_jax.models.config import ModelConfig
+from eigen_jax.models.transformer import Transformer
+from eigen_jax.sharding import LOGICAL_AXIS_RULES, logical_to_sharding, variable_logical_axes
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_SINGLE = "model.safetensors"
+# Tensors some exporters add that carry no parameters of ours.
+_IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMapping:
+    """One parameter: our state path, the HF tensor name and the two layout conversions."""
+
+    path: tuple[str | int, ...]
+    hf_name: str
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+def _identity(x):
+    return x
+
+
+def _linear(out_shape: tuple[int, ...]):
+    """HF nn.Linear weight [out, in] <-> ours [in, *out_shape]."""
+    return (lambda w: w.T.reshape((w.shape[1],) + out_shape),
+            lambda k: k.reshape(k.shape[0], -1).T)
+
+
+def _linear_in(in_shape: tuple[int, ...]):
+    """HF o_proj weight [out, heads*hd] <-> ours [heads, hd, out]."""
+    return (lambda w: w.T.reshape(in_shape + (w.shape[0],)),
+            lambda k: k.reshape(-1, k.shape[-1]).T)
+
+
+def _reshape(shape: tuple[int, ...]):
+    return (lambda b: b.reshape(shape), lambda b: b.reshape(-1))
+
+
+def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
+    """Every parameter of `Transformer(config)` with its HF name and layout conversion."""
+    h, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
+    maps = [TensorMapping(("embed",), "model.embed_tokens.weight", _identity, _identity),
+            TensorMapping(("final_norm", "scale"), "model.norm.weight", _identity, _identity)]
+    if not config.tie_word_embeddings:
+        maps.append(TensorMapping(("lm_head",), "lm_head.weight", np.transpose, np.transpose))
+    for i in range(config.num_layers):
+        pre = f"model.layers.{i}."
+        per_layer = [
+            (("attn_norm", "scale"), "input_layernorm.weight", (_identity, _identity)),
+            (("mlp_norm", "scale"), "post_attention_layernorm.weight", (_identity, _identity)),
+            (("attn", "q"), "self_attn.q_proj.weight", _linear((h, hd))),
+            (("attn", "k"), "self_attn.k_proj.weight", _linear((kv, hd))),
+            (("attn", "v"), "self_attn.v_proj.weight", _linear((kv, hd))),
+            (("attn", "o"), "self_attn.o_proj.weight", _linear_in((h, hd))),
+            (("mlp", "gate"), "mlp.gate_proj.weight", (np.transpose, np.transpose)),
+            (("mlp", "up"), "mlp.up_proj.weight", (np.transpose, np.transpose)),
+            (("mlp", "down"), "mlp.down_proj.weight", (np.transpose, np.transpose)),
+        ]
+        if config.attention_bias:
+            per_layer += [
+                (("attn", "q_bias"), "self_attn.q_proj.bias", _reshape((h, hd))),
+                (("attn", "k_bias"), "self_attn.k_proj.bias", _reshape((kv, hd))),
+                (("attn", "v_bias"), "self_attn.v_proj.bias", _reshape((kv, hd))),
+            ]
+        if config.qk_norm:
+            per_layer += [
+                (("attn", "q_norm", "scale"), "self_attn.q_norm.weight", (_identity, _identity)),
+                (("attn", "k_norm", "scale"), "self_attn.k_norm.weight", (_identity, _identity)),
+            ]
+        for path, name, (to_ours, to_hf) in per_layer:
+            maps.append(TensorMapping(("layers", i) + path, pre + name, to_ours, to_hf))
+    return maps
+
+
+def load_hf_config(model_dir: str) -> dict[str, Any]:
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config.json in {model_dir!r}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _weight_map(model_dir: str) -> dict[str, str]:
+    """HF tensor name -> safetensors file (from the index, or by listing the files)."""
+    index = os.path.join(model_dir, SAFETENSORS_INDEX)
+    if os.path.isfile(index):
+        with open(index) as f:
+            return dict(json.load(f)["weight_map"])
+    files = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors files in {model_dir!r}")
+    mapping = {}
+    for name in files:
+        with safe_open(os.path.join(model_dir, name), framework="numpy") as f:
+            mapping.update({k: name for k in f.keys()})
+    return mapping
+
+
+def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
+                    param_dtype: Any = None, rules=LOGICAL_AXIS_RULES,
+                    **config_overrides) -> tuple[Transformer, ModelConfig]:
+    """Load a local HF checkpoint directory into a `Transformer`, sharded on `mesh`.
+
+    `dtype`/`param_dtype` default to the checkpoint's dtype; extra keyword arguments override
+    other `ModelConfig` fields (e.g. `remat="full"`). Without a mesh, parameters go to the first
+    device. Raises ValueError naming the tensor on a missing, unexpected or mis-shaped tensor.
+    """
+    overrides = dict(config_overrides)
+    if dtype is not None:
+        overrides["dtype"] = dtype
+    if param_dtype is not None:
+        overrides["param_dtype"] = param_dtype
+    config = ModelConfig.from_hf_config(load_hf_config(model_dir), **overrides)
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    variables = dict(nnx.to_flat_state(abstract_state))
+
+    weight_map = _weight_map(model_dir)
+    mappings = tensor_mappings(config)
+    wanted = {m.hf_name for m in mappings}
+    unexpected = sorted(k for k in weight_map if k not in wanted
+                        and not k.endswith(_IGNORABLE_SUFFIXES)
+                        and not (config.tie_word_embeddings and k == "lm_head.weight"))
+    if unexpected:
+        raise ValueError(f"checkpoint {model_dir!r} has tensors this {config.family} config does "
+                         f"not use: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    missing = sorted(m.hf_name for m in mappings if m.hf_name not in weight_map)
+    if missing:
+        raise ValueError(f"checkpoint {model_dir!r} is missing tensor(s) {missing[:8]}"
+                         f"{' ...' if len(missing) > 8 else ''}")
+
+    default_sharding = SingleDeviceSharding(jax.devices()[0])
+    with contextlib.ExitStack() as stack:
+        handles: dict[str, Any] = {}
+        for m in mappings:
+            fname = weight_map[m.hf_name]
+            if fname not in handles:
+                handles[fname] = stack.enter_context(
+                    safe_open(os.path.join(model_dir, fname), framework="numpy"))
+            variable = variables[m.path]
+            host = m.to_ours(handles[fname].get_tensor(m.hf_name))
+            if tuple(host.shape) != tuple(variable.shape):
+                raise ValueError(f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
+                                 f"conversion, expected {tuple(variable.shape)} for {m.path}")
+            host = np.ascontiguousarray(host.astype(variable.get_value().dtype))
+            sharding = (logical_to_sharding(variable_logical_axes(variable), mesh, host.shape,
+                                            rules) if mesh is not None else default_sharding)
+            variable.set_value(jax.make_array_from_callback(host.shape, sharding,
+                                                            lambda idx, h=host: h[idx]))
+            del host
+    model = nnx.merge(graphdef, nnx.from_flat_state(variables))
+    return model, config
+
+
+def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
+                    max_shard_bytes: int = 4 * 1024 ** 3) -> list[str]:
+    """Write `config.json` + safetensors (sharded with an index past `max_shard_bytes`).
+
+    Shards are planned from the parameter shapes, then each is gathered one tensor at a time,
+    written, and freed, so the host never holds more than one shard. In multi-process runs every
+    process must call this (the gathers are collective); only process 0 writes. Returns the
+    written safetensors file names.
+    """
+    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    plan: list[list[TensorMapping]] = [[]]
+    shard_bytes = 0
+    for m in tensor_mappings(config):
+        if m.path not in variables:
+            raise ValueError(f"model has no parameter {m.path} (HF {m.hf_name!r}); does the "
+                             "config match the model?")
+        value = variables[m.path].get_value()
+        nbytes = int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize
+        if shard_bytes and shard_bytes + nbytes > max_shard_bytes:
+            plan.append([])
+            shard_bytes = 0
+        plan[-1].append(m)
+        shard_bytes += nbytes
+    if len(plan) == 1:
+        names = [SAFETENSORS_SINGLE]
+    else:
+        names = [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
+
+    writer = jax.process_index() == 0
+    if writer:
+        os.makedirs(out_dir, exist_ok=True)
+    total_size = 0
+    for name, shard in zip(names, plan):
+        tensors = {}
+        for m in shard:
+            value = variables[m.path].get_value()
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+                value = multihost_utils.process_allgather(value, tiled=True)
+            tensors[m.hf_name] = np.ascontiguousarray(m.to_hf(np.asarray(jax.device_get(value))))
+            total_size += tensors[m.hf_name].nbytes
+        if writer:
+            save_file(tensors, os.path.join(out_dir, name), metadata={"format": "pt"})
+        del tensors
+    if not writer:
+        return []
+
+    index_path = os.path.join(out_dir, SAFETENSORS_INDEX)
+    if len(plan) > 1:
+        index = {"metadata": {"total_size": total_size},
+                 "weight_map": {m.hf_name: n for n, shard in zip(names, plan) for m in shard}}
+        with open(index_path, "w") as f:
+            json.dump(index, f, indent=2)
+    elif os.path.exists(index_path):
+        os.remove(index_path)  # a stale index would point transformers at missing files
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config.to_hf_config(), f, indent=2)
+    return names
