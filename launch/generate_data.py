@@ -1,0 +1,159 @@
+"""Generate synthetic dialogues: the EigenData engine (LLM backend) or the reference solver.
+
+    python launch/generate_data.py --gin_file gin/data/outfitter_llm.gin \
+        --server_url http://h1:30000 --server_url http://h2:30000 --domain outfitter --out runs/d1 \
+        [--backend llm|reference] [--num_workers N --worker_index I] [--publish]
+
+absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
+bindings of `EngineConfig` and `run_generation`. Resumable: rerun the same command after a crash.
+`--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers).
+Bad input (unknown domain, unreachable server) ends the run at once with one line.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import gin
+from data_agents.engine import Engine, EngineConfig
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "gin config files.")
+flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'EngineConfig.num_rounds=3'.")
+flags.DEFINE_multi_string("server_url", [], "LLM server base URL (repeatable; balanced).")
+flags.DEFINE_string("domain", "outfitter", "domain name: outfitter, tau2:airline, ...")
+flags.DEFINE_string("out", None, "output directory (journals, prompts, report).")
+flags.DEFINE_enum("backend", "llm", ["llm", "reference"], "who writes the dialogues.")
+flags.DEFINE_integer("num_workers", 1, "number of generation workers.")
+flags.DEFINE_integer("worker_index", 0, "this worker's index in [0, num_workers).")
+flags.DEFINE_bool("publish", False, "build the TFDS dataset from the journals at the end.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir for --publish (default OUT/tfds).")
+flags.DEFINE_string("model", None, "model name sent with chat requests (OpenAI APIs need one).")
+flags.DEFINE_bool("progress", True, "show a tqdm progress bar.")
+
+gin.external_configurable(EngineConfig, module="data_agents.engine")
+
+
+class Progress:
+    """tqdm bar: instances/s (tqdm's rate), acceptance and tokens/s in the postfix."""
+
+    def __init__(self, total: int | None, llm=None, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="inst", disable=not enabled, dynamic_ncols=True)
+        self.llm, self.t0 = llm, time.monotonic()
+        self.accepted = self.done = 0
+
+    def __call__(self, record) -> None:
+        self.done += 1
+        self.accepted += record.status == "accepted"
+        post = {"acc": f"{self.accepted / self.done:.0%}"}
+        usage = getattr(self.llm, "usage", None)
+        if usage is not None:
+            post["tok/s"] = f"{usage.total_tokens / max(time.monotonic() - self.t0, 1e-6):.0f}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def fail(message: str) -> None:
+    """End the run with one clear line (exit code 2)."""
+    sys.exit("generate_data: " + " ".join(str(message).split()))
+
+
+async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: int,
+                   timeout_s: float, use_cache: bool) -> dict:
+    from data_agents.llm import LLMClient
+
+    if not FLAGS.server_url:
+        fail("--backend=llm needs at least one --server_url")
+    cache = out / f"llm_cache-w{FLAGS.worker_index:03d}.sqlite" if use_cache else None
+    out.mkdir(parents=True, exist_ok=True)
+    async with LLMClient(FLAGS.server_url, max_concurrency=client_concurrency,
+                         timeout_s=timeout_s, cache=cache, model=FLAGS.model) as llm:
+        health = await llm.health()
+        down = [u for u, ok in health.items() if not ok]
+        if down and len(down) == len(health):
+            fail(f"cannot reach any LLM server ({', '.join(down)}): /health did not answer 200")
+        own = sum(1 for s in range(config.plans_per_round)
+                  if s % FLAGS.num_workers == FLAGS.worker_index)
+        bar = Progress(own * config.tasks_per_plan * config.num_rounds, llm, FLAGS.progress)
+        try:
+            return await Engine(llm, domain, out, config, domain_name=FLAGS.domain,
+                                worker_index=FLAGS.worker_index, num_workers=FLAGS.num_workers,
+                                model_name=FLAGS.model, on_record=bar).run()
+        finally:
+            bar.close()
+
+
+@gin.configurable
+def run_generation(engine_config: EngineConfig | None = None, *, client_concurrency: int = 32,
+                   request_timeout_s: float = 300.0, use_response_cache: bool = True,
+                   reference_num_train: int = 400, reference_num_test: int = 0,
+                   domain_kwargs: dict | None = None) -> dict:
+    """Run this worker's share of generation; optionally publish. Returns the summary."""
+    from data_agents import domains
+
+    out = Path(FLAGS.out)
+    try:
+        domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
+    except (ValueError, ImportError) as e:
+        fail(str(e))
+    if FLAGS.backend == "reference":
+        if FLAGS.num_workers != 1:
+            fail("--backend=reference runs as a single worker (it is fast); drop --num_workers")
+        from data_agents.journal import iter_records
+        from data_agents.reference_backend import generate_reference
+        from data_agents.report import summarize_round, write_report
+
+        journal = out / "journals" / "reference.jsonl"
+        bar = Progress(reference_num_train + reference_num_test, enabled=FLAGS.progress)
+        try:
+            counts = generate_reference(FLAGS.domain, journal, {"train": reference_num_train,
+                                                                "test": reference_num_test},
+                                        on_record=bar, **(domain_kwargs or {}))
+        except ValueError as e:
+            fail(str(e))
+        finally:
+            bar.close()
+        summary = write_report(out, [summarize_round(iter_records(journal), 0)],
+                               domain=FLAGS.domain, backend="reference", counts=counts)
+    else:
+        summary = asyncio.run(_llm_run(domain, engine_config or EngineConfig(), out,
+                                       client_concurrency, request_timeout_s, use_response_cache))
+    if FLAGS.publish:
+        from data_agents.tfds import build_dataset
+
+        data_dir = FLAGS.data_dir or str(out / "tfds")
+        builder = build_dataset(out / "journals", data_dir)
+        summary["published"] = {"data_dir": data_dir,
+                                "splits": {k: v.num_examples for k, v in builder.info.splits.items()}}
+    return summary
+
+
+def main(argv) -> None:
+    del argv
+    if not FLAGS.out:
+        fail("--out is required")
+    if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
+        fail(f"--worker_index must be in [0, {FLAGS.num_workers}), got {FLAGS.worker_index}")
+    try:
+        gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+    except (ValueError, OSError, KeyError, NameError) as e:
+        fail(f"gin configuration error: {e}")
+    summary = run_generation()
+    keys = ("total", "accepted", "acceptance_rate", "published", "worker_counts")
+    print({k: summary[k] for k in keys if k in summary})
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,78 @@
+"""launch/generate_data.py: offline reference pipeline to TFDS, fail-fast input errors, and the
+LLM engine end to end against the real sglang-jax server (tiny random model)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_agents.journal import iter_records
+from eigen_jax.data.dialogues import decode_example, dialogue_source
+from tests.fixtures.sglang_server import sglang_server  # noqa: F401 - pytest fixture
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = str(REPO / "launch" / "generate_data.py")
+
+
+def generate(*args, timeout=600):
+    return subprocess.run([sys.executable, SCRIPT, "--noprogress", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_reference_backend_publishes_200_dialogues_that_read_back_identically(tmp_path):
+    out = tmp_path / "run"
+    proc = generate("--gin_file", "gin/data/outfitter_reference.gin",
+                    "--gin_bindings", "run_generation.reference_num_train=205",
+                    "--backend", "reference", "--domain", "outfitter", "--out", str(out),
+                    "--publish")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    journal = {r.key: r for r in iter_records(out / "journals" / "reference.jsonl")}
+    accepted = {k: r for k, r in journal.items() if r.status == "accepted"}
+    assert len(accepted) >= 200
+    source = dialogue_source(str(out / "tfds"), "train")
+    assert len(source) == len(accepted)
+    for i in range(len(source)):
+        got = decode_example(source[i])
+        want = accepted[got["key"]]
+        assert got["messages"] == want.messages and got["task"] == want.task
+        assert got["tools"] == want.tools and got["policy"] == want.policy
+        assert got["verdict"] == want.verdict and got["provenance"] == want.provenance
+        assert got["checker_source"] == want.checker_source
+    report = json.loads((out / "report.json").read_text())
+    assert report["accepted"] == len(accepted) and (out / "acceptance.png").exists()
+    again = generate("--gin_file", "gin/data/outfitter_reference.gin",  # resume: nothing new
+                     "--gin_bindings", "run_generation.reference_num_train=205",
+                     "--backend", "reference", "--domain", "outfitter", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(list(iter_records(out / "journals" / "reference.jsonl"))) == len(journal)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--domain", "atlantis", "--backend", "reference"], "unknown domain 'atlantis'"),
+    (["--domain", "outfitter", "--server_url", "http://127.0.0.1:9"], "cannot reach any LLM server"),
+    (["--domain", "outfitter"], "needs at least one --server_url"),
+    (["--domain", "outfitter", "--gin_bindings", "EngineConfig.nope=1"], "gin configuration error"),
+])
+def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
+    proc = generate("--out", str(tmp_path / "o"), *args, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("generate_data: ") and message in last
+
+
+@pytest.mark.server
+def test_llm_engine_against_real_server(tmp_path, sglang_server):  # noqa: F811
+    out = tmp_path / "run"
+    proc = generate("--gin_file", "gin/data/smoke_tiny.gin", "--server_url", sglang_server.url,
+                    "--domain", "outfitter", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = list(iter_records(out / "journals" / "worker-000-of-001.jsonl"))
+    assert len(records) == 2 * 2 * 1  # rounds x plans x tasks
+    for r in records:  # random weights: everything is rejected, each with a reason
+        assert r.status == "rejected" and r.failure["reason"] and r.failure["stage"]
+        assert r.failure["attribution"] in ("task", "trajectory")
+    reflection = json.loads((out / "rounds" / "r000" / "reflection.json").read_text())
+    assert reflection["next_version"] == "v1"
+    assert (out / "prompts" / "v1" / "guidance.json").exists()
+    assert json.loads((out / "report.json").read_text())["total"] == 4
