@@ -1,0 +1,39 @@
+"""Dialogue → token ids + loss mask, for agent SFT or user-simulator SFT.
+
+The chat layer renders; this module only chooses the view and the mask:
+- objective "agent": the agent's view (policy as system prompt, domain tools); the loss covers the
+  assistant's tokens (content, tool-call JSON, end-of-turn), everything else is masked;
+- objective "user": the user simulator's role-flipped view (see `eigen_jax.chat.views`); the loss
+  covers the user's tokens, which are that view's assistant turns.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from eigen_jax.chat import views
+from eigen_jax.chat.conversation import Conversation, render_dialogue
+from eigen_jax.chat.template import ChatTemplate
+
+OBJECTIVES = ("agent", "user")
+
+
+def render_for_objective(chat: ChatTemplate, dialogue: dict[str, Any],
+                         objective: str) -> Conversation:
+    if objective == "agent":
+        system, tools = views.agent_prompt(dialogue.get("policy", ""), dialogue.get("tools"))
+        return render_dialogue(chat, views.agent_messages(dialogue["messages"], system), tools)
+    if objective == "user":
+        msgs = views.user_messages(dialogue["messages"], dialogue.get("task", {}))
+        return render_dialogue(chat, msgs, dialogue.get("user_tools") or None)
+    raise ValueError(f"unknown SFT objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+def tokenize_dialogue(chat: ChatTemplate, dialogue: dict[str, Any], objective: str,
+                      max_length: int) -> dict[str, np.ndarray]:
+    """{"tokens": int32[n], "loss_mask": int32[n]} with n ≤ max_length (the tail is cut)."""
+    conv = render_for_objective(chat, dialogue, objective)
+    tokens = np.asarray(conv.tokens, np.int32)[:max_length]
+    mask = conv.assistant_mask().astype(np.int32)[:max_length]
+    return {"tokens": tokens, "loss_mask": mask}

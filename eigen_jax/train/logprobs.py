@@ -1,0 +1,67 @@
+"""Next-token log-probs without materialising [B, T, V] logits for the whole sequence at once.
+
+Large vocabularies (150k for Qwen) make the vocab projection + log-softmax the biggest activation
+in training. We project the final hidden states in sequence chunks under `jax.checkpoint`, so only
+one chunk's logits live at a time in the forward pass and they are recomputed in the backward.
+Shared by SFT (cross-entropy) and GRPO (policy log-probs).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def token_logprobs_from_logits(logits: jnp.ndarray, targets: jnp.ndarray,
+                               temperature: float = 1.0) -> jnp.ndarray:
+    logits = logits.astype(jnp.float32) / temperature
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return picked - logz
+
+
+def chunked_token_logprobs(hidden: jnp.ndarray, project: Callable[[jnp.ndarray], jnp.ndarray],
+                           targets: jnp.ndarray, chunk_size: int = 256,
+                           temperature: float = 1.0, with_entropy: bool = False):
+    """log p(targets[b, t] | hidden[b, t]) for all b, t; optionally the entropy of each row.
+
+    hidden: [B, T, D]; targets: [B, T] int. Returns [B, T] float32 (and [B, T] entropy).
+    """
+    b, t, d = hidden.shape
+    n = -(-t // chunk_size)
+    pad = n * chunk_size - t
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    h = hidden.reshape(b, n, chunk_size, d).swapaxes(0, 1)
+    y = targets.reshape(b, n, chunk_size).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(hc, yc):
+        logits = project(hc).astype(jnp.float32) / temperature
+        logz = jax.nn.logsumexp(logits, axis=-1)
+        lp = jnp.take_along_axis(logits, yc[..., None], axis=-1)[..., 0] - logz
+        if not with_entropy:
+            return lp, jnp.zeros_like(lp)
+        p = jax.nn.softmax(logits, axis=-1)
+        return lp, logz - (p * logits).sum(-1)
+
+    lp, ent = jax.lax.map(lambda xs: one(*xs), (h, y))
+    lp = lp.swapaxes(0, 1).reshape(b, n * chunk_size)[:, :t]
+    ent = ent.swapaxes(0, 1).reshape(b, n * chunk_size)[:, :t]
+    return (lp, ent) if with_entropy else lp
+
+
+def shifted_targets(tokens: jnp.ndarray, segment_ids: jnp.ndarray | None, mask: jnp.ndarray):
+    """Targets for position t are tokens[t + 1]; a target counts only inside the same segment.
+
+    Returns (targets [B, T-1], target_mask [B, T-1]) where target_mask[b, t] = mask[b, t + 1] and
+    tokens t, t + 1 share a (non-padding) segment.
+    """
+    targets = tokens[:, 1:]
+    m = mask[:, 1:].astype(jnp.float32)
+    if segment_ids is not None:
+        same = (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] != 0)
+        m = m * same
+    return targets, m

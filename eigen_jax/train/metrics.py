@@ -1,0 +1,43 @@
+"""Metrics to TensorBoard event files in the workdir and a progress/rate line on the console."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from absl import logging
+
+
+def _scalar(v: Any) -> float:
+    return float(np.asarray(v))
+
+
+class MetricsWriter:
+    def __init__(self, logdir: str | Path, prefix: str = "", console_every: int = 10):
+        from tensorboardX import SummaryWriter
+
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._tb = SummaryWriter(str(self.logdir))
+        self._jsonl = open(self.logdir / "metrics.jsonl", "a")
+        self.prefix = prefix
+        self.console_every = console_every
+        self._t0 = time.perf_counter()
+
+    def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        scalars = {k: _scalar(v) for k, v in metrics.items()}
+        for k, v in scalars.items():
+            self._tb.add_scalar(f"{self.prefix}{k}", v, step)
+        self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self._jsonl.flush()
+        if self.console_every and step % self.console_every == 0:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
+            logging.info("[%s] step %d (%.0fs) %s", self.prefix.rstrip("/") or "train", step,
+                         time.perf_counter() - self._t0, shown)
+        return scalars
+
+    def close(self) -> None:
+        self._tb.close()
+        self._jsonl.close()

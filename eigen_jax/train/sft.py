@@ -1,0 +1,146 @@
+"""Supervised fine-tuning of the agent or of the user simulator, read top to bottom.
+
+mesh → model (HF checkpoint or random init) → optimizer → sharded train state → grain pipeline →
+restore the latest checkpoint (state + iterator) if any → loop: step, metrics, eval, checkpoint;
+SIGTERM saves and exits → final checkpoint and HF safetensors export (`workdir/hf`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import gin
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from eigen_jax import models
+from eigen_jax import sharding as shd
+from eigen_jax.data.pipeline import make_sft_dataset
+from eigen_jax.train import state as state_lib
+from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from eigen_jax.train.metrics import MetricsWriter
+from eigen_jax.train.model_init import init_model
+from eigen_jax.train.optimizer import make_optimizer, make_schedule
+from eigen_jax.train.sft_loss import sft_loss
+
+
+def to_global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Process-local rows → global arrays sharded on the batch axes (the multi-host contract)."""
+    sh = shd.batch_sharding(mesh, 2)
+    return {k: jax.make_array_from_process_local_data(sh, np.asarray(v)) for k, v in batch.items()}
+
+
+def evaluate_loss(eval_fn, params, batches: Sequence[dict[str, jax.Array]]) -> float:
+    """Token-level mean NLL over a fixed held-out set of batches."""
+    nll = tokens = 0.0
+    for b in batches:
+        out = eval_fn(params, b)
+        nll += float(out["nll_sum"])
+        tokens += float(out["tokens"])
+    return nll / max(tokens, 1.0)
+
+
+@gin.configurable(denylist=["workdir"])
+def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin.REQUIRED,
+            objective: str = "agent", num_steps: int = 300, batch_size: int = 8,
+            seq_len: int = 1024, grad_accum_steps: int = 1, mesh_shape: Sequence[int] = (1, -1, 1),
+            eval_every: int = 50, eval_batches: int = 4, eval_split: str = "test",
+            checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
+            export_hf: bool = True, log_every: int = 10) -> dict[str, Any]:
+    """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}."""
+    workdir = Path(workdir)
+    mesh = shd.make_mesh(mesh_shape)
+    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % batch_shards:
+        raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp={batch_shards} "
+                         f"of mesh {dict(mesh.shape)}")
+    from eigen_jax.chat.template import ChatTemplate
+
+    vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
+    model, config = init_model(mesh, vocab_size=vocab)
+    schedule = make_schedule(total_steps=num_steps)
+    tx = make_optimizer(schedule)
+    graphdef, params, rest = state_lib.split_model(model)
+    state = state_lib.init_train_state(params, tx, mesh)
+    state_sh = state_lib.state_shardings(state)
+    step_fn = state_lib.make_train_step(graphdef, rest, tx, sft_loss, mesh=mesh,
+                                        state_sharding=state_sh,
+                                        grad_accum_steps=grad_accum_steps)
+
+    @jax.jit
+    def eval_fn(p, b):
+        return sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]
+
+    pidx, pcount = jax.process_index(), jax.process_count()
+    local_bs = batch_size // pcount
+    data = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs, seed=seed,
+                            process_index=pidx, process_count=pcount)
+    train_it = iter(data)
+    held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
+                                split=eval_split, seed=seed, shuffle=False, num_epochs=1,
+                                process_index=pidx, process_count=pcount)
+    eval_set = [to_global_batch(b, mesh) for _, b in zip(range(eval_batches), held_out)]
+
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
+                        save_interval_steps=checkpoint_every)
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(state)
+        train_it.set_state(data_state["iterator"])
+        start = int(state.step)
+        logging.info("resumed %s from step %d", workdir, start)
+
+    writer = MetricsWriter(workdir / "tb", prefix=f"sft_{objective}/", console_every=log_every)
+    eval_trace: list[tuple[int, float]] = []
+    if eval_set and start == 0:  # the baseline every later eval is compared with
+        eval_trace.append((0, evaluate_loss(eval_fn, state.params, eval_set)))
+    t_start = time.perf_counter()
+    with PreemptionGuard() as guard:
+        for step in range(start, num_steps):
+            t0 = time.perf_counter()
+            batch = to_global_batch(next(train_it), mesh)
+            state, metrics = step_fn(state, batch)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0
+            real_tokens = float(np.asarray(batch["segment_ids"] > 0).sum())
+            writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
+                                        learning_rate=float(schedule(step)), tokens_per_s=real_tokens / dt))
+            done = step + 1
+            if eval_set and (done % eval_every == 0 or done == num_steps):
+                loss = evaluate_loss(eval_fn, state.params, eval_set)
+                eval_trace.append((done, loss))
+                writer.write(done, {"eval_loss": loss})
+            if ckpt.should_save(done) or done == num_steps or guard.requested:
+                ckpt.save(done, state, {"iterator": train_it.get_state()}, force=True)
+            if guard.requested:
+                logging.warning("SIGTERM: saved step %d, exiting", done)
+                break
+    ckpt.close()
+    writer.close()
+    result: dict[str, Any] = {"steps": int(state.step), "eval_loss": eval_trace,
+                              "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
+                              "seconds": time.perf_counter() - t_start}
+    if export_hf and int(state.step) >= num_steps:
+        hf_dir = workdir / "hf"
+        models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))
+        _copy_tokenizer(tokenizer_dir, hf_dir)
+        result["hf_dir"] = str(hf_dir)
+    (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _copy_tokenizer(src: str, dst: Path) -> None:
+    """The exported dir must be servable on its own: config + weights + tokenizer."""
+    import shutil
+
+    for name in os.listdir(src):
+        if name.startswith("tokenizer") or name in ("special_tokens_map.json",
+                                                    "generation_config.json", "vocab.json",
+                                                    "merges.txt", "chat_template.jinja"):
+            if not (dst / name).exists():
+                shutil.copy(os.path.join(src, name), dst / name)

@@ -1,0 +1,20 @@
+"""Supervised fine-tuning loss: token-level cross-entropy on masked target tokens.
+
+Agent SFT masks everything but the assistant's tokens; user-simulator SFT everything but the
+user's. Which tokens count is decided by the data pipeline's `loss_mask`; this loss only sums.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets
+
+
+def sft_loss(model, batch: dict[str, jax.Array], normalizer: jax.Array, chunk_size: int = 256):
+    tokens, seg = batch["tokens"], batch.get("segment_ids")
+    hidden = model(tokens, batch.get("positions"), seg, return_hidden=True)
+    targets, mask = shifted_targets(tokens, seg, batch["loss_mask"])
+    logp = chunked_token_logprobs(hidden[:, :-1], model.project, targets, chunk_size)
+    nll_sum = -(logp * mask).sum()
+    return nll_sum / normalizer, {"nll_sum": nll_sum, "tokens": mask.sum()}

@@ -1,0 +1,103 @@
+"""Train state and the jitted (pjit) train step with explicit in/out shardings.
+
+The NNX model is split once into a static `graphdef` and its parameter `State`; the step is a pure
+function of `TrainState` (params, optimizer state, step) and a batch, jitted with the state's own
+shardings in and out (donated), and the batch sharded on the batch mesh axes.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from eigen_jax import sharding as shd
+
+# loss_fn(model, batch, normalizer) -> (loss, metrics): `loss` is a SUM over the micro-batch
+# divided by `normalizer` (the global count of loss tokens), so micro-batch losses add up.
+LossFn = Callable[[nnx.Module, dict[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def split_model(model: nnx.Module):
+    """(graphdef, params, rest): params are trained, `rest` (e.g. caches/RNG state) is static."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params, rest
+
+
+def init_train_state(params: Any, tx: optax.GradientTransformation, mesh=None) -> TrainState:
+    """Optimizer state is created under jit so it inherits the params' shardings; leaves that
+    are not sharded on the mesh (step, optimizer counters) are replicated onto it."""
+    opt_state = jax.jit(tx.init)(params)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    if mesh is None:
+        return state
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def place(x):
+        on_mesh = isinstance(x.sharding, jax.sharding.NamedSharding) and x.sharding.mesh == mesh
+        return x if on_mesh else jax.device_put(x, replicated)
+
+    return jax.tree.map(place, state)
+
+
+def state_shardings(state: TrainState) -> Any:
+    return jax.tree.map(lambda x: x.sharding, state)
+
+
+def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: LossFn, *,
+                    mesh=None, state_sharding=None, grad_accum_steps: int = 1,
+                    normalizer_key: str = "loss_mask"):
+    """Build `step(state, batch) -> (state, metrics)`.
+
+    The batch (all `[batch, length]`) is split into `grad_accum_steps` micro-batches along the
+    batch axis; gradients of each micro-batch's normalised loss are summed under `lax.scan`, so
+    the update equals the full-batch update. `normalizer_key` names the mask whose sum (over the
+    whole batch, targets only: `mask[:, 1:]`) normalises the token-level mean.
+    """
+
+    def grads_of(params, micro, normalizer):
+        def f(p):
+            model = nnx.merge(graphdef, p, rest)
+            return loss_fn(model, micro, normalizer)
+        (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
+        return loss, metrics, grads
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        normalizer = jnp.maximum(batch[normalizer_key][:, 1:].astype(jnp.float32).sum(), 1.0)
+        if grad_accum_steps == 1:
+            loss, metrics, grads = grads_of(state.params, batch, normalizer)
+        else:
+            micro = jax.tree.map(
+                lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps)
+                                    + x.shape[1:]), batch)
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+
+            def body(acc, mb):
+                loss, metrics, grads = grads_of(state.params, mb, normalizer)
+                acc = jax.tree.map(jnp.add, acc, grads)
+                return acc, (loss, metrics)
+
+            grads, (losses, metrics) = jax.lax.scan(body, zeros, micro)
+            loss = losses.sum()
+            metrics = jax.tree.map(lambda m: m.sum(0), metrics)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                       loss_tokens=normalizer)
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    if mesh is None or state_sharding is None:
+        return jax.jit(step, donate_argnums=(0,))
+    batch_sh = shd.batch_sharding(mesh, 2)
+    return jax.jit(step, in_shardings=(state_sharding, batch_sh),
+                   out_shardings=(state_sharding, None), donate_argnums=(0,))

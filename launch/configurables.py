@@ -1,0 +1,8 @@
+"""Imports every module that registers gin configurables, so gin files can bind them."""
+# isort: off
+import launch.pipeline  # noqa: F401  run_pipeline and the stages
+import eigen_jax.chat.views  # noqa: F401  agent_prompt
+import eigen_jax.data.pipeline  # noqa: F401  make_sft_dataset
+import eigen_jax.train.model_init  # noqa: F401  init_model
+import eigen_jax.train.optimizer  # noqa: F401  make_schedule, make_optimizer
+import eigen_jax.train.sft  # noqa: F401  run_sft

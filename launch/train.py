@@ -1,0 +1,34 @@
+"""Train: `python launch/train.py --gin_file gin/X.gin [--gin_bindings ...] [--workdir DIR]`.
+
+absl flags carry infrastructure only; gin chooses the stage(s) and every scientific knob. The gin
+files bind `launch.pipeline.run_pipeline.stages` (agent SFT, user SFT, GRPO, evaluation, or a
+pipeline of them). An unknown binding fails here, before any compute.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from launch import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+common.define_infra_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    common.setup_jax()
+    common.parse_gin()
+    from launch.pipeline import run_pipeline
+
+    result = run_pipeline(workdir=FLAGS.workdir)
+    logging.info("done: %s", {k: v for k, v in result.items() if not isinstance(v, dict)})
+
+
+if __name__ == "__main__":
+    app.run(main)
