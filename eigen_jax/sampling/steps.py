@@ -1,0 +1,145 @@
+"""The jitted device programs of the sampler: batched prefill and multi-step decode on a KV cache.
+
+Both take the model as `(graphdef, params)` (`nnx.split`) so the weights are jit arguments, not
+baked-in constants, and both donate the cache so XLA updates it in place. Per-row decoding state
+lives in a small `SlotState` of `[num_slots]` arrays that the host owns and ships once per call:
+one host->device and one device->host transfer per `decode_steps` call, however many tokens it
+decodes.
+
+Cache bookkeeping (`eigen_jax.models` contract): a token at position p is written to slot p and
+attends slots <= p of its row. `SlotState.position[r]` is the position of `last_token[r]`, the
+sampled token not yet written to the cache; feeding it writes slot `position` and samples the
+token at `position + 1`. Inactive rows and padding are given position `max_len`, so their cache
+writes fall outside the cache and are dropped.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from eigen_jax.sampling.sample import row_keys, sample_tokens
+
+FINISH_NONE, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
+FINISH_REASONS = {FINISH_STOP: "stop", FINISH_LENGTH: "length"}
+
+
+class SlotState(NamedTuple):
+    """Per-slot decoding state, all `[num_slots]` except `stop_ids` `[num_slots, K]` (-1 pads)."""
+
+    last_token: np.ndarray | jax.Array   # int32: sampled, not yet in the cache
+    position: np.ndarray | jax.Array     # int32: position of last_token (= tokens in cache)
+    active: np.ndarray | jax.Array       # bool: still decoding
+    num_generated: np.ndarray | jax.Array  # int32: tokens sampled in the current turn
+    max_new: np.ndarray | jax.Array      # int32
+    finish: np.ndarray | jax.Array       # int32: FINISH_* code of the last finished turn
+    temperature: np.ndarray | jax.Array  # float32
+    top_k: np.ndarray | jax.Array        # int32
+    top_p: np.ndarray | jax.Array        # float32
+    seed: np.ndarray | jax.Array         # uint32
+    stop_ids: np.ndarray | jax.Array     # int32 [num_slots, K]
+
+    @classmethod
+    def empty(cls, num_slots: int, num_stop_ids: int) -> SlotState:
+        z = lambda dt: np.zeros((num_slots,), dt)
+        return cls(z(np.int32), z(np.int32), z(np.bool_), z(np.int32), z(np.int32), z(np.int32),
+                   z(np.float32), z(np.int32), np.ones((num_slots,), np.float32), z(np.uint32),
+                   np.full((num_slots, num_stop_ids), -1, np.int32))
+
+
+def finish_check(token, num_generated, position, stop_ids, max_new, max_len: int, xp=jnp):
+    """(done, FINISH_* code) for rows that just sampled `token` at `position`.
+
+    Shared by the device loop (xp=jnp) and the host after prefill (xp=np) so both apply the same
+    rule: a stop id ends the turn; otherwise it ends at `max_new` tokens or when the next write
+    would not fit in the cache (the sampled token itself needs slot `position` < max_len).
+    """
+    is_stop = xp.any(token[:, None] == stop_ids, axis=-1)
+    out_of_budget = num_generated >= max_new
+    out_of_room = position >= max_len - 1
+    done = is_stop | out_of_budget | out_of_room
+    return done, xp.where(is_stop, FINISH_STOP, FINISH_LENGTH).astype(xp.int32)
+
+
+def _rows_of(cache, rows):
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0, mode="clip"), cache)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds, temperature,
+            top_k, top_p):
+    """Write `tokens` [R, T] of cache rows `rows` [R] and sample one token after each row's
+    `last_index` token.
+
+    `positions` [R, T] are absolute (a row's chunk starts at its current length, so the cached
+    prefix is reused); padding tokens carry position max_len and padding rows carry row index
+    num_slots, so neither writes anything. Returns (cache, tokens [R], logprobs [R]).
+    """
+    model = nnx.merge(graphdef, params)
+    sub_cache = _rows_of(cache, rows)
+    hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
+    last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
+    logits = model.project(last_hidden)
+    sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
+    new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
+                                         top_p)
+    cache = jax.tree.map(lambda full, sub: full.at[rows].set(sub, mode="drop"), cache, sub_cache)
+    return cache, new_tokens, logprobs
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_steps"),
+                   donate_argnames=("cache",))
+def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int):
+    """Up to `num_steps` decode steps over every slot (stops early once no slot is active).
+
+    Returns (cache, state, tokens [S, num_steps], logprobs [S, num_steps]); tokens are -1 where a
+    row emitted nothing (inactive, or finished earlier in this call).
+    """
+    model = nnx.merge(graphdef, params)
+    num_slots, max_len = state.position.shape[0], cache[0]["k"].shape[1]
+    state = SlotState(*(jnp.asarray(x) for x in state))
+    out_tokens = jnp.full((num_slots, num_steps), -1, jnp.int32)
+    out_logprobs = jnp.zeros((num_slots, num_steps), jnp.float32)
+
+    def cond(carry):
+        step, st = carry[0], carry[1]
+        return (step < num_steps) & jnp.any(st.active)
+
+    def body(carry):
+        step, st, cache, out_tokens, out_logprobs = carry
+        write_pos = jnp.where(st.active, st.position, max_len)
+        logits, cache = model(st.last_token[:, None], positions=write_pos[:, None], cache=cache)
+        keys = row_keys(st.seed, st.position + 1)
+        token, logprob = sample_tokens(logits[:, 0], keys, st.temperature, st.top_k, st.top_p)
+        emit = st.active
+        position = st.position + emit.astype(jnp.int32)
+        num_generated = st.num_generated + emit.astype(jnp.int32)
+        done, code = finish_check(token, num_generated, position, st.stop_ids, st.max_new,
+                                  max_len)
+        st = st._replace(
+            last_token=jnp.where(emit, token, st.last_token),
+            position=position,
+            num_generated=num_generated,
+            active=emit & ~done,
+            finish=jnp.where(emit & done, code, st.finish),
+        )
+        out_tokens = out_tokens.at[:, step].set(jnp.where(emit, token, -1))
+        out_logprobs = out_logprobs.at[:, step].set(jnp.where(emit, logprob, 0.0))
+        return step + 1, st, cache, out_tokens, out_logprobs
+
+    _, state, cache, out_tokens, out_logprobs = jax.lax.while_loop(
+        cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
+    return cache, state, out_tokens, out_logprobs
+
+
+def bucket(n: int, minimum: int = 1, maximum: int | None = None) -> int:
+    """Smallest power of two >= max(n, minimum), capped at `maximum`: bounds the number of
+    distinct shapes (and hence compilations) that varying prompt lengths and batch sizes cause."""
+    size = max(int(minimum), 1)
+    while size < n:
+        size *= 2
+    return size if maximum is None else min(size, maximum)
