@@ -109,3 +109,118 @@ def sft_stage(ctx: dict[str, Any], objective: str = "agent", name: str | None = 
                               objective=objective)
     return {f"{objective}_hf_dir": result.get("hf_dir"), f"{name}_result": result,
             "stage_name": name}
+
+
+# --------------------------------------------------------------------------- GRPO
+@gin.configurable
+def grpo_stage(ctx: dict[str, Any], user: str = "model", name: str = "grpo") -> dict[str, Any]:
+    """GRPO from the agent-SFT checkpoint; `user`: "model" (the user-SFT checkpoint, frozen — the
+    paper's recipe), "reference" (the domain's scripted user) or "untrained" (a random-init user
+    model of the same shape, for the ablation)."""
+    from eigen_jax.rl.grpo import run_grpo
+
+    kind, user_dir = user, None
+    if user == "model":
+        user_dir = ctx.get("user_hf_dir")
+        if not user_dir:
+            raise ValueError("grpo_stage(user='model') needs a user-SFT stage before it")
+    elif user == "untrained":
+        kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
+    result = run_grpo(workdir=str(Path(ctx["workdir"]) / name), policy_hf_dir=ctx["agent_hf_dir"],
+                      tokenizer_dir=ctx["tokenizer_dir"], domain=_domain(ctx), user=kind,
+                      user_hf_dir=user_dir)
+    return {"grpo_hf_dir": result.get("hf_dir"), f"{name}_result": result, "stage_name": name}
+
+
+def _domain(ctx: dict[str, Any]):
+    from data_agents.domains import load
+
+    return load(ctx.get("domain", "outfitter"), **ctx.get("domain_kwargs", {}))
+
+
+def random_init_checkpoint(ctx: dict[str, Any], name: str = "random_init") -> str:
+    """The untrained starting point (same architecture and seed as SFT) as an HF checkpoint."""
+    out = Path(ctx["workdir"]) / name / "hf"
+    if not (out / "config.json").exists():
+        from eigen_jax import models
+        from eigen_jax import sharding as shd
+        from eigen_jax.chat.template import ChatTemplate
+        from eigen_jax.train.model_init import init_model
+        from eigen_jax.train.sft import _copy_tokenizer
+
+        vocab = len(ChatTemplate.from_pretrained(ctx["tokenizer_dir"]).tokenizer)
+        model, config = init_model(shd.make_mesh((1, -1, 1)), vocab_size=vocab)
+        models.save_pretrained(model, config, str(out))
+        _copy_tokenizer(ctx["tokenizer_dir"], out)
+    return str(out)
+
+
+# --------------------------------------------------------------------------- evaluation
+@gin.configurable
+def eval_stage(ctx: dict[str, Any], checkpoints: Sequence[str] = ("random", "sft", "grpo"),
+               user: str = "reference") -> dict[str, Any]:
+    """pass^k on held-out tasks for each named checkpoint: random init, agent SFT, GRPO."""
+    from eigen_jax.eval.evaluate import evaluate_checkpoint
+    from eigen_jax.rl.user_sim import make_user_simulator
+
+    dirs = {"random": lambda: random_init_checkpoint(ctx), "sft": lambda: ctx["agent_hf_dir"],
+            "grpo": lambda: ctx["grpo_hf_dir"]}
+    results = {}
+    for name in checkpoints:
+        if name not in dirs:
+            raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(dirs)}")
+        out_dir = Path(ctx["workdir"]) / "eval" / name
+        sim = make_user_simulator(user, hf_dir=ctx.get("user_hf_dir"))
+        results[name] = evaluate_checkpoint(
+            dirs[name](), str(out_dir), domain=ctx.get("domain", "outfitter"),
+            domain_kwargs=ctx.get("domain_kwargs"), user=sim, name=name)
+        results[name].pop("tasks", None)  # per-trial detail stays in results.json
+    return {"eval": results, "stage_name": "eval"}
+
+
+# --------------------------------------------------------------------------- report
+@gin.configurable
+def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
+    """WORKDIR/report.json + report.md: pass^k per stage, reward curve PNG, time per stage."""
+    from eigen_jax.eval.results import format_table, plot_pass_k
+
+    wd = Path(ctx["workdir"])
+    evals = ctx.get("eval", {})
+    report: dict[str, Any] = {"timings_s": dict(ctx["timings"]), "eval": evals,
+                              "dataset_splits": ctx.get("dataset_splits")}
+    for key in ("sft_agent_result", "sft_user_result", "grpo_result"):
+        if key in ctx:
+            report[key.removesuffix("_result")] = {
+                k: v for k, v in ctx[key].items() if k != "hf_dir"}
+    if evals:
+        plot_pass_k(evals, wd / "pass_k.png")
+    curve = (ctx.get("grpo_result") or {}).get("reward_curve")
+    if curve:
+        _plot_curve(curve, wd / "reward_curve.png")
+    (wd / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    lines = ["# eigen-jax run report", "", f"workdir: `{wd}`", "", "## pass^k on held-out tasks",
+             "", "```", format_table(evals) if evals else "(no evaluation stage)", "```", "",
+             "## Time per stage (s)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in ctx["timings"].items()]
+    if curve:
+        lines += ["", "## GRPO reward curve", "", "![reward curve](reward_curve.png)"]
+    (wd / "report.md").write_text("\n".join(lines) + "\n")
+    logging.info("report:\n%s", "\n".join(lines))
+    return {"report": str(wd / "report.md"), "stage_name": "report"}
+
+
+def _plot_curve(curve, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, rewards = zip(*curve)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(steps, rewards, marker=".")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean rollout reward")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

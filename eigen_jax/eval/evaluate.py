@@ -1,0 +1,73 @@
+"""pass^k evaluation of an eigen-jax checkpoint (in-process, same rollout engine as GRPO).
+
+Every (task, trial) is one episode of `RolloutWorker`; finished trials are logged durably as they
+complete, so a crashed evaluation resumes without re-running them. Served agents (any
+OpenAI-compatible URL) are evaluated by `launch/eval.py` through the data agents' rollout and
+scored into the same `TrialLog`/`summarize`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import gin
+from absl import logging
+
+from eigen_jax import models
+from eigen_jax import sharding as shd
+from eigen_jax.chat.template import ChatTemplate
+from eigen_jax.eval.results import TrialLog, summarize, write_results
+from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker, make_jobs
+from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
+from eigen_jax.sampling import Engine
+
+
+def trial_record(ep, trial: int) -> dict[str, Any]:
+    return {"task_id": ep.task_id, "trial": trial, "reward": ep.reward,
+            "finish_reason": ep.finish_reason, "turns": ep.num_turns,
+            "tokens": int(ep.length), "tool_errors": ep.num_tool_errors,
+            "reason": ep.verdict.reason if ep.verdict is not None else None}
+
+
+def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log: TrialLog,
+               chunk_episodes: int = 64, seed: int = 0) -> None:
+    """Play every (task, trial) not yet in `log`, `chunk_episodes` at a time, logging each chunk."""
+    jobs = [j for j in make_jobs(tasks, num_trials) if not log.done(j.task.id, j.sample_index)]
+    for start in range(0, len(jobs), chunk_episodes):
+        chunk = jobs[start:start + chunk_episodes]
+        episodes = worker.run(chunk, seed=seed + start)
+        log.add(trial_record(ep, job.sample_index) for ep, job in zip(episodes, chunk))
+        logging.info("eval: %d/%d episodes", start + len(chunk), len(jobs))
+
+
+@gin.configurable(denylist=["agent_hf_dir", "output_dir"])
+def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfitter",
+                        split: str = "test", num_trials: int = 1, max_tasks: int | None = None,
+                        user: UserSimulator | None = None, temperature: float = 1.0,
+                        max_new_tokens: int = 256, max_len: int = 4096, num_slots: int = 64,
+                        mesh_shape: Sequence[int] = (1, -1, 1), seed: int = 0,
+                        domain_kwargs: dict[str, Any] | None = None, name: str = "agent",
+                        rollout_config: RolloutConfig | None = None) -> dict[str, Any]:
+    """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png under `output_dir`."""
+    from data_agents.domains import load
+
+    if not Path(agent_hf_dir, "config.json").exists():
+        raise FileNotFoundError(f"no HF checkpoint (config.json) in {agent_hf_dir}")
+    dom = load(domain, **(domain_kwargs or {}))
+    tasks = dom.tasks(split)[:max_tasks]
+    mesh = shd.make_mesh(mesh_shape)
+    model, _ = models.from_pretrained(agent_hf_dir, mesh=mesh)
+    chat = ChatTemplate.from_pretrained(agent_hf_dir)
+    engine = Engine(model, num_slots, max_len, mesh)
+    config = rollout_config or RolloutConfig(temperature=temperature,
+                                             max_new_tokens=max_new_tokens, seed=seed)
+    worker = RolloutWorker(engine, chat, dom, user or make_user_simulator(), config)
+    log = TrialLog(Path(output_dir) / "trials.jsonl")
+    t0 = time.perf_counter()
+    run_trials(worker, tasks, num_trials, log, seed=seed)
+    result = summarize(log, domain, num_trials,
+                       {"checkpoint": agent_hf_dir, "split": split, "name": name,
+                        "seconds": round(time.perf_counter() - t0, 1)})
+    write_results(output_dir, name, result)
+    return result
