@@ -54,26 +54,6 @@ def clone(prepared, dst):
     return dst
 
 
-def test_agent_and_user_sft_learn_and_export(prepared, tmp_path):
-    wd = clone(prepared, tmp_path / "wd")
-    run_train(wd)
-    for name in ("sft_agent", "sft_user"):
-        result = json.loads((wd / name / "result.json").read_text())
-        losses = [l for _, l in result["eval_loss"]]
-        assert losses[-1] < 0.7 * losses[0], (name, losses)   # held-out loss falls a lot
-        hf = Path(result["hf_dir"])
-        assert (hf / "config.json").exists() and (hf / "tokenizer.json").exists()
-    import torch
-    import transformers
-
-    hf_dir = json.loads((wd / "sft_agent" / "result.json").read_text())["hf_dir"]
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32)
-    tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    assert model.config.vocab_size == len(tok)
-    pipeline = json.loads((wd / "pipeline.json").read_text())
-    assert set(pipeline["timings"]) >= {"data", "tokenizer", "sft_agent", "sft_user"}
-
-
 def test_unknown_gin_binding_fails_before_compute(tmp_path):
     cmd = TRAIN + ["--workdir", str(tmp_path), "--gin_bindings=run_sft.not_a_knob=3"]
     out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)

@@ -1,0 +1,106 @@
+"""Evaluate an agent: pass^k per domain, results.json + table + PNG; resumable.
+
+    python launch/eval.py --checkpoint DIR | --agent_url URL  [--user_checkpoint DIR | --user_url URL]
+        --domain outfitter|tau2:airline|... --split test --num_trials 4 --output_dir OUT
+
+The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
+temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `RolloutConfig.*`).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from launch import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+common.define_infra_flags(workdir_default="")
+flags.DEFINE_string("checkpoint", None, "eigen-jax / HF checkpoint dir of the agent (in-process).")
+flags.DEFINE_multi_string("agent_url", None, "OpenAI-compatible endpoint(s) serving the agent.")
+flags.DEFINE_string("agent_model", None, "model name to send to --agent_url.")
+flags.DEFINE_string("user_checkpoint", None, "user-simulator checkpoint (in-process).")
+flags.DEFINE_multi_string("user_url", None, "OpenAI-compatible endpoint(s) of the user simulator.")
+flags.DEFINE_string("domain", "outfitter", "domain name (built-in or tau2:airline|retail|telecom).")
+flags.DEFINE_string("split", "test", "task split.")
+flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
+flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
+flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
+flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
+
+
+def fail(msg: str) -> None:
+    sys.exit(f"eval: {msg}")
+
+
+def main(argv):
+    del argv
+    if bool(FLAGS.checkpoint) == bool(FLAGS.agent_url):
+        fail("give exactly one of --checkpoint or --agent_url")
+    if not FLAGS.output_dir:
+        fail("--output_dir is required")
+    if FLAGS.checkpoint and not os.path.exists(os.path.join(FLAGS.checkpoint, "config.json")):
+        fail(f"--checkpoint {FLAGS.checkpoint}: no config.json (not an HF/eigen-jax checkpoint)")
+    common.setup_jax()
+    common.parse_gin()
+    from data_agents.domains import load
+
+    try:
+        domain = load(FLAGS.domain)
+    except (ValueError, ImportError) as e:
+        fail(str(e))
+    from eigen_jax.rl.user_sim import make_user_simulator
+
+    if FLAGS.user_checkpoint:
+        user = make_user_simulator("model", hf_dir=FLAGS.user_checkpoint)
+    elif FLAGS.user_url:
+        user = make_user_simulator("served", urls=FLAGS.user_url)
+    elif FLAGS.domain == "outfitter":
+        user = make_user_simulator("reference")
+    else:
+        fail(f"domain {FLAGS.domain!r} has no reference user: give --user_checkpoint or --user_url")
+    if FLAGS.checkpoint:
+        from eigen_jax.eval.evaluate import evaluate_checkpoint
+
+        result = evaluate_checkpoint(FLAGS.checkpoint, FLAGS.output_dir, domain=FLAGS.domain,
+                                     split=FLAGS.split, num_trials=FLAGS.num_trials,
+                                     max_tasks=FLAGS.max_tasks, user=user,
+                                     num_slots=FLAGS.concurrency)
+        name = "checkpoint"
+    else:
+        result, name = _eval_served(domain, user), "served"
+    from eigen_jax.eval.results import format_table
+
+    print(format_table({name: result}))
+    print(json.dumps({k: v for k, v in result.items() if k != "tasks"}, indent=1))
+
+
+def _eval_served(domain, user):
+    from pathlib import Path
+
+    from data_agents.checkers import check
+    from data_agents.llm import LLMError
+    from eigen_jax.eval.results import TrialLog, summarize, write_results
+    from eigen_jax.eval.served_agent import evaluate_served
+
+    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl")
+    tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
+    try:
+        asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
+                                    check, concurrency=FLAGS.concurrency,
+                                    model=FLAGS.agent_model))
+    except LLMError as e:
+        fail(f"agent server unreachable or failing: {e}")
+    result = summarize(log, FLAGS.domain, FLAGS.num_trials,
+                       {"agent_url": FLAGS.agent_url, "split": FLAGS.split})
+    write_results(FLAGS.output_dir, "served", result)
+    return result
+
+
+if __name__ == "__main__":
+    app.run(main)
