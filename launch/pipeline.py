@@ -68,6 +68,18 @@ def reference_data_stage(ctx: dict[str, Any], domain: str = "outfitter",
 
 
 @gin.configurable
+def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
+                        domain: str = "outfitter",
+                        domain_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train on an already published `eigen_dialogues` dataset (e.g. `generate_data.py
+    --publish` output), evaluating and running RL on `domain`."""
+    if not Path(data_dir, "eigen_dialogues").is_dir():
+        raise FileNotFoundError(f"no eigen_dialogues TFDS dataset under {data_dir}")
+    return {"data_dir": data_dir, "domain": domain, "domain_kwargs": dict(domain_kwargs or {}),
+            "stage_name": "data"}
+
+
+@gin.configurable
 def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024,
                     tokenizer_dir: str | None = None) -> dict[str, Any]:
     """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text."""
