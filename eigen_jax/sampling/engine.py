@@ -200,6 +200,14 @@ class Engine:
     def num_free_slots(self) -> int:
         return self._slot_owner.count(None)
 
+    def update_params(self, state) -> None:
+        """Swap in new weights (same structure, shapes and shardings as the model's `nnx.split`
+        state): the weights are a jit argument, so nothing recompiles. Used by RL after each
+        learner step; sessions in flight continue with the new weights."""
+        if jax.tree.structure(state) != jax.tree.structure(self._params):
+            raise ValueError("update_params: the new state does not match the engine's model")
+        self._params = state
+
     def has_work(self) -> bool:
         return bool(self._queue) or bool(self._state.active.any())
 

@@ -1,0 +1,253 @@
+"""GRPO for multi-turn tool use (the paper's RL stage), read top to bottom.
+
+mesh → policy (the agent-SFT checkpoint) → optimizer → sharded train state → sampling engine on
+the same weights → user simulator (frozen) → restore the latest checkpoint (state + task cursor) →
+loop: roll out G episodes per task, drop groups whose rewards are all equal and roll out more tasks
+until B informative groups are in (bounded extra rounds), trajectory advantages broadcast to every
+policy token, π_old log-probs recomputed by the learner, μ clipped-surrogate passes, new weights
+into the engine in place → metrics, checkpoints; SIGTERM saves and exits → HF export
+(`workdir/hf`) and `result.json` with the reward curve.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+import gin
+from eigen_jax import models
+from eigen_jax import sharding as shd
+from eigen_jax.chat.template import ChatTemplate
+from eigen_jax.rl import advantages as advantages_lib
+from eigen_jax.rl.batching import make_train_batch
+from eigen_jax.rl.episode import Episode
+from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
+from eigen_jax.rl.rollout import (
+    RolloutConfig,
+    RolloutWorker,
+    make_jobs,
+    sync_engine_params,
+)
+from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
+from eigen_jax.sampling import Engine
+from eigen_jax.train import state as state_lib
+from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from eigen_jax.train.metrics import MetricsWriter
+from eigen_jax.train.optimizer import make_optimizer, make_schedule
+from eigen_jax.train.sft import _copy_tokenizer, to_global_batch
+
+
+class TaskStream:
+    """Endless reproducible task order: a fresh seeded permutation of the split every epoch.
+
+    Its state (epoch, cursor) goes into the checkpoint, so a resumed run draws the same tasks.
+    """
+
+    def __init__(self, tasks: Sequence[Any], seed: int):
+        if not tasks:
+            raise ValueError("the task split is empty; GRPO needs training tasks")
+        self.tasks, self.seed = list(tasks), seed
+        self.epoch = self.cursor = 0
+
+    def take(self, n: int) -> list[Any]:
+        out = []
+        while len(out) < n:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.tasks))
+            out.append(self.tasks[order[self.cursor]])
+            self.cursor += 1
+            if self.cursor == len(self.tasks):
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return out
+
+    def get_state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+def collect_groups(worker: RolloutWorker, stream: TaskStream, num_groups: int, group_size: int,
+                   *, dynamic_filtering: bool = True, max_extra_rounds: int = 4,
+                   seed: int = 0) -> tuple[list[list[Episode]], dict[str, float]]:
+    """Roll out until `num_groups` groups are kept (informative ones when filtering), or the extra
+    rounds are spent; returns (kept groups, rollout stats over every episode played)."""
+    kept: list[list[Episode]] = []
+    played: list[Episode] = []
+    timings = {"policy_env_s": 0.0, "user_s": 0.0, "reward_s": 0.0}
+    rounds = 0
+    while len(kept) < num_groups and rounds <= max_extra_rounds:
+        tasks = stream.take(num_groups - len(kept))
+        episodes = worker.run(make_jobs(tasks, group_size), seed=seed * 1009 + rounds)
+        for k, v in worker.timings.items():
+            timings[k] += v
+        played += episodes
+        for g in range(len(tasks)):
+            group = episodes[g * group_size:(g + 1) * group_size]
+            rewards = np.array([[e.reward for e in group]])
+            if not dynamic_filtering or bool(advantages_lib.informative_groups(rewards)[0]):
+                kept.append(group)
+        rounds += 1
+    groups_played = len(played) // group_size
+    stats = {"reward_mean": float(np.mean([e.reward for e in played])),
+             "informative_group_fraction": float(np.mean([
+                 len({e.reward for e in played[g * group_size:(g + 1) * group_size]}) > 1
+                 for g in range(groups_played)])),
+             "extra_rollout_rounds": float(rounds - 1), "groups_kept": float(len(kept[:num_groups])),
+             "episode_length": float(np.mean([e.length for e in played])),
+             "episode_turns": float(np.mean([e.num_turns for e in played])),
+             "episodes": float(len(played)), **timings}
+    for reason in ("max_steps", "max_errors", "max_context", "turn_truncated"):
+        stats[f"finish_{reason}"] = float(np.mean([e.finish_reason == reason for e in played]))
+    return kept[:num_groups], stats
+
+
+@gin.configurable(denylist=["workdir"])
+def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str | None = None,
+             domain: Any = "outfitter", user: str | UserSimulator = "reference",
+             user_hf_dir: str | None = None, user_urls: str | Sequence[str] | None = None,
+             train_split: str = "train", num_steps: int = 50, tasks_per_step: int = 8,
+             group_size: int = 8, advantage: str = "grpo", loss: str = "grpo",
+             dynamic_filtering: bool = True, max_extra_rounds: int = 4, eps_low: float = 0.4,
+             eps_high: float = 0.4, is_cap: float | None = 5.0, kl_coef: float = 0.0,
+             ppo_epochs: int = 1, layout: str = "trajectory", learning_rate: float = 1e-5,
+             max_len: int = 4096, num_slots: int = 64, max_new_tokens: int = 512,
+             temperature: float = 1.0, max_episode_steps: int = 200, max_tool_errors: int = 10,
+             mesh_shape: Sequence[int] = (1, -1, 1), grad_accum_steps: int = 1,
+             steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
+             keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
+             log_every: int = 1, checker: Any = None) -> dict[str, Any]:
+    """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
+    step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
+    "hf_dir"}.
+
+    `domain`: a registry name or a `Domain`; `user`: "reference" | "model" (in-process, from
+    `user_hf_dir`) | "served" (at `user_urls`) or a `UserSimulator`; `checker`: defaults to
+    `data_agents.checkers.check`. Everything else is a knob of the recipe (defaults: the paper's).
+    """
+    if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
+        raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
+                         f"group baseline), got {ppo_epochs}, {tasks_per_step}, {group_size}")
+    workdir = Path(workdir)
+    mesh = shd.make_mesh(mesh_shape)
+    chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
+    model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
+    if config.vocab_size != len(chat.tokenizer):
+        raise ValueError(f"policy vocab {config.vocab_size} != tokenizer size "
+                         f"{len(chat.tokenizer)}")
+    tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
+                                      warmup_steps=0, total_steps=num_steps))
+    graphdef, params, rest = state_lib.split_model(model)
+    engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
+                    max_prefill_len=min(max_len, 2048))
+    # Copies: the train step donates its state's buffers, the engine must not lose its weights
+    # and the KL reference must stay frozen.
+    ref_params = jax.tree.map(lambda x: x.copy(), params) if kl_coef > 0 else None
+    state = state_lib.init_train_state(jax.tree.map(lambda x: x.copy(), params), tx, mesh)
+    step_fn = state_lib.make_train_step(
+        graphdef, rest, tx,
+        make_grpo_loss(loss, with_entropy=log_entropy, temperature=temperature or 1.0,
+                       eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef),
+        mesh=mesh, state_sharding=state_lib.state_shardings(state),
+        grad_accum_steps=grad_accum_steps)
+    logprob_fn = make_logprob_fn(graphdef, rest, temperature=temperature or 1.0)
+    adv_fn = advantages_lib.get(advantage)
+
+    if isinstance(domain, str):
+        from data_agents import domains as domains_lib
+        domain = domains_lib.load(domain)
+    if isinstance(user, str):
+        user = make_user_simulator(user, hf_dir=user_hf_dir, urls=user_urls, mesh=mesh)
+    worker = RolloutWorker(engine, chat, domain, user, RolloutConfig(
+        max_steps=max_episode_steps, max_errors=max_tool_errors, max_new_tokens=max_new_tokens,
+        temperature=temperature, seed=seed), checker=checker)
+    stream = TaskStream(domain.tasks(train_split), seed)
+    dp = shd._mesh_axis_sizes(mesh)
+    row_multiple = dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps
+
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
+                        save_interval_steps=checkpoint_every)
+    start, curve, train_curve, skipped = 0, [], [], 0
+    if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(state)
+        stream.set_state(data_state["tasks"])
+        start, skipped = int(data_state["step"]), int(data_state.get("skipped", 0))
+        curve, train_curve = data_state.get("curve", []), data_state.get("train_curve", [])
+        logging.info("resumed %s from step %d", workdir, start)
+    sync_engine_params(engine, graphdef, state.params, rest)
+
+    writer = MetricsWriter(workdir / "tb", prefix="grpo/", console_every=log_every)
+    t_start = time.perf_counter()
+    with PreemptionGuard() as guard:
+        for step in range(start, num_steps):
+            t0 = time.perf_counter()
+            groups, stats = collect_groups(worker, stream, tasks_per_step, group_size,
+                                           dynamic_filtering=dynamic_filtering,
+                                           max_extra_rounds=max_extra_rounds, seed=step)
+            t_rollout = time.perf_counter() - t0
+            curve.append((step + 1, stats["reward_mean"]))
+            metrics: dict[str, float] = dict(stats, rollout_s=t_rollout)
+            if groups:
+                t1 = time.perf_counter()
+                state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
+                                                row_multiple, mesh, logprob_fn, ref_params,
+                                                ppo_epochs, step_fn)
+                metrics.update(update_metrics)
+                sync_engine_params(engine, graphdef, state.params, rest)
+                metrics["update_s"] = time.perf_counter() - t1
+                train_curve.append((step + 1, float(np.mean([e.reward for g in groups
+                                                             for e in g]))))
+            else:
+                skipped += 1
+                logging.warning("step %d: no informative group after %d extra rounds; no update",
+                                step + 1, max_extra_rounds)
+            metrics["learner_updates"] = float(int(state.step))
+            writer.write(step + 1, metrics)
+            done = step + 1
+            if ckpt.should_save(done) or done == num_steps or guard.requested:
+                ckpt.save(done, state, {"tasks": stream.get_state(), "step": done,
+                                        "skipped": skipped, "curve": curve,
+                                        "train_curve": train_curve}, force=True)
+            if guard.requested:
+                logging.warning("SIGTERM: saved step %d, exiting", done)
+                break
+    ckpt.close()
+    writer.close()
+    finished = bool(curve) and curve[-1][0] >= num_steps
+    result: dict[str, Any] = {"steps": curve[-1][0] if curve else 0, "reward_curve": curve,
+                              "train_reward_curve": train_curve, "skipped_steps": skipped,
+                              "learner_updates": int(state.step),
+                              "seconds": time.perf_counter() - t_start}
+    if export_hf and finished:
+        hf_dir = workdir / "hf"
+        models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))
+        _copy_tokenizer(str(tokenizer_dir or policy_hf_dir), hf_dir)
+        result["hf_dir"] = str(hf_dir)
+    (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
+            ppo_epochs, step_fn):
+    """Advantages → batch → π_old (and reference) log-probs → μ optimiser passes;
+    returns (new state, metrics)."""
+    rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
+    adv = np.asarray(adv_fn(rewards)).reshape(-1)
+    episodes = [e for g in groups for e in g]
+    host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
+    batch = to_global_batch(host, mesh)
+    batch["old_logprobs"] = logprob_fn(state.params, batch)
+    if ref_params is not None:
+        batch["ref_logprobs"] = logprob_fn(ref_params, batch)
+    for _ in range(ppo_epochs):
+        state, sums = step_fn(state, batch)
+    out = summarise(jax.device_get(sums))
+    out["batch_tokens"] = float(host["tokens"].size)
+    out["train_tokens"] = float((host["segment_ids"] > 0).sum())
+    return state, out

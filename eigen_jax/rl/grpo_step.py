@@ -1,0 +1,85 @@
+"""The GRPO learner's device programs: policy log-probs of a batch and the clipped-surrogate loss.
+
+Kept apart from the loop (`grpo.py`) so the loss can be tested against the batching layouts and
+reused by other learners. Per-token arrays of the batch are `[rows, length]` at the index of the
+token they score; the model predicts token t+1 at position t, so everything is shifted by one here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from eigen_jax.rl import losses
+from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets
+
+
+def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
+                    with_entropy: bool = False, temperature: float = 1.0):
+    """log π(tokens[t+1] | tokens[:t+1]) as `[rows, length - 1]` (and the entropy there).
+
+    `temperature` is the rollout's sampling temperature: the learner scores tokens under the
+    same tempered distribution the sampler drew them from, so ρ and the IS weights compare like
+    with like (1.0, the paper's setting, is the model's own distribution)."""
+    tokens, seg = batch["tokens"], batch["segment_ids"]
+    hidden = model(tokens, batch["positions"], seg, return_hidden=True)
+    targets, _ = shifted_targets(tokens, seg, batch["loss_mask"])
+    return chunked_token_logprobs(hidden[:, :-1], model.project, targets, chunk_size,
+                                  temperature=temperature, with_entropy=with_entropy)
+
+
+def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0):
+    """Jitted `(params, batch) -> [rows, length]` log-probs aligned with the tokens (column 0 is
+    0): the rollout-time policy's log-probs (π_old) and the frozen reference's."""
+
+    @jax.jit
+    def fn(params, batch):
+        lp = policy_logprobs(nnx.merge(graphdef, params, rest), batch, chunk_size,
+                             temperature=temperature)
+        return jnp.pad(lp, ((0, 0), (1, 0)))
+
+    return fn
+
+
+def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy: bool = True,
+                   temperature: float = 1.0, **loss_kwargs: Any):
+    """`loss_fn(model, batch, normalizer) -> (loss, sums)` for `train.state.make_train_step`.
+
+    The batch carries `old_logprobs` (and `ref_logprobs` when a KL term is on) besides the batch
+    contract. The returned metrics are SUMS over the micro-batch (counts, entropy, KL) so that
+    gradient accumulation adds them up correctly; `summarise` turns them into fractions.
+    """
+    policy_loss = losses.get(loss_name)
+
+    def loss_fn(model, batch, normalizer):
+        out = policy_logprobs(model, batch, chunk_size, with_entropy, temperature)
+        logp, entropy = out if with_entropy else (out, jnp.zeros_like(out))
+        _, mask = shifted_targets(batch["tokens"], batch["segment_ids"], batch["loss_mask"])
+        shift = lambda k: batch[k][:, 1:]
+        ref = shift("ref_logprobs") if "ref_logprobs" in batch else None
+        loss, m = policy_loss(logp, shift("old_logprobs"), shift("advantages"), mask,
+                              behaviour_logprobs=shift("behaviour_logprobs"), ref_logprobs=ref,
+                              normalizer=normalizer, **loss_kwargs)
+        n = mask.sum()  # policy tokens before behaviour-IS masking
+        sums = {"policy_tokens": n,
+                "clipped_tokens": m["clip_fraction"] * m["policy_tokens"],
+                "is_masked_tokens": n - m["policy_tokens"],
+                "entropy_sum": (entropy * mask).sum(),
+                "kl": m.get("kl", jnp.zeros(())),  # already divided by the global normalizer
+                "pg_loss": m["pg_loss"]}
+        return loss, sums
+
+    return loss_fn
+
+
+def summarise(sums: dict[str, Any]) -> dict[str, float]:
+    """Micro-batch sums → the logged fractions and means."""
+    n = max(float(sums["policy_tokens"]), 1.0)
+    return {"policy_tokens": float(sums["policy_tokens"]),
+            "clip_fraction": float(sums["clipped_tokens"]) / n,
+            "is_mask_fraction": float(sums["is_masked_tokens"]) / n,
+            "entropy": float(sums["entropy_sum"]) / n,
+            "kl": float(sums["kl"]), "pg_loss": float(sums["pg_loss"]),
+            "loss": float(sums["loss"]), "grad_norm": float(sums["grad_norm"])}

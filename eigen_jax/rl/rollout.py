@@ -1,0 +1,248 @@
+"""Many episodes at once: policy ↔ environment ↔ user simulator, recorded token-in/token-out.
+
+Why this shape: every policy turn of every live episode is decoded by ONE continuously batched
+`Engine` (each episode is an engine session that keeps its KV cache between turns, so a turn
+prefills only the tool results / user message appended since the previous one). Between engine
+steps, finished turns are acted on: tool calls run in the episode's environment (malformed calls
+become tool messages that report the parse error, as tool errors do), plain replies go to the user
+simulator, and all user turns pending at that moment are answered in one batched call.
+
+The agent is sampled with `views.agent_prompt` — the same system prompt and tool list it was
+trained with (one gin binding sets both). Rewards come from the domain's checker on the final
+environment and transcript; limit finishes (max steps, max tool errors, context or turn-length
+overflow) score 0 without a checker call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import zlib
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+import gin
+from eigen_jax.chat import views
+from eigen_jax.chat.conversation import Conversation
+from eigen_jax.chat.template import ChatTemplate
+from eigen_jax.rl.episode import SCORED_FINISHES, Episode
+from eigen_jax.rl.user_sim import UserSimulator, UserTurn
+from eigen_jax.sampling import Engine, SamplingParams
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """Episode limits and the policy's sampling settings.
+
+    max_steps: messages after the system prompt (user, assistant and tool messages each count;
+        tau2 counts the same way); reaching it ends the episode with reward 0.
+    max_errors: tool errors (failed or unparsable calls) allowed; one more ends with reward 0.
+    """
+
+    max_steps: int = 200
+    max_errors: int = 10
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("max_steps", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RolloutConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_errors < 0:
+            raise ValueError(f"RolloutConfig.max_errors must be >= 0, got {self.max_errors}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeJob:
+    """One episode to play: the task, its GRPO group and its index within the group."""
+
+    task: Any
+    group_id: int
+    sample_index: int
+
+
+Checker = Callable[[Any, Any, Any, list], Any]  # (domain, task, final_env, transcript) -> Verdict
+
+
+def default_checker() -> Checker:
+    """`data_agents.checkers.check`: declarative criteria and the task's code checker."""
+    from data_agents.checkers import check
+
+    return check
+
+
+def sync_engine_params(engine: Engine, graphdef, params, rest) -> None:
+    """Point the engine at new weights in place (same shapes/shardings: no re-compilation).
+
+    The engine keeps the full `nnx.split(model)` state; the learner trains only `nnx.Param`s.
+    """
+    _, state = nnx.split(nnx.merge(graphdef, params, rest))
+    engine.update_params(state)
+
+
+class _Live:
+    """One running episode: its conversation, environment and counters (a small state machine)."""
+
+    def __init__(self, job: EpisodeJob, session: Hashable, env, chat: ChatTemplate, system: str,
+                 tools, config: RolloutConfig):
+        self.job, self.session, self.env, self.config = job, session, env, config
+        self.conv = Conversation.start(chat, [{"role": "system", "content": system}], tools)
+        self.sent = 0                      # conversation ids the engine session already holds
+        self.turns: list[tuple[int, int]] = []
+        self.logprobs: list[np.ndarray] = []
+        self.steps = self.errors = 0
+        self.finish: str | None = None
+        self.key = f"{job.task.id}/{job.group_id}/{job.sample_index}"
+
+    def transcript(self) -> list[dict[str, Any]]:
+        return self.conv.messages
+
+    def user_turn(self) -> UserTurn:
+        return UserTurn(self.job.task, [m for m in self.transcript() if m["role"] != "system"],
+                        self.key)
+
+    def _count(self, n: int = 1) -> None:
+        self.steps += n
+        if self.finish is None and self.steps >= self.config.max_steps:
+            self.finish = "max_steps"
+
+    def add_user(self, text: str) -> None:
+        self.conv.append_messages([{"role": "user", "content": text}])
+        if views.is_stop(text):
+            self.finish = "user_stop"
+        self._count()
+
+    def add_policy(self, ids: np.ndarray, logprobs: np.ndarray, finish_reason: str) -> str:
+        """Record a sampled turn and act on it; returns 'tool', 'user' or 'done'."""
+        start = len(self.conv.generation_prompt())
+        parsed = self.conv.append_generated(ids)
+        self.turns.append((start, start + len(ids)))
+        self.logprobs.append(np.asarray(logprobs, np.float32))
+        self.sent = len(self.conv)
+        self._count()
+        if finish_reason != "stop":      # cut off by max_new_tokens / the cache: nothing follows
+            self.finish = self.finish or "turn_truncated"
+            return "done"
+        results = []
+        for call in parsed.tool_calls:
+            out = self.env.call(call.name, call.arguments, "assistant")
+            self.errors += int(out.error)
+            results.append({"role": "tool", "content": out.content, "tool_call_id": call.id,
+                            "name": call.name})
+        for k, err in enumerate(parsed.errors):
+            self.errors += 1
+            results.append({"role": "tool", "content": err.to_tool_message(),
+                            "tool_call_id": f"parse_error_{len(self.turns)}_{k}"})
+        if results:  # all results of one assistant turn in one append (templates may merge them)
+            self.conv.append_messages(results)
+            self._count(len(results))
+        if self.finish is None and self.errors > self.config.max_errors:
+            self.finish = "max_errors"
+        if self.finish is None and views.is_stop(parsed.content):
+            self.finish = "agent_stop"
+        if self.finish is not None:
+            return "done"
+        return "tool" if results else "user"
+
+    def episode(self, reward: float, verdict) -> Episode:
+        tokens = np.asarray(self.conv.tokens, np.int32)
+        mask = np.zeros(len(tokens), bool)
+        lps = np.zeros(len(tokens), np.float32)
+        for (s, e), lp in zip(self.turns, self.logprobs):
+            mask[s:e], lps[s:e] = True, lp
+        return Episode(str(self.job.task.id), self.job.group_id, self.job.sample_index, tokens,
+                       mask, lps, list(self.turns), reward, self.finish, self.transcript(),
+                       verdict, self.errors)
+
+
+class RolloutWorker:
+    """Plays batches of episodes of one domain with one policy engine and one user simulator.
+
+    `engine` holds the policy weights (update them with `sync_engine_params` after each learner
+    step); its `num_slots` bounds how many episodes decode concurrently, the rest wait for a slot.
+    `timings` holds the seconds of the last `run`: policy decoding + environment, user simulator,
+    checker.
+    """
+
+    def __init__(self, engine: Engine, chat: ChatTemplate, domain, user: UserSimulator,
+                 config: RolloutConfig | None = None, checker: Checker | None = None):
+        self.engine, self.chat, self.domain, self.user = engine, chat, domain, user
+        self.config = config or RolloutConfig()
+        self.checker = checker or default_checker()
+        self.system, self.tools = views.agent_prompt(
+            domain.policy, domain.make_env().tools_schema("assistant"))
+        self.params = SamplingParams(temperature=self.config.temperature, top_k=self.config.top_k,
+                                     top_p=self.config.top_p,
+                                     max_new_tokens=self.config.max_new_tokens,
+                                     stop_token_ids=tuple(chat.stop_ids))
+        self.timings: dict[str, float] = {}
+        self._runs = 0
+
+    def run(self, jobs: Sequence[EpisodeJob], seed: int = 0) -> list[Episode]:
+        """Play every job to its end; episodes come back in job order."""
+        self._runs += 1
+        live = [_Live(job, (self._runs, i), self.domain.make_env(job.task), self.chat,
+                      self.system, self.tools, self.config) for i, job in enumerate(jobs)]
+        by_session = {s.session: s for s in live}
+        t_user = 0.0
+        t0 = time.perf_counter()
+        waiting_user = list(live)  # every episode opens with the user's first message
+        while True:
+            if waiting_user:
+                t = time.perf_counter()
+                replies = self.user.respond([s.user_turn() for s in waiting_user])
+                t_user += time.perf_counter() - t
+                for s, text in zip(waiting_user, replies):
+                    s.add_user(text)
+                    self._continue(s, seed)
+                waiting_user = []
+            if not self.engine.has_work():
+                break
+            for c in self.engine.step():
+                s = by_session[c.session_id]
+                outcome = s.add_policy(c.token_ids, c.logprobs, c.finish_reason)
+                if outcome == "tool":
+                    self._continue(s, seed)
+                elif outcome == "user":
+                    waiting_user.append(s)
+                else:
+                    self.engine.release(s.session)
+        t_play = time.perf_counter() - t0
+        t = time.perf_counter()
+        episodes = [self._score(s) for s in live]
+        self.timings = {"policy_env_s": t_play - t_user, "user_s": t_user,
+                        "reward_s": time.perf_counter() - t}
+        return episodes
+
+    def _continue(self, s: _Live, seed: int) -> None:
+        """Submit the episode's next policy turn, or end it if it cannot have one."""
+        if s.finish is None:
+            prompt = s.conv.generation_prompt()
+            if len(prompt) >= self.engine.max_len - 1:
+                s.finish = "max_context"
+            else:
+                row_seed = zlib.crc32(f"{self.config.seed}/{seed}/{s.key}".encode())
+                self.engine.submit(s.session, prompt[s.sent:], self.params, row_seed)
+                return
+        if s.sent:  # the session exists in the engine once a policy turn has been sampled
+            self.engine.release(s.session)
+
+    def _score(self, s: _Live) -> Episode:
+        if s.finish in SCORED_FINISHES:
+            verdict = self.checker(self.domain, s.job.task, s.env, s.transcript())
+            return s.episode(float(verdict.reward), verdict)
+        return s.episode(0.0, None)
+
+
+def make_jobs(tasks: Sequence[Any], group_size: int, first_group_id: int = 0) -> list[EpisodeJob]:
+    """`group_size` episodes of each task; group ids count up from `first_group_id`."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    return [EpisodeJob(task, first_group_id + g, k) for g, task in enumerate(tasks)
+            for k in range(group_size)]

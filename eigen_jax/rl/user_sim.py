@@ -1,0 +1,165 @@
+"""User simulators for RL rollouts: who writes the "user" turns of an episode.
+
+Why several backends behind one batched call: the paper's point is that the user model must be the
+user-SFT model (an off-the-shelf user corrupts rewards), frozen during RL. It can run in-process
+on its own sampling `Engine` (no server needed, CPU quickstart), behind an SGLang/OpenAI server
+(`data_agents.llm`), or — for tests and the offline domain — be the domain's scripted reference
+user. Every backend answers a *batch* of pending user turns at once, so a model user decodes all of
+them in one continuously batched engine pass.
+
+A model user is always sampled on `views.user_messages(messages, task)`, the role-flipped view it
+was trained on (user-SFT renders exactly that view).
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+from eigen_jax.chat import views
+from eigen_jax.chat.conversation import Conversation
+from eigen_jax.chat.template import ChatTemplate
+from eigen_jax.sampling import Engine, Request, SamplingParams
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTurn:
+    """A pending user turn: the task and the dialogue so far (record-shaped messages, agent view,
+    no system message). An empty `messages` asks for the opening message."""
+
+    task: Any  # data_agents.domains.Task
+    messages: list[dict[str, Any]]
+    key: str = ""  # stable per episode: seeds sampling backends reproducibly
+
+
+class UserSimulator(abc.ABC):
+    """Batched user simulator: one reply text per pending turn, in order."""
+
+    @abc.abstractmethod
+    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+        """Reply texts; a reply containing a `views.STOP_TOKENS` entry ends the episode."""
+
+
+def _task_dict(task: Any) -> dict[str, Any]:
+    return task.model_dump(mode="json") if hasattr(task, "model_dump") else dict(task)
+
+
+def _seed(key: str, turn: int, base: int) -> int:
+    return zlib.crc32(f"{base}/{key}/{turn}".encode()) % (2 ** 32)
+
+
+class ReferenceUserSimulator(UserSimulator):
+    """The outfitter domain's scripted `ReferenceUser` (deterministic; tests and offline runs)."""
+
+    def __init__(self, max_turns: int | None = None):
+        from data_agents.domains.outfitter.reference_user import ReferenceUser
+
+        self._cls, self.max_turns = ReferenceUser, max_turns
+
+    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+        out = []
+        for turn in turns:
+            user = self._cls(turn.task, self.max_turns)
+            out.append(user.first_message() if not turn.messages else user.respond(turn.messages))
+        return out
+
+
+class ModelUserSimulator(UserSimulator):
+    """An eigen-jax model (the user-SFT checkpoint) sampled in-process on its own `Engine`.
+
+    Each pending turn is a fresh single-turn request of the flipped view: the flipped view merges
+    and drops messages as the dialogue grows, so it is not an append-only token sequence and cannot
+    reuse the previous turn's cache.
+    """
+
+    def __init__(self, model, chat: ChatTemplate, *, num_slots: int = 16, max_len: int = 2048,
+                 sampling: SamplingParams | None = None, seed: int = 0, mesh=None,
+                 steps_per_sync: int = 8):
+        self.chat = chat
+        params = sampling or SamplingParams(temperature=1.0, max_new_tokens=128)
+        self.params = params.replace(stop_token_ids=tuple(chat.stop_ids))
+        self.seed = seed
+        self.engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
+                             max_prefill_len=max_len)
+        self._calls = 0
+
+    @classmethod
+    def from_pretrained(cls, hf_dir: str, mesh=None, **kwargs) -> ModelUserSimulator:
+        from eigen_jax import models
+
+        model, _ = models.from_pretrained(hf_dir, mesh=mesh)
+        return cls(model, ChatTemplate.from_pretrained(hf_dir), mesh=mesh, **kwargs)
+
+    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+        if not turns:
+            return []
+        requests = []
+        limit = self.engine.max_len - 1
+        for i, turn in enumerate(turns):
+            flipped = views.user_messages(turn.messages, _task_dict(turn.task))
+            prompt = Conversation.start(self.chat, flipped).generation_prompt()
+            if len(prompt) > limit:
+                raise ValueError(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
+                                 f"user engine's max_len={self.engine.max_len}; raise max_len")
+            requests.append(Request(("user", self._calls, i), prompt, self.params,
+                                    _seed(turn.key, len(turn.messages), self.seed)))
+        self._calls += 1
+        completions = self.engine.run(requests)
+        return [self.chat.parse(c.token_ids).content.strip() for c in completions]
+
+
+class ServedUserSimulator(UserSimulator):
+    """A user model behind an OpenAI-compatible server (SGLang), via `data_agents.llm.LLMClient`.
+
+    All pending turns are sent concurrently; the client owns retries and load balancing.
+    """
+
+    def __init__(self, urls: str | Sequence[str], *, temperature: float = 1.0,
+                 max_tokens: int = 256, model: str | None = None, seed: int = 0,
+                 client_kwargs: dict[str, Any] | None = None):
+        self.urls, self.model = urls, model
+        self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
+        self.client_kwargs = dict(client_kwargs or {})
+
+    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+        return asyncio.run(self._respond(list(turns))) if turns else []
+
+    async def _respond(self, turns: list[UserTurn]) -> list[str]:
+        from data_agents.llm import LLMClient
+
+        async with LLMClient(self.urls, model=self.model, **self.client_kwargs) as client:
+            async def one(turn: UserTurn) -> str:
+                flipped = views.user_messages(turn.messages, _task_dict(turn.task))
+                out = await client.chat(flipped, temperature=self.temperature,
+                                        max_tokens=self.max_tokens, use_cache=False,
+                                        seed=_seed(turn.key, len(turn.messages), self.seed))
+                return (out.choices[0].message.content or "").strip()
+
+            return list(await asyncio.gather(*(one(t) for t in turns)))
+
+
+@gin.configurable
+def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
+                        urls: str | Sequence[str] | None = None, mesh=None,
+                        **kwargs) -> UserSimulator:
+    """`reference` (the domain's scripted user), `model` (in-process, from `hf_dir`) or `served`
+    (an OpenAI-compatible server at `urls`)."""
+    if kind == "reference":
+        return ReferenceUserSimulator(**kwargs)
+    if kind == "model":
+        if not hf_dir:
+            raise ValueError("a 'model' user simulator needs hf_dir (the user-SFT checkpoint)")
+        return ModelUserSimulator.from_pretrained(hf_dir, mesh=mesh, **kwargs)
+    if kind == "served":
+        if not urls:
+            raise ValueError("a 'served' user simulator needs urls of an OpenAI-compatible server")
+        return ServedUserSimulator(urls, **kwargs)
+    raise ValueError(f"unknown user simulator kind {kind!r}; expected reference, model or served")
+
+
+__all__ = ["ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
+           "UserTurn", "make_user_simulator"]
