@@ -10,23 +10,12 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from eigen_jax.rl.registry import Registry
+
 AdvantageFn = Callable[..., jnp.ndarray]
-_REGISTRY: dict[str, AdvantageFn] = {}
-
-
-def register(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def wrap(fn: AdvantageFn) -> AdvantageFn:
-        if name in _REGISTRY:
-            raise ValueError(f"advantage estimator {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-    return wrap
-
-
-def get(name: str) -> AdvantageFn:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown advantage estimator {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+_REGISTRY: Registry[AdvantageFn] = Registry("advantage estimator")
+register = _REGISTRY.register
+get = _REGISTRY.get
 
 
 def _check(rewards: jnp.ndarray) -> jnp.ndarray:

@@ -18,23 +18,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from eigen_jax.rl.registry import Registry
+
 LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
-_REGISTRY: dict[str, LossFn] = {}
-
-
-def register(name: str) -> Callable[[LossFn], LossFn]:
-    def wrap(fn: LossFn) -> LossFn:
-        if name in _REGISTRY:
-            raise ValueError(f"loss {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-    return wrap
-
-
-def get(name: str) -> LossFn:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown policy loss {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+_REGISTRY: Registry[LossFn] = Registry("policy loss")
+register = _REGISTRY.register
+get = _REGISTRY.get
 
 
 def kl_k3(logprobs: jnp.ndarray, ref_logprobs: jnp.ndarray) -> jnp.ndarray:
