@@ -1,0 +1,329 @@
+"""Side-by-side eigen-jax vs Tunix (google-tunix): GRPO step, sampler decode, SFT train step.
+
+One command: for each model size, eigen-jax writes a random-init HF Qwen3 checkpoint, measures
+itself in this process, then runs `bench/peers/tunix_bench.py` in the Tunix venv (created on
+first use by `bench/peers/make_venv.sh`), which loads the SAME weights with Tunix's own loader
+and measures the same workloads. Both processes run one after the other (never concurrently) on
+one device. Weight parity is checked first: both stacks' logits on the same ids must agree.
+
+Workloads (same shapes on both sides; medians of `repeats` after warm-up, compile time apart):
+  grpo    one GRPO global step: rollout of G samples for each prompt (temperature 1, fixed
+          length: the end-of-sequence id is never sampled) + reward + group advantages + one
+          policy update (μ=1, β=0, token-mean clipped surrogate, AdamW, clip 1.0).
+  decode  batched sampling from `prompt_len` prompts; decode tok/s = extra tokens / extra time
+          between two generation lengths (prefill and host overheads cancel).
+  train   full-parameter next-token step (forward + backward + AdamW) at `train_seq` tokens;
+          eigen-jax's MFU against a matmul peak measured in the same run.
+
+    python bench/compare_tunix.py [--config cpu|gpu-1b] [--out bench/results/compare_tunix.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model_bench import matmul_peak_flops, train_flops_per_token  # noqa: E402
+
+from eigen_jax import models  # noqa: E402
+from eigen_jax.rl import advantages as adv_lib  # noqa: E402
+from eigen_jax.rl.batching import make_train_batch  # noqa: E402
+from eigen_jax.rl.episode import Episode  # noqa: E402
+from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn  # noqa: E402
+from eigen_jax.rl.rollout import sync_engine_params  # noqa: E402
+from eigen_jax.sampling import Engine, Request, SamplingParams, generate  # noqa: E402
+from eigen_jax.train import state as state_lib  # noqa: E402
+from eigen_jax.train.optimizer import make_optimizer, make_schedule  # noqa: E402
+from eigen_jax.train.sft_loss import sft_loss  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_BASE = dict(seed=0, repeats=5, clip_eps=0.2)
+# Tunix 0.1.7's Qwen3 `apply_rope` ignores `ModelConfig.rope_theta` (always 1e6, the released
+# Qwen3 value), so every model here uses 1e6 or the two stacks would compute different functions.
+_ROPE = {"rope_theta": 1_000_000.0}
+# Model sizes per --config and the shapes of every workload. `cpu` fits a 2-core machine in
+# well under 20 minutes for both stacks; `gpu-1b` is ~1B parameters in bf16 for GPU hosts.
+CONFIGS = {
+    "cpu": [
+        dict(_BASE, name="tiny-qwen3", preset="tiny-qwen3", overrides=_ROPE, dtype="float32",
+             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=80,
+             train_batch=4, train_seq=128, group_size=8, grpo_prompts=2, grpo_new_tokens=32),
+        dict(_BASE, name="bench-25m", preset="bench-25m", overrides=_ROPE, dtype="float32",
+             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=64,
+             train_batch=2, train_seq=256, group_size=8, grpo_prompts=1, grpo_new_tokens=32),
+    ],
+    "gpu-1b": [
+        dict(_BASE, name="qwen3-1b", preset="qwen3-1.7b", overrides={"num_layers": 14},
+             dtype="bfloat16", batch=64, prompt_len=256, max_len=1024, decode_short=64,
+             decode_long=320, train_batch=8, train_seq=2048, group_size=16, grpo_prompts=4,
+             grpo_new_tokens=256),
+    ],
+}
+
+
+def _median_time(fn, repeats: int) -> tuple[float, float, list[float]]:
+    """(compile+first-call seconds, median seconds, all seconds) of a blocking `fn`."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times), times
+
+
+def prompts_of(spec, vocab) -> list[list[int]]:
+    rng = np.random.RandomState(spec["seed"])  # the same ids tunix_bench.prompts_text draws
+    return [rng.randint(3, vocab, spec["prompt_len"]).tolist() for _ in range(spec["batch"])]
+
+
+def bench_decode(model, spec) -> dict:
+    prompts = prompts_of(spec, model.config.vocab_size)
+    runs = {}
+    for n in (spec["decode_short"], spec["decode_long"]):
+        params = SamplingParams(temperature=1.0, max_new_tokens=n)
+        fn = lambda: generate(model, prompts, params, max_len=spec["max_len"],  # noqa: E731
+                              steps_per_sync=spec.get("steps_per_sync", 8))
+        first, med, times = _median_time(fn, spec["repeats"])
+        assert all(c.num_tokens == n for c in fn())
+        runs[n] = {"compile_s": first, "s": med, "all_s": times}
+    short, long_ = runs[spec["decode_short"]], runs[spec["decode_long"]]
+    extra = spec["batch"] * (spec["decode_long"] - spec["decode_short"])
+    return {"generate_tok_s": spec["batch"] * spec["decode_long"] / long_["s"],
+            "decode_tok_s": extra / max(long_["s"] - short["s"], 1e-9),
+            "compile_s": short["compile_s"], "runs": runs}
+
+
+def _optimizer():
+    # Both stacks: AdamW(b1 .9, b2 .95, wd .01) after global-norm clipping at 1.0.
+    return make_optimizer(make_schedule(learning_rate=1e-5))
+
+
+def bench_train(model, spec, peak: float) -> dict:
+    graphdef, params, rest = state_lib.split_model(model)
+    params = jax.tree.map(jnp.copy, params)  # the step donates its state
+    state = state_lib.init_train_state(params, _optimizer())
+    step = state_lib.make_train_step(graphdef, rest, _optimizer(), sft_loss)
+    b, t = spec["train_batch"], spec["train_seq"]
+    rng = np.random.RandomState(spec["seed"] + 1)
+    batch = {"tokens": jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
+             "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
+             "segment_ids": jnp.ones((b, t), jnp.int32),
+             "loss_mask": jnp.ones((b, t), jnp.int32)}
+    holder = [state]
+
+    def run():
+        holder[0], metrics = step(holder[0], batch)
+        return metrics["loss"]
+
+    first, med, times = _median_time(run, spec["repeats"])
+    tokens_per_s = b * t / med
+    flops = train_flops_per_token(model.config, t)
+    return {"step_s": med, "all_s": times, "compile_s": first, "tokens_per_s": tokens_per_s,
+            "flops_per_token": flops, "mfu": tokens_per_s * flops / peak}
+
+
+def reward_of(tokens) -> float:
+    """1 if more than half the sampled ids are even, else 0 (tunix_bench.reward_fn's rule):
+    binary like a checker's verdict, yet it varies within a group, so advantages are nonzero."""
+    return float(2 * int(np.sum(np.asarray(tokens) % 2 == 0)) > len(tokens))
+
+
+def bench_grpo(model, spec) -> dict:
+    """The eigen-jax GRPO step as `eigen_jax.rl.grpo` composes it: rollout on a persistent
+    engine synced to the learner's weights → rewards → group advantages → trajectory batch →
+    π_old log-probs → one clipped-surrogate update."""
+    g, n_prompts, new = spec["group_size"], spec["grpo_prompts"], spec["grpo_new_tokens"]
+    graphdef, params, rest = state_lib.split_model(model)
+    params = jax.tree.map(jnp.copy, params)
+    state = state_lib.init_train_state(params, _optimizer())
+    loss = make_grpo_loss("grpo", eps_low=spec["clip_eps"], eps_high=spec["clip_eps"],
+                          is_cap=None, with_entropy=False)
+    step_fn = state_lib.make_train_step(graphdef, rest, _optimizer(), loss)
+    logprob_fn = make_logprob_fn(graphdef, rest)
+    engine = Engine(model, g * n_prompts, spec["max_len"])
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=new)
+    rng = np.random.RandomState(spec["seed"] + 2)
+    holder, counter = [state], [0]
+
+    def one_step():
+        counter[0] += 1
+        prompts = [rng.randint(3, model.config.vocab_size, spec["prompt_len"]).tolist()
+                   for _ in range(n_prompts)]
+        sync_engine_params(engine, graphdef, holder[0].params, rest)
+        reqs = [Request((p, k), prompts[p], sampling, seed=counter[0] * 10_000 + p * g + k)
+                for p in range(n_prompts) for k in range(g)]
+        episodes = []
+        for c in engine.run(reqs):
+            p, k = c.session_id
+            n = len(prompts[p])
+            mask = np.r_[np.zeros(n, bool), np.ones(c.num_tokens, bool)]
+            episodes.append(Episode(
+                f"p{p}", p, k, np.r_[prompts[p], c.token_ids], mask,
+                np.r_[np.zeros(n), c.logprobs], [(n, n + c.num_tokens)],
+                reward_of(c.token_ids), "agent_stop", []))
+        rewards = np.array([e.reward for e in episodes], np.float32).reshape(n_prompts, g)
+        adv = np.asarray(adv_lib.get("grpo")(rewards)).reshape(-1)
+        batch = {k: jnp.asarray(v) for k, v in make_train_batch(
+            episodes, adv, "trajectory", pack=False, max_len=spec["max_len"]).items()}
+        batch["old_logprobs"] = logprob_fn(holder[0].params, batch)
+        holder[0], sums = step_fn(holder[0], batch)
+        return sums["pg_loss"]
+
+    first, med, times = _median_time(one_step, spec["repeats"])
+    return {"step_s": med, "all_s": times, "compile_s": first, "sequences": g * n_prompts,
+            "new_tokens_per_s": g * n_prompts * new / med}
+
+
+def probe_ids(spec, vocab) -> list[list[int]]:
+    return np.random.RandomState(spec["seed"] + 3).randint(3, vocab, (2, 16)).tolist()
+
+
+def run_tunix(spec, workdir: str, venv: str) -> dict:
+    spec_path, out_path = os.path.join(workdir, "spec.json"), os.path.join(workdir, "tunix.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    python = os.path.join(venv, "bin", "python")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as here
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([python, os.path.join(HERE, "peers", "tunix_bench.py"), "--spec",
+                           spec_path, "--out", out_path], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tunix_bench failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    with open(out_path) as f:
+        return json.load(f)
+
+
+def ensure_venv(venv: str | None) -> str:
+    cmd = [os.path.join(HERE, "peers", "make_venv.sh")] + ([venv] if venv else [])
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def bench_model(spec, metrics, venv, peak, workdir) -> dict:
+    config = models.get_config(spec["preset"], dtype=spec["dtype"], param_dtype="float32",
+                               **spec["overrides"])
+    model = models.Transformer(config, rngs=nnx.Rngs(spec["seed"]))
+    ckpt = os.path.join(workdir, "ckpt")
+    models.save_pretrained(model, config, ckpt)
+    ids = probe_ids(spec, config.vocab_size)
+    spec = dict(spec, checkpoint=ckpt, probe_ids=ids, metrics=metrics)
+    ours = {"params": config.num_params(),
+            "probe_logits": np.asarray(model(jnp.asarray(ids, jnp.int32)), np.float32)}
+    for name in metrics:
+        print(f"[eigen-jax] {spec['name']} {name} ...", flush=True)
+        ours[name] = {"decode": lambda: bench_decode(model, spec),
+                      "train": lambda: bench_train(model, spec, peak),
+                      "grpo": lambda: bench_grpo(model, spec)}[name]()
+    print(f"[tunix] {spec['name']} ...", flush=True)
+    theirs = run_tunix(spec, workdir, venv)
+    their_logits = np.asarray(theirs.pop("probe_logits"), np.float32)
+    diff = float(np.abs(ours.pop("probe_logits") - their_logits).max())
+    scale = max(float(np.abs(their_logits).max()), 1.0)
+    tol = 1e-3 if spec["dtype"] == "float32" else 5e-2
+    if not diff <= tol * scale:
+        raise RuntimeError(f"{spec['name']}: eigen-jax and Tunix logits differ by {diff:.3g} "
+                           "on the same checkpoint; the comparison would not be like for like")
+    return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+            "logit_max_abs_diff": float(diff), "eigen_jax": ours, "tunix": theirs}
+
+
+ROWS = [("grpo", "GRPO step (s, lower better)", "step_s", True),
+        ("grpo", "GRPO compile+first step (s)", "compile_s", True),
+        ("decode", "decode tok/s", "decode_tok_s", False),
+        ("decode", "generate tok/s (prefill+decode)", "generate_tok_s", False),
+        ("decode", "sampler compile+first call (s)", "compile_s", True),
+        ("train", "train-step tokens/s", "tokens_per_s", False),
+        ("train", "train compile+first step (s)", "compile_s", True)]
+
+
+def table(results) -> list[dict]:
+    """Rows (model, metric, eigen-jax, Tunix, ratio); ratio > 1 means eigen-jax is better."""
+    rows = []
+    for r in results:
+        for key, label, field, lower_better in ROWS:
+            if key not in r["eigen_jax"] or key not in r["tunix"]:
+                continue
+            ours, theirs = r["eigen_jax"][key][field], r["tunix"][key][field]
+            ratio = theirs / ours if lower_better else ours / theirs
+            rows.append({"model": r["spec"]["name"], "metric": label, "eigen_jax": ours,
+                         "tunix": theirs, "ratio": ratio})
+        if "train" in r["eigen_jax"]:
+            rows.append({"model": r["spec"]["name"], "metric": "eigen-jax train MFU",
+                         "eigen_jax": r["eigen_jax"]["train"]["mfu"], "tunix": None,
+                         "ratio": None})
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
+    parser.add_argument("--models", default=None, help="comma list of names in the config")
+    parser.add_argument("--metrics", default="grpo,decode,train")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--steps_per_sync", type=int, default=8,
+                        help="eigen-jax decode steps per host sync in the decode workload")
+    parser.add_argument("--venv", default=None, help="Tunix venv (default: make_venv.sh's)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_tunix.json"))
+    args = parser.parse_args()
+
+    specs = CONFIGS[args.config]
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = set(wanted) - {s["name"] for s in specs}
+        if unknown:
+            raise SystemExit(f"unknown --models {sorted(unknown)} for --config {args.config}")
+        specs = [s for s in specs if s["name"] in wanted]
+    if args.repeats:
+        specs = [dict(s, repeats=args.repeats) for s in specs]
+    specs = [dict(s, steps_per_sync=args.steps_per_sync) for s in specs]
+    metrics = args.metrics.split(",")
+    start = time.time()
+    venv = ensure_venv(args.venv)
+    load_before = os.getloadavg()
+    dtypes = {s["dtype"] for s in specs}
+    peaks = {d: matmul_peak_flops(jnp.dtype(d)) for d in dtypes}
+    results = []
+    for spec in specs:
+        with tempfile.TemporaryDirectory() as workdir:
+            results.append(bench_model(spec, metrics, venv, peaks[spec["dtype"]], workdir))
+    rows = table(results)
+
+    device = jax.devices()[0]
+    print(f"\ndevice: {device.platform} {device.device_kind}  load avg before/after: "
+          f"{load_before[0]:.2f}/{os.getloadavg()[0]:.2f}  matmul peak: "
+          + ", ".join(f"{d} {p / 1e12:.3f} TFLOP/s" for d, p in peaks.items()))
+    print(f"{'model':<12}{'metric':<34}{'eigen-jax':>12}{'Tunix':>12}{'ratio':>8}")
+    for r in rows:
+        fmt = (lambda v: "" if v is None else f"{v:.1%}") if "MFU" in r["metric"] else \
+            (lambda v: "" if v is None else f"{v:.4g}")
+        print(f"{r['model']:<12}{r['metric']:<34}{fmt(r['eigen_jax']):>12}{fmt(r['tunix']):>12}"
+              f"{'' if r['ratio'] is None else format(r['ratio'], '.2f'):>8}")
+    print("ratio: eigen-jax advantage (Tunix time / eigen-jax time, or eigen-jax rate / Tunix "
+          "rate)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"config": args.config, "device": f"{device.platform} {device.device_kind}",
+                   "host": platform.node(), "jax": jax.__version__, "load_avg_before":
+                   load_before, "load_avg_after": os.getloadavg(), "matmul_peak_flops": peaks,
+                   "wall_s": time.time() - start, "table": rows, "results": results}, f,
+                  indent=1)
+    print(f"wrote {args.out}  ({time.time() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
