@@ -242,7 +242,8 @@ def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_
     episodes = [e for g in groups for e in g]
     host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
     batch = to_global_batch(host, mesh)
-    batch["old_logprobs"] = logprob_fn(state.params, batch)
+    if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
+        batch["old_logprobs"] = logprob_fn(state.params, batch)
     if ref_params is not None:
         batch["ref_logprobs"] = logprob_fn(ref_params, batch)
     for _ in range(ppo_epochs):

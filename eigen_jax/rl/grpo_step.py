@@ -47,8 +47,8 @@ def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy:
                    temperature: float = 1.0, **loss_kwargs: Any):
     """`loss_fn(model, batch, normalizer) -> (loss, sums)` for `train.state.make_train_step`.
 
-    The batch carries `old_logprobs` (and `ref_logprobs` when a KL term is on) besides the batch
-    contract. The returned metrics are SUMS over the micro-batch (counts, entropy, KL) so that
+    The batch may carry `old_logprobs` (needed when several optimisation passes reuse one rollout
+    batch; absent, π_old is the current policy) and `ref_logprobs` (when a KL term is on). The returned metrics are SUMS over the micro-batch (counts, entropy, KL) so that
     gradient accumulation adds them up correctly; `summarise` turns them into fractions.
     """
     policy_loss = losses.get(loss_name)
@@ -59,7 +59,10 @@ def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy:
         _, mask = shifted_targets(batch["tokens"], batch["segment_ids"], batch["loss_mask"])
         shift = lambda k: batch[k][:, 1:]
         ref = shift("ref_logprobs") if "ref_logprobs" in batch else None
-        loss, m = policy_loss(logp, shift("old_logprobs"), shift("advantages"), mask,
+        # With one optimisation pass per rollout batch π_old is the current policy: its
+        # log-probs are this forward's, detached (saves the learner a separate forward pass).
+        old = shift("old_logprobs") if "old_logprobs" in batch else jax.lax.stop_gradient(logp)
+        loss, m = policy_loss(logp, old, shift("advantages"), mask,
                               behaviour_logprobs=shift("behaviour_logprobs"), ref_logprobs=ref,
                               normalizer=normalizer, **loss_kwargs)
         n = mask.sum()  # policy tokens before behaviour-IS masking
