@@ -49,6 +49,26 @@ def write_cache(cache: LayerCache, k: jax.Array, v: jax.Array,
             "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
 
 
+def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                      scale: float) -> jax.Array:
+    """Softmax attention with `KV` shared key/value heads, without copying them per query head.
+
+    q: [B, T, H, hd]; k, v: [B, S, KV, hd]; mask: [B, 1, T, S]. The H query heads are grouped as
+    [KV, H // KV] against the unexpanded keys (a generic GQA kernel repeats K/V to H heads, which
+    at decode time copies the whole cache every step). Logits and softmax run in float32; fully
+    masked rows (padding) get a uniform distribution instead of NaNs.
+    """
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, hd)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k,
+                        preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, hd)
+
+
 class Attention(nnx.Module):
     """Multi-head attention with `num_kv_heads` shared key/value heads (GQA)."""
 
@@ -106,8 +126,7 @@ class Attention(nnx.Module):
             new_cache = write_cache(cache, k, v, positions)
             k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
             mask = cache_mask(positions, k.shape[1])
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.head_dim ** -0.5,
-                                           implementation="xla")
+        out = grouped_attention(q, k, v, mask, self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
 
