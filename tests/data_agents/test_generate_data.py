@@ -9,7 +9,6 @@ import pytest
 
 from data_agents.journal import iter_records
 from eigen_jax.data.dialogues import decode_example, dialogue_source
-from tests.fixtures.sglang_server import sglang_server  # noqa: F401 - pytest fixture
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "launch" / "generate_data.py")

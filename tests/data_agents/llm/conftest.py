@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from tests.data_agents.llm.fake_server import FakeServer
-from tests.fixtures.sglang_server import sglang_server  # noqa: F401  (session fixture)
 
 
 @pytest.fixture
