@@ -8,10 +8,11 @@ returns the `Domain`; the registry loads it as `data_agents.domains.load("outfit
 from __future__ import annotations
 
 import importlib.resources
+from typing import Sequence
 
 from data_agents.domains.base import Domain
 from data_agents.domains.outfitter.db import OutfitterDB, make_base_db
-from data_agents.domains.outfitter.tasks import generate_task
+from data_agents.domains.outfitter.tasks import DIFFICULTY_WEIGHTS, generate_task
 from data_agents.domains.outfitter.tools import AGENT_TOOLS, ASSERTIONS
 from data_agents.domains.task import Task
 from data_agents.domains.toolkit import ToolkitEnvironment, make_tool
@@ -26,10 +27,19 @@ class OutfitterDomain(Domain):
     name = "outfitter"
     policy = POLICY
 
-    def __init__(self, seed: int = 0, n_train: int = 400, n_test: int = 100) -> None:
+    def __init__(self, seed: int = 0, n_train: int = 400, n_test: int = 100,
+                 difficulties: Sequence[str] | None = None) -> None:
+        """`difficulties` keeps only tasks of those tiers (easy/medium/hard/expert) — e.g. a CPU
+        miniature whose tiny model cannot learn the longest multi-request dialogues."""
         for label, n in (("n_train", n_train), ("n_test", n_test)):
             if not isinstance(n, int) or n < 0:
                 raise ValueError(f"{label} must be a non-negative int, got {n!r}")
+        if difficulties is not None:
+            unknown = set(difficulties) - set(DIFFICULTY_WEIGHTS)
+            if unknown or not difficulties:
+                raise ValueError(f"difficulties {sorted(difficulties)} must be a non-empty subset "
+                                 f"of {sorted(DIFFICULTY_WEIGHTS)}")
+        self.difficulties = set(difficulties) if difficulties is not None else None
         self.seed, self.n_train, self.n_test = seed, n_train, n_test
         self.base_db: OutfitterDB = make_base_db(seed)
         self._cache: dict[str, tuple[Task, ...]] = {}
@@ -50,20 +60,32 @@ class OutfitterDomain(Domain):
             self._cache[split] = self._generate(split)
         return self._cache[split]
 
+    def _wanted(self, task: Task) -> bool:
+        return self.difficulties is None or _difficulty(task) in self.difficulties
+
     def _generate(self, split: str) -> tuple[Task, ...]:
         """Test first; train skips any task whose content repeats a test task (disjointness)."""
         if split == "test":
-            return tuple(generate_task(self.base_db, "test", i, self.seed)
-                         for i in range(self.n_test))
+            out, index = [], 0
+            while len(out) < self.n_test:
+                task = generate_task(self.base_db, "test", index, self.seed)
+                index += 1
+                if self._wanted(task):
+                    out.append(task)
+            return tuple(out)
         seen = {_signature(t) for t in self._split("test")}
         out, index = [], 0
         while len(out) < self.n_train:
             task = generate_task(self.base_db, "train", index, self.seed)
             index += 1
-            if _signature(task) not in seen:
+            if self._wanted(task) and _signature(task) not in seen:
                 seen.add(_signature(task))
                 out.append(task.model_copy(update={"id": f"outfitter_train_{len(out):04d}"}))
         return tuple(out)
+
+
+def _difficulty(task: Task) -> str:
+    return (task.description or {}).get("difficulty", "")
 
 
 def _signature(task: Task) -> str:

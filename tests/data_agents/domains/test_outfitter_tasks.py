@@ -99,3 +99,16 @@ def test_make_env_applies_the_task_and_keeps_the_base_intact(domain):
     assert customer in env.db.customers and customer not in domain.make_env().db.customers
     env.call("update_payment_card", {"customer_id": customer, "card_last4": "0000"})
     assert domain.make_env(task).db_hash() != env.db_hash()
+
+
+def test_difficulty_filter_keeps_only_requested_tiers():
+    from data_agents.domains import load
+
+    dom = load("outfitter", n_train=30, n_test=10, difficulties=["easy", "medium"])
+    for split, n in (("train", 30), ("test", 10)):
+        tasks = dom.tasks(split)
+        assert len(tasks) == n
+        assert {t.description["difficulty"] for t in tasks} <= {"easy", "medium"}
+    assert {t.id for t in dom.tasks("train")}.isdisjoint({t.id for t in dom.tasks("test")})
+    with pytest.raises(ValueError, match="difficulties"):
+        load("outfitter", difficulties=["impossible"])
