@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model_bench import matmul_peak_flops, train_flops_per_token  # noqa: E402
+from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # noqa: E402
 
 from eigen_jax import models  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402

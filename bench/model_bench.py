@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from eigen_jax.models import Transformer, get_config
+from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 
 
 def _time(fn, *args, repeats: int) -> list[float]:
@@ -33,25 +34,6 @@ def _time(fn, *args, repeats: int) -> list[float]:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return times
-
-
-def matmul_peak_flops(dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Achieved FLOP/s of a large square matmul: the practical peak of this device."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    times = _time(jax.jit(lambda x, y: x @ y), a, b, repeats=repeats)
-    return 2 * n ** 3 / min(times)
-
-
-def train_flops_per_token(config, seq: int) -> float:
-    """6 * matmul params + causal attention (PaLM appendix B, 12 * L * H * hd * T halved for
-    the causal mask): forward + backward FLOPs per trained token. The embedding lookup is no
-    matmul and is excluded unless it doubles as the (tied) output projection."""
-    matmul_params = config.num_params()
-    if not config.tie_word_embeddings:
-        matmul_params -= config.vocab_size * config.hidden_size
-    attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq / 2
-    return 6 * matmul_params + attention
 
 
 def _loss(model, ids):

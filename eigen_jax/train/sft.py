@@ -23,6 +23,7 @@ from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 from eigen_jax.train.metrics import MetricsWriter
 from eigen_jax.train.model_init import init_model
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
@@ -51,7 +52,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             seq_len: int = 1024, grad_accum_steps: int = 1, mesh_shape: Sequence[int] = (1, -1, 1),
             eval_every: int = 50, eval_batches: int = 4, eval_split: str = "test",
             checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
-            export_hf: bool = True, log_every: int = 10) -> dict[str, Any]:
+            export_hf: bool = True, log_every: int = 10,
+            peak_flops: float | None = None) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}."""
     workdir = Path(workdir)
     mesh = shd.make_mesh(mesh_shape)
@@ -96,6 +98,11 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
         logging.info("resumed %s from step %d", workdir, start)
 
     writer = MetricsWriter(workdir / "tb", prefix=f"sft_{objective}/", console_every=log_every)
+    # MFU = achieved model FLOP/s over the measured matmul peak of this host's accelerators (fake
+    # CPU devices share the same cores, so a CPU host counts once).
+    per_host = 1 if jax.default_backend() == "cpu" else len(jax.local_devices())
+    peak = (peak_flops or matmul_peak_flops(config.compute_dtype)) * per_host
+    flops_per_token = train_flops_per_token(config, seq_len)
     eval_trace: list[tuple[int, float]] = []
     if eval_set and start == 0:  # the baseline every later eval is compared with
         eval_trace.append((0, evaluate_loss(eval_fn, state.params, eval_set)))
@@ -109,7 +116,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             dt = time.perf_counter() - t0
             real_tokens = float(np.asarray(batch["segment_ids"] > 0).sum())
             writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
-                                        learning_rate=float(schedule(step)), tokens_per_s=real_tokens / dt))
+                                        learning_rate=float(schedule(step)),
+                                        tokens_per_s=real_tokens / dt,
+                                        mfu=flops_per_token * batch_size * seq_len / dt / peak))
             done = step + 1
             if eval_set and (done % eval_every == 0 or done == num_steps):
                 loss = evaluate_loss(eval_fn, state.params, eval_set)

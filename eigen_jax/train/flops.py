@@ -1,0 +1,31 @@
+"""Model FLOPs per trained token and this device's achieved matmul peak (for MFU)."""
+from __future__ import annotations
+
+import time
+
+import jax
+
+
+def matmul_peak_flops(dtype="float32", n: int = 2048, repeats: int = 5) -> float:
+    """Achieved FLOP/s of a large square jitted matmul: the practical peak of this device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(f(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def train_flops_per_token(config, seq: int) -> float:
+    """6 * matmul params + causal attention (PaLM appendix B, 12 * L * H * hd * T halved for
+    the causal mask): forward + backward FLOPs per trained token. The embedding lookup is no
+    matmul and is excluded unless it doubles as the (tied) output projection."""
+    matmul_params = config.num_params()
+    if not config.tie_word_embeddings:
+        matmul_params -= config.vocab_size * config.hidden_size
+    attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq / 2
+    return 6 * matmul_params + attention
