@@ -192,8 +192,7 @@ class Engine:
                                    "them before Engine.run")
             for completion in finished:
                 done[completion.session_id] = completion
-        for session_id in ids:
-            self.release(session_id)
+                self.release(completion.session_id)  # frees the slot for a waiting request
         return [done[s] for s in ids]
 
     @property

@@ -126,3 +126,15 @@ def test_misuse_is_reported(tiny_model):
         engine.run([Request("late", [5], GREEDY)])
     with pytest.raises(ValueError, match="positive integer"):
         Engine(tiny_model, num_slots=0, max_len=32)
+
+
+def test_run_serves_more_requests_than_slots(tiny_model):
+    """Engine.run frees each slot as its request finishes, so 5 requests fit 2 slots; each
+    result equals the request run alone."""
+    prompts = random_prompts([5, 8, 3, 6, 4], seed=11)
+    engine = Engine(tiny_model, num_slots=2, max_len=MAX_LEN)
+    got = engine.run([Request(i, p, GREEDY, i) for i, p in enumerate(prompts)])
+    assert engine.num_free_slots == 2
+    for i, p in enumerate(prompts):
+        alone = _fresh(tiny_model, p, GREEDY, i)
+        np.testing.assert_array_equal(got[i].token_ids, alone.token_ids)
