@@ -30,9 +30,13 @@ def _unpacked_row(ex: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarr
 
 
 def _packed_to_batch(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {"tokens": b["tokens"].astype(np.int32), "loss_mask": b["loss_mask"].astype(np.int32),
+    return {"tokens": b["tokens"].astype(np.int32), "loss_mask": b["loss_mask"].astype(np.float32),
             "segment_ids": b["tokens_segment_ids"].astype(np.int32),
             "positions": b["tokens_positions"].astype(np.int32)}
+
+
+def _has_role_target(ex: dict[str, np.ndarray]) -> bool:
+    return bool((ex["loss_mask"][1:] == 1.0).any())
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -45,11 +49,13 @@ def make_sft_dataset(data_dir: str, tokenizer_dir: str, objective: str = "agent"
                      seed: int = 0, shuffle: bool = True, num_epochs: int | None = None,
                      pack: bool = True, num_packing_bins: int | None = None,
                      dataset_name: str = "eigen_dialogues", process_index: int = 0,
-                     process_count: int = 1, pretokenize: bool = True) -> grain.IterDataset:
+                     process_count: int = 1, pretokenize: bool = True,
+                     prompt_loss_weight: float = 0.0) -> grain.IterDataset:
     """Batches of `{"tokens", "positions", "segment_ids", "loss_mask"}`, each [batch, seq_len].
 
     `batch_size` is this process's share of the global batch; each process reads the examples
     with index ≡ process_index (mod process_count). `num_epochs=None` repeats forever.
+    `prompt_loss_weight`: the loss weight of context tokens (see `tokenize_dialogue`).
     `pretokenize` renders this process's examples once up front (rendering runs the Jinja
     template per turn, too slow to repeat every epoch); turn it off for datasets that do not fit.
     """
@@ -60,15 +66,16 @@ def make_sft_dataset(data_dir: str, tokenizer_dir: str, objective: str = "agent"
     ds = grain.MapDataset.source(source)
     if process_count > 1:
         ds = ds[process_index::process_count]
-    ds = ds.map(lambda ex: tokenize_dialogue(chat, decode_example(ex), objective, seq_len))
+    ds = ds.map(lambda ex: tokenize_dialogue(chat, decode_example(ex), objective, seq_len,
+                                            prompt_loss_weight))
     if pretokenize:
-        kept = [ex for ex in ds if ex["loss_mask"][1:].any()]
+        kept = [ex for ex in ds if _has_role_target(ex)]
         if not kept:
             raise ValueError(f"no {objective!r} example of split {split!r} has a loss token within "
                              f"seq_len={seq_len} ({len(ds)} examples); raise seq_len")
         ds = grain.MapDataset.source(kept)
     else:
-        ds = ds.filter(lambda ex: ex["loss_mask"][1:].any())  # nothing to learn from otherwise
+        ds = ds.filter(_has_role_target)  # nothing to learn from otherwise
     if shuffle:
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
@@ -87,6 +94,6 @@ def dataset_token_stats(batches: Iterator[dict[str, Any]], n: int) -> dict[str, 
     real = loss = total = 0
     for _, b in zip(range(n), batches):
         real += int((b["segment_ids"] > 0).sum())
-        loss += int(b["loss_mask"].sum())
+        loss += int((b["loss_mask"] == 1.0).sum())
         total += b["tokens"].size
     return {"fill": real / max(total, 1), "loss_share": loss / max(real, 1)}

@@ -31,9 +31,18 @@ def render_for_objective(chat: ChatTemplate, dialogue: dict[str, Any],
 
 
 def tokenize_dialogue(chat: ChatTemplate, dialogue: dict[str, Any], objective: str,
-                      max_length: int) -> dict[str, np.ndarray]:
-    """{"tokens": int32[n], "loss_mask": int32[n]} with n ≤ max_length (the tail is cut)."""
+                      max_length: int, prompt_loss_weight: float = 0.0) -> dict[str, np.ndarray]:
+    """{"tokens": int32[n], "loss_mask": float32[n]} with n ≤ max_length (the tail is cut).
+
+    `loss_mask` is 1 on the trained role's tokens and `prompt_loss_weight` on every other token
+    (0 by default: pure role SFT). A small weight adds a language-modelling signal on the context —
+    user turns, tool results (which repeat ids from the calls) — which helps a tiny model trained
+    from scratch learn to copy names and ids, at no extra compute.
+    """
+    if not 0.0 <= prompt_loss_weight < 1.0:
+        raise ValueError(f"prompt_loss_weight must be in [0, 1), got {prompt_loss_weight}")
     conv = render_for_objective(chat, dialogue, objective)
     tokens = np.asarray(conv.tokens, np.int32)[:max_length]
-    mask = conv.assistant_mask().astype(np.int32)[:max_length]
+    role = conv.assistant_mask()[:max_length]
+    mask = np.where(role, 1.0, prompt_loss_weight).astype(np.float32)
     return {"tokens": tokens, "loss_mask": mask}

@@ -53,7 +53,7 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             eval_every: int = 50, eval_batches: int = 4, eval_split: str = "test",
             checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
             export_hf: bool = True, log_every: int = 10,
-            peak_flops: float | None = None) -> dict[str, Any]:
+            peak_flops: float | None = None, prompt_loss_weight: float = 0.0) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}."""
     workdir = Path(workdir)
     mesh = shd.make_mesh(mesh_shape)
@@ -81,9 +81,12 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     pidx, pcount = jax.process_index(), jax.process_count()
     local_bs = batch_size // pcount
     data = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs, seed=seed,
+                            prompt_loss_weight=prompt_loss_weight,
                             process_index=pidx, process_count=pcount)
     train_it = iter(data)
+    # Held-out loss is always over the trained role's tokens only, whatever the train weighting.
     held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
+                                prompt_loss_weight=0.0,
                                 split=eval_split, seed=seed, shuffle=False, num_epochs=1,
                                 process_index=pidx, process_count=pcount)
     eval_set = [to_global_batch(b, mesh) for _, b in zip(range(eval_batches), held_out)]

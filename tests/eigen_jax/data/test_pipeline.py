@@ -67,6 +67,24 @@ def test_agent_mask_is_exactly_the_assistant_turns(dataset, mode):
             [(c["name"], c["arguments"]) for c in msg.get("tool_calls", [])]
 
 
+@pytest.mark.parametrize("objective", ["agent", "user"])
+def test_prompt_loss_weight_weights_every_other_token(dataset, compact, objective):
+    data_dir, tok = dataset
+    chat = ChatTemplate.from_pretrained(tok)
+    d = decode_example(dialogue_source(data_dir, "train")[2])
+    role = tokenize_dialogue(chat, d, objective, 100_000)
+    weighted = tokenize_dialogue(chat, d, objective, 100_000, prompt_loss_weight=0.1)
+    np.testing.assert_array_equal(weighted["tokens"], role["tokens"])
+    np.testing.assert_array_equal(weighted["loss_mask"],
+                                  np.where(role["loss_mask"] > 0, 1.0, 0.1).astype(np.float32))
+    with pytest.raises(ValueError, match="prompt_loss_weight"):
+        tokenize_dialogue(chat, d, objective, 100_000, prompt_loss_weight=1.0)
+    batch = next(iter(make_sft_dataset(data_dir, tok, objective, 4096, 2, prompt_loss_weight=0.1)))
+    inside = batch["segment_ids"] > 0
+    assert set(np.unique(batch["loss_mask"][inside])) == {np.float32(0.1), np.float32(1.0)}
+    assert not batch["loss_mask"][~inside].any()
+
+
 def test_user_mask_is_exactly_the_user_turns(dataset):
     data_dir, tok = dataset
     chat = ChatTemplate.from_pretrained(tok)

@@ -46,10 +46,15 @@ def run_steps(mesh_shape, n=2, accum=1, sgd=True):
     return state, losses
 
 
-def test_loss_equals_hand_computed_masked_cross_entropy():
+@pytest.mark.parametrize("prompt_weight", [None, 0.25])
+def test_loss_equals_hand_computed_masked_cross_entropy(prompt_weight):
+    """Binary role masks, and float masks weighting context tokens (SFT `prompt_loss_weight`)."""
     config = models.get_config("tiny-qwen3")
     model = models.Transformer(config, rngs=nnx.Rngs(0))
     b = make_batch()
+    if prompt_weight is not None:
+        b["loss_mask"] = np.where(b["loss_mask"] > 0, 1.0, prompt_weight).astype(np.float32) \
+            * (b["segment_ids"] > 0)
     loss, _ = sft_loss(model, {k: jnp.asarray(v) for k, v in b.items()},
                        jnp.asarray(b["loss_mask"][:, 1:].sum(), jnp.float32), chunk_size=8)
     logits = np.asarray(model(jnp.asarray(b["tokens"]), jnp.asarray(b["positions"]),
