@@ -5,7 +5,9 @@ Why this shape: every policy turn of every live episode is decoded by ONE contin
 prefills only the tool results / user message appended since the previous one). Between engine
 steps, finished turns are acted on: tool calls run in the episode's environment (malformed calls
 become tool messages that report the parse error, as tool errors do), plain replies go to the user
-simulator, and all user turns pending at that moment are answered in one batched call.
+simulator. The user simulator is stepped between policy steps (`submit`/`poll`): an in-process
+user model decodes all pending user turns in its own continuously batched engine while the policy
+keeps decoding the other episodes, instead of the policy idling through every user reply.
 
 The agent is sampled with `views.agent_prompt` — the same system prompt and tool list it was
 trained with (one gin binding sets both). Rewards come from the domain's checker on the final
@@ -190,29 +192,37 @@ class RolloutWorker:
         live = [_Live(job, (self._runs, i), self.domain.make_env(job.task), self.chat,
                       self.system, self.tools, self.config) for i, job in enumerate(jobs)]
         by_session = {s.session: s for s in live}
+        asked: dict[int, _Live] = {}  # id(UserTurn) -> its episode, while the user answers
         t_user = 0.0
         t0 = time.perf_counter()
         waiting_user = list(live)  # every episode opens with the user's first message
         while True:
+            # The user simulator and the policy engine advance in turns, one step each, so
+            # episodes waiting for their user do not hold the policy's other episodes back.
+            t = time.perf_counter()
             if waiting_user:
-                t = time.perf_counter()
-                replies = self.user.respond([s.user_turn() for s in waiting_user])
-                t_user += time.perf_counter() - t
-                for s, text in zip(waiting_user, replies):
-                    s.add_user(text)
-                    self._continue(s, seed)
+                turns = [s.user_turn() for s in waiting_user]
+                asked.update((id(turn), s) for turn, s in zip(turns, waiting_user))
+                self.user.submit(turns)
                 waiting_user = []
-            if not self.engine.has_work():
+            answered = self.user.poll()
+            t_user += time.perf_counter() - t
+            for turn, text in answered:
+                s = asked.pop(id(turn))
+                s.add_user(text)
+                self._continue(s, seed)
+            if self.engine.has_work():
+                for c in self.engine.step():
+                    s = by_session[c.session_id]
+                    outcome = s.add_policy(c.token_ids, c.logprobs, c.finish_reason)
+                    if outcome == "tool":
+                        self._continue(s, seed)
+                    elif outcome == "user":
+                        waiting_user.append(s)
+                    else:
+                        self.engine.release(s.session)
+            elif not waiting_user and not self.user.has_work():
                 break
-            for c in self.engine.step():
-                s = by_session[c.session_id]
-                outcome = s.add_policy(c.token_ids, c.logprobs, c.finish_reason)
-                if outcome == "tool":
-                    self._continue(s, seed)
-                elif outcome == "user":
-                    waiting_user.append(s)
-                else:
-                    self.engine.release(s.session)
         t_play = time.perf_counter() - t0
         t = time.perf_counter()
         episodes = [self._score(s) for s in live]

@@ -37,11 +37,32 @@ class UserTurn:
 
 
 class UserSimulator(abc.ABC):
-    """Batched user simulator: one reply text per pending turn, in order."""
+    """Batched user simulator: one reply text per pending turn, in order.
+
+    Rollouts drive it through `submit` / `poll` / `has_work`, so a backend that decodes on this
+    machine (the in-process model) advances a little per `poll` while the policy engine keeps
+    decoding other episodes; the default answers a whole batch at `submit` via `respond`.
+    """
+
+    _answered: list[tuple[UserTurn, str]] = []  # replaced per instance by the first `submit`
 
     @abc.abstractmethod
     def respond(self, turns: Sequence[UserTurn]) -> list[str]:
         """Reply texts; a reply containing a `views.STOP_TOKENS` entry ends the episode."""
+
+    def submit(self, turns: Sequence[UserTurn]) -> None:
+        """Queue pending turns; their replies come back from later `poll` calls."""
+        if turns:
+            self._answered = self._answered + list(zip(turns, self.respond(turns)))
+
+    def poll(self) -> list[tuple[UserTurn, str]]:
+        """Advance the backend; return (turn, reply) for the turns answered since the last call."""
+        out, self._answered = self._answered, []
+        return out
+
+    def has_work(self) -> bool:
+        """Whether submitted turns are still unanswered (or answered but not yet polled)."""
+        return bool(self._answered)
 
 
 def _task_dict(task: Any) -> dict[str, Any]:
@@ -68,8 +89,13 @@ class ReferenceUserSimulator(UserSimulator):
         return out
 
 
+@gin.configurable(denylist=["model", "chat", "mesh"])
 class ModelUserSimulator(UserSimulator):
     """An eigen-jax model (the user-SFT checkpoint) sampled in-process on its own `Engine`.
+
+    The engine's size is gin-configurable: `num_slots` (user turns decoded at once) and `max_len`
+    (the longest flipped-view prompt plus reply) bound its per-step cost, so size them to the
+    rollout (e.g. one slot per episode of a GRPO round, the user-SFT sequence length).
 
     Each pending turn is a fresh single-turn request of the flipped view: the flipped view merges
     and drops messages as the dialogue grows, so it is not an append-only token sequence and cannot
@@ -86,6 +112,7 @@ class ModelUserSimulator(UserSimulator):
         self.engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
                              max_prefill_len=max_len)
         self._calls = 0
+        self._pending: dict[Any, UserTurn] = {}  # engine session id -> the turn it answers
 
     @classmethod
     def from_pretrained(cls, hf_dir: str, mesh=None, **kwargs) -> ModelUserSimulator:
@@ -94,22 +121,41 @@ class ModelUserSimulator(UserSimulator):
         model, _ = models.from_pretrained(hf_dir, mesh=mesh)
         return cls(model, ChatTemplate.from_pretrained(hf_dir), mesh=mesh, **kwargs)
 
+    def _request(self, turn: UserTurn) -> Request:
+        flipped = views.user_messages(turn.messages, _task_dict(turn.task))
+        prompt = Conversation.start(self.chat, flipped).generation_prompt()
+        if len(prompt) > self.engine.max_len - 1:
+            raise ValueError(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
+                             f"user engine's max_len={self.engine.max_len}; raise max_len")
+        self._calls += 1
+        return Request(("user", self._calls), prompt, self.params,
+                       _seed(turn.key, len(turn.messages), self.seed))
+
+    def _reply(self, completion) -> str:
+        return self.chat.parse(completion.token_ids).content.strip()
+
     def respond(self, turns: Sequence[UserTurn]) -> list[str]:
         if not turns:
             return []
-        requests = []
-        limit = self.engine.max_len - 1
-        for i, turn in enumerate(turns):
-            flipped = views.user_messages(turn.messages, _task_dict(turn.task))
-            prompt = Conversation.start(self.chat, flipped).generation_prompt()
-            if len(prompt) > limit:
-                raise ValueError(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
-                                 f"user engine's max_len={self.engine.max_len}; raise max_len")
-            requests.append(Request(("user", self._calls, i), prompt, self.params,
-                                    _seed(turn.key, len(turn.messages), self.seed)))
-        self._calls += 1
-        completions = self.engine.run(requests)
-        return [self.chat.parse(c.token_ids).content.strip() for c in completions]
+        return [self._reply(c) for c in self.engine.run([self._request(t) for t in turns])]
+
+    def submit(self, turns: Sequence[UserTurn]) -> None:
+        for turn in turns:
+            r = self._request(turn)
+            self._pending[r.session_id] = turn
+            self.engine.submit(r.session_id, r.token_ids, r.params, r.seed)
+
+    def poll(self) -> list[tuple[UserTurn, str]]:
+        """One engine step: admit/prefill queued turns, decode up to `steps_per_sync` tokens."""
+        out = []
+        if self.engine.has_work():
+            for c in self.engine.step():
+                self.engine.release(c.session_id)
+                out.append((self._pending.pop(c.session_id), self._reply(c)))
+        return out
+
+    def has_work(self) -> bool:
+        return bool(self._pending)
 
 
 class ServedUserSimulator(UserSimulator):

@@ -199,3 +199,36 @@ def test_model_user_is_sampled_on_the_flipped_view(policy_model, rl_chat, outfit
                 break
         generated = ids[len(rl_chat.render(flipped, add_generation_prompt=True)):]
         assert reply == rl_chat.parse(generated).content.strip()
+
+
+class _Blocking(UserSimulator):
+    """Only `respond`: the base class answers each submitted batch at once (the old loop)."""
+
+    def __init__(self, sim):
+        self.sim = sim
+
+    def respond(self, turns):
+        return self.sim.respond(turns)
+
+
+def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outfitter):
+    """Stepping the user model between policy steps changes only the schedule, not one token:
+    per-turn seeds make sampling independent of which turns share a batch."""
+    from eigen_jax.rl.user_sim import ModelUserSimulator
+
+    def play(user):
+        worker = RolloutWorker(make_engine(policy_model), rl_chat, outfitter, user,
+                               RolloutConfig(max_new_tokens=32, max_steps=12))
+        return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=3)
+
+    def user_model():
+        return ModelUserSimulator(policy_model, rl_chat, num_slots=4, max_len=2 * MAX_LEN,
+                                  sampling=SamplingParams(temperature=1.0, max_new_tokens=16))
+
+    interleaved, blocking = play(user_model()), play(_Blocking(user_model()))
+    assert max(sum(m["role"] == "user" for m in e.messages) for e in interleaved) >= 2
+    for a, b in zip(interleaved, blocking):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_array_equal(a.policy_mask, b.policy_mask)
+        np.testing.assert_allclose(a.sampler_logprobs, b.sampler_logprobs, atol=1e-5)
+        assert (a.reward, a.finish_reason) == (b.reward, b.finish_reason)
