@@ -41,7 +41,7 @@ from eigen_jax import models  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
 from eigen_jax.rl.batching import make_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
-from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn  # noqa: E402
+from eigen_jax.rl.grpo_step import make_grpo_loss  # noqa: E402
 from eigen_jax.rl.rollout import sync_engine_params  # noqa: E402
 from eigen_jax.sampling import Engine, Request, SamplingParams, generate  # noqa: E402
 from eigen_jax.train import state as state_lib  # noqa: E402
@@ -97,7 +97,7 @@ def bench_decode(model, spec) -> dict:
     for n in (spec["decode_short"], spec["decode_long"]):
         params = SamplingParams(temperature=1.0, max_new_tokens=n)
         fn = lambda: generate(model, prompts, params, max_len=spec["max_len"],  # noqa: E731
-                              steps_per_sync=spec.get("steps_per_sync", 8))
+                              steps_per_sync=spec.get("steps_per_sync"))
         first, med, times = _median_time(fn, spec["repeats"])
         assert all(c.num_tokens == n for c in fn())
         runs[n] = {"compile_s": first, "s": med, "all_s": times}
@@ -146,7 +146,8 @@ def reward_of(tokens) -> float:
 def bench_grpo(model, spec) -> dict:
     """The eigen-jax GRPO step as `eigen_jax.rl.grpo` composes it: rollout on a persistent
     engine synced to the learner's weights → rewards → group advantages → trajectory batch →
-    π_old log-probs → one clipped-surrogate update."""
+    one clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss,
+    no separate forward, exactly as `grpo._update` does)."""
     g, n_prompts, new = spec["group_size"], spec["grpo_prompts"], spec["grpo_new_tokens"]
     graphdef, params, rest = state_lib.split_model(model)
     params = jax.tree.map(jnp.copy, params)
@@ -154,7 +155,6 @@ def bench_grpo(model, spec) -> dict:
     loss = make_grpo_loss("grpo", eps_low=spec["clip_eps"], eps_high=spec["clip_eps"],
                           is_cap=None, with_entropy=False)
     step_fn = state_lib.make_train_step(graphdef, rest, _optimizer(), loss)
-    logprob_fn = make_logprob_fn(graphdef, rest)
     engine = Engine(model, g * n_prompts, spec["max_len"])
     sampling = SamplingParams(temperature=1.0, max_new_tokens=new)
     rng = np.random.RandomState(spec["seed"] + 2)
@@ -180,7 +180,6 @@ def bench_grpo(model, spec) -> dict:
         adv = np.asarray(adv_lib.get("grpo")(rewards)).reshape(-1)
         batch = {k: jnp.asarray(v) for k, v in make_train_batch(
             episodes, adv, "trajectory", pack=False, max_len=spec["max_len"]).items()}
-        batch["old_logprobs"] = logprob_fn(holder[0].params, batch)
         holder[0], sums = step_fn(holder[0], batch)
         return sums["pg_loss"]
 
@@ -275,8 +274,9 @@ def main():
     parser.add_argument("--models", default=None, help="comma list of names in the config")
     parser.add_argument("--metrics", default="grpo,decode,train")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--steps_per_sync", type=int, default=8,
-                        help="eigen-jax decode steps per host sync in the decode workload")
+    parser.add_argument("--steps_per_sync", type=int, default=None,
+                        help="eigen-jax decode steps per host sync in the decode workload "
+                             "(default: generate's, the whole budget in one device loop)")
     parser.add_argument("--venv", default=None, help="Tunix venv (default: make_venv.sh's)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_tunix.json"))
     args = parser.parse_args()

@@ -19,7 +19,7 @@ def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],
              params: SamplingParams | Sequence[SamplingParams] | None = None,
              max_new_tokens: int | None = None, seeds: int | Sequence[int] = 0, *,
              decode_fn: Callable[[Sequence[int]], str] | None = None, mesh=None,
-             max_len: int | None = None, steps_per_sync: int = 8) -> list[Completion]:
+             max_len: int | None = None, steps_per_sync: int | None = None) -> list[Completion]:
     """Sample a continuation of every prompt; returns one `Completion` per prompt, in order.
 
     params: one `SamplingParams` for all prompts or one per prompt (default: temperature 1).
@@ -28,6 +28,10 @@ def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],
         depend only on its own seed and positions, never on the rest of the batch.
     max_len: cache length per row; default fits the longest prompt plus its budget (rounded up
         to a power of two so that similar calls reuse compiled programs).
+    steps_per_sync: decode steps per device call. Default: the whole budget in one device loop
+        (rounded up to a power of two) when no prompt has stop strings, since a static batch
+        admits nothing later and stop ids end rows on device; else 8, the host checks the
+        decoded text for stop strings between calls.
     """
     prompts = [list(p) for p in prompts]
     if not prompts:
@@ -47,6 +51,9 @@ def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],
     needed = max(len(p) + q.max_new_tokens for p, q in zip(prompts, params)) + 1
     if max_len is None:
         max_len = bucket(needed, 16)
+    if steps_per_sync is None:
+        budget = max(q.max_new_tokens for q in params)
+        steps_per_sync = 8 if any(q.stop_strings for q in params) else bucket(budget)
     engine = Engine(model, bucket(len(prompts)), max_len, mesh=mesh, decode_fn=decode_fn,
                     steps_per_sync=steps_per_sync,
                     max_stop_ids=bucket(max(len(q.stop_token_ids) for q in params), 4))

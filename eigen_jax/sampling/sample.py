@@ -71,8 +71,41 @@ def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, to
     keys: [B] PRNG keys (see `row_keys`); greedy rows ignore theirs and take the argmax.
     """
     logprobs = sampling_logprobs(logits, temperature, top_k, top_p)
-    drawn = jax.vmap(jax.random.categorical)(keys, logprobs)
+    drawn = inverse_cdf_sample(keys, logprobs)
     greedy = jnp.asarray(temperature, jnp.float32) <= 0.0
     tokens = jnp.where(greedy, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
     token_logprobs = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
     return tokens, token_logprobs
+
+
+def inverse_cdf_sample(keys: jax.Array, logprobs: jax.Array, block: int = 256) -> jax.Array:
+    """One draw per row from `exp(logprobs)` [B, V] by inverse transform sampling.
+
+    `jax.random.categorical` (Gumbel-max) needs V random numbers per row; generating them
+    (threefry) was the second-largest cost of a bench-25m decode step on CPU (~8 ms of ~55 ms at
+    V=32k, B=8). Inverse transform sampling needs two per row. To keep float32 cumulative sums
+    accurate at large V it is done in two stages, each exact in distribution: a block of `block`
+    tokens with probability proportional to its mass, then a token within the block in
+    proportion to its probability. Tokens of probability 0 (filtered, -inf) are never drawn.
+    """
+    b, v = logprobs.shape
+    num_blocks = -(-v // block)
+    probs = jnp.exp(logprobs.astype(jnp.float32))
+    probs = jnp.pad(probs, ((0, 0), (0, num_blocks * block - v)))
+    blocks = probs.reshape(b, num_blocks, block)
+    u = jax.vmap(lambda k: jax.random.uniform(k, (2,), jnp.float32))(keys)
+    j = _first_exceeding(blocks.sum(-1), u[:, 0])
+    within = jnp.take_along_axis(blocks, j[:, None, None], axis=1)[:, 0]
+    i = _first_exceeding(within, u[:, 1])
+    return (j * block + i).astype(jnp.int32)
+
+
+def _first_exceeding(weights: jax.Array, u: jax.Array) -> jax.Array:
+    """Per row, the first index whose cumulative weight exceeds `u * total` ([B, N], [B] in
+    [0, 1)), i.e. index n with probability weights[n] / total; never an index of weight 0."""
+    cum = jnp.cumsum(weights, axis=-1)
+    target = u * cum[:, -1]
+    index = jnp.sum(cum <= target[:, None], axis=-1)
+    # Rounding can put `target` at the total: fall back to the last index of positive weight.
+    last_positive = weights.shape[-1] - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=-1)
+    return jnp.minimum(index, last_positive)

@@ -99,3 +99,20 @@ def test_bad_arguments_are_rejected(tiny_model):
         generate(tiny_model, [[3, 999]], max_new_tokens=2)
     with pytest.raises(ValueError, match="decode_fn"):
         generate(tiny_model, [[3, 4]], SamplingParams(stop_strings=["x"]), max_new_tokens=2)
+
+
+def test_one_device_loop_equals_frequent_host_syncs(tiny_model):
+    """The default (whole budget in one device loop for a static batch without stop strings)
+    samples exactly what syncing with the host every 3 steps samples: tokens, log-probs, finish
+    reasons, with a stop id ending some rows early on device."""
+    prompts = random_prompts(LENGTHS, seed=4)
+    probe = generate(tiny_model, prompts, MIXED, max_new_tokens=NEW, seeds=7)
+    stop_id = int(probe[2].token_ids[5])
+    params = [q.replace(stop_token_ids=(stop_id,)) for q in MIXED]
+    synced = generate(tiny_model, prompts, params, max_new_tokens=NEW, seeds=7, steps_per_sync=3)
+    looped = generate(tiny_model, prompts, params, max_new_tokens=NEW, seeds=7)
+    assert synced[2].finish_reason == "stop"
+    for a, b in zip(synced, looped):
+        np.testing.assert_array_equal(a.token_ids, b.token_ids)
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+        assert (a.finish_reason, a.stop) == (b.finish_reason, b.stop)

@@ -74,3 +74,34 @@ def test_row_keys_depend_only_on_seed_and_index():
 def test_rejects_non_matrix_logits():
     with pytest.raises(ValueError, match="batch, vocab"):
         sampling_logprobs(jnp.zeros((2, 3, 4)), np.ones(2), np.zeros(2), np.ones(2))
+
+
+@pytest.mark.parametrize("top_k", [0, 7])
+def test_two_stage_inverse_cdf_draws_exactly_across_blocks(top_k):
+    """Vocab 600 = two full 256-token blocks and a partial one; the support (all tokens, or 7
+    scattered over the blocks) must be reproduced by 20k draws (chi-square), nothing off-support,
+    and draws must land in every block with the exact block masses."""
+    n, vocab = 20_000, 600
+    rng = np.random.RandomState(5)
+    logits = rng.normal(0, 1.0, vocab).astype(np.float32)
+    if top_k:
+        logits[[3, 255, 256, 300, 511, 512, 599]] += 8.0  # the top 7, straddling block edges
+    batch = jnp.broadcast_to(jnp.asarray(logits), (n, vocab))
+    keys = row_keys(np.arange(n, dtype=np.uint32), np.full(n, 3))
+    settings = [np.ones(n, np.float32), np.full(n, top_k), np.ones(n, np.float32)]
+    tokens = np.asarray(jax.jit(sample_tokens)(batch, keys, *settings)[0])
+    exact = np.exp(numpy_sampling_logprobs(logits, 1.0, top_k, 1.0))
+    counts = np.bincount(tokens, minlength=vocab)
+    support = exact > 0
+    assert counts[~support].sum() == 0
+    block_counts = np.add.reduceat(counts, [0, 256, 512])
+    block_mass = np.add.reduceat(exact, [0, 256, 512])
+    assert stats.chisquare(block_counts, block_mass * n).pvalue > 1e-3
+    if top_k:
+        assert stats.chisquare(counts[support], exact[support] * n).pvalue > 1e-3
+    else:  # 600 cells with ~33 expected draws each: pool into 30 equal-mass bins
+        order = np.argsort(exact)
+        edges = np.searchsorted(np.cumsum(exact[order]), np.linspace(0, 1, 31)[1:-1])
+        binned = [c.sum() for c in np.split(counts[order], edges)]
+        mass = [m.sum() for m in np.split(exact[order], edges)]
+        assert stats.chisquare(binned, np.array(mass) * n).pvalue > 1e-3
