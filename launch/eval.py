@@ -38,14 +38,36 @@ def fail(msg: str) -> None:
     sys.exit(f"eval: {msg}")
 
 
+def _check_checkpoint(flag: str, path: str) -> None:
+    """Fail with one line, before any compute, on a missing or corrupt HF checkpoint: the
+    server's structural checks, then the config and every safetensors header are read."""
+    from safetensors import SafetensorError, safe_open
+
+    from eigen_jax.models import ModelConfig
+    from eigen_jax.serve.server import CheckpointError, check_checkpoint_dir
+
+    try:
+        check_checkpoint_dir(path)
+        with open(os.path.join(path, "config.json")) as f:
+            ModelConfig.from_hf_config(json.load(f))
+        for name in sorted(n for n in os.listdir(path) if n.endswith(".safetensors")):
+            with safe_open(os.path.join(path, name), framework="numpy") as h:
+                h.keys()
+    except CheckpointError as e:
+        fail(f"--{flag}: {e}")
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        fail(f"--{flag} {path}: corrupt checkpoint: {type(e).__name__}: {e}".replace("\n", " "))
+
+
 def main(argv):
     del argv
     if bool(FLAGS.checkpoint) == bool(FLAGS.agent_url):
         fail("give exactly one of --checkpoint or --agent_url")
     if not FLAGS.output_dir:
         fail("--output_dir is required")
-    if FLAGS.checkpoint and not os.path.exists(os.path.join(FLAGS.checkpoint, "config.json")):
-        fail(f"--checkpoint {FLAGS.checkpoint}: no config.json (not an HF/eigen-jax checkpoint)")
+    for flag in ("checkpoint", "user_checkpoint"):
+        if getattr(FLAGS, flag):
+            _check_checkpoint(flag, getattr(FLAGS, flag))
     common.setup_jax()
     common.parse_gin()
     from data_agents.domains import load

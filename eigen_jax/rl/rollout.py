@@ -30,7 +30,7 @@ from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl.episode import SCORED_FINISHES, Episode
-from eigen_jax.rl.user_sim import UserSimulator, UserTurn
+from eigen_jax.rl.user_sim import UserSimulator, UserTurn, as_user_simulator
 from eigen_jax.sampling import Engine, SamplingParams
 
 
@@ -174,7 +174,8 @@ class RolloutWorker:
 
     def __init__(self, engine: Engine, chat: ChatTemplate, domain, user: UserSimulator,
                  config: RolloutConfig | None = None, checker: Checker | None = None):
-        self.engine, self.chat, self.domain, self.user = engine, chat, domain, user
+        self.engine, self.chat, self.domain = engine, chat, domain
+        self.user = as_user_simulator(user)
         self.config = config or RolloutConfig()
         self.checker = checker or default_checker()
         self.system, self.tools = views.agent_prompt(

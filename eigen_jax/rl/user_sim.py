@@ -65,6 +65,26 @@ class UserSimulator(abc.ABC):
         return bool(self._answered)
 
 
+class _RespondOnly(UserSimulator):
+    """Adapts any object with a batched `respond(turns)` (a duck-typed simulator)."""
+
+    def __init__(self, user: Any):
+        self.user = user
+
+    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+        return list(self.user.respond(turns))
+
+
+def as_user_simulator(user: Any) -> UserSimulator:
+    """`user` itself if it is a `UserSimulator`, else an adapter around its `respond`."""
+    if isinstance(user, UserSimulator):
+        return user
+    if not callable(getattr(user, "respond", None)):
+        raise TypeError(f"a user simulator needs a respond(turns) method; got "
+                        f"{type(user).__name__}")
+    return _RespondOnly(user)
+
+
 def _task_dict(task: Any) -> dict[str, Any]:
     return task.model_dump(mode="json") if hasattr(task, "model_dump") else dict(task)
 
@@ -208,4 +228,4 @@ def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
 
 
 __all__ = ["ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
-           "UserTurn", "make_user_simulator"]
+           "UserTurn", "as_user_simulator", "make_user_simulator"]

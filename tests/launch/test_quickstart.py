@@ -67,11 +67,37 @@ def test_eval_cli_on_the_grpo_checkpoint_and_resume(quickstart, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--checkpoint", "/nonexistent"], "no config.json"),
-    (["--checkpoint", "."], "no config.json"),
+    (["--checkpoint", "/nonexistent"], "does not exist"),
+    (["--checkpoint", "."], "has no config.json"),
     (["--agent_url", "http://127.0.0.1:9", "--domain", "no_such_domain"], "unknown domain"),
 ])
 def test_eval_bad_input_fails_with_one_line(tmp_path, args, needle):
     out = run("launch/eval.py", *args, "--output_dir", str(tmp_path), check=False, timeout=300)
     assert out.returncode != 0
     assert needle in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("config", "config.json is not valid JSON"),
+    ("weights", "corrupt checkpoint: SafetensorError"),
+    ("no_weights", "has no *.safetensors weights"),
+])
+def test_eval_corrupt_checkpoint_fails_with_one_line(quickstart, tmp_path, damage, needle):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(quickstart / "grpo" / "hf", ckpt)
+    weights = sorted(ckpt.glob("*.safetensors"))
+    if damage == "config":
+        (ckpt / "config.json").write_text("{not json")
+    elif damage == "weights":
+        data = weights[0].read_bytes()
+        weights[0].write_bytes(data[:len(data) // 2])  # a copy cut off half-way
+    else:
+        for w in weights:
+            w.unlink()
+    out = run("launch/eval.py", "--checkpoint", str(ckpt), "--output_dir", str(tmp_path / "o"),
+              check=False, timeout=300)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert needle in last and str(ckpt) in last

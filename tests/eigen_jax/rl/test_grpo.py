@@ -72,16 +72,22 @@ def test_task_stream_is_reproducible_and_resumable():
 
 
 def mixed_checker(domain, task, env, transcript):
-    """Stand-in checker giving a tiny untrained policy mixed rewards (depends on the dialogue)."""
-    return Verdict("pass" if len(transcript) % 2 == 0 else "fail")
+    """Stand-in checker with mixed rewards in every group whatever a tiny policy samples: an
+    episode passes iff the user hung up before the agent spoke (see `StopOnSecondMessage`)."""
+    return Verdict("fail" if any(m["role"] == "assistant" for m in transcript) else "pass")
 
 
 class StopOnSecondMessage:
-    """A user who states a request, then ends the dialogue at the agent's first reply: most
-    episodes of a barely trained policy then end naturally and are scored."""
+    """Even samples of a group: the user hangs up at once (scored, no policy turn). Odd samples:
+    the user states a request, then ends the dialogue at the agent's first plain reply. So every
+    group holds passes and fails (informative), and the odd samples carry policy tokens to train."""
 
     def respond(self, turns):
-        return ["Can I extend my rental?" if not t.messages else "###STOP###" for t in turns]
+        out = []
+        for t in turns:
+            even = int(t.key.rsplit("/", 1)[1]) % 2 == 0
+            out.append("###STOP###" if t.messages or even else "Can I extend my rental?")
+        return out
 
 
 def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
