@@ -1,6 +1,7 @@
 """Quickstart ablations, one gin binding each, on top of a finished quickstart's SFT checkpoints.
 
     python bench/ablations.py --base_workdir workdir/quickstart [--variants user_untrained,g4]
+        [--budget 32]
 
 Variants (paper_recipe.md): GRPO with an untrained vs the SFT user model; dynamic filtering off vs
 on; group size 4 vs 8 vs 16 at an equal rollout budget (tasks_per_step * group_size constant).
@@ -19,16 +20,20 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET = 64  # episodes per GRPO step, shared by the group-size variants
 
-VARIANTS = {
-    "baseline": [],
-    "user_untrained": ["grpo_stage.user='untrained'"],
-    "filtering_off": ["run_grpo.dynamic_filtering=False"],
-    "g4": ["run_grpo.group_size=4", f"run_grpo.tasks_per_step={BUDGET // 4}"],
-    "g8": ["run_grpo.group_size=8", f"run_grpo.tasks_per_step={BUDGET // 8}"],
-    "g16": ["run_grpo.group_size=16", f"run_grpo.tasks_per_step={BUDGET // 16}"],
-}
+
+def variants(budget: int) -> dict[str, list[str]]:
+    """One gin binding (set) per variant; the group-size variants keep `budget` episodes a step."""
+    out = {"baseline": [], "user_untrained": ["grpo_stage.user='untrained'"],
+           "filtering_off": ["run_grpo.dynamic_filtering=False"]}
+    for g in (4, 8, 16):
+        if budget % g:
+            raise ValueError(f"--budget {budget} is not a multiple of group size {g}")
+        out[f"g{g}"] = [f"run_grpo.group_size={g}", f"run_grpo.tasks_per_step={budget // g}",
+                        f"run_grpo.num_slots={budget}"]
+    return out
+
+
 REUSED = ("data", "tokenizer", "sft_agent", "sft_user", "pipeline.json")
 
 
@@ -57,16 +62,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base_workdir", required=True)
     ap.add_argument("--gin_file", default="gin/quickstart.gin")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default="baseline,user_untrained,filtering_off,g4,g8,g16")
+    ap.add_argument("--budget", type=int, default=32,
+                    help="episodes per GRPO step of the group-size variants (multiple of 16)")
     args = ap.parse_args()
     base = Path(args.base_workdir).absolute()
     if not (base / "sft_agent" / "hf" / "config.json").exists():
         sys.exit(f"ablations: {base} has no finished quickstart (run `make quickstart` first)")
+    try:
+        table = variants(args.budget)
+    except ValueError as e:
+        sys.exit(f"ablations: {e}")
     rows = []
     for name in args.variants.split(","):
-        if name not in VARIANTS:
-            sys.exit(f"ablations: unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        rows.append(run_variant(base, name, VARIANTS[name], args.gin_file))
+        if name not in table:
+            sys.exit(f"ablations: unknown variant {name!r}; known: {', '.join(table)}")
+        rows.append(run_variant(base, name, table[name], args.gin_file))
         (base / "ablations" / "ablations.json").write_text(json.dumps(rows, indent=1))
     print(f"\n{'variant':16s} {'pass^1':>7s} {'pass^max':>9s} {'grpo s':>8s}")
     for r in rows:
