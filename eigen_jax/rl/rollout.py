@@ -210,7 +210,10 @@ class RolloutWorker:
             t_user += time.perf_counter() - t
             for turn, text in answered:
                 s = asked.pop(id(turn))
-                s.add_user(text)
+                if text is None:  # the user model's context is full: a limit finish, reward 0
+                    s.finish = s.finish or "max_context"
+                else:
+                    s.add_user(text)
                 self._continue(s, seed)
             if self.engine.has_work():
                 for c in self.engine.step():

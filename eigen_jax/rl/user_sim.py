@@ -55,8 +55,9 @@ class UserSimulator(abc.ABC):
         if turns:
             self._answered = self._answered + list(zip(turns, self.respond(turns)))
 
-    def poll(self) -> list[tuple[UserTurn, str]]:
-        """Advance the backend; return (turn, reply) for the turns answered since the last call."""
+    def poll(self) -> list[tuple[UserTurn, str | None]]:
+        """Advance the backend; return (turn, reply) for the turns answered since the last call;
+        reply None: the simulator cannot answer (its context is full) and the episode ends."""
         out, self._answered = self._answered, []
         return out
 
@@ -83,6 +84,10 @@ def as_user_simulator(user: Any) -> UserSimulator:
         raise TypeError(f"a user simulator needs a respond(turns) method; got "
                         f"{type(user).__name__}")
     return _RespondOnly(user)
+
+
+class ContextOverflow(ValueError):
+    """A user turn's prompt does not fit the user model's engine (`max_len`)."""
 
 
 def _task_dict(task: Any) -> dict[str, Any]:
@@ -133,6 +138,7 @@ class ModelUserSimulator(UserSimulator):
                              max_prefill_len=max_len)
         self._calls = 0
         self._pending: dict[Any, UserTurn] = {}  # engine session id -> the turn it answers
+        self._overflowed: list[tuple[UserTurn, None]] = []
 
     @classmethod
     def from_pretrained(cls, hf_dir: str, mesh=None, **kwargs) -> ModelUserSimulator:
@@ -145,7 +151,7 @@ class ModelUserSimulator(UserSimulator):
         flipped = views.user_messages(turn.messages, _task_dict(turn.task))
         prompt = Conversation.start(self.chat, flipped).generation_prompt()
         if len(prompt) > self.engine.max_len - 1:
-            raise ValueError(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
+            raise ContextOverflow(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
                              f"user engine's max_len={self.engine.max_len}; raise max_len")
         self._calls += 1
         return Request(("user", self._calls), prompt, self.params,
@@ -160,14 +166,20 @@ class ModelUserSimulator(UserSimulator):
         return [self._reply(c) for c in self.engine.run([self._request(t) for t in turns])]
 
     def submit(self, turns: Sequence[UserTurn]) -> None:
+        """Queue turns; a turn whose flipped view does not fit the engine is answered `None`
+        (the rollout ends that episode as `max_context`) instead of failing the whole batch."""
         for turn in turns:
-            r = self._request(turn)
+            try:
+                r = self._request(turn)
+            except ContextOverflow:
+                self._overflowed.append((turn, None))
+                continue
             self._pending[r.session_id] = turn
             self.engine.submit(r.session_id, r.token_ids, r.params, r.seed)
 
-    def poll(self) -> list[tuple[UserTurn, str]]:
+    def poll(self) -> list[tuple[UserTurn, str | None]]:
         """One engine step: admit/prefill queued turns, decode up to `steps_per_sync` tokens."""
-        out = []
+        out, self._overflowed = self._overflowed, []
         if self.engine.has_work():
             for c in self.engine.step():
                 self.engine.release(c.session_id)
@@ -175,7 +187,7 @@ class ModelUserSimulator(UserSimulator):
         return out
 
     def has_work(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or bool(self._overflowed)
 
 
 class ServedUserSimulator(UserSimulator):

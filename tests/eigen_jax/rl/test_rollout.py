@@ -232,3 +232,19 @@ def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outf
         np.testing.assert_array_equal(a.policy_mask, b.policy_mask)
         np.testing.assert_allclose(a.sampler_logprobs, b.sampler_logprobs, atol=1e-5)
         assert (a.reward, a.finish_reason) == (b.reward, b.finish_reason)
+
+
+def test_user_context_overflow_ends_the_episode_not_the_rollout(policy_model, rl_chat, outfitter):
+    """A user prompt longer than the user engine ends that episode as `max_context` (reward 0);
+    the direct `respond` call still raises, naming the limit."""
+    from eigen_jax.rl.user_sim import ContextOverflow, ModelUserSimulator, UserTurn
+
+    sim = ModelUserSimulator(policy_model, rl_chat, num_slots=2, max_len=64,
+                             sampling=SamplingParams(temperature=1.0, max_new_tokens=8))
+    worker = RolloutWorker(make_engine(policy_model), rl_chat, outfitter, sim,
+                           RolloutConfig(max_new_tokens=16))
+    episodes = worker.run(make_jobs(outfitter.tasks("train")[:2], 2))
+    assert [(e.finish_reason, e.reward) for e in episodes] == [("max_context", 0.0)] * 4
+    assert not sim.has_work() and not worker.engine.has_work()
+    with pytest.raises(ContextOverflow, match="max_len=64"):
+        sim.respond([UserTurn(outfitter.tasks("train")[0], [], "k")])
