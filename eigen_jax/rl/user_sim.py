@@ -152,7 +152,7 @@ class ModelUserSimulator(UserSimulator):
         prompt = Conversation.start(self.chat, flipped).generation_prompt()
         if len(prompt) > self.engine.max_len - 1:
             raise ContextOverflow(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
-                             f"user engine's max_len={self.engine.max_len}; raise max_len")
+                                  f"user engine's max_len={self.engine.max_len}; raise max_len")
         self._calls += 1
         return Request(("user", self._calls), prompt, self.params,
                        _seed(turn.key, len(turn.messages), self.seed))
