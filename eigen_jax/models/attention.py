@@ -69,6 +69,40 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     return out.reshape(b, t, h, hd)
 
 
+def causal_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
+                           scale: float, block: int) -> jax.Array:
+    """Training attention (no cache) in query blocks of `block` tokens, each against only the keys
+    up to its own end.
+
+    Same result as `grouped_attention` with `training_mask(segment_ids)`, but (1) the causal
+    upper triangle beyond each block is never computed (about half the FLOPs at long lengths) and
+    (2) each block's [KV, G, block, S] logits stay small enough to live in cache, where the dense
+    [T, T] logits stream through memory several times (softmax, mask, backward). Heads-major
+    layout keeps both einsums plain batched matmuls. Measured on a 2-core CPU (4 heads, hd 32,
+    T 1024, B 8): one layer's forward+backward 1.2-1.9 s dense vs 0.37 s in 128-token blocks.
+    """
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    if block <= 0 or t <= block:
+        return grouped_attention(q, k, v, training_mask(segment_ids), scale)
+    qg = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)   # [B, KV, G, T, hd]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)         # [B, KV, S, hd]
+    key_seg = segment_ids[:, None, None, None, :]                     # [B, 1, 1, 1, S]
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        logits = jnp.einsum("bkgtd,bksd->bkgts", qg[:, :, :, start:end], kt[:, :, :end],
+                            preferred_element_type=jnp.float32) * scale
+        query_seg = segment_ids[:, None, None, start:end, None]       # [B, 1, 1, blk, 1]
+        causal = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])
+        mask = causal & (query_seg == key_seg[..., :end]) & (key_seg[..., :end] != 0)
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        outs.append(jnp.einsum("bkgts,bksd->bkgtd", probs, vt[:, :, :end]))
+    out = jnp.concatenate(outs, axis=3)                               # [B, KV, G, T, hd]
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+
+
 class Attention(nnx.Module):
     """Multi-head attention with `num_kv_heads` shared key/value heads (GQA)."""
 
@@ -77,6 +111,7 @@ class Attention(nnx.Module):
         pdt = config.weight_dtype
         self.dtype = config.compute_dtype
         self.head_dim = hd
+        self.block = config.attention_block
         # A tuple (static, hashable), not an array: it is a constant of the architecture.
         self.inv_freq = tuple(float(f) for f in
                               inverse_frequencies(hd, config.rope_theta, config.rope_scaling))
@@ -121,12 +156,13 @@ class Attention(nnx.Module):
 
         if cache is None:
             seg = segment_ids if segment_ids is not None else jnp.ones(x.shape[:2], jnp.int32)
-            mask, new_cache = training_mask(seg), None
+            out = causal_block_attention(q, k, v, seg, self.head_dim ** -0.5, self.block)
+            new_cache = None
         else:
             new_cache = write_cache(cache, k, v, positions)
             k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
-            mask = cache_mask(positions, k.shape[1])
-        out = grouped_attention(q, k, v, mask, self.head_dim ** -0.5)
+            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[1]),
+                                    self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
 

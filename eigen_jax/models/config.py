@@ -44,6 +44,8 @@ class ModelConfig:
 
     `dtype` is the compute dtype (activations, matmul inputs); `param_dtype` is how parameters are
     stored. `remat` picks the activation-checkpoint policy applied per decoder block in training.
+    `attention_block` is the query-block length of training attention (causal blocks skip the
+    keys after them; 0 = one dense block), a speed knob that never changes the result.
     """
 
     family: str
@@ -66,6 +68,7 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: str = "none"
+    attention_block: int = 128
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -89,6 +92,8 @@ class ModelConfig:
         if self.qk_norm != (self.family == "qwen3"):
             raise ValueError(f"qk_norm={self.qk_norm} does not match family {self.family!r} "
                              "(only qwen3 normalises q and k)")
+        if self.attention_block < 0:
+            raise ValueError(f"attention_block must be >= 0, got {self.attention_block}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
@@ -140,7 +145,8 @@ class ModelConfig:
     def from_hf_config(cls, hf_config: Any, **overrides) -> ModelConfig:
         """Build from a transformers `PretrainedConfig` or a `config.json` dict.
 
-        `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`).
+        `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`,
+        `attention_block`).
         Raises ValueError naming the key when the architecture or a feature is unsupported.
         """
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
