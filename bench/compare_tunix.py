@@ -233,9 +233,15 @@ def bench_model(spec, metrics, venv, peak, workdir) -> dict:
                       "train": lambda: bench_train(model, spec, peak),
                       "grpo": lambda: bench_grpo(model, spec)}[name]()
     print(f"[tunix] {spec['name']} ...", flush=True)
-    theirs = run_tunix(spec, workdir, venv)
+    ours_logits = ours.pop("probe_logits")
+    try:
+        theirs = run_tunix(spec, workdir, venv)
+    except RuntimeError as e:  # keep eigen-jax's figures: they cost minutes to measure
+        print(f"[tunix] {spec['name']} FAILED; reporting eigen-jax alone:\n{e}", flush=True)
+        return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+                "eigen_jax": ours, "tunix": {"error": str(e)[-4000:]}}
     their_logits = np.asarray(theirs.pop("probe_logits"), np.float32)
-    diff = float(np.abs(ours.pop("probe_logits") - their_logits).max())
+    diff = float(np.abs(ours_logits - their_logits).max())
     scale = max(float(np.abs(their_logits).max()), 1.0)
     tol = 1e-3 if spec["dtype"] == "float32" else 5e-2
     if not diff <= tol * scale:
@@ -259,10 +265,11 @@ def table(results) -> list[dict]:
     rows = []
     for r in results:
         for key, label, field, lower_better in ROWS:
-            if key not in r["eigen_jax"] or key not in r["tunix"]:
+            if key not in r["eigen_jax"]:
                 continue
-            ours, theirs = r["eigen_jax"][key][field], r["tunix"][key][field]
-            ratio = theirs / ours if lower_better else ours / theirs
+            ours = r["eigen_jax"][key][field]
+            theirs = r["tunix"][key][field] if key in r["tunix"] else None
+            ratio = None if theirs is None else (theirs / ours if lower_better else ours / theirs)
             rows.append({"model": r["spec"]["name"], "metric": label, "eigen_jax": ours,
                          "tunix": theirs, "ratio": ratio})
         if "train" in r["eigen_jax"]:
