@@ -76,14 +76,20 @@ class Engine:
     decode_fn: ids -> text, needed only for requests with `stop_strings`.
     steps_per_sync: decode steps per device call (one host transfer each way per call).
     max_prefill_len: longest prefill chunk; longer contexts are prefilled in several chunks.
+    min_kv_len: smallest cache length a device call attends. Each prefill/decode call runs on
+        the first `kv_len` slots only, kv_len = the power of two >= every slot the call writes,
+        at least `min_kv_len` and at most `max_len`, so short sessions in a long cache do not pay
+        for `max_len` (each distinct kv_len is one more compiled program: about
+        log2(max_len / min_kv_len) + 1 per shape). `min_kv_len >= max_len` always attends the
+        whole cache.
     """
 
     def __init__(self, model: nnx.Module, num_slots: int, max_len: int, mesh=None, *,
                  decode_fn: Callable[[Sequence[int]], str] | None = None,
                  steps_per_sync: int = 8, max_prefill_len: int = 512, min_prefill_len: int = 16,
-                 max_stop_ids: int = 8, cache_dtype=None):
+                 max_stop_ids: int = 8, min_kv_len: int = 128, cache_dtype=None):
         for name, value in (("num_slots", num_slots), ("max_len", max_len),
-                            ("steps_per_sync", steps_per_sync),
+                            ("steps_per_sync", steps_per_sync), ("min_kv_len", min_kv_len),
                             ("max_prefill_len", max_prefill_len), ("max_stop_ids", max_stop_ids)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
@@ -95,6 +101,7 @@ class Engine:
         self.max_prefill_len = int(max_prefill_len)
         self.min_prefill_len = min(int(min_prefill_len), self.max_prefill_len)
         self.max_stop_ids = int(max_stop_ids)
+        self.min_kv_len = int(min_kv_len)
         self.vocab_size = model.config.vocab_size
         self._graphdef, self._params = nnx.split(model)
         self.cache = model.init_cache(self.num_slots, self.max_len, cache_dtype)
@@ -270,9 +277,10 @@ class Engine:
                 s.cache_len += n
                 if not s.pending:
                     completing.append((i, s))
+            kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
             self.cache, new_tokens, logprobs = steps.prefill(
                 self._graphdef, self._params, self.cache, rows, tokens, positions, last, seeds,
-                temp, top_k, top_p)
+                temp, top_k, top_p, kv_len=kv_len)
             sampled.append((completing, new_tokens, logprobs))
         # One device->host transfer for all chunks.
         fetched = jax.device_get([(t, lp) for _, t, lp in sampled])
@@ -304,8 +312,12 @@ class Engine:
         st.finish[slot] = code[0] if done[0] else steps.FINISH_NONE
 
     def _decode(self) -> list[Completion]:
+        st = self._state
+        kv_len = steps.decode_kv_len(st.position, st.active, st.num_generated, st.max_new,
+                                     self.steps_per_sync, self.max_len, self.min_kv_len)
         self.cache, state, tokens, logprobs = steps.decode_steps(
-            self._graphdef, self._params, self.cache, self._state, self.steps_per_sync)
+            self._graphdef, self._params, self.cache, self._state, self.steps_per_sync,
+            kv_len=kv_len)
         state, tokens, logprobs = jax.device_get((state, tokens, logprobs))
         self._state = steps.SlotState(*(np.array(x) for x in state))
         finished = []

@@ -11,6 +11,17 @@ attends slots <= p of its row. `SlotState.position[r]` is the position of `last_
 sampled token not yet written to the cache; feeding it writes slot `position` and samples the
 token at `position + 1`. Inactive rows and padding are given position `max_len`, so their cache
 writes fall outside the cache and are dropped.
+
+Live-length attention (`kv_len`): both programs can run the model on the first `kv_len` slots of
+every row instead of all `max_len`, so a step costs what the live context costs, not what the
+longest possible one would (RL rollouts size caches for the longest episode, while most rows
+are much shorter). The slice is taken once per call, the model runs on it (the decode loop
+carries only the small cache) and it is written back into the donated full cache with one
+`dynamic_update_slice`, which XLA performs in place. Slots >= kv_len are neither read nor
+written, so the caller must choose `kv_len` above every slot a row writes in the call (see
+`decode_kv_len` / `prefill_kv_len`); masked slots contribute exact zeros to attention, so the
+result equals the full-cache one up to float summation order. `kv_len` is static: each distinct
+value is one compilation, hence the power-of-two buckets.
 """
 from __future__ import annotations
 
@@ -65,49 +76,99 @@ def finish_check(token, num_generated, position, stop_ids, max_new, max_len: int
     return done, xp.where(is_stop, FINISH_STOP, FINISH_LENGTH).astype(xp.int32)
 
 
-def _rows_of(cache, rows):
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0, mode="clip"), cache)
+def _live_len(cache, kv_len: int | None) -> int:
+    """The static slot count a call runs on: kv_len capped at max_len (None: max_len)."""
+    max_len = cache[0]["k"].shape[1]
+    if kv_len is None:
+        return max_len
+    if kv_len < 1:
+        raise ValueError(f"kv_len must be positive, got {kv_len}")
+    return min(int(kv_len), max_len)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def _head(x, kv_len: int):
+    """Slots [0, kv_len) of a [B, max_len, ...] cache array (the array itself when that is all)."""
+    return x if kv_len == x.shape[1] else jax.lax.slice_in_dim(x, 0, kv_len, axis=1)
+
+
+def decode_kv_len(position, active, num_generated, max_new, num_steps: int, max_len: int,
+                  minimum: int) -> int:
+    """Cache slots a `decode_steps` call of `num_steps` needs, bucketed: an active row at
+    `position` writes slots position .. position + n - 1, n = min(num_steps, tokens left in its
+    budget). `max_len` when no row is active (the call then runs no step)."""
+    if not np.any(active):
+        return max_len
+    left = np.maximum(np.minimum(num_steps, max_new - num_generated), 1)
+    return bucket(int(np.max(np.where(active, position + left, 0))), minimum, max_len)
+
+
+def prefill_kv_len(positions, max_len: int, minimum: int) -> int:
+    """Cache slots a `prefill` call needs, bucketed: one past its largest real position
+    (padding carries `max_len` and is ignored)."""
+    real = positions[positions < max_len]
+    return max_len if real.size == 0 else bucket(int(real.max()) + 1, minimum, max_len)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "kv_len"), donate_argnames=("cache",))
 def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds, temperature,
-            top_k, top_p):
+            top_k, top_p, kv_len: int | None = None):
     """Write `tokens` [R, T] of cache rows `rows` [R] and sample one token after each row's
     `last_index` token.
 
     `positions` [R, T] are absolute (a row's chunk starts at its current length, so the cached
     prefix is reused); padding tokens carry position max_len and padding rows carry row index
     num_slots, so neither writes anything. Returns (cache, tokens [R], logprobs [R]).
+
+    kv_len (static): run on cache slots [0, kv_len) only (default: all); every real position must
+    be < kv_len, or its write is dropped (see `prefill_kv_len`).
     """
     model = nnx.merge(graphdef, params)
-    sub_cache = _rows_of(cache, rows)
+    max_len, kv_len = cache[0]["k"].shape[1], _live_len(cache, kv_len)
+    sub_cache = jax.tree.map(lambda x: jnp.take(_head(x, kv_len), rows, axis=0, mode="clip"),
+                             cache)
     hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
     last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
     logits = model.project(last_hidden)
     sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
     new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
                                          top_p)
-    cache = jax.tree.map(lambda full, sub: full.at[rows].set(sub, mode="drop"), cache, sub_cache)
+    if kv_len == max_len:
+        cache = jax.tree.map(lambda full, sub: full.at[rows].set(sub, mode="drop"), cache,
+                             sub_cache)
+    else:
+        cache = jax.tree.map(lambda full, sub: full.at[rows, :kv_len].set(sub, mode="drop"),
+                             cache, sub_cache)
     return cache, new_tokens, logprobs
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_steps"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_steps", "kv_len"),
                    donate_argnames=("cache",))
-def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int):
+def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
+                 kv_len: int | None = None):
     """Up to `num_steps` decode steps over every slot (stops early once no slot is active).
+
+    kv_len (static): attend and write cache slots [0, kv_len) only (default: all). The loop also
+    stops before any active row would write slot >= kv_len, so a too-small kv_len costs an early
+    return (the caller's next call continues), never a lost write; `decode_kv_len` picks one
+    that fits the whole call. The out-of-room rule still uses the real `max_len`.
 
     Returns (cache, state, tokens [S, num_steps], logprobs [S, num_steps]); tokens are -1 where a
     row emitted nothing (inactive, or finished earlier in this call).
     """
     model = nnx.merge(graphdef, params)
     num_slots, max_len = state.position.shape[0], cache[0]["k"].shape[1]
+    kv_len = _live_len(cache, kv_len)
+    full_cache, cache = cache, jax.tree.map(lambda x: _head(x, kv_len), cache)
     state = SlotState(*(jnp.asarray(x) for x in state))
     out_tokens = jnp.full((num_slots, num_steps), -1, jnp.int32)
     out_logprobs = jnp.zeros((num_slots, num_steps), jnp.float32)
 
     def cond(carry):
         step, st = carry[0], carry[1]
-        return (step < num_steps) & jnp.any(st.active)
+        go = (step < num_steps) & jnp.any(st.active)
+        if kv_len < max_len:  # a full cache always fits: out-of-room rows are inactive
+            go &= jnp.all(~st.active | (st.position < kv_len))
+        return go
 
     def body(carry):
         step, st, cache, out_tokens, out_logprobs = carry
@@ -133,6 +194,9 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int):
 
     _, state, cache, out_tokens, out_logprobs = jax.lax.while_loop(
         cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
+    if kv_len < max_len:  # in place: the full cache is donated
+        cache = jax.tree.map(lambda full, live: jax.lax.dynamic_update_slice_in_dim(
+            full, live, 0, axis=1), full_cache, cache)
     return cache, state, out_tokens, out_logprobs
 
 
