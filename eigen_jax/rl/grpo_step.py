@@ -24,10 +24,26 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     same tempered distribution the sampler drew them from, so ρ and the IS weights compare like
     with like (1.0, the paper's setting, is the model's own distribution)."""
     tokens, seg = batch["tokens"], batch["segment_ids"]
-    hidden = model(tokens, batch["positions"], seg, return_hidden=True)
+    hidden = model(tokens, batch["positions"], seg, return_hidden=True)[:, :-1]
     targets, _ = shifted_targets(tokens, seg, batch["loss_mask"])
-    return chunked_token_logprobs(hidden[:, :-1], model.project, targets, chunk_size,
-                                  temperature=temperature, with_entropy=with_entropy)
+    index = batch.get("score_index")
+    if index is None:
+        return chunked_token_logprobs(hidden, model.project, targets, chunk_size,
+                                      temperature=temperature, with_entropy=with_entropy)
+    # Project only the positions the loss reads (see `batching.score_index`), then scatter back;
+    # every other position gets 0 and is masked out by the loss.
+    picked = chunked_token_logprobs(jnp.take_along_axis(hidden, index[..., None], axis=1),
+                                    model.project, jnp.take_along_axis(targets, index, axis=1),
+                                    chunk_size, temperature=temperature,
+                                    with_entropy=with_entropy)
+    # Scatter-ADD of the first `count` entries only: a padding entry repeats a scored index, and
+    # a `set` would pass that position's gradient to each copy (counting it twice).
+    rows = jnp.arange(index.shape[0])[:, None]
+    count = (batch["loss_mask"][:, 1:] > 0).sum(axis=1)
+    valid = jnp.arange(index.shape[1])[None, :] < count[:, None]
+    scatter = lambda x: jnp.zeros(targets.shape, x.dtype).at[rows, index].add(
+        jnp.where(valid, x, 0))
+    return tuple(map(scatter, picked)) if with_entropy else scatter(picked)
 
 
 def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0):
