@@ -142,15 +142,13 @@ def score_index(loss_mask: np.ndarray, minimum: int = 16) -> np.ndarray:
     The learner projects just these hidden states onto the vocabulary instead of every position;
     in a multi-turn dialogue most tokens are context (user, tool, prompt), and the vocabulary
     projection is the largest matmul of a small model. K = bucket(most policy tokens in a row) so
-    shapes (and compilations) stay few; a row's entries after its own count repeat its first
-    index (0 if none) and are dropped on device (`grpo_step.policy_logprobs`).
+    shapes (and compilations) stay few; a row's entries after its own count are 0 and are
+    dropped on device (`grpo_step.policy_logprobs`).
     """
     targets = loss_mask[:, 1:] > 0
-    counts = targets.sum(axis=1)
-    k = min(bucket(int(counts.max(initial=0)), minimum), targets.shape[1])
+    k = min(bucket(int(targets.sum(axis=1).max(initial=0)), minimum), targets.shape[1])
     index = np.zeros((len(targets), k), np.int32)
     for r, row in enumerate(targets):
-        hits = np.flatnonzero(row)[:k]
+        hits = np.flatnonzero(row)
         index[r, :len(hits)] = hits
-        index[r, len(hits):] = hits[0] if len(hits) else 0
     return index

@@ -36,8 +36,8 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
                                     model.project, jnp.take_along_axis(targets, index, axis=1),
                                     chunk_size, temperature=temperature,
                                     with_entropy=with_entropy)
-    # Scatter-ADD of the first `count` entries only: a padding entry repeats a scored index, and
-    # a `set` would pass that position's gradient to each copy (counting it twice).
+    # Scatter-ADD of the first `count` entries only: padding entries point at index 0, which may
+    # be a scored position, and must add neither a value nor a gradient there.
     rows = jnp.arange(index.shape[0])[:, None]
     count = (batch["loss_mask"][:, 1:] > 0).sum(axis=1)
     valid = jnp.arange(index.shape[1])[None, :] < count[:, None]
