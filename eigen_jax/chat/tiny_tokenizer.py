@@ -63,13 +63,18 @@ def min_vocab_size() -> int:
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | os.PathLike | None = None,
-                         *, min_frequency: int = 2, model_max_length: int = 32768):
+                         *, min_frequency: int = 2, model_max_length: int = 32768,
+                         split_digits: bool = True):
     """Train on `texts`, return an HF fast tokenizer with exactly `vocab_size` ids (saved if asked).
 
     Ids 0..6 are ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and the four tool tags, for
     every vocabulary size; eos is ``<|im_end|>`` (the end of an assistant turn), pad is
     ``<|endoftext|>``. Tool tags are added tokens but not special, as in Qwen, so decoding with
     ``skip_special_tokens=True`` keeps them.
+
+    `split_digits` makes every digit its own token, as Qwen's and Llama's pre-tokenizers do: ids,
+    dates and zip codes are then copied digit by digit from ten well-trained embeddings instead of
+    as one rare merged token each ("59801"), which a tiny model trained for minutes cannot learn.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -83,7 +88,9 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
         raise ValueError(f"min_frequency={min_frequency}; must be >= 1")
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     # Registered before training so tags in the corpus are cut out instead of learnt as merges.

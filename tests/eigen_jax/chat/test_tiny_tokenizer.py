@@ -47,3 +47,18 @@ def test_bad_arguments(tmp_path):
         train_tiny_tokenizer("abc", 300)
     with pytest.raises(TypeError, match=r"texts\[1\] is int"):
         train_tiny_tokenizer(["a", 3], 300)
+
+
+@pytest.mark.parametrize("split_digits", [True, False])
+def test_split_digits(split_digits, tmp_path):
+    # a corpus where "59801" is frequent enough to become one merged token unless digits split
+    corpus = [f"zip 59801, rental R{i % 7}700 on 2025-06-{10 + i % 9}" for i in range(200)]
+    tok = train_tiny_tokenizer(corpus, 400, tmp_path, split_digits=split_digits)
+    text = "I'm at zip 59801, rental R7700 from 2025-06-29."
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    pieces = [tok.decode([i]) for i in ids]
+    has_multi_digit = any(sum(c.isdigit() for c in p) > 1 for p in pieces)
+    assert has_multi_digit != split_digits, pieces
+    if split_digits:
+        assert [p for p in pieces if any(c.isdigit() for c in p)][:5] == list("59801")
