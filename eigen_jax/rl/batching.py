@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from eigen_jax.rl.episode import Episode
+from eigen_jax.train.logprobs import bucket, score_index  # noqa: F401  (re-exported)
 
 LAYOUTS = ("trajectory", "per_turn")
 
@@ -60,12 +61,6 @@ def episode_sequences(episode: Episode, layout: str, advantage: float = 0.0) -> 
 def layout_token_count(episodes: Sequence[Episode], layout: str) -> int:
     """Tokens the learner processes for `episodes` in `layout` (before packing padding)."""
     return sum(len(s.tokens) for e in episodes for s in episode_sequences(e, layout))
-
-
-def bucket(n: int, minimum: int) -> int:
-    """Smallest power of two >= max(n, minimum)."""
-    n = max(int(n), int(minimum), 1)
-    return 1 << (n - 1).bit_length()
 
 
 def _pack(lengths: Sequence[int], row_len: int) -> list[list[int]]:
@@ -133,22 +128,3 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
             at += n
     batch["score_index"] = score_index(batch["loss_mask"])
     return batch
-
-
-def score_index(loss_mask: np.ndarray, minimum: int = 16) -> np.ndarray:
-    """`[rows, K]` indices t (into the shifted `[rows, length - 1]` arrays) where token t + 1 is a
-    policy token: the only positions whose log-probs the loss reads.
-
-    The learner projects just these hidden states onto the vocabulary instead of every position;
-    in a multi-turn dialogue most tokens are context (user, tool, prompt), and the vocabulary
-    projection is the largest matmul of a small model. K = bucket(most policy tokens in a row) so
-    shapes (and compilations) stay few; a row's entries after its own count are 0 and are
-    dropped on device (`grpo_step.policy_logprobs`).
-    """
-    targets = loss_mask[:, 1:] > 0
-    k = min(bucket(int(targets.sum(axis=1).max(initial=0)), minimum), targets.shape[1])
-    index = np.zeros((len(targets), k), np.int32)
-    for r, row in enumerate(targets):
-        hits = np.flatnonzero(row)
-        index[r, :len(hits)] = hits
-    return index

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from eigen_jax.rl import losses
-from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets
+from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
 
 
 def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
@@ -30,7 +30,7 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     if index is None:
         return chunked_token_logprobs(hidden, model.project, targets, chunk_size,
                                       temperature=temperature, with_entropy=with_entropy)
-    # Project only the positions the loss reads (see `batching.score_index`), then scatter back;
+    # Project only the positions the loss reads (see `logprobs.score_index`), then scatter back;
     # every other position gets 0 and is masked out by the loss.
     picked = chunked_token_logprobs(jnp.take_along_axis(hidden, index[..., None], axis=1),
                                     model.project, jnp.take_along_axis(targets, index, axis=1),
@@ -39,8 +39,7 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     # Scatter-ADD of the first `count` entries only: padding entries point at index 0, which may
     # be a scored position, and must add neither a value nor a gradient there.
     rows = jnp.arange(index.shape[0])[:, None]
-    count = (batch["loss_mask"][:, 1:] > 0).sum(axis=1)
-    valid = jnp.arange(index.shape[1])[None, :] < count[:, None]
+    valid = valid_index(batch["loss_mask"], index)
     scatter = lambda x: jnp.zeros(targets.shape, x.dtype).at[rows, index].add(
         jnp.where(valid, x, 0))
     return tuple(map(scatter, picked)) if with_entropy else scatter(picked)

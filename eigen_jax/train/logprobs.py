@@ -4,7 +4,9 @@ Large vocabularies (150k for Qwen) make the vocab projection + log-softmax the b
 in training. We project the final hidden states in sequence chunks under `jax.checkpoint`, so only
 one chunk's logits live at a time in the forward pass and they are recomputed in the backward
 (a sequence that fits one chunk is projected once, without rematerialisation).
-Shared by SFT (cross-entropy) and GRPO (policy log-probs).
+Shared by SFT (cross-entropy) and GRPO (policy log-probs). Both losses read only some positions
+(assistant or user tokens, policy tokens), so a batch may carry `score_index`: those positions,
+and only their hidden states are projected onto the vocabulary.
 """
 from __future__ import annotations
 
@@ -12,6 +14,39 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def bucket(n: int, minimum: int) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    n = max(int(n), int(minimum), 1)
+    return 1 << (n - 1).bit_length()
+
+
+def score_index(loss_mask: np.ndarray, minimum: int = 16) -> np.ndarray:
+    """`[rows, K]` indices t (into the shifted `[rows, length - 1]` arrays) where token t + 1 has
+    a nonzero loss weight: the only positions whose log-probs the loss reads.
+
+    The learner projects just these hidden states onto the vocabulary instead of every position;
+    in a dialogue most tokens are context (prompt, the other role, tool results), and the
+    vocabulary projection is the largest matmul of a small model. K = bucket(most scored tokens in
+    a row) so shapes (and compilations) stay few; a row's entries after its own count are 0 and
+    are dropped on device (`valid_index`).
+    """
+    targets = np.asarray(loss_mask)[:, 1:] > 0
+    k = min(bucket(int(targets.sum(axis=1).max(initial=0)), minimum), targets.shape[1])
+    index = np.zeros((len(targets), k), np.int32)
+    for r, row in enumerate(targets):
+        hits = np.flatnonzero(row)
+        index[r, :len(hits)] = hits
+    return index
+
+
+def valid_index(loss_mask: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
+    """[rows, K] bool: which `score_index` entries are real (the rest are padding pointing at 0,
+    which may itself be a scored position and must not count twice)."""
+    count = (loss_mask[:, 1:] > 0).sum(axis=1)
+    return jnp.arange(index.shape[1])[None, :] < count[:, None]
 
 
 def token_logprobs_from_logits(logits: jnp.ndarray, targets: jnp.ndarray,

@@ -24,6 +24,7 @@ from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
+from eigen_jax.train.logprobs import score_index
 from eigen_jax.train.metrics import MetricsWriter
 from eigen_jax.train.model_init import init_model
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
@@ -53,8 +54,14 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             eval_every: int = 50, eval_batches: int = 4, eval_split: str = "test",
             checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
             export_hf: bool = True, log_every: int = 10,
-            peak_flops: float | None = None, prompt_loss_weight: float = 0.0) -> dict[str, Any]:
-    """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}."""
+            peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
+            project_scored_only: bool = True) -> dict[str, Any]:
+    """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
+
+    `project_scored_only`: project onto the vocabulary only the positions the loss reads (the
+    trained role's tokens; `logprobs.score_index`), same loss and gradient. Single-process only:
+    each host's scored count differs, and the index width must be one global shape.
+    """
     workdir = Path(workdir)
     mesh = shd.make_mesh(mesh_shape)
     batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -89,7 +96,14 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                                 prompt_loss_weight=0.0,
                                 split=eval_split, seed=seed, shuffle=False, num_epochs=1,
                                 process_index=pidx, process_count=pcount)
-    eval_set = [to_global_batch(b, mesh) for _, b in zip(range(eval_batches), held_out)]
+    sparse = project_scored_only and jax.process_count() == 1
+
+    def device_batch(b):
+        if sparse:
+            b = dict(b, score_index=score_index(b["loss_mask"], minimum=64))
+        return to_global_batch(b, mesh)
+
+    eval_set = [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
@@ -113,7 +127,7 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     with PreemptionGuard() as guard:
         for step in range(start, num_steps):
             t0 = time.perf_counter()
-            batch = to_global_batch(next(train_it), mesh)
+            batch = device_batch(next(train_it))
             state, metrics = step_fn(state, batch)
             metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t0

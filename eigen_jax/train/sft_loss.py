@@ -8,13 +8,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets
+from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
 
 
 def sft_loss(model, batch: dict[str, jax.Array], normalizer: jax.Array, chunk_size: int = 256):
     tokens, seg = batch["tokens"], batch.get("segment_ids")
     hidden = model(tokens, batch.get("positions"), seg, return_hidden=True)
     targets, mask = shifted_targets(tokens, seg, batch["loss_mask"])
-    logp = chunked_token_logprobs(hidden[:, :-1], model.project, targets, chunk_size)
+    hidden = hidden[:, :-1]
+    index = batch.get("score_index")
+    if index is not None:  # project only the scored positions (`logprobs.score_index`)
+        pick = lambda x: jnp.take_along_axis(x, index, axis=1)  # noqa: E731
+        hidden = jnp.take_along_axis(hidden, index[..., None], axis=1)
+        targets = pick(targets)
+        mask = pick(mask) * valid_index(batch["loss_mask"], index)
+    logp = chunked_token_logprobs(hidden, model.project, targets, chunk_size)
     nll_sum = -(logp * mask).sum()
     return nll_sum / normalizer, {"nll_sum": nll_sum, "tokens": mask.sum()}
