@@ -81,7 +81,7 @@ def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
 
 @gin.configurable
 def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: str | None = None,
-                    split_digits: bool = True) -> dict[str, Any]:
+                    split_digits: bool = False) -> dict[str, Any]:
     """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text."""
     if tokenizer_dir:
         return {"tokenizer_dir": tokenizer_dir, "stage_name": "tokenizer"}

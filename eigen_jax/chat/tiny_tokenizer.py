@@ -64,7 +64,7 @@ def min_vocab_size() -> int:
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | os.PathLike | None = None,
                          *, min_frequency: int = 2, model_max_length: int = 32768,
-                         split_digits: bool = True):
+                         split_digits: bool = False):
     """Train on `texts`, return an HF fast tokenizer with exactly `vocab_size` ids (saved if asked).
 
     Ids 0..6 are ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and the four tool tags, for
@@ -72,9 +72,11 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     ``<|endoftext|>``. Tool tags are added tokens but not special, as in Qwen, so decoding with
     ``skip_special_tokens=True`` keeps them.
 
-    `split_digits` makes every digit its own token, as Qwen's and Llama's pre-tokenizers do: ids,
-    dates and zip codes are then copied digit by digit from ten well-trained embeddings instead of
-    as one rare merged token each ("59801"), which a tiny model trained for minutes cannot learn.
+    `split_digits` makes every digit its own token, as Qwen's and Llama's pre-tokenizers do (ids,
+    dates and zips then copy digit by digit from ten well-trained embeddings instead of one rare
+    merged token each), at the price of more tokens per dialogue. Off by default: on the
+    quickstart it left held-out pass^1 unchanged (33.3 at 100 SFT steps) and the run slower
+    (bench/NOTES.md, "Digit tokens").
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -37,9 +37,7 @@ def rl_tokenizer_dir(tmp_path_factory, outfitter, reference_dialogues):
     texts = [outfitter.policy] + [str(m.get("content") or "") + str(m.get("tool_calls") or "")
                                   for d in reference_dialogues for m in d]
     out = tmp_path_factory.mktemp("rl_tokenizer")
-    # Merged digits, as when these fixtures were written: the seeded random-model episodes the
-    # rollout tests rely on (e.g. one with two user turns) depend on the exact vocabulary.
-    train_tiny_tokenizer(texts, vocab_size=512, output_dir=out, split_digits=False)
+    train_tiny_tokenizer(texts, vocab_size=512, output_dir=out)
     return out
 
 
