@@ -20,6 +20,7 @@ Workloads (same shapes on both sides; medians of `repeats` after warm-up, compil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -290,6 +291,9 @@ def main():
     parser.add_argument("--steps_per_sync", type=int, default=None,
                         help="eigen-jax decode steps per host sync in the decode workload "
                              "(default: generate's, the whole budget in one device loop)")
+    parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                        help="eigen-jax ModelConfig field (VALUE as JSON), e.g. attention_block=0 "
+                             "for an A/B of one eigen-jax choice; repeatable")
     parser.add_argument("--venv", default=None, help="Tunix venv (default: make_venv.sh's)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_tunix.json"))
     args = parser.parse_args()
@@ -304,6 +308,15 @@ def main():
     if args.repeats:
         specs = [dict(s, repeats=args.repeats) for s in specs]
     specs = [dict(s, steps_per_sync=args.steps_per_sync) for s in specs]
+    if args.override:
+        extra = {}
+        for item in args.override:
+            field, sep, value = item.partition("=")
+            if not sep or field not in {f.name for f in dataclasses.fields(models.ModelConfig)}:
+                raise SystemExit(f"--override {item!r}: expected FIELD=VALUE with a ModelConfig "
+                                 "field")
+            extra[field] = json.loads(value)
+        specs = [dict(s, overrides={**s["overrides"], **extra}) for s in specs]
     metrics = args.metrics.split(",")
     start = time.time()
     venv = ensure_venv(args.venv)
