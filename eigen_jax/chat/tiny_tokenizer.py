@@ -75,8 +75,8 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     `split_digits` makes every digit its own token, as Qwen's and Llama's pre-tokenizers do (ids,
     dates and zips then copy digit by digit from ten well-trained embeddings instead of one rare
     merged token each), at the price of more tokens per dialogue. Off by default: on the
-    quickstart it left held-out pass^1 unchanged (33.3 at 100 SFT steps) and the run slower
-    (bench/NOTES.md, "Digit tokens").
+    quickstart it left held-out pass^1 unchanged (33.3 at 100 SFT steps; bench/NOTES.md, "Why
+    GRPO cannot beat SFT on the easy-tier quickstart").
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
