@@ -69,6 +69,14 @@ CONFIGS = {
              batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=64,
              train_batch=2, train_seq=256, group_size=8, grpo_prompts=1, grpo_new_tokens=32),
     ],
+    # The issue's ~100M row (MFU >= 50% of the measured matmul peak); a separate config because
+    # it roughly doubles the `cpu` run's wall time on a 2-core machine.
+    "cpu-100m": [
+        dict(_BASE, name="bench-100m", preset="bench-100m", overrides=_ROPE, dtype="float32",
+             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=64,
+             train_batch=2, train_seq=256, group_size=8, grpo_prompts=1, grpo_new_tokens=32,
+             repeats=3),
+    ],
     # Batch sized to fit each stack's < half of an H200 (measured: train batch 8 x 2048 asked
     # XLA for a 47.8 GiB temp buffer, GRPO with 64 x 512 tokens 50.5 GiB, both out of memory).
     "gpu-1b": [

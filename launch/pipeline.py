@@ -2,7 +2,8 @@
 
 Each stage takes the context (artifacts of earlier stages: data_dir, tokenizer_dir, agent/user HF
 dirs, ...) and returns what it adds. Every stage is resumable: it skips work whose output exists
-and resumes from its own checkpoints. The timings land in `WORKDIR/pipeline.json`.
+and resumes from its own checkpoints. The timings land in `WORKDIR/pipeline.json`, with the part
+of each stage JAX spent tracing and compiling (`compile_s`).
 
 This module lives in launch/ because it joins both halves: data_agents (dataset generation,
 reference backend) and eigen_jax (training, RL, evaluation).
@@ -22,18 +23,24 @@ Stage = Callable[[dict[str, Any]], dict[str, Any]]
 
 @gin.configurable(denylist=["workdir"])
 def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"workdir": str(Path(workdir).absolute()), "timings": {}}
+    from eigen_jax.compile_time import CompileTimer
+
+    ctx: dict[str, Any] = {"workdir": str(Path(workdir).absolute()), "timings": {},
+                           "compile_s": {}}
     Path(ctx["workdir"]).mkdir(parents=True, exist_ok=True)
     for stage in stages:
         name = getattr(stage, "__name__", None) or str(stage)
         label = name
         t0 = time.perf_counter()
         logging.info("=== stage %s", label)
-        out = stage(ctx) or {}
+        with CompileTimer() as compile_timer:
+            out = stage(ctx) or {}
         label = out.pop("stage_name", label)
         ctx.update(out)
         ctx["timings"][label] = round(time.perf_counter() - t0, 2)
-        logging.info("=== stage %s done in %.1fs", label, ctx["timings"][label])
+        ctx["compile_s"][label] = round(compile_timer.total_s, 2)
+        logging.info("=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)", label,
+                     ctx["timings"][label], compile_timer.total_s, compile_timer.compiles)
         (Path(ctx["workdir"]) / "pipeline.json").write_text(json.dumps(
             {k: v for k, v in ctx.items() if _jsonable(v)}, indent=1, default=str))
     return ctx
@@ -198,7 +205,9 @@ def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
 
     wd = Path(ctx["workdir"])
     evals = ctx.get("eval", {})
-    report: dict[str, Any] = {"timings_s": dict(ctx["timings"]), "eval": evals,
+    compile_s = ctx.get("compile_s", {})
+    report: dict[str, Any] = {"timings_s": dict(ctx["timings"]), "compile_s": dict(compile_s),
+                              "eval": evals,
                               "dataset_splits": ctx.get("dataset_splits")}
     for key in ("sft_agent_result", "sft_user_result", "grpo_result"):
         if key in ctx:
@@ -212,8 +221,9 @@ def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
     (wd / "report.json").write_text(json.dumps(report, indent=1, default=str))
     lines = ["# eigen-jax run report", "", f"workdir: `{wd}`", "", "## pass^k on held-out tasks",
              "", "```", format_table(evals) if evals else "(no evaluation stage)", "```", "",
-             "## Time per stage (s)", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in ctx["timings"].items()]
+             "## Time per stage (s)", "", "| stage | seconds | of which JAX compiling |",
+             "|---|---|---|"]
+    lines += [f"| {k} | {v} | {compile_s.get(k, '')} |" for k, v in ctx["timings"].items()]
     if curve:
         lines += ["", "## GRPO reward curve", "", "![reward curve](reward_curve.png)"]
     (wd / "report.md").write_text("\n".join(lines) + "\n")

@@ -59,7 +59,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     mesh = shd.make_mesh(mesh_shape)
     model, _ = models.from_pretrained(agent_hf_dir, mesh=mesh)
     chat = ChatTemplate.from_pretrained(agent_hf_dir)
-    engine = Engine(model, num_slots, max_len, mesh)
+    engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, 2048))
     config = rollout_config or RolloutConfig(temperature=temperature,
                                              max_new_tokens=max_new_tokens, seed=seed)
     worker = RolloutWorker(engine, chat, dom, user or make_user_simulator(), config)

@@ -128,3 +128,19 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
             at += n
     batch["score_index"] = score_index(batch["loss_mask"])
     return batch
+
+
+def pad_batch(batch: dict[str, np.ndarray], rows: int, length: int,
+              scored: int) -> dict[str, np.ndarray]:
+    """`batch` grown to `[rows, length]` (`score_index` to `[rows, scored]`) with all-zero rows
+    and columns: zero loss mask and segment id, so they change neither the loss nor its token
+    count. Lets the learner run on an already compiled, slightly larger shape."""
+    r0, l0 = batch["tokens"].shape
+    k0 = batch["score_index"].shape[1]
+    if rows < r0 or length < l0 or scored < k0:
+        raise ValueError(f"pad_batch cannot shrink [{r0}, {l0}] (scored {k0}) to [{rows}, "
+                         f"{length}] (scored {scored})")
+    out = {k: np.pad(v, ((0, rows - r0), (0, length - l0))) for k, v in batch.items()
+           if k != "score_index"}
+    out["score_index"] = np.pad(batch["score_index"], ((0, rows - r0), (0, scored - k0)))
+    return out

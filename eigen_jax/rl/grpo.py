@@ -26,7 +26,7 @@ from eigen_jax import models
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
-from eigen_jax.rl.batching import make_train_batch
+from eigen_jax.rl.batching import make_train_batch, pad_batch
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
 from eigen_jax.rl.rollout import (
@@ -37,6 +37,7 @@ from eigen_jax.rl.rollout import (
 )
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
+from eigen_jax.sampling.shapes import ShapePlanner
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from eigen_jax.train.metrics import MetricsWriter
@@ -122,7 +123,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              mesh_shape: Sequence[int] = (1, -1, 1), grad_accum_steps: int = 1,
              steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
-             log_every: int = 1, checker: Any = None) -> dict[str, Any]:
+             log_every: int = 1, checker: Any = None,
+             shape_slack: float = 4.0) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -130,6 +132,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `domain`: a registry name or a `Domain`; `user`: "reference" | "model" (in-process, from
     `user_hf_dir`) | "served" (at `user_urls`) or a `UserSimulator`; `checker`: defaults to
     `data_agents.checkers.check`. Everything else is a knob of the recipe (defaults: the paper's).
+    `shape_slack`: the sampler and the learner may run a call on an already compiled larger shape
+    costing at most this factor more than its exact bucket (`sampling.shapes`); 1 = exact only.
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
@@ -145,7 +149,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                                       warmup_steps=0, total_steps=num_steps))
     graphdef, params, rest = state_lib.split_model(model)
     engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
-                    max_prefill_len=min(max_len, 2048))
+                    max_prefill_len=min(max_len, 2048), shape_slack=shape_slack)
     # Copies: the train step donates its state's buffers, the engine must not lose its weights
     # and the KL reference must stay frozen.
     ref_params = jax.tree.map(lambda x: x.copy(), params) if kl_coef > 0 else None
@@ -157,6 +161,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         mesh=mesh, state_sharding=state_lib.state_shardings(state),
         grad_accum_steps=grad_accum_steps)
     logprob_fn = make_logprob_fn(graphdef, rest, temperature=temperature or 1.0)
+    batch_shapes = ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack)
     adv_fn = advantages_lib.get(advantage)
 
     if isinstance(domain, str):
@@ -197,7 +202,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                 t1 = time.perf_counter()
                 state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
                                                 row_multiple, mesh, logprob_fn, ref_params,
-                                                ppo_epochs, step_fn)
+                                                ppo_epochs, step_fn, batch_shapes)
                 metrics.update(update_metrics)
                 sync_engine_params(engine, graphdef, state.params, rest)
                 metrics["update_s"] = time.perf_counter() - t1
@@ -234,13 +239,15 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
 
 
 def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
-            ppo_epochs, step_fn):
-    """Advantages → batch → π_old (and reference) log-probs → μ optimiser passes;
-    returns (new state, metrics)."""
+            ppo_epochs, step_fn, batch_shapes: ShapePlanner):
+    """Advantages → batch (padded to an already compiled shape when that is cheap) → π_old (and
+    reference) log-probs → μ optimiser passes; returns (new state, metrics)."""
     rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
     adv = np.asarray(adv_fn(rewards)).reshape(-1)
     episodes = [e for g in groups for e in g]
     host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
+    exact = (*host["tokens"].shape, host["score_index"].shape[1])
+    host = pad_batch(host, *batch_shapes.cover("batch", exact, lambda s: s[0] * s[1]))
     batch = to_global_batch(host, mesh)
     if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
         batch["old_logprobs"] = logprob_fn(state.params, batch)

@@ -22,6 +22,7 @@ from flax import nnx
 from eigen_jax.models.attention import CACHE_LOGICAL_AXES
 from eigen_jax.sampling import steps
 from eigen_jax.sampling.params import SamplingParams
+from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
 from eigen_jax.sharding import logical_to_sharding, state_shardings
 
 
@@ -82,12 +83,15 @@ class Engine:
         for `max_len` (each distinct kv_len is one more compiled program: about
         log2(max_len / min_kv_len) + 1 per shape). `min_kv_len >= max_len` always attends the
         whole cache.
+    shape_slack: a call may run on an already compiled larger shape when that costs at most
+        `shape_slack` times its exact bucket (`shapes.ShapePlanner`); 1 = exact buckets only.
     """
 
     def __init__(self, model: nnx.Module, num_slots: int, max_len: int, mesh=None, *,
                  decode_fn: Callable[[Sequence[int]], str] | None = None,
                  steps_per_sync: int = 8, max_prefill_len: int = 512, min_prefill_len: int = 16,
-                 max_stop_ids: int = 8, min_kv_len: int = 128, cache_dtype=None):
+                 max_stop_ids: int = 8, min_kv_len: int = 128, cache_dtype=None,
+                 shape_slack: float = 4.0):
         for name, value in (("num_slots", num_slots), ("max_len", max_len),
                             ("steps_per_sync", steps_per_sync), ("min_kv_len", min_kv_len),
                             ("max_prefill_len", max_prefill_len), ("max_stop_ids", max_stop_ids)):
@@ -111,6 +115,9 @@ class Engine:
                 lambda x: jax.device_put(x, logical_to_sharding(CACHE_LOGICAL_AXES, mesh,
                                                                 x.shape)), self.cache)
         self._state = steps.SlotState.empty(self.num_slots, self.max_stop_ids)
+        signature = (self._graphdef, tuple((x.shape, str(x.dtype)) for x in
+                                           jax.tree.leaves((self._params, self.cache))))
+        self._shapes = ShapePlanner(signature, token_cost_of(model.config), shape_slack)
         self._sessions: dict[Hashable, _Session] = {}
         self._slot_owner: list[Hashable | None] = [None] * self.num_slots
         self._queue: collections.deque[Hashable] = collections.deque()
@@ -278,9 +285,15 @@ class Engine:
                 if not s.pending:
                     completing.append((i, s))
             kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
+            n_rows, n_cols, kv_len = self._shapes.prefill(num_rows, length, kv_len,
+                                                          self.max_prefill_len)
+            pad = lambda x, value, cols=False: np.pad(
+                x, ((0, n_rows - num_rows),) + (((0, n_cols - length),) if cols else ()),
+                constant_values=value)
             self.cache, new_tokens, logprobs = steps.prefill(
-                self._graphdef, self._params, self.cache, rows, tokens, positions, last, seeds,
-                temp, top_k, top_p, kv_len=kv_len)
+                self._graphdef, self._params, self.cache, pad(rows, self.num_slots),
+                pad(tokens, 0, True), pad(positions, self.max_len, True), pad(last, 0),
+                pad(seeds, 0), pad(temp, 0), pad(top_k, 0), pad(top_p, 1), kv_len=kv_len)
             sampled.append((completing, new_tokens, logprobs))
         # One device->host transfer for all chunks.
         fetched = jax.device_get([(t, lp) for _, t, lp in sampled])
@@ -315,6 +328,7 @@ class Engine:
         st = self._state
         kv_len = steps.decode_kv_len(st.position, st.active, st.num_generated, st.max_new,
                                      self.steps_per_sync, self.max_len, self.min_kv_len)
+        kv_len = self._shapes.decode(kv_len, self.num_slots, self.steps_per_sync)
         self.cache, state, tokens, logprobs = steps.decode_steps(
             self._graphdef, self._params, self.cache, self._state, self.steps_per_sync,
             kv_len=kv_len)

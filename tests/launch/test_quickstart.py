@@ -44,6 +44,9 @@ def test_report_structure(quickstart):
     report = json.loads((quickstart / "report.json").read_text())
     assert {"data", "tokenizer", "sft_agent", "sft_user", "grpo", "eval"} <= set(
         report["timings_s"])
+    assert set(report["compile_s"]) == set(report["timings_s"])
+    for stage in ("sft_agent", "grpo", "eval"):  # each jits programs of its own
+        assert 0 < report["compile_s"][stage] < report["timings_s"][stage], stage
     assert set(report["eval"]) == {"random", "sft", "grpo"}
     for stage in ("sft_agent", "sft_user"):
         losses = [l for _, l in report[stage]["eval_loss"]]

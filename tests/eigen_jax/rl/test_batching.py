@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from eigen_jax.models import Transformer, get_config
-from eigen_jax.rl.batching import layout_token_count, make_train_batch
+from eigen_jax.rl.batching import layout_token_count, make_train_batch, pad_batch
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
 from eigen_jax.train.state import split_model
@@ -71,6 +71,14 @@ def test_ten_turn_token_saving():
     assert traj == 4 * 1300 and per_turn == 4 * 8500
 
 
+def test_pad_batch_refuses_to_shrink():
+    ep = synthetic_episode(np.random.RandomState(0), [4])
+    batch = make_train_batch([ep], [1.0], min_len=16)
+    rows, length = batch["tokens"].shape
+    with pytest.raises(ValueError, match="cannot shrink"):
+        pad_batch(batch, rows, length - 1, batch["score_index"].shape[1])
+
+
 def test_bad_input_is_named():
     rng = np.random.RandomState(2)
     ep = synthetic_episode(rng, [30])
@@ -129,9 +137,13 @@ def test_layouts_give_equal_loss_and_gradient():
     logprob_fn = make_logprob_fn(graphdef, rest, chunk_size=32)
     loss_fn = make_grpo_loss("grpo", chunk_size=32, with_entropy=False, is_cap=5.0)
     results = {}
-    for layout in ("trajectory", "per_turn"):
-        batch = {k: jnp.asarray(v) for k, v in
-                 make_train_batch(eps, adv, layout, min_len=16).items()}
+    for layout in ("trajectory", "per_turn", "padded"):
+        host = make_train_batch(eps, adv, "trajectory" if layout == "padded" else layout,
+                                min_len=16)
+        if layout == "padded":  # a larger, already compiled shape: padding changes nothing
+            rows, length = host["tokens"].shape
+            host = pad_batch(host, rows + 3, length + 16, host["score_index"].shape[1] + 8)
+        batch = {k: jnp.asarray(v) for k, v in host.items()}
         # π_old a little off the current policy so that ρ != 1 and clipping takes part
         batch["old_logprobs"] = logprob_fn(params, batch) + 0.3 * batch["loss_mask"]
         normalizer = batch["loss_mask"][:, 1:].sum().astype(jnp.float32)
@@ -147,9 +159,11 @@ def test_layouts_give_equal_loss_and_gradient():
     ref = _numpy_loss(model, eps, adv, old_shift=0.3)
     assert results["trajectory"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
     assert results["per_turn"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    assert results["padded"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
     assert float(results["trajectory"][2]["is_masked_tokens"]) > 0  # the cap took part
     g_traj, g_turn = results["trajectory"][1], results["per_turn"][1]
     norm = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_traj))
     assert norm > 1e-4
-    for a, b in zip(jax.tree.leaves(g_traj), jax.tree.leaves(g_turn)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * norm, rtol=1e-4)
+    for other in (g_turn, results["padded"][1]):
+        for a, b in zip(jax.tree.leaves(g_traj), jax.tree.leaves(other)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * norm, rtol=1e-4)

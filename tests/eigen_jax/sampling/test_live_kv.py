@@ -1,5 +1,7 @@
 """Live-length attention: prefill and decode run on the first `kv_len` cache slots only, and the
-samples (ids and log-probabilities) equal those of the same engine attending its whole cache."""
+samples (ids and log-probabilities) equal those of the same engine attending its whole cache.
+The live engines take exact buckets (`shape_slack=1`), so reuse of the full-cache engine's
+compiled shapes cannot hide the buckets under test (reuse is tested in test_shapes.py)."""
 import jax
 import numpy as np
 import pytest
@@ -63,7 +65,8 @@ def test_multi_turn_live_length_equals_full_cache(tiny_model, kv_lens, params):
                      params)
     assert set(kv_lens["decode"]) == {MAX_LEN} and set(kv_lens["prefill"]) == {MAX_LEN}
     kv_lens["decode"].clear(), kv_lens["prefill"].clear()
-    live = _sessions(Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=16), params)
+    live = _sessions(Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=16,
+                            shape_slack=1), params)
     assert {32, 64, MAX_LEN} <= set(kv_lens["decode"]), kv_lens["decode"]
     assert len(set(kv_lens["prefill"]) - {MAX_LEN}) >= 2, kv_lens["prefill"]
     assert len(live) == len(full) == 9
@@ -81,7 +84,8 @@ def test_row_near_max_len_finishes_with_length(tiny_model, kv_lens):
     params = SAMPLED.replace(max_new_tokens=50)
 
     def run(min_kv_len):
-        engine = Engine(tiny_model, 2, max_len, max_prefill_len=max_len, min_kv_len=min_kv_len)
+        engine = Engine(tiny_model, 2, max_len, max_prefill_len=max_len, min_kv_len=min_kv_len,
+                        shape_slack=1)
         return engine.run([Request("long", long, params, 1), Request("short", short, params, 2)])
 
     ref, got = run(max_len), run(16)
@@ -100,7 +104,7 @@ def test_live_length_on_a_mesh_keeps_samples_and_cache_layout(tiny_model, kv_len
     requests = [Request(i, p, SAMPLED, 60 + i) for i, p in enumerate(prompts)]
     ref = Engine(tiny_model, 4, MAX_LEN, min_kv_len=MAX_LEN).run(requests)
     mesh = make_mesh((2, 2, 2))
-    engine = Engine(tiny_model, 4, MAX_LEN, mesh=mesh, min_kv_len=16)
+    engine = Engine(tiny_model, 4, MAX_LEN, mesh=mesh, min_kv_len=16, shape_slack=1)
     got = engine.run(requests)
     assert 32 in kv_lens["prefill"] and 32 in kv_lens["decode"]
     for g, r in zip(got, ref):
