@@ -48,8 +48,13 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
                         max_new_tokens: int = 256, max_len: int = 4096, num_slots: int = 64,
                         mesh_shape: Sequence[int] = (1, -1, 1), seed: int = 0,
                         domain_kwargs: dict[str, Any] | None = None, name: str = "agent",
-                        rollout_config: RolloutConfig | None = None) -> dict[str, Any]:
-    """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png under `output_dir`."""
+                        rollout_config: RolloutConfig | None = None,
+                        max_prefill_len: int = 2048) -> dict[str, Any]:
+    """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png under `output_dir`.
+
+    `num_slots`, `max_len` and `max_prefill_len` size the agent's sampler (`sampling.Engine`);
+    matching them to GRPO's lets the evaluation reuse GRPO's compiled programs.
+    """
     from data_agents.domains import load
 
     if not Path(agent_hf_dir, "config.json").exists():
@@ -59,7 +64,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     mesh = shd.make_mesh(mesh_shape)
     model, _ = models.from_pretrained(agent_hf_dir, mesh=mesh)
     chat = ChatTemplate.from_pretrained(agent_hf_dir)
-    engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, 2048))
+    engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, max_prefill_len))
     config = rollout_config or RolloutConfig(temperature=temperature,
                                              max_new_tokens=max_new_tokens, seed=seed)
     worker = RolloutWorker(engine, chat, dom, user or make_user_simulator(), config)

@@ -124,7 +124,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
              log_every: int = 1, checker: Any = None,
-             shape_slack: float = 4.0) -> dict[str, Any]:
+             shape_slack: float = 4.0, max_prefill_len: int = 2048) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -134,6 +134,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `data_agents.checkers.check`. Everything else is a knob of the recipe (defaults: the paper's).
     `shape_slack`: the sampler and the learner may run a call on an already compiled larger shape
     costing at most this factor more than its exact bucket (`sampling.shapes`); 1 = exact only.
+    `max_prefill_len`: the policy engine's prefill chunk (on a CPU short chunks are faster: each
+    chunk's attention logits stay in cache; bench/NOTES.md).
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
@@ -149,7 +151,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                                       warmup_steps=0, total_steps=num_steps))
     graphdef, params, rest = state_lib.split_model(model)
     engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
-                    max_prefill_len=min(max_len, 2048), shape_slack=shape_slack)
+                    max_prefill_len=min(max_len, max_prefill_len), shape_slack=shape_slack)
     # Copies: the train step donates its state's buffers, the engine must not lose its weights
     # and the KL reference must stay frozen.
     ref_params = jax.tree.map(lambda x: x.copy(), params) if kl_coef > 0 else None

@@ -121,6 +121,8 @@ class ModelUserSimulator(UserSimulator):
     The engine's size is gin-configurable: `num_slots` (user turns decoded at once) and `max_len`
     (the longest flipped-view prompt plus reply) bound its per-step cost, so size them to the
     rollout (e.g. one slot per episode of a GRPO round, the user-SFT sequence length).
+    `max_prefill_len` (default `max_len`) chunks long prompts: a prompt is padded up to a power
+    of two per chunk, so shorter chunks waste less on prompts just past a bucket.
 
     Each pending turn is a fresh single-turn request of the flipped view: the flipped view merges
     and drops messages as the dialogue grows, so it is not an append-only token sequence and cannot
@@ -129,13 +131,13 @@ class ModelUserSimulator(UserSimulator):
 
     def __init__(self, model, chat: ChatTemplate, *, num_slots: int = 16, max_len: int = 2048,
                  sampling: SamplingParams | None = None, seed: int = 0, mesh=None,
-                 steps_per_sync: int = 8):
+                 steps_per_sync: int = 8, max_prefill_len: int | None = None):
         self.chat = chat
         params = sampling or SamplingParams(temperature=1.0, max_new_tokens=128)
         self.params = params.replace(stop_token_ids=tuple(chat.stop_ids))
         self.seed = seed
         self.engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
-                             max_prefill_len=max_len)
+                             max_prefill_len=max_prefill_len or max_len)
         self._calls = 0
         self._pending: dict[Any, UserTurn] = {}  # engine session id -> the turn it answers
         self._overflowed: list[tuple[UserTurn, None]] = []
