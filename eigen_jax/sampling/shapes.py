@@ -24,7 +24,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Hashable
 
-_COMPILED: dict[Hashable, set[tuple[int, ...]]] = collections.defaultdict(set)
+# program signature -> call kind -> shapes already chosen (hence compiled) for it
+_COMPILED: dict[Hashable, dict[Hashable, set[tuple[int, ...]]]] = collections.defaultdict(
+    lambda: collections.defaultdict(set))
 
 
 def token_cost_of(config) -> float:
@@ -42,7 +44,7 @@ class ShapePlanner:
         if slack < 1:
             raise ValueError(f"shape slack must be >= 1 (1 = exact buckets only), got {slack}")
         self.slack, self.token_cost = float(slack), float(token_cost)
-        self._signature = signature
+        self._seen = _COMPILED[signature]  # looked up once: signatures are costly to hash
 
     def cost(self, rows: int, length: int, kv_len: int) -> float:
         return rows * length * (kv_len + self.token_cost)
@@ -61,7 +63,7 @@ class ShapePlanner:
               bound: Callable[[tuple], bool] = lambda s: True) -> tuple[int, ...]:
         """The cheapest recorded shape of `kind` at least `exact` in every dimension (and within
         `bound`) costing at most `slack` x cost(exact); else `exact`. Records the choice."""
-        seen = _COMPILED[(self._signature, kind)]
+        seen = self._seen[kind]
         exact = tuple(int(d) for d in exact)
         budget = self.slack * cost(exact)
         reusable = [s for s in seen if all(a >= b for a, b in zip(s, exact)) and bound(s)

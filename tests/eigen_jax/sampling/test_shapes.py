@@ -13,7 +13,8 @@ from tests.eigen_jax.sampling.test_live_kv import SAMPLED, _sessions
 
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):
-    monkeypatch.setattr(shapes, "_COMPILED", collections.defaultdict(set))
+    monkeypatch.setattr(shapes, "_COMPILED", collections.defaultdict(
+        lambda: collections.defaultdict(set)))
 
 
 def test_token_cost_is_weight_flops_over_slot_flops():
