@@ -88,7 +88,7 @@ def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
 
 @gin.configurable
 def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: str | None = None,
-                    split_digits: bool = False) -> dict[str, Any]:
+                    split_digits: bool = False, isolate_spaces: bool = False) -> dict[str, Any]:
     """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text."""
     if tokenizer_dir:
         return {"tokenizer_dir": tokenizer_dir, "stage_name": "tokenizer"}
@@ -111,7 +111,8 @@ def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: 
                         for c in m.get("tool_calls", []):
                             yield json.dumps({"name": c["name"], "arguments": c["arguments"]})
 
-        train_tiny_tokenizer(corpus(), vocab_size, str(out), split_digits=split_digits)
+        train_tiny_tokenizer(corpus(), vocab_size, str(out), split_digits=split_digits,
+                             isolate_spaces=isolate_spaces)
     return {"tokenizer_dir": str(out), "stage_name": "tokenizer"}
 
 

@@ -64,7 +64,7 @@ def min_vocab_size() -> int:
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | os.PathLike | None = None,
                          *, min_frequency: int = 2, model_max_length: int = 32768,
-                         split_digits: bool = False):
+                         split_digits: bool = False, isolate_spaces: bool = False):
     """Train on `texts`, return an HF fast tokenizer with exactly `vocab_size` ids (saved if asked).
 
     Ids 0..6 are ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and the four tool tags, for
@@ -77,8 +77,13 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     merged token each), at the price of more tokens per dialogue. Off by default: on the
     quickstart it left held-out pass^1 unchanged (33.3 at 100 SFT steps; bench/NOTES.md, "Why
     GRPO cannot beat SFT on the easy-tier quickstart").
+
+    `isolate_spaces` makes every space its own token, so a word is the same id wherever it stands:
+    byte-level BPE otherwise gives " Vera" (in "I'm Vera Hansen") and "Vera" (in the tool call's
+    `{"first_name": "Vera"}`) two unrelated ids, and a model trained from scratch must learn that
+    pairing for every name, zip and id before it can copy an argument from the conversation.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < min_vocab_size():
@@ -91,8 +96,9 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
 
     tokenizer = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.pre_tokenizer = (pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True), byte_level]) if split_digits else byte_level)
+    steps = ([pre_tokenizers.Split(Regex(" "), behavior="isolated")] if isolate_spaces else [])
+    steps += [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps + [byte_level]) if steps else byte_level
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     # Registered before training so tags in the corpus are cut out instead of learnt as merges.

@@ -62,3 +62,17 @@ def test_split_digits(split_digits, tmp_path):
     assert has_multi_digit != split_digits, pieces
     if split_digits:
         assert [p for p in pieces if any(c.isdigit() for c in p)][:5] == list("59801")
+
+
+@pytest.mark.parametrize("isolate_spaces", [True, False])
+def test_isolate_spaces_gives_a_word_one_id_in_prose_and_json(isolate_spaces, tmp_path):
+    corpus = ['I am Vera Hansen, zip 59801.', '{"first_name": "Vera", "zip": "59801"}'] * 100
+    tok = train_tiny_tokenizer(corpus, 400, tmp_path, isolate_spaces=isolate_spaces)
+    prose, call = (tok.encode(t, add_special_tokens=False) for t in corpus[:2])
+    for text, ids in zip(corpus, (prose, call)):
+        assert tok.decode(ids) == text
+    vera = lambda ids: [tok.decode([i]) for i in ids if "Vera" in tok.decode([i])]
+    assert (vera(prose) == vera(call) == ["Vera"]) == isolate_spaces, (vera(prose), vera(call))
+    if isolate_spaces:  # every space is its own token; decoding "a  b\n c" round-trips
+        assert all(tok.decode([i]) == " " or " " not in tok.decode([i]) for i in prose)
+        assert tok.decode(tok.encode("a  b\n c", add_special_tokens=False)) == "a  b\n c"
