@@ -82,6 +82,8 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     byte-level BPE otherwise gives " Vera" (in "I'm Vera Hansen") and "Vera" (in the tool call's
     `{"first_name": "Vera"}`) two unrelated ids, and a model trained from scratch must learn that
     pairing for every name, zip and id before it can copy an argument from the conversation.
+    Costs 23% more tokens per outfitter dialogue; off by default: at the quickstart's 80 SFT steps
+    it was worse (bench/NOTES.md, "Copying arguments").
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

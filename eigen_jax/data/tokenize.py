@@ -36,8 +36,9 @@ def tokenize_dialogue(chat: ChatTemplate, dialogue: dict[str, Any], objective: s
 
     `loss_mask` is 1 on the trained role's tokens and `prompt_loss_weight` on every other token
     (0 by default: pure role SFT). A small weight adds a language-modelling signal on the context —
-    user turns, tool results (which repeat ids from the calls) — which helps a tiny model trained
-    from scratch learn to copy names and ids, at no extra compute.
+    user turns, tool results (which repeat ids from the calls) — more examples of copying an id
+    seen earlier, for a tiny model trained from scratch, at no extra compute. Its effect alone is
+    not measured; bench/NOTES.md ("Copying arguments") has the runs that used 0.3.
     """
     if not 0.0 <= prompt_loss_weight < 1.0:
         raise ValueError(f"prompt_loss_weight must be in [0, 1), got {prompt_loss_weight}")
