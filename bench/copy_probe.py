@@ -67,8 +67,10 @@ def main() -> None:
     gin.bind_parameter("agent_prompt.mode", args.prompt_mode)
     model, _ = models.from_pretrained(args.checkpoint)
     chat = ChatTemplate.from_pretrained(args.checkpoint)
-    is_entity = lambda i: (lambda s: len(s) >= 2 and s.replace(".", "").isalnum())(
-        chat.decode([i]).strip())
+    def is_entity(i: int) -> bool:  # a word or number of 2+ characters, not punctuation
+        s = chat.decode([i]).strip()
+        return len(s) >= 2 and s.replace(".", "").isalnum()
+
     forward = jax.jit(lambda ids: jax.nn.log_softmax(model(ids).astype(jnp.float32), -1))
     src = dialogue_source(args.data_dir, args.split)
     convs = []
@@ -92,7 +94,10 @@ def main() -> None:
         assistant = origin == Origin.ASSISTANT
         copy = copy_positions(tokens, assistant, np.isin(origin, [Origin.USER, Origin.TOOL]),
                               prompt_ids, rare)
-        lp = np.asarray(forward(jnp.asarray(tokens[None]))[0, :-1])
+        # right-padded to one length: one compiled program; causal, so padding changes nothing
+        padded = np.zeros((1, args.seq_len), np.int32)
+        padded[0, :len(tokens)] = tokens
+        lp = np.asarray(forward(jnp.asarray(padded))[0, :len(tokens) - 1])
         target = tokens[1:]
         prob = np.exp(lp[np.arange(len(target)), target])
         top1 = lp.argmax(-1) == target
