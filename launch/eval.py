@@ -107,10 +107,13 @@ def _eval_served(domain, user):
 
     from data_agents.checkers import check
     from data_agents.llm import LLMError
+    from eigen_jax.eval.evaluate import user_identity
     from eigen_jax.eval.results import TrialLog, summarize, write_results
     from eigen_jax.eval.served_agent import evaluate_served
 
-    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl")
+    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity={
+        "agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model, "domain": FLAGS.domain,
+        "split": FLAGS.split, "user": user_identity(user)})
     tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
     try:
         asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
@@ -119,7 +122,8 @@ def _eval_served(domain, user):
     except LLMError as e:
         fail(f"agent server unreachable or failing: {e}")
     result = summarize(log, FLAGS.domain, FLAGS.num_trials,
-                       {"agent_url": FLAGS.agent_url, "split": FLAGS.split})
+                       {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
+                       task_ids=[t.id for t in tasks])
     write_results(FLAGS.output_dir, "served", result)
     return result
 

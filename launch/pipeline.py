@@ -119,14 +119,28 @@ def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: 
 # --------------------------------------------------------------------------- SFT
 @gin.configurable
 def sft_stage(ctx: dict[str, Any], objective: str = "agent", name: str | None = None,
+              init_from: str | None = None,
               run: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Agent SFT or user-simulator SFT (`objective`), via `eigen_jax.train.sft.run_sft`."""
+    """Agent SFT or user-simulator SFT (`objective`), via `eigen_jax.train.sft.run_sft`.
+
+    `init_from="agent"` starts from this pipeline's agent-SFT checkpoint instead of `init_model`'s
+    (in the paper both models start from one pretrained LLM that already copies names and ids from
+    its context; a tiny model trained from scratch learns that only late in agent SFT, so the user
+    simulator inherits it from there: bench/NOTES.md, "Copying arguments").
+    """
     from eigen_jax.train.sft import run_sft
 
     name = name or f"sft_{objective}"
+    kwargs = {}
+    if init_from is not None:
+        key = f"{init_from}_hf_dir"
+        if not ctx.get(key):
+            raise ValueError(f"sft_stage(init_from={init_from!r}) needs the {init_from}-SFT stage "
+                             f"before it (no {key} in the pipeline context)")
+        kwargs["init_hf_dir"] = ctx[key]
     result = (run or run_sft)(workdir=str(Path(ctx["workdir"]) / name),
                               data_dir=ctx["data_dir"], tokenizer_dir=ctx["tokenizer_dir"],
-                              objective=objective)
+                              objective=objective, **kwargs)
     return {f"{objective}_hf_dir": result.get("hf_dir"), f"{name}_result": result,
             "stage_name": name}
 

@@ -7,6 +7,8 @@ scored into the same `TrialLog`/`summarize`.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +30,27 @@ def trial_record(ep, trial: int) -> dict[str, Any]:
             "finish_reason": ep.finish_reason, "turns": ep.num_turns,
             "tokens": int(ep.length), "tool_errors": ep.num_tool_errors,
             "reason": ep.verdict.reason if ep.verdict is not None else None}
+
+
+def checkpoint_digest(hf_dir: str) -> str:
+    """sha256 of an HF checkpoint's config and weights: what makes two evaluations the same."""
+    h = hashlib.sha256()
+    for path in sorted(Path(hf_dir).glob("*.safetensors")) + [Path(hf_dir) / "config.json"]:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def user_identity(user: UserSimulator) -> dict[str, Any]:
+    """Which user simulator played the episodes (its class, weights or endpoints, sampling)."""
+    out: dict[str, Any] = {"kind": type(user).__name__}
+    if getattr(user, "hf_dir", None):
+        out["weights_sha256"] = checkpoint_digest(user.hf_dir)
+    for k in ("urls", "model", "params", "seed"):
+        if hasattr(user, k):
+            out[k] = str(getattr(user, k))
+    return out
 
 
 def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log: TrialLog,
@@ -67,12 +90,17 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, max_prefill_len))
     config = rollout_config or RolloutConfig(temperature=temperature,
                                              max_new_tokens=max_new_tokens, seed=seed)
-    worker = RolloutWorker(engine, chat, dom, user or make_user_simulator(), config)
-    log = TrialLog(Path(output_dir) / "trials.jsonl")
+    user = user or make_user_simulator()
+    worker = RolloutWorker(engine, chat, dom, user, config)
+    log = TrialLog(Path(output_dir) / "trials.jsonl", identity={
+        "weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,
+        "domain_kwargs": domain_kwargs, "split": split, "user": user_identity(user),
+        "rollout": dataclasses.asdict(config)})
     t0 = time.perf_counter()
     run_trials(worker, tasks, num_trials, log, seed=seed)
     result = summarize(log, domain, num_trials,
                        {"checkpoint": agent_hf_dir, "split": split, "name": name,
-                        "seconds": round(time.perf_counter() - t0, 1)})
+                        "seconds": round(time.perf_counter() - t0, 1)},
+                       task_ids=[t.id for t in tasks])
     write_results(output_dir, name, result)
     return result

@@ -4,6 +4,11 @@
 optional second opinion from another evaluator) the moment it is scored, fsynced, so a crashed
 evaluation resumes where it stopped. `summarize` turns it into `results.json` (per task: every
 trial; per domain: the pass^k / pass@k table), a printed table and a PNG plot.
+
+A log belongs to one evaluated setup (checkpoint weights, domain, sampling, user): its `identity`
+sits beside it in `trials.identity.json`. Resuming with a different identity (say, GRPO re-ran
+and re-exported the checkpoint) must not mix the old trials into the new score, so the old log is
+moved aside (`trials.jsonl.stale-N`, nothing is deleted) and the evaluation starts afresh.
 """
 from __future__ import annotations
 
@@ -12,14 +17,18 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from absl import logging
+
 from eigen_jax.eval.passk import pass_table
 
 
 class TrialLog:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, identity: dict[str, Any] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.trials: dict[tuple[str, int], dict[str, Any]] = {}
+        if identity is not None:
+            self._claim(json.loads(json.dumps(identity, sort_keys=True, default=str)))
         if self.path.exists():
             for line in self.path.read_text().splitlines():
                 if line.strip():
@@ -28,6 +37,23 @@ class TrialLog:
                     except json.JSONDecodeError:
                         continue  # the torn last line of a crashed run
                     self.trials[(t["task_id"], int(t["trial"]))] = t
+
+    def _claim(self, identity: dict[str, Any]) -> None:
+        """Resume only a log of the same setup; move a different setup's log aside."""
+        id_path = self.path.with_name(self.path.stem + ".identity.json")
+        old = json.loads(id_path.read_text()) if id_path.exists() else None
+        if old is not None and old != identity and self.path.exists():
+            n = 0
+            while self.path.with_name(f"{self.path.name}.stale-{n}").exists():
+                n += 1
+            stale = self.path.with_name(f"{self.path.name}.stale-{n}")
+            self.path.rename(stale)
+            id_path.rename(stale.with_name(stale.name + ".identity.json"))
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            logging.warning("%s was written for another setup (changed: %s); moved it to %s and "
+                            "starting afresh", self.path, ", ".join(changed), stale)
+        # a log without an identity (older runs) is adopted as is
+        id_path.write_text(json.dumps(identity, indent=1, sort_keys=True))
 
     def done(self, task_id: str, trial: int) -> bool:
         return (task_id, trial) in self.trials
@@ -42,10 +68,12 @@ class TrialLog:
 
 
 def summarize(log: TrialLog, domain: str, num_trials: int, meta: dict[str, Any] | None = None,
-              ) -> dict[str, Any]:
+              task_ids: Iterable[str] | None = None) -> dict[str, Any]:
+    """The summary of trials `< num_trials` of `task_ids` (default: every task in the log)."""
+    keep = None if task_ids is None else set(task_ids)
     per_task: dict[str, list[dict[str, Any]]] = {}
     for (task_id, _), t in sorted(log.trials.items()):
-        if t["trial"] < num_trials:
+        if t["trial"] < num_trials and (keep is None or task_id in keep):
             per_task.setdefault(task_id, []).append(t)
     rewards = {k: [float(t["reward"]) for t in v] for k, v in per_task.items()}
     table = pass_table(rewards)

@@ -147,7 +147,9 @@ class ModelUserSimulator(UserSimulator):
         from eigen_jax import models
 
         model, _ = models.from_pretrained(hf_dir, mesh=mesh)
-        return cls(model, ChatTemplate.from_pretrained(hf_dir), mesh=mesh, **kwargs)
+        sim = cls(model, ChatTemplate.from_pretrained(hf_dir), mesh=mesh, **kwargs)
+        sim.hf_dir = hf_dir  # which checkpoint plays the user (evaluation logs record it)
+        return sim
 
     def _request(self, turn: UserTurn) -> Request:
         flipped = views.user_messages(turn.messages, _task_dict(turn.task))

@@ -55,8 +55,12 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
             export_hf: bool = True, log_every: int = 10,
             peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
-            project_scored_only: bool = True) -> dict[str, Any]:
+            project_scored_only: bool = True, init_hf_dir: str | None = None) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
+
+    The model comes from `init_model` (gin: a preset or an HF checkpoint); `init_hf_dir`, when
+    given, is the checkpoint to start from instead (the pipeline passes the agent-SFT checkpoint
+    to start the user simulator from it).
 
     `project_scored_only`: project onto the vocabulary only the positions the loss reads (the
     trained role's tokens; `logprobs.score_index`), same loss and gradient. Single-process only:
@@ -71,7 +75,13 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     from eigen_jax.chat.template import ChatTemplate
 
     vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
-    model, config = init_model(mesh, vocab_size=vocab)
+    if init_hf_dir:
+        model, config = init_model(mesh, hf_dir=init_hf_dir)
+        if config.vocab_size != vocab:
+            raise ValueError(f"init checkpoint {init_hf_dir} has vocab {config.vocab_size}, the "
+                             f"tokenizer in {tokenizer_dir} has {vocab}")
+    else:
+        model, config = init_model(mesh, vocab_size=vocab)
     schedule = make_schedule(total_steps=num_steps)
     tx = make_optimizer(schedule)
     graphdef, params, rest = state_lib.split_model(model)

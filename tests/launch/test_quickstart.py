@@ -67,6 +67,11 @@ def test_eval_cli_on_the_grpo_checkpoint_and_resume(quickstart, tmp_path):
     assert len(lines) == 4
     run(*args)  # resumed: every trial is already there, nothing is re-run
     assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
+    args[2] = str(quickstart / "sft_agent" / "hf")  # other weights, same output_dir
+    run(*args)  # must not resume the GRPO checkpoint's trials: they move aside
+    assert (tmp_path / "trials.jsonl.stale-0").read_text().splitlines() == lines
+    assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "results.json").read_text())["checkpoint"] == args[2]
 
 
 @pytest.mark.parametrize("args,needle", [

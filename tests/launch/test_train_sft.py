@@ -90,3 +90,23 @@ def test_sigkill_and_resume_reproduce_the_loss_trace(prepared, tmp_path):
     assert sorted(resumed) == list(range(1, 13))
     for step in range(1, 13):
         assert resumed[step] == expected[step], (step, resumed[step], expected[step])
+
+
+def test_user_sft_starts_from_the_agent_checkpoint(prepared, tmp_path):
+    """`user/sft_stage.init_from='agent'`: the user model's first loss (before its first update)
+    is the trained agent's on user turns, far below a random init's ln(vocab) = 6.24."""
+    warm = clone(prepared, tmp_path / "warm")
+    run_train(warm, "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
+              "@agent/sft_stage, @user/sft_stage]", "run_sft.eval_every=100",
+              "agent/run_sft.num_steps=30", "user/run_sft.num_steps=1",
+              "user/sft_stage.init_from='agent'")
+    agent_last, user_first = trace(warm, "sft_agent")[30], trace(warm, "sft_user")[1]
+    assert user_first < np.log(512) - 1.5, (user_first, agent_last)
+
+
+def test_init_from_needs_that_stage_first():
+    from launch.pipeline import sft_stage
+
+    with pytest.raises(ValueError, match="needs the agent-SFT stage before it"):
+        sft_stage({"workdir": "/tmp/x", "data_dir": "d", "tokenizer_dir": "t"}, objective="user",
+                  init_from="agent", run=lambda **kw: {})
