@@ -95,17 +95,13 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     def eval_fn(p, b):
         return sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]
 
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
+                        save_interval_steps=checkpoint_every)
+    latest = ckpt.latest_step()
+    # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
+    complete = latest is not None and latest >= num_steps
     pidx, pcount = jax.process_index(), jax.process_count()
     local_bs = batch_size // pcount
-    data = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs, seed=seed,
-                            prompt_loss_weight=prompt_loss_weight,
-                            process_index=pidx, process_count=pcount)
-    train_it = iter(data)
-    # Held-out loss is always over the trained role's tokens only, whatever the train weighting.
-    held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
-                                prompt_loss_weight=0.0,
-                                split=eval_split, seed=seed, shuffle=False, num_epochs=1,
-                                process_index=pidx, process_count=pcount)
     sparse = project_scored_only and jax.process_count() == 1
 
     def device_batch(b):
@@ -113,16 +109,30 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             b = dict(b, score_index=score_index(b["loss_mask"], minimum=64))
         return to_global_batch(b, mesh)
 
-    eval_set = [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
+    train_it, eval_set = None, []
+    if not complete:
+        train_it = iter(make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
+                                         seed=seed, prompt_loss_weight=prompt_loss_weight,
+                                         process_index=pidx, process_count=pcount))
+        # Held-out loss is always over the trained role's tokens only, whatever the weighting.
+        held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
+                                    prompt_loss_weight=0.0,
+                                    split=eval_split, seed=seed, shuffle=False, num_epochs=1,
+                                    process_index=pidx, process_count=pcount)
+        eval_set = [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
 
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
-                        save_interval_steps=checkpoint_every)
-    start = 0
-    if ckpt.latest_step() is not None:
+    start, eval_trace, seconds_before = 0, [], 0.0
+    if latest is not None:
         state, data_state = ckpt.restore(state)
-        train_it.set_state(data_state["iterator"])
+        if train_it is not None:
+            train_it.set_state(data_state["iterator"])
         start = int(state.step)
-        logging.info("resumed %s from step %d", workdir, start)
+        # the trace and time of the run so far travel in the checkpoint: a resumed run's result
+        # covers the whole run, not only its last part
+        eval_trace = [tuple(x) for x in data_state.get("eval_trace", [])]
+        seconds_before = float(data_state.get("seconds", 0.0))
+        logging.info("resumed %s from step %d%s", workdir, start,
+                     " (complete)" if complete else "")
 
     writer = MetricsWriter(workdir / "tb", prefix=f"sft_{objective}/", console_every=log_every)
     # MFU = achieved model FLOP/s over the measured matmul peak of this host's accelerators (fake
@@ -130,7 +140,6 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     per_host = 1 if jax.default_backend() == "cpu" else len(jax.local_devices())
     peak = (peak_flops or matmul_peak_flops(config.compute_dtype)) * per_host
     flops_per_token = train_flops_per_token(config, seq_len)
-    eval_trace: list[tuple[int, float]] = []
     if eval_set and start == 0:  # the baseline every later eval is compared with
         eval_trace.append((0, evaluate_loss(eval_fn, state.params, eval_set)))
     t_start = time.perf_counter()
@@ -152,7 +161,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                 eval_trace.append((done, loss))
                 writer.write(done, {"eval_loss": loss})
             if ckpt.should_save(done) or done == num_steps or guard.requested:
-                ckpt.save(done, state, {"iterator": train_it.get_state()}, force=True)
+                ckpt.save(done, state, {
+                    "iterator": train_it.get_state(), "eval_trace": eval_trace,
+                    "seconds": seconds_before + time.perf_counter() - t_start}, force=True)
             if guard.requested:
                 logging.warning("SIGTERM: saved step %d, exiting", done)
                 break
@@ -160,7 +171,7 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     writer.close()
     result: dict[str, Any] = {"steps": int(state.step), "eval_loss": eval_trace,
                               "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
-                              "seconds": time.perf_counter() - t_start}
+                              "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and int(state.step) >= num_steps:
         hf_dir = workdir / "hf"
         models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))

@@ -94,14 +94,21 @@ def test_sigkill_and_resume_reproduce_the_loss_trace(prepared, tmp_path):
 
 def test_user_sft_starts_from_the_agent_checkpoint(prepared, tmp_path):
     """`user/sft_stage.init_from='agent'`: the user model's first loss (before its first update)
-    is the trained agent's on user turns, far below a random init's ln(vocab) = 6.24."""
+    is the trained agent's on user turns, far below a random init's ln(vocab) = 6.24. Re-running
+    the finished pipeline keeps each SFT stage's result (held-out loss trace, seconds)."""
     warm = clone(prepared, tmp_path / "warm")
-    run_train(warm, "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
-              "@agent/sft_stage, @user/sft_stage]", "run_sft.eval_every=100",
-              "agent/run_sft.num_steps=30", "user/run_sft.num_steps=1",
-              "user/sft_stage.init_from='agent'")
+    args = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage, "
+            "@user/sft_stage]", "run_sft.eval_every=100", "agent/run_sft.num_steps=30",
+            "user/run_sft.num_steps=1", "user/sft_stage.init_from='agent'"]
+    run_train(warm, *args)
     agent_last, user_first = trace(warm, "sft_agent")[30], trace(warm, "sft_user")[1]
     assert user_first < np.log(512) - 1.5, (user_first, agent_last)
+    first = json.loads((warm / "sft_agent" / "result.json").read_text())
+    assert [s for s, _ in first["eval_loss"]] == [0, 30]
+    run_train(warm, *args)
+    again = json.loads((warm / "sft_agent" / "result.json").read_text())
+    assert again["eval_loss"] == first["eval_loss"] and again["steps"] == 30
+    assert again["seconds"] >= first["seconds"]
 
 
 def test_init_from_needs_that_stage_first():
