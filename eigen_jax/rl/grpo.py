@@ -180,12 +180,13 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
-    start, curve, train_curve, skipped = 0, [], [], 0
+    start, curve, train_curve, skipped, seconds_before = 0, [], [], 0, 0.0
     if ckpt.latest_step() is not None:
         state, data_state = ckpt.restore(state)
         stream.set_state(data_state["tasks"])
         start, skipped = int(data_state["step"]), int(data_state.get("skipped", 0))
         curve, train_curve = data_state.get("curve", []), data_state.get("train_curve", [])
+        seconds_before = float(data_state.get("seconds", 0.0))  # of the run's earlier parts
         logging.info("resumed %s from step %d", workdir, start)
     sync_engine_params(engine, graphdef, state.params, rest)
 
@@ -220,7 +221,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
             if ckpt.should_save(done) or done == num_steps or guard.requested:
                 ckpt.save(done, state, {"tasks": stream.get_state(), "step": done,
                                         "skipped": skipped, "curve": curve,
-                                        "train_curve": train_curve}, force=True)
+                                        "train_curve": train_curve,
+                                        "seconds": seconds_before + time.perf_counter() - t_start},
+                          force=True)
             if guard.requested:
                 logging.warning("SIGTERM: saved step %d, exiting", done)
                 break
@@ -230,7 +233,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     result: dict[str, Any] = {"steps": curve[-1][0] if curve else 0, "reward_curve": curve,
                               "train_reward_curve": train_curve, "skipped_steps": skipped,
                               "learner_updates": int(state.step),
-                              "seconds": time.perf_counter() - t_start}
+                              "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and finished:
         hf_dir = workdir / "hf"
         models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))

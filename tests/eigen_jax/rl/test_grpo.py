@@ -149,3 +149,4 @@ def test_resume_continues_the_run(tmp_path, policy_hf_dir, outfitter):
     assert second["steps"] == 2 and len(second["reward_curve"]) == 2
     assert second["reward_curve"][0] == list(first["reward_curve"][0])
     assert second["learner_updates"] >= first["learner_updates"]
+    assert second["seconds"] > first["seconds"] - 1.0  # the whole run's time, not the last part
