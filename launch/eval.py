@@ -2,6 +2,7 @@
 
     python launch/eval.py --checkpoint DIR | --agent_url URL  [--user_checkpoint DIR | --user_url URL]
         --domain outfitter|tau2:airline|... --split test --num_trials 4 --output_dir OUT
+        [--baseline EARLIER_OUTPUT_DIR]   # Δ pass^k vs that run, paired bootstrap over tasks
 
 The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
 temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `RolloutConfig.*`).
@@ -32,6 +33,9 @@ flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
 flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
 flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
 flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
+flags.DEFINE_string("baseline", None, "an earlier evaluation's --output_dir on the same tasks: "
+                    "also print Δ pass^k against it with a paired-bootstrap CI "
+                    "(written to OUTPUT_DIR/comparison.json).")
 
 
 def fail(msg: str) -> None:
@@ -68,6 +72,7 @@ def main(argv):
     for flag in ("checkpoint", "user_checkpoint"):
         if getattr(FLAGS, flag):
             _check_checkpoint(flag, getattr(FLAGS, flag))
+    baseline = _load_baseline(FLAGS.baseline) if FLAGS.baseline else None
     common.setup_jax()
     common.parse_gin()
     from data_agents.domains import load
@@ -100,6 +105,32 @@ def main(argv):
 
     print(format_table({name: result}))
     print(json.dumps({k: v for k, v in result.items() if k != "tasks"}, indent=1))
+    if baseline is not None:
+        _compare(baseline, result)
+
+
+def _load_baseline(path: str) -> dict:
+    """The baseline's results.json, read before any compute so a typo fails at once."""
+    file = path if path.endswith(".json") else os.path.join(path, "results.json")
+    try:
+        with open(file) as f:
+            res = json.load(f)
+        res["tasks"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        fail(f"--baseline {path}: no readable evaluation results ({type(e).__name__}: {e})")
+    return res
+
+
+def _compare(baseline: dict, result: dict) -> None:
+    from eigen_jax.eval.compare import compare_table, format_comparison
+
+    try:
+        rows = compare_table(baseline, result)
+    except ValueError as e:
+        fail(f"--baseline: {e}")
+    with open(os.path.join(FLAGS.output_dir, "comparison.json"), "w") as f:
+        json.dump({"baseline": FLAGS.baseline, "rows": rows}, f, indent=1)
+    print(format_comparison(rows, "baseline", "this run"))
 
 
 def _eval_served(domain, user):

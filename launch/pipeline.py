@@ -230,20 +230,37 @@ def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
                 k: v for k, v in ctx[key].items() if k != "hf_dir"}
     if evals:
         plot_pass_k(evals, wd / "pass_k.png")
+    report["comparisons"] = _compare_consecutive(wd, list(evals))
     curve = (ctx.get("grpo_result") or {}).get("reward_curve")
     if curve:
         _plot_curve(curve, wd / "reward_curve.png")
     (wd / "report.json").write_text(json.dumps(report, indent=1, default=str))
     lines = ["# eigen-jax run report", "", f"workdir: `{wd}`", "", "## pass^k on held-out tasks",
-             "", "```", format_table(evals) if evals else "(no evaluation stage)", "```", "",
-             "## Time per stage (s)", "", "| stage | seconds | of which JAX compiling |",
-             "|---|---|---|"]
+             "", "```", format_table(evals) if evals else "(no evaluation stage)", "```", ""]
+    for pair in report["comparisons"]:
+        lines += [f"### {pair['candidate']} vs {pair['baseline']} (paired bootstrap over tasks)",
+                  "", pair["table"], ""]
+    lines += ["## Time per stage (s)", "", "| stage | seconds | of which JAX compiling |",
+              "|---|---|---|"]
     lines += [f"| {k} | {v} | {compile_s.get(k, '')} |" for k, v in ctx["timings"].items()]
     if curve:
         lines += ["", "## GRPO reward curve", "", "![reward curve](reward_curve.png)"]
     (wd / "report.md").write_text("\n".join(lines) + "\n")
     logging.info("report:\n%s", "\n".join(lines))
     return {"report": str(wd / "report.md"), "stage_name": "report"}
+
+
+def _compare_consecutive(wd: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Each evaluated stage against the one before it (random → sft → grpo), paired by task."""
+    from eigen_jax.eval.compare import compare_table, format_comparison
+
+    out = []
+    for base, cand in zip(names, names[1:]):
+        a, b = (json.loads((wd / "eval" / n / "results.json").read_text()) for n in (base, cand))
+        rows = compare_table(a, b)
+        out.append({"baseline": base, "candidate": cand, "rows": rows,
+                    "table": format_comparison(rows, base, cand)})
+    return out
 
 
 def _plot_curve(curve, path: Path) -> None:

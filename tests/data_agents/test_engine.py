@@ -101,9 +101,10 @@ def test_engine_propagates_server_loss(domain, tmp_path):
 
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     journal = tmp_path / "journals" / "worker-000-of-001.jsonl"
-    cmd = [sys.executable, "-m", "tests.data_agents.agents.fake_llm", str(tmp_path)]
+    # 50 ms a call (~8 s a run): wide enough that a loaded machine still kills it mid-run.
+    cmd = [sys.executable, "-m", "tests.data_agents.agents.fake_llm", str(tmp_path), "0.05"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if journal.exists() and journal.read_text().count("\n") >= 5:
             break

@@ -52,8 +52,16 @@ def test_report_structure(quickstart):
         losses = [l for _, l in report[stage]["eval_loss"]]
         assert losses[-1] < 0.7 * losses[0], (stage, losses)  # held-out loss falls a lot
     assert len(report["grpo"]["reward_curve"]) == 2
+    pairs = [(c["baseline"], c["candidate"]) for c in report["comparisons"]]
+    assert pairs == [("random", "sft"), ("sft", "grpo")]
+    for c in report["comparisons"]:  # Δ pass^k recomputed from the two runs' own tables
+        for row in c["rows"]:
+            k = str(row["k"])
+            want = report["eval"][c["candidate"]]["pass^k"][k] - \
+                report["eval"][c["baseline"]]["pass^k"][k]
+            assert row["delta"] == pytest.approx(want) and row["tasks"] == 4
     md = (quickstart / "report.md").read_text()
-    assert "pass^1" in md and "| grpo |" in md
+    assert "pass^1" in md and "| grpo |" in md and "### grpo vs sft" in md
 
 
 def test_eval_cli_on_the_grpo_checkpoint_and_resume(quickstart, tmp_path):
@@ -67,17 +75,29 @@ def test_eval_cli_on_the_grpo_checkpoint_and_resume(quickstart, tmp_path):
     assert len(lines) == 4
     run(*args)  # resumed: every trial is already there, nothing is re-run
     assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
+    grpo = tmp_path / "grpo_results.json"
+    grpo.write_text((tmp_path / "results.json").read_text())
     args[2] = str(quickstart / "sft_agent" / "hf")  # other weights, same output_dir
-    run(*args)  # must not resume the GRPO checkpoint's trials: they move aside
+    out = run(*args, "--baseline", str(grpo))  # must not resume the GRPO checkpoint's trials
     assert (tmp_path / "trials.jsonl.stale-0").read_text().splitlines() == lines
     assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
-    assert json.loads((tmp_path / "results.json").read_text())["checkpoint"] == args[2]
+    sft = json.loads((tmp_path / "results.json").read_text())
+    assert sft["checkpoint"] == args[2]
+    rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
+    base = json.loads(grpo.read_text())
+    assert [r["k"] for r in rows] == [1, 2]
+    for r in rows:
+        k = str(r["k"])
+        assert r["delta"] == pytest.approx(sft["pass^k"][k] - base["pass^k"][k])
+    assert "| k | baseline | this run |" in out.stdout
 
 
 @pytest.mark.parametrize("args,needle", [
     (["--checkpoint", "/nonexistent"], "does not exist"),
     (["--checkpoint", "."], "has no config.json"),
     (["--agent_url", "http://127.0.0.1:9", "--domain", "no_such_domain"], "unknown domain"),
+    (["--agent_url", "http://127.0.0.1:9", "--baseline", "/nonexistent"],
+     "no readable evaluation results"),
 ])
 def test_eval_bad_input_fails_with_one_line(tmp_path, args, needle):
     out = run("launch/eval.py", *args, "--output_dir", str(tmp_path), check=False, timeout=300)

@@ -122,14 +122,14 @@ class FakeLLM:
         return out
 
 
-def main(out_dir: str) -> None:  # pragma: no cover - run in a subprocess by the resume test
+def main(out_dir: str, delay_s: float = 0.01) -> None:  # pragma: no cover - resume test's child
     from data_agents.domains import load
     from data_agents.engine import Engine, EngineConfig
 
     cfg = EngineConfig(num_rounds=2, plans_per_round=4, tasks_per_plan=3, max_concurrency=2)
-    engine = Engine(FakeLLM(delay_s=0.01), load("outfitter", n_train=0, n_test=0), out_dir, cfg)
+    engine = Engine(FakeLLM(delay_s=delay_s), load("outfitter", n_train=0, n_test=0), out_dir, cfg)
     print(json.dumps(asyncio.run(engine.run())["worker_counts"]))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *map(float, sys.argv[2:3]))
