@@ -62,6 +62,7 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # ~2 min of training here; `make test-slow`
 def test_sigkill_and_resume_reproduce_the_loss_trace(prepared, tmp_path):
     agent_only = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
                   "run_sft.num_steps=12", "run_sft.checkpoint_every=4", "run_sft.eval_every=100",
@@ -92,6 +93,7 @@ def test_sigkill_and_resume_reproduce_the_loss_trace(prepared, tmp_path):
         assert resumed[step] == expected[step], (step, resumed[step], expected[step])
 
 
+@pytest.mark.slow  # ~2 min of training here; `make test-slow`
 def test_user_sft_starts_from_the_agent_checkpoint(prepared, tmp_path):
     """`user/sft_stage.init_from='agent'`: the user model's first loss (before its first update)
     is the trained agent's on user turns, far below a random init's ln(vocab) = 6.24. Re-running

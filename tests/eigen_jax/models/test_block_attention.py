@@ -21,7 +21,8 @@ def _packed_segments(rng, b, t):
     return jnp.asarray(seg)
 
 
-@pytest.mark.parametrize("block", [16, 100])
+# 13 blocks (58 s of compiling here) in `make test-slow`; 100 = 2 full blocks + a 3-long tail.
+@pytest.mark.parametrize("block", [pytest.param(16, marks=pytest.mark.slow), 100])
 def test_block_attention_matches_dense(block):
     rng = np.random.RandomState(block)
     b, t, h, kv, hd = 2, 203, 4, 2, 8   # t not a multiple of any block
