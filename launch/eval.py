@@ -115,9 +115,10 @@ def _load_baseline(path: str) -> dict:
     try:
         with open(file) as f:
             res = json.load(f)
-        res["tasks"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         fail(f"--baseline {path}: no readable evaluation results ({type(e).__name__}: {e})")
+    if not isinstance(res, dict) or not isinstance(res.get("tasks"), dict):
+        fail(f"--baseline {path}: no readable evaluation results (no per-task trials in {file})")
     return res
 
 

@@ -11,14 +11,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from eigen_jax.eval.passk import pass_hat_k
+from eigen_jax.eval.passk import pass_hat_k, trial_counts
 
 
 def per_task_pass_k(result: Mapping[str, Any], k: int) -> dict[str, float]:
     """Task id → that task's unbiased pass^k estimate C(c,k)/C(n,k) from a `results.json` dict."""
+    counts = trial_counts({task_id: [float(t["reward"]) for t in trials]
+                           for task_id, trials in result["tasks"].items()})
     out = {}
-    for task_id, trials in result["tasks"].items():
-        n, c = len(trials), int(sum(float(t["reward"]) for t in trials))
+    for task_id, (n, c) in counts.items():
         if k > n:
             raise ValueError(f"pass^{k} needs at least {k} trials per task; task {task_id!r} "
                              f"has {n}")

@@ -25,13 +25,8 @@ def _check(n: int, c: int, k: int) -> None:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
 
 
-def pass_table(rewards: Mapping[str, Sequence[float]]) -> dict[str, dict[int, float]]:
-    """Per-k means over tasks of pass^k and pass@k, for every k up to the smallest trial count.
-
-    `rewards` maps task id → that task's trial rewards (each 0 or 1).
-    """
-    if not rewards:
-        raise ValueError("no tasks to score")
+def trial_counts(rewards: Mapping[str, Sequence[float]]) -> dict[str, tuple[int, int]]:
+    """Task id → (trials n, successes c); rewards must be 0 or 1 (a checker's verdict)."""
     counts = {}
     for task, rs in rewards.items():
         if not rs:
@@ -40,6 +35,17 @@ def pass_table(rewards: Mapping[str, Sequence[float]]) -> dict[str, dict[int, fl
         if bad:
             raise ValueError(f"task {task!r} has non-binary rewards {bad[:3]}")
         counts[task] = (len(rs), int(sum(rs)))
+    return counts
+
+
+def pass_table(rewards: Mapping[str, Sequence[float]]) -> dict[str, dict[int, float]]:
+    """Per-k means over tasks of pass^k and pass@k, for every k up to the smallest trial count.
+
+    `rewards` maps task id → that task's trial rewards (each 0 or 1).
+    """
+    if not rewards:
+        raise ValueError("no tasks to score")
+    counts = trial_counts(rewards)
     k_max = min(n for n, _ in counts.values())
     out: dict[str, dict[int, float]] = {"pass^k": {}, "pass@k": {}}
     for k in range(1, k_max + 1):

@@ -59,6 +59,8 @@ def test_only_shared_tasks_count_and_bad_input_is_named():
         paired_difference(A, result({"x": [1]}))
     with pytest.raises(ValueError, match="pass\\^5 needs at least 5 trials"):
         paired_difference(A, B, k=5)
+    with pytest.raises(ValueError, match="non-binary rewards"):
+        paired_difference(A, result({"t0": [1, 0.5]}))
 
 
 def test_table_covers_every_k_and_formats_points():
