@@ -19,7 +19,7 @@ quickstart: $(STAMP)
 	$(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
 
 test: $(STAMP)
-	$(VPY) -m pytest -q -m "not slow" --durations=25 tests
+	$(VPY) -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=25 tests
 
 test-slow: $(STAMP)
 	$(VPY) -m pytest -q -m slow tests

@@ -106,9 +106,11 @@ def sentinel(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_checker_is_contained(name, sentinel):
+def test_hostile_checker_is_contained(name, sentinel, tmp_path, monkeypatch):
     source, expected = HOSTILE[name]
-    before_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "checker-*")))
+    scratch = tmp_path / "tmp"  # this test's own temp root: parallel workers run checkers too
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     before_children = _children()
     verdict = run_code_checker(source, {"sentinel": str(sentinel)}, {}, [], LIMITS)
     assert verdict.status == "error" and verdict.reward == 0.0, verdict
@@ -117,7 +119,7 @@ def test_hostile_checker_is_contained(name, sentinel):
     assert sentinel.read_text() == "x"  # host files untouched
     assert not os.path.exists(PWNED)
     assert _children() <= before_children  # nothing left running
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "checker-*"))) <= before_dirs
+    assert not glob.glob(str(scratch / "checker-*"))  # the checker's scratch dir is removed
 
 
 def test_corpus_is_large_enough():
