@@ -23,7 +23,8 @@ def pytest_collection_modifyitems(config, items):
     """Under `pytest -n 2 --dist loadgroup` (what `make test` runs) a module is one xdist group,
     so a module-scoped fixture (the scaled-down quickstart, a trained tiny model) is built once,
     and every test that needs the real sglang-jax server shares one group, so one worker starts
-    one server (its scheduler busy-spins a core). Serial runs ignore the marks."""
+    one server (its scheduler busy-spins a core). Serial runs ignore the marks; the heavy-first
+    order applies to them too."""
     def group(item):
         return ("sglang-server" if "sglang_server" in item.fixturenames
                 else item.nodeid.split("::")[0])
