@@ -160,9 +160,10 @@ def reward_of(tokens) -> float:
 
 def bench_grpo(model, spec) -> dict:
     """The eigen-jax GRPO step as `eigen_jax.rl.grpo` composes it: rollout on a persistent
-    engine synced to the learner's weights → rewards → group advantages → trajectory batch →
-    one clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss,
-    no separate forward, exactly as `grpo._update` does)."""
+    engine synced to the learner's weights (a group's prompt prefilled once) → rewards → group
+    advantages → trajectory batch with the group's prompt shared (`share_prefix`) → one
+    clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss, no
+    separate forward, exactly as `grpo._update` does)."""
     g, n_prompts, new = spec["group_size"], spec["grpo_prompts"], spec["grpo_new_tokens"]
     graphdef, params, rest = state_lib.split_model(model)
     params = jax.tree.map(jnp.copy, params)
@@ -194,7 +195,7 @@ def bench_grpo(model, spec) -> dict:
         rewards = np.array([e.reward for e in episodes], np.float32).reshape(n_prompts, g)
         adv = np.asarray(adv_lib.get("grpo")(rewards)).reshape(-1)
         batch = {k: jnp.asarray(v) for k, v in make_train_batch(
-            episodes, adv, "trajectory", pack=False, max_len=spec["max_len"]).items()}
+            episodes, adv, "trajectory", max_len=spec["max_len"], share_prefix=True).items()}
         holder[0], sums = step_fn(holder[0], batch)
         return sums["pg_loss"]
 

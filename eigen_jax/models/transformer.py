@@ -59,6 +59,10 @@ def _block_forward(block: DecoderBlock, x, positions, segment_ids):
     return block(x, positions, segment_ids, None)[0]
 
 
+def _block_cached(block: DecoderBlock, x, positions, segment_ids, cache):
+    return block(x, positions, segment_ids, cache)
+
+
 class Transformer(nnx.Module):
     """Token embedding, `num_layers` decoder blocks, final RMSNorm, (tied or untied) LM head."""
 
@@ -83,17 +87,20 @@ class Transformer(nnx.Module):
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
 
+        # Blocks are rematerialised per the config when differentiated: in training, and in
+        # learners that run the cache path (shared prefixes). Undifferentiated (the sampler),
+        # remat lowers to the plain block.
+        block_fn = _block_forward if cache is None else _block_cached
+        if self.config.remat != "none":
+            block_fn = nnx.remat(block_fn, policy=_REMAT_POLICY[self.config.remat])
         new_cache: Cache | None = None
         if cache is None:
-            block_fn = _block_forward
-            if self.config.remat != "none":
-                block_fn = nnx.remat(_block_forward, policy=_REMAT_POLICY[self.config.remat])
             for block in self.layers:
                 x = block_fn(block, x, positions, segment_ids)
         else:
             new_cache = []
             for block, layer_cache in zip(self.layers, cache):
-                x, updated = block(x, positions, segment_ids, layer_cache)
+                x, updated = block_fn(block, x, positions, segment_ids, layer_cache)
                 new_cache.append(updated)
 
         hidden = self.final_norm(x)

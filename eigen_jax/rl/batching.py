@@ -14,6 +14,16 @@ segment) whose length and count are bucketed (powers of two), so the jitted trai
 distinct shapes. The batch contract: `tokens`, `positions`, `segment_ids`, `loss_mask`,
 `advantages`, `behaviour_logprobs`, all `[rows, length]`; per-token values sit at the index of
 the token they score (the learner shifts by one).
+
+Shared prefixes (`share_prefix=True`): the G episodes of a GRPO group open with the same prompt
+(system prompt, tool schemas, task), often the longest part of an agent episode. Processing it
+once per group instead of G times is exact: causal attention makes the prompt's keys and values
+independent of what follows, and the gradient through them is the sum over the G rows either
+way. The batch then carries a prefix table (`prefix_tokens` `[P, Lp]`, `prefix_lengths`
+`[P, 1]`) and one unpacked row per sequence holding only its suffix (`prefix_row` `[rows, 1]`
+names its prefix; `positions` continue from the prefix length). A prefix never contains a scored
+token, and the learner runs the model on `tokens[:, :-1]` (the last token's next-token
+prediction is never scored), so rows are `bucket(longest suffix - 1) + 1` wide.
 """
 from __future__ import annotations
 
@@ -82,7 +92,7 @@ def _pack(lengths: Sequence[int], row_len: int) -> list[list[int]]:
 def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
                      layout: str = "trajectory", *, pack: bool = True, min_len: int = 64,
                      max_len: int | None = None, row_multiple: int = 1,
-                     min_rows: int = 1) -> dict[str, np.ndarray]:
+                     min_rows: int = 1, share_prefix: bool = False) -> dict[str, np.ndarray]:
     """Build the `[rows, length]` batch; `advantages[i]` is episode i's trajectory advantage,
     broadcast to each of its policy tokens.
 
@@ -90,19 +100,24 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
         would train on a context the policy never saw). Rows are `bucket(longest, min_len)` long.
     row_multiple: the row count is padded to a multiple of it (the data-parallel degree); padding
         rows have every mask 0.
+    share_prefix: one prefix per group (episodes of equal `task_id` and `group_id`), suffix rows
+        (see the module docstring); `pack` is then ignored (a row holds one suffix).
     """
     _check_layout(layout)
     if len(advantages) != len(episodes):
         raise ValueError(f"{len(advantages)} advantages for {len(episodes)} episodes")
-    seqs = []
+    seqs, groups = [], []
     for ep, adv in zip(episodes, advantages):
         for s in episode_sequences(ep, layout, float(adv)):
             if max_len is not None and len(s.tokens) > max_len:
                 raise ValueError(f"episode {ep.task_id}/{ep.sample_index}: a {layout} sequence of "
                                  f"{len(s.tokens)} tokens exceeds max_len={max_len}")
             seqs.append(s)
+            groups.append((ep.task_id, ep.group_id))
     if not seqs:
         raise ValueError("no episode has policy tokens; nothing to train on")
+    if share_prefix:
+        return _shared_prefix_batch(seqs, groups, row_multiple, min_rows)
     row_len = bucket(max(len(s.tokens) for s in seqs), min_len)
     rows = _pack([len(s.tokens) for s in seqs], row_len) if pack else [[i] for i in
                                                                         range(len(seqs))]
@@ -130,17 +145,87 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
     return batch
 
 
-def pad_batch(batch: dict[str, np.ndarray], rows: int, length: int,
-              scored: int) -> dict[str, np.ndarray]:
-    """`batch` grown to `[rows, length]` (`score_index` to `[rows, scored]`) with all-zero rows
-    and columns: zero loss mask and segment id, so they change neither the loss nor its token
-    count. Lets the learner run on an already compiled, slightly larger shape."""
+def _common_prefix_len(arrays: Sequence[np.ndarray]) -> int:
+    n = min(len(a) for a in arrays)
+    first = arrays[0][:n]
+    differs = np.zeros(n, bool)
+    for a in arrays[1:]:
+        differs |= a[:n] != first
+    return int(np.argmax(differs)) if differs.any() else n
+
+
+def _shared_prefix_batch(seqs: list[_Seq], groups: list, row_multiple: int,
+                         min_rows: int, min_len: int = 16) -> dict[str, np.ndarray]:
+    """The shared-prefix layout (module docstring): per group, the prefix is its sequences'
+    common prefix cut before the token preceding the group's first scored token."""
+    members: dict = {}
+    for i, key in enumerate(groups):
+        members.setdefault(key, []).append(i)
+    cut = [0] * len(seqs)
+    prefixes = []
+    for index in members.values():
+        first_scored = min(int(np.argmax(seqs[i].mask)) for i in index)
+        c = max(min(_common_prefix_len([seqs[i].tokens for i in index]), first_scored) - 1, 0)
+        for i in index:
+            cut[i] = c
+        prefixes.append((seqs[index[0]].tokens[:c], index))
+    width = bucket(max(len(s.tokens) - c for s, c in zip(seqs, cut)) - 1, min_len) + 1
+    num_rows = -(-bucket(max(len(seqs), min_rows), 1) // row_multiple) * row_multiple
+    num_prefixes = -(-len(prefixes) // row_multiple) * row_multiple
+    batch = {"tokens": np.zeros((num_rows, width), np.int32),
+             "positions": np.zeros((num_rows, width), np.int32),
+             "segment_ids": np.zeros((num_rows, width), np.int32),
+             "loss_mask": np.zeros((num_rows, width), np.int32),
+             "advantages": np.zeros((num_rows, width), np.float32),
+             "behaviour_logprobs": np.zeros((num_rows, width), np.float32),
+             "prefix_row": np.zeros((num_rows, 1), np.int32),
+             "prefix_tokens": np.zeros((num_prefixes, bucket(max(len(p) for p, _ in prefixes),
+                                                             min_len)), np.int32),
+             "prefix_lengths": np.zeros((num_prefixes, 1), np.int32)}
+    for p, (prefix, index) in enumerate(prefixes):
+        batch["prefix_tokens"][p, :len(prefix)] = prefix
+        batch["prefix_lengths"][p] = len(prefix)
+        for i in index:
+            s, c = seqs[i], cut[i]
+            span = slice(0, len(s.tokens) - c)
+            batch["tokens"][i, span] = s.tokens[c:]
+            batch["positions"][i, span] = np.arange(c, len(s.tokens))
+            batch["segment_ids"][i, span] = 1
+            batch["loss_mask"][i, span] = s.mask[c:]
+            batch["advantages"][i, span] = s.advantage * s.mask[c:]
+            batch["behaviour_logprobs"][i, span] = np.where(s.mask[c:], s.behaviour[c:], 0.0)
+            batch["prefix_row"][i] = p
+    batch["score_index"] = score_index(batch["loss_mask"])
+    return batch
+
+
+def pad_batch(batch: dict[str, np.ndarray], rows: int, length: int, scored: int,
+              prefixes: int | None = None, prefix_len: int | None = None
+              ) -> dict[str, np.ndarray]:
+    """`batch` grown to `[rows, length]` (`score_index` to `[rows, scored]`, a shared-prefix
+    table to `[prefixes, prefix_len]`) with all-zero rows and columns: zero loss mask and segment
+    id (and zero-length prefixes), so they change neither the loss nor its token count. Lets the
+    learner run on an already compiled, slightly larger shape."""
     r0, l0 = batch["tokens"].shape
     k0 = batch["score_index"].shape[1]
-    if rows < r0 or length < l0 or scored < k0:
-        raise ValueError(f"pad_batch cannot shrink [{r0}, {l0}] (scored {k0}) to [{rows}, "
-                         f"{length}] (scored {scored})")
-    out = {k: np.pad(v, ((0, rows - r0), (0, length - l0))) for k, v in batch.items()
-           if k != "score_index"}
-    out["score_index"] = np.pad(batch["score_index"], ((0, rows - r0), (0, scored - k0)))
+    p0, q0 = batch["prefix_tokens"].shape if "prefix_tokens" in batch else (0, 0)
+    prefixes = p0 if prefixes is None else prefixes
+    prefix_len = q0 if prefix_len is None else prefix_len
+    if rows < r0 or length < l0 or scored < k0 or prefixes < p0 or prefix_len < q0:
+        raise ValueError(f"pad_batch cannot shrink [{r0}, {l0}] (scored {k0}, prefixes "
+                         f"[{p0}, {q0}]) to [{rows}, {length}] (scored {scored}, prefixes "
+                         f"[{prefixes}, {prefix_len}])")
+    widths = {"score_index": scored - k0, "prefix_row": 0}
+    out = {k: np.pad(v, ((0, rows - r0), (0, widths.get(k, length - l0))))
+           for k, v in batch.items() if not k.startswith("prefix_") or k == "prefix_row"}
+    if "prefix_tokens" in batch:
+        out["prefix_tokens"] = np.pad(batch["prefix_tokens"],
+                                      ((0, prefixes - p0), (0, prefix_len - q0)))
+        out["prefix_lengths"] = np.pad(batch["prefix_lengths"], ((0, prefixes - p0), (0, 0)))
     return out
+
+
+def batch_shape(batch: dict[str, np.ndarray]) -> tuple[int, ...]:
+    """(rows, length, scored[, prefixes, prefix_len]): `pad_batch`'s arguments for this batch."""
+    shape = (*batch["tokens"].shape, batch["score_index"].shape[1])
+    return shape + tuple(batch["prefix_tokens"].shape) if "prefix_tokens" in batch else shape

@@ -26,7 +26,7 @@ from eigen_jax import models
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
-from eigen_jax.rl.batching import make_train_batch, pad_batch
+from eigen_jax.rl.batching import batch_shape, make_train_batch, pad_batch
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
 from eigen_jax.rl.rollout import (
@@ -124,7 +124,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
              log_every: int = 1, checker: Any = None,
-             shape_slack: float = 4.0, max_prefill_len: int = 2048) -> dict[str, Any]:
+             shape_slack: float = 4.0, max_prefill_len: int = 2048,
+             share_prefix: bool = True) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -136,6 +137,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     costing at most this factor more than its exact bucket (`sampling.shapes`); 1 = exact only.
     `max_prefill_len`: the policy engine's prefill chunk (on a CPU short chunks are faster: each
     chunk's attention logits stay in cache; bench/NOTES.md).
+    `share_prefix`: the learner runs each group's common prompt once instead of once per sample
+    (`rl.batching`, exact); needs `grad_accum_steps == 1` and one process, else it is off.
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
@@ -177,6 +180,10 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     stream = TaskStream(domain.tasks(train_split), seed)
     dp = shd._mesh_axis_sizes(mesh)
     row_multiple = dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps
+    if share_prefix and (grad_accum_steps > 1 or jax.process_count() > 1):
+        # Rows index a prefix table that micro-batches and process-local batches would split.
+        logging.info("share_prefix is off: it needs grad_accum_steps == 1 and one process")
+        share_prefix = False
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
@@ -205,7 +212,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                 t1 = time.perf_counter()
                 state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
                                                 row_multiple, mesh, logprob_fn, ref_params,
-                                                ppo_epochs, step_fn, batch_shapes)
+                                                ppo_epochs, step_fn, batch_shapes, share_prefix)
                 metrics.update(update_metrics)
                 sync_engine_params(engine, graphdef, state.params, rest)
                 metrics["update_s"] = time.perf_counter() - t1
@@ -244,15 +251,17 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
 
 
 def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
-            ppo_epochs, step_fn, batch_shapes: ShapePlanner):
+            ppo_epochs, step_fn, batch_shapes: ShapePlanner, share_prefix: bool = False):
     """Advantages → batch (padded to an already compiled shape when that is cheap) → π_old (and
     reference) log-probs → μ optimiser passes; returns (new state, metrics)."""
     rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
     adv = np.asarray(adv_fn(rewards)).reshape(-1)
     episodes = [e for g in groups for e in g]
-    host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
-    exact = (*host["tokens"].shape, host["score_index"].shape[1])
-    host = pad_batch(host, *batch_shapes.cover("batch", exact, lambda s: s[0] * s[1]))
+    host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple,
+                            share_prefix=share_prefix)
+    # cost ~ tokens the model runs: rows x length (+ prefixes x prefix length)
+    cost = lambda s: s[0] * s[1] + (s[3] * s[4] if len(s) > 3 else 0)  # noqa: E731
+    host = pad_batch(host, *batch_shapes.cover(("batch", share_prefix), batch_shape(host), cost))
     batch = to_global_batch(host, mesh)
     if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
         batch["old_logprobs"] = logprob_fn(state.params, batch)
@@ -261,6 +270,8 @@ def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_
     for _ in range(ppo_epochs):
         state, sums = step_fn(state, batch)
     out = summarise(jax.device_get(sums))
-    out["batch_tokens"] = float(host["tokens"].size)
+    out["batch_tokens"] = float(host["tokens"].size + np.size(host.get("prefix_tokens", ())))
     out["train_tokens"] = float((host["segment_ids"] > 0).sum())
+    if "prefix_lengths" in host:  # run once per group instead of once per sample
+        out["shared_prefix_tokens"] = float(host["prefix_lengths"].sum())
     return state, out

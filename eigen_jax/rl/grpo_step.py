@@ -24,7 +24,10 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     same tempered distribution the sampler drew them from, so ρ and the IS weights compare like
     with like (1.0, the paper's setting, is the model's own distribution)."""
     tokens, seg = batch["tokens"], batch["segment_ids"]
-    hidden = model(tokens, batch["positions"], seg, return_hidden=True)[:, :-1]
+    if "prefix_tokens" in batch:
+        hidden = shared_prefix_hidden(model, batch)
+    else:
+        hidden = model(tokens, batch["positions"], seg, return_hidden=True)[:, :-1]
     targets, _ = shifted_targets(tokens, seg, batch["loss_mask"])
     index = batch.get("score_index")
     if index is None:
@@ -43,6 +46,29 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     scatter = lambda x: jnp.zeros(targets.shape, x.dtype).at[rows, index].add(
         jnp.where(valid, x, 0))
     return tuple(map(scatter, picked)) if with_entropy else scatter(picked)
+
+
+def shared_prefix_hidden(model, batch: dict[str, jax.Array]) -> jax.Array:
+    """Final hidden states `[rows, length - 1]` of a shared-prefix batch (`rl.batching`).
+
+    Each prefix runs once, through the model's cache path: its keys and values fill a cache of
+    `prefix_len + length - 1` slots; every row gathers its prefix's cache and runs its suffix
+    (all but the last token, whose prediction is never scored) on top of it. Causal attention
+    makes this equal to running each full sequence, and the gradient through a prefix's keys and
+    values sums over the rows that share it. Padding (prefix slots past its length, suffix
+    tokens of segment 0) writes nowhere: it gets the out-of-range position `size`.
+    """
+    prefix, prefix_len = batch["prefix_tokens"], batch["prefix_lengths"]
+    tokens, seg = batch["tokens"][:, :-1], batch["segment_ids"][:, :-1]
+    size = prefix.shape[1] + tokens.shape[1]
+    slots = jnp.arange(prefix.shape[1], dtype=jnp.int32)[None]
+    cache = model.init_cache(prefix.shape[0], size)
+    _, cache = model(prefix, positions=jnp.where(slots < prefix_len, slots, size), cache=cache,
+                     return_hidden=True)
+    cache = jax.tree.map(lambda x: jnp.take(x, batch["prefix_row"][:, 0], axis=0), cache)
+    positions = jnp.where(seg > 0, batch["positions"][:, :-1], size)
+    hidden, _ = model(tokens, positions=positions, cache=cache, return_hidden=True)
+    return hidden
 
 
 def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0):

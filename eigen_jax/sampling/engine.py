@@ -258,42 +258,64 @@ class Engine:
 
     def _prefill(self, ready: list[Hashable]) -> list[Completion]:
         """Write each ready turn's pending tokens at its row's length (in chunks of at most
-        `max_prefill_len`), then start decoding from the token sampled after the last one."""
+        `max_prefill_len`), then start decoding from the token sampled after the last one.
+
+        Sessions that open with the same prompt (the G samples of a GRPO group) are computed
+        once: one row runs the model, every copy gets its cache and draws its own first token
+        (`steps.prefill`'s `copies`)."""
         sessions = [self._sessions[s] for s in ready]
         num_rows = steps.bucket(len(sessions), maximum=self.num_slots)
+        firsts: dict = {}
+        leader = [firsts.setdefault(tuple(s.pending) if s.cache_len == 0 else i, i)
+                  for i, s in enumerate(sessions)]
         sampled = []  # (row index, session) of rows whose last pending token was in that chunk
         while any(s.pending for s in sessions):
-            todo = [s for s in sessions if s.pending]
-            longest = max(len(s.pending) for s in todo)
+            todo = [i for i, s in enumerate(sessions) if s.pending]
+            computed = [i for i in todo if leader[i] == i]
+            shared = len(computed) < len(todo)
+            longest = max(len(sessions[i].pending) for i in todo)
             length = steps.bucket(longest, self.min_prefill_len, self.max_prefill_len)
-            rows = np.full((num_rows,), self.num_slots, np.int32)
-            tokens = np.zeros((num_rows, length), np.int32)
-            positions = np.full((num_rows, length), self.max_len, np.int32)
-            last = np.zeros((num_rows,), np.int32)
+            num_computed = steps.bucket(len(computed)) if shared else num_rows
+            rows = np.full((num_computed,), self.num_slots, np.int32)
+            tokens = np.zeros((num_computed, length), np.int32)
+            positions = np.full((num_computed, length), self.max_len, np.int32)
+            last = np.zeros((num_computed,), np.int32)
+            for u, i in enumerate(computed):
+                s = sessions[i]
+                n = min(len(s.pending), length)
+                rows[u], last[u] = s.slot, n - 1
+                tokens[u, :n] = s.pending[:n]
+                positions[u, :n] = np.arange(s.cache_len, s.cache_len + n)
+            dst = np.full((num_rows,), self.num_slots, np.int32)
+            src = np.zeros((num_rows,), np.int32)
             seeds = np.zeros((num_rows,), np.uint32)
             temp, top_k, top_p = (np.zeros((num_rows,), np.float32),
                                   np.zeros((num_rows,), np.int32), np.ones((num_rows,), np.float32))
             completing = []
-            for i, s in enumerate(todo):
+            for o, i in enumerate(todo):
+                s = sessions[i]
+                dst[o], src[o], seeds[o] = s.slot, computed.index(leader[i]), s.seed
+                temp[o], top_k[o], top_p[o] = s.params.temperature, s.params.top_k, s.params.top_p
                 n = min(len(s.pending), length)
-                rows[i], last[i], seeds[i] = s.slot, n - 1, s.seed
-                tokens[i, :n] = s.pending[:n]
-                positions[i, :n] = np.arange(s.cache_len, s.cache_len + n)
-                temp[i], top_k[i], top_p[i] = s.params.temperature, s.params.top_k, s.params.top_p
                 del s.pending[:n]
                 s.cache_len += n
                 if not s.pending:
-                    completing.append((i, s))
+                    completing.append((o, s))
             kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
-            n_rows, n_cols, kv_len = self._shapes.prefill(num_rows, length, kv_len,
-                                                          self.max_prefill_len)
+            n_rows, n_cols, kv_len = self._shapes.prefill(
+                num_computed, length, kv_len, self.max_prefill_len,
+                outputs=num_rows if shared else None)
             pad = lambda x, value, cols=False: np.pad(
-                x, ((0, n_rows - num_rows),) + (((0, n_cols - length),) if cols else ()),
+                x, ((0, n_rows - num_computed),) + (((0, n_cols - length),) if cols else ()),
                 constant_values=value)
+            # Without copies the outputs are the computed rows, padded alike.
+            pad_out = (lambda x, value: x) if shared else pad  # noqa: E731
+            copies = (dst, src) if shared else None
             self.cache, new_tokens, logprobs = steps.prefill(
                 self._graphdef, self._params, self.cache, pad(rows, self.num_slots),
                 pad(tokens, 0, True), pad(positions, self.max_len, True), pad(last, 0),
-                pad(seeds, 0), pad(temp, 0), pad(top_k, 0), pad(top_p, 1), kv_len=kv_len)
+                pad_out(seeds, 0), pad_out(temp, 0), pad_out(top_k, 0), pad_out(top_p, 1),
+                kv_len=kv_len, copies=copies)
             sampled.append((completing, new_tokens, logprobs))
         # One device->host transfer for all chunks.
         fetched = jax.device_get([(t, lp) for _, t, lp in sampled])

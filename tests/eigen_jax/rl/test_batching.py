@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 
 from eigen_jax.models import Transformer, get_config
-from eigen_jax.rl.batching import layout_token_count, make_train_batch, pad_batch
+from eigen_jax.rl.batching import (batch_shape, layout_token_count, make_train_batch,
+                                   pad_batch)
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
 from eigen_jax.train.state import split_model
@@ -117,11 +118,55 @@ def _numpy_loss(model, eps, adv, old_shift=0.0, eps_clip=0.4, is_cap=5.0):
     return total / count
 
 
+def grouped(episodes, task_id="g", group_id=0):
+    """The episodes as one GRPO group: same task and group ids, and the first episode's
+    opening context (the shared prompt) in every one of them."""
+    first = episodes[0]
+    start = first.policy_turns[0][0] - 2  # keep each episode's last two context ids its own
+    out = []
+    for k, ep in enumerate(episodes):
+        tokens = ep.tokens.copy()
+        tokens[:start] = first.tokens[:start]
+        out.append(Episode(task_id, group_id, k, tokens, ep.policy_mask, ep.sampler_logprobs,
+                           ep.policy_turns, ep.reward, ep.finish_reason, []))
+    return out
+
+
+def test_shared_prefix_layout():
+    rng = np.random.RandomState(4)
+    eps = grouped([synthetic_episode(rng, n, context=20, idx=i)
+                   for i, n in enumerate(([5, 8], [6], [3, 3, 3]))])
+    eps += [synthetic_episode(rng, [4], context=9, idx=7)]
+    adv = [0.5, -1.0, 0.5, 2.0]
+    for layout in ("trajectory", "per_turn"):
+        plain = make_train_batch(eps, adv, layout, min_len=16, pack=False)
+        shared = make_train_batch(eps, adv, layout, min_len=16, share_prefix=True,
+                                  row_multiple=2)
+        # the group's prefix is its common prefix less one id (that id's prediction may be
+        # scored); the lone episode's prefix stops at the id before its first scored id
+        np.testing.assert_array_equal(shared["prefix_lengths"][:2, 0], [20 + 5 - 2 - 1, 9 + 5 - 1])
+        assert shared["prefix_tokens"].shape[0] % 2 == 0
+        assert shared["loss_mask"].sum() == plain["loss_mask"].sum()
+        # every row is its sequence with the prefix cut off, positions continuing after it
+        for r in np.flatnonzero(plain["segment_ids"].any(axis=1)):
+            p = shared["prefix_row"][r, 0]
+            n = shared["prefix_lengths"][p, 0]
+            length = plain["segment_ids"][r].sum()
+            np.testing.assert_array_equal(shared["prefix_tokens"][p, :n], plain["tokens"][r, :n])
+            for key in ("tokens", "positions", "loss_mask", "advantages", "behaviour_logprobs"):
+                np.testing.assert_array_equal(shared[key][r, :length - n],
+                                              plain[key][r, n:length])
+            assert shared["segment_ids"][r].sum() == length - n
+    padded = pad_batch(shared, *(d + 2 for d in batch_shape(shared)))
+    assert batch_shape(padded) == tuple(d + 2 for d in batch_shape(shared))
+    np.testing.assert_array_equal(padded["prefix_lengths"][-2:], 0)
+
+
 def test_layouts_give_equal_loss_and_gradient():
     rng = np.random.RandomState(3)
-    eps = [synthetic_episode(rng, [5, 8, 4], idx=0, reward=1.0),
-           synthetic_episode(rng, [6, 3], idx=1, reward=0.0),
-           synthetic_episode(rng, [7], idx=2, reward=1.0)]
+    eps = grouped([synthetic_episode(rng, [5, 8, 4], idx=0, reward=1.0),
+                   synthetic_episode(rng, [6, 3], idx=1, reward=0.0)])
+    eps.append(synthetic_episode(rng, [7], idx=2, reward=1.0))
     adv = [0.7, -1.4, 0.7]
     model = Transformer(get_config("tiny-qwen3"), rngs=nnx.Rngs(0))
     graphdef, params, rest = split_model(model)
@@ -137,12 +182,12 @@ def test_layouts_give_equal_loss_and_gradient():
     logprob_fn = make_logprob_fn(graphdef, rest, chunk_size=32)
     loss_fn = make_grpo_loss("grpo", chunk_size=32, with_entropy=False, is_cap=5.0)
     results = {}
-    for layout in ("trajectory", "per_turn", "padded"):
-        host = make_train_batch(eps, adv, "trajectory" if layout == "padded" else layout,
-                                min_len=16)
-        if layout == "padded":  # a larger, already compiled shape: padding changes nothing
-            rows, length = host["tokens"].shape
-            host = pad_batch(host, rows + 3, length + 16, host["score_index"].shape[1] + 8)
+    layouts = ("trajectory", "per_turn", "padded", "shared", "shared_per_turn", "shared_padded")
+    for layout in layouts:
+        host = make_train_batch(eps, adv, "per_turn" if "per_turn" in layout else "trajectory",
+                                min_len=16, share_prefix=layout.startswith("shared"))
+        if layout.endswith("padded"):  # a larger, already compiled shape: padding changes nothing
+            host = pad_batch(host, *(d + 3 for d in batch_shape(host)))
         batch = {k: jnp.asarray(v) for k, v in host.items()}
         # π_old a little off the current policy so that ρ != 1 and clipping takes part
         batch["old_logprobs"] = logprob_fn(params, batch) + 0.3 * batch["loss_mask"]
@@ -159,11 +204,65 @@ def test_layouts_give_equal_loss_and_gradient():
     ref = _numpy_loss(model, eps, adv, old_shift=0.3)
     assert results["trajectory"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
     assert results["per_turn"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
-    assert results["padded"][0] == pytest.approx(ref, rel=1e-4, abs=1e-6)
+    for layout in layouts[2:]:
+        assert results[layout][0] == pytest.approx(ref, rel=1e-4, abs=1e-6), layout
     assert float(results["trajectory"][2]["is_masked_tokens"]) > 0  # the cap took part
-    g_traj, g_turn = results["trajectory"][1], results["per_turn"][1]
+    g_traj = results["trajectory"][1]
     norm = max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_traj))
     assert norm > 1e-4
-    for other in (g_turn, results["padded"][1]):
+    for other in (results[layout][1] for layout in layouts[1:]):
         for a, b in zip(jax.tree.leaves(g_traj), jax.tree.leaves(other)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5 * norm, rtol=1e-4)
+
+
+def test_shared_prefix_gradient_under_remat():
+    """The cache path the shared-prefix learner runs is rematerialised like the training path:
+    same loss and gradient with `remat="full"` as without."""
+    rng = np.random.RandomState(5)
+    eps = grouped([synthetic_episode(rng, n, context=14, idx=i) for i, n in enumerate(([4], [6]))])
+    batch = {k: jnp.asarray(v) for k, v in
+             make_train_batch(eps, [1.0, -1.0], min_len=16, share_prefix=True).items()}
+    loss_fn = make_grpo_loss("grpo", chunk_size=32, with_entropy=False)
+    out = []
+    for remat in ("none", "full"):
+        model = Transformer(get_config("tiny-qwen3", remat=remat), rngs=nnx.Rngs(0))
+        graphdef, params, rest = split_model(model)
+        out.append(jax.jit(jax.value_and_grad(
+            lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch, jnp.float32(10.0))[0]))(params))
+    assert out[0][0] == pytest.approx(float(out[1][0]), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
+
+
+def test_shared_prefix_step_sharded_equals_single_device():
+    """The shared-prefix GRPO step on a (data 2, fsdp 2, tensor 2) mesh, prefix table and rows
+    sharded on the batch axes, equals the single-device step and the plain layout's."""
+    import optax
+
+    from eigen_jax import sharding as shd
+    from eigen_jax.train import state as state_lib
+
+    rng = np.random.RandomState(6)
+    eps = grouped([synthetic_episode(rng, n, context=18, idx=i)
+                   for i, n in enumerate(([4], [6, 2], [3], [5]))])
+    eps += grouped([synthetic_episode(rng, n, context=11, idx=i) for i, n in enumerate(([7], [2]))],
+                   task_id="h")
+    adv = [1.0, -1.0, 0.5, -0.5, 1.0, -1.0]
+    loss_fn = make_grpo_loss("grpo", chunk_size=32, with_entropy=False)
+    results = {}
+    for name, mesh_shape, share in (("plain", (1, 1, 1), False), ("single", (1, 1, 1), True),
+                                    ("sharded", (2, 2, 2), True)):
+        mesh = shd.make_mesh(mesh_shape, devices=jax.devices()[:int(np.prod(mesh_shape))])
+        model = shd.shard_model(Transformer(get_config("tiny-qwen3"), rngs=nnx.Rngs(0)), mesh)
+        graphdef, params, rest = split_model(model)
+        state = state_lib.init_train_state(params, optax.sgd(0.5), mesh)
+        step = state_lib.make_train_step(graphdef, rest, optax.sgd(0.5), loss_fn, mesh=mesh,
+                                         state_sharding=state_lib.state_shardings(state))
+        host = make_train_batch(eps, adv, min_len=16, row_multiple=4, share_prefix=share)
+        batch = {k: jax.device_put(v, shd.batch_sharding(mesh, 2)) for k, v in host.items()}
+        state, metrics = step(state, batch)
+        results[name] = (float(metrics["loss"]), state.params)
+    for name in ("single", "sharded"):
+        assert results[name][0] == pytest.approx(results["plain"][0], rel=1e-5)
+        for a, b in zip(jax.tree.leaves(results[name][1]), jax.tree.leaves(results["plain"][1])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
