@@ -44,11 +44,12 @@ from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # no
 
 from eigen_jax import models  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
-from eigen_jax.rl.batching import make_train_batch  # noqa: E402
+from eigen_jax.rl.batching import cheapest_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
 from eigen_jax.rl.grpo_step import make_grpo_loss  # noqa: E402
 from eigen_jax.rl.rollout import sync_engine_params  # noqa: E402
 from eigen_jax.sampling import Engine, Request, SamplingParams, generate  # noqa: E402
+from eigen_jax.sampling.shapes import token_cost_of  # noqa: E402
 from eigen_jax.train import state as state_lib  # noqa: E402
 from eigen_jax.train.optimizer import make_optimizer, make_schedule  # noqa: E402
 from eigen_jax.train.sft_loss import sft_loss  # noqa: E402
@@ -161,8 +162,8 @@ def reward_of(tokens) -> float:
 def bench_grpo(model, spec) -> dict:
     """The eigen-jax GRPO step as `eigen_jax.rl.grpo` composes it: rollout on a persistent
     engine synced to the learner's weights (a group's prompt prefilled once) → rewards → group
-    advantages → trajectory batch with the group's prompt shared (`share_prefix`) → one
-    clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss, no
+    advantages → trajectory batch (the group's prompt shared when cheaper, as in `run_grpo`) →
+    one clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss, no
     separate forward, exactly as `grpo._update` does)."""
     g, n_prompts, new = spec["group_size"], spec["grpo_prompts"], spec["grpo_new_tokens"]
     graphdef, params, rest = state_lib.split_model(model)
@@ -172,6 +173,7 @@ def bench_grpo(model, spec) -> dict:
                           is_cap=None, with_entropy=False)
     step_fn = state_lib.make_train_step(graphdef, rest, _optimizer(), loss)
     engine = Engine(model, g * n_prompts, spec["max_len"])
+    token_cost = token_cost_of(model.config)
     sampling = SamplingParams(temperature=1.0, max_new_tokens=new)
     rng = np.random.RandomState(spec["seed"] + 2)
     holder, counter = [state], [0]
@@ -194,8 +196,8 @@ def bench_grpo(model, spec) -> dict:
                 reward_of(c.token_ids), "agent_stop", []))
         rewards = np.array([e.reward for e in episodes], np.float32).reshape(n_prompts, g)
         adv = np.asarray(adv_lib.get("grpo")(rewards)).reshape(-1)
-        batch = {k: jnp.asarray(v) for k, v in make_train_batch(
-            episodes, adv, "trajectory", max_len=spec["max_len"], share_prefix=True).items()}
+        batch = {k: jnp.asarray(v) for k, v in cheapest_train_batch(
+            episodes, adv, "trajectory", token_cost, max_len=spec["max_len"]).items()}
         holder[0], sums = step_fn(holder[0], batch)
         return sums["pg_loss"]
 

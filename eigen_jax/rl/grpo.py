@@ -26,7 +26,12 @@ from eigen_jax import models
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
-from eigen_jax.rl.batching import batch_shape, make_train_batch, pad_batch
+from eigen_jax.rl.batching import (
+    batch_shape,
+    cheapest_train_batch,
+    make_train_batch,
+    pad_batch,
+)
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
 from eigen_jax.rl.rollout import (
@@ -37,7 +42,7 @@ from eigen_jax.rl.rollout import (
 )
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
-from eigen_jax.sampling.shapes import ShapePlanner
+from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from eigen_jax.train.metrics import MetricsWriter
@@ -137,8 +142,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     costing at most this factor more than its exact bucket (`sampling.shapes`); 1 = exact only.
     `max_prefill_len`: the policy engine's prefill chunk (on a CPU short chunks are faster: each
     chunk's attention logits stay in cache; bench/NOTES.md).
-    `share_prefix`: the learner runs each group's common prompt once instead of once per sample
-    (`rl.batching`, exact); needs `grad_accum_steps == 1` and one process, else it is off.
+    `share_prefix`: the learner may run each group's common prompt once instead of once per
+    sample (`rl.batching.cheapest_train_batch`: when that is cheaper than packing; exact); needs
+    `grad_accum_steps == 1` and one process, else it is off.
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
@@ -212,7 +218,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                 t1 = time.perf_counter()
                 state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
                                                 row_multiple, mesh, logprob_fn, ref_params,
-                                                ppo_epochs, step_fn, batch_shapes, share_prefix)
+                                                ppo_epochs, step_fn, batch_shapes,
+                                                token_cost_of(config) if share_prefix else None)
                 metrics.update(update_metrics)
                 sync_engine_params(engine, graphdef, state.params, rest)
                 metrics["update_s"] = time.perf_counter() - t1
@@ -251,17 +258,22 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
 
 
 def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
-            ppo_epochs, step_fn, batch_shapes: ShapePlanner, share_prefix: bool = False):
-    """Advantages → batch (padded to an already compiled shape when that is cheap) → π_old (and
-    reference) log-probs → μ optimiser passes; returns (new state, metrics)."""
+            ppo_epochs, step_fn, batch_shapes: ShapePlanner, token_cost: float | None = None):
+    """Advantages → batch (packed, or with shared prefixes when `token_cost` is given and that is
+    cheaper; padded to an already compiled shape when that is cheap) → π_old (and reference)
+    log-probs → μ optimiser passes; returns (new state, metrics)."""
     rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
     adv = np.asarray(adv_fn(rewards)).reshape(-1)
     episodes = [e for g in groups for e in g]
-    host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple,
-                            share_prefix=share_prefix)
+    if token_cost is None:
+        host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
+    else:
+        host = cheapest_train_batch(episodes, adv, layout, token_cost, max_len=max_len,
+                                    row_multiple=row_multiple)
     # cost ~ tokens the model runs: rows x length (+ prefixes x prefix length)
     cost = lambda s: s[0] * s[1] + (s[3] * s[4] if len(s) > 3 else 0)  # noqa: E731
-    host = pad_batch(host, *batch_shapes.cover(("batch", share_prefix), batch_shape(host), cost))
+    kind = ("batch", "prefix_tokens" in host)
+    host = pad_batch(host, *batch_shapes.cover(kind, batch_shape(host), cost))
     batch = to_global_batch(host, mesh)
     if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
         batch["old_logprobs"] = logprob_fn(state.params, batch)

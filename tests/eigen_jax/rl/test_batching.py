@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from eigen_jax.models import Transformer, get_config
-from eigen_jax.rl.batching import (batch_shape, layout_token_count, make_train_batch,
-                                   pad_batch)
+from eigen_jax.rl.batching import (batch_shape, cheapest_train_batch, layout_token_count,
+                                   make_train_batch, model_cost, pad_batch)
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
 from eigen_jax.train.state import split_model
@@ -266,3 +266,18 @@ def test_shared_prefix_step_sharded_equals_single_device():
         assert results[name][0] == pytest.approx(results["plain"][0], rel=1e-5)
         for a, b in zip(jax.tree.leaves(results[name][1]), jax.tree.leaves(results["plain"][1])):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_cheapest_batch_shares_long_prompts_and_packs_long_episodes():
+    rng = np.random.RandomState(7)
+    # a long shared prompt and one short answer per sample: sharing runs ~1/6 of the tokens
+    short = grouped([synthetic_episode(rng, [8], context=200, gap=2, idx=i) for i in range(8)])
+    # a short prompt and long, ragged multi-turn episodes: packing wins
+    long_ = grouped([synthetic_episode(rng, [60] * int(rng.randint(2, 9)), context=20, gap=30,
+                                       idx=i) for i in range(8)])
+    token_cost = 768.0  # the quickstart policy's (`sampling.shapes.token_cost_of`)
+    for eps, shared in ((short, True), (long_, False)):
+        batch = cheapest_train_batch(eps, [0.0] * 8, "trajectory", token_cost, min_len=16)
+        assert ("prefix_tokens" in batch) == shared
+        other = make_train_batch(eps, [0.0] * 8, min_len=16, share_prefix=not shared)
+        assert model_cost(batch, token_cost) < model_cost(other, token_cost)
