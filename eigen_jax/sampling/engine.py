@@ -260,74 +260,102 @@ class Engine:
         """Write each ready turn's pending tokens at its row's length (in chunks of at most
         `max_prefill_len`), then start decoding from the token sampled after the last one.
 
-        Sessions that open with the same prompt (the G samples of a GRPO group) are computed
-        once: one row runs the model, every copy gets its cache and draws its own first token
-        (`steps.prefill`'s `copies`)."""
+        Fresh sessions that open with the same prompt (the G samples of a GRPO group, the k
+        trials of pass^k) share its prefill: the first of them prefills all but the prompt's last
+        token, its cache row is copied to the others (`steps.copy_rows`), and each starts
+        decoding from that last token, drawing its first token with its own seed in the decode
+        loop. Only already existing prefill and decode programs run, plus one small copy."""
         sessions = [self._sessions[s] for s in ready]
-        num_rows = steps.bucket(len(sessions), maximum=self.num_slots)
-        firsts: dict = {}
-        leader = [firsts.setdefault(tuple(s.pending) if s.cache_len == 0 else i, i)
-                  for i, s in enumerate(sessions)]
-        sampled = []  # (row index, session) of rows whose last pending token was in that chunk
-        while any(s.pending for s in sessions):
-            todo = [i for i, s in enumerate(sessions) if s.pending]
-            computed = [i for i in todo if leader[i] == i]
-            shared = len(computed) < len(todo)
-            longest = max(len(sessions[i].pending) for i in todo)
-            length = steps.bucket(longest, self.min_prefill_len, self.max_prefill_len)
-            num_computed = steps.bucket(len(computed)) if shared else num_rows
-            rows = np.full((num_computed,), self.num_slots, np.int32)
-            tokens = np.zeros((num_computed, length), np.int32)
-            positions = np.full((num_computed, length), self.max_len, np.int32)
-            last = np.zeros((num_computed,), np.int32)
-            for u, i in enumerate(computed):
-                s = sessions[i]
-                n = min(len(s.pending), length)
-                rows[u], last[u] = s.slot, n - 1
-                tokens[u, :n] = s.pending[:n]
-                positions[u, :n] = np.arange(s.cache_len, s.cache_len + n)
-            dst = np.full((num_rows,), self.num_slots, np.int32)
-            src = np.zeros((num_rows,), np.int32)
-            seeds = np.zeros((num_rows,), np.uint32)
-            temp, top_k, top_p = (np.zeros((num_rows,), np.float32),
-                                  np.zeros((num_rows,), np.int32), np.ones((num_rows,), np.float32))
-            completing = []
-            for o, i in enumerate(todo):
-                s = sessions[i]
-                dst[o], src[o], seeds[o] = s.slot, computed.index(leader[i]), s.seed
-                temp[o], top_k[o], top_p[o] = s.params.temperature, s.params.top_k, s.params.top_p
-                n = min(len(s.pending), length)
-                del s.pending[:n]
-                s.cache_len += n
-                if not s.pending:
-                    completing.append((o, s))
-            kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
-            n_rows, n_cols, kv_len = self._shapes.prefill(
-                num_computed, length, kv_len, self.max_prefill_len,
-                outputs=num_rows if shared else None)
-            pad = lambda x, value, cols=False: np.pad(
-                x, ((0, n_rows - num_computed),) + (((0, n_cols - length),) if cols else ()),
-                constant_values=value)
-            # Without copies the outputs are the computed rows, padded alike.
-            pad_out = (lambda x, value: x) if shared else pad  # noqa: E731
-            copies = (dst, src) if shared else None
-            self.cache, new_tokens, logprobs = steps.prefill(
-                self._graphdef, self._params, self.cache, pad(rows, self.num_slots),
-                pad(tokens, 0, True), pad(positions, self.max_len, True), pad(last, 0),
-                pad_out(seeds, 0), pad_out(temp, 0), pad_out(top_k, 0), pad_out(top_p, 1),
-                kv_len=kv_len, copies=copies)
-            sampled.append((completing, new_tokens, logprobs))
-        # One device->host transfer for all chunks.
-        fetched = jax.device_get([(t, lp) for _, t, lp in sampled])
-        for (completing, _, _), (new_tokens, logprobs) in zip(sampled, fetched):
-            for i, s in completing:
-                self._start_turn(s, int(new_tokens[i]), float(logprobs[i]))
+        firsts: dict[tuple[int, ...], _Session] = {}
+        followers: list[tuple[_Session, _Session]] = []
+        for s in sessions:
+            if s.cache_len == 0 and len(s.pending) > 1:
+                first = firsts.setdefault(tuple(s.pending), s)
+                if first is not s:
+                    followers.append((s, first))
+        shared, copied = {id(f) for _, f in followers}, {id(f) for f, _ in followers}
+        leaders = [s for s in sessions if id(s) in shared]
+        last_ids = [s.pending.pop() for s in leaders]  # held back: decoded, not prefilled
+        self._prefill_chunks([s for s in sessions if id(s) not in copied], skip_turn=shared)
+        if leaders:
+            by_leader = dict(zip((id(s) for s in leaders), last_ids))
+            n = steps.bucket(len(followers), maximum=self.num_slots)
+            src = np.full((n,), self.num_slots, np.int32)
+            dst = np.full((n,), self.num_slots, np.int32)
+            for j, (f, first) in enumerate(followers):
+                src[j], dst[j] = first.slot, f.slot
+                f.pending, f.cache_len = [], first.cache_len
+            self.cache = steps.copy_rows(self.cache, src, dst)
+            for f, first in followers:
+                self._start_turn_at(f, by_leader[id(first)])
+            for s in leaders:
+                self._start_turn_at(s, by_leader[id(s)])
         finished = []
         for session_id, s in zip(ready, sessions):
             done = self._finish_if_done(session_id, s, 0)
             if done is not None:
                 finished.append(done)
         return finished
+
+    def _prefill_chunks(self, sessions: list[_Session], skip_turn: set[int]) -> None:
+        """The prefill device calls for `sessions`' pending tokens; starts the turn of every
+        session except those in `skip_turn` (ids), whose sampled token is not used."""
+        num_rows = steps.bucket(len(sessions), maximum=self.num_slots)
+        sampled = []  # (row index, session) of rows whose last pending token was in that chunk
+        while any(s.pending for s in sessions):
+            todo = [s for s in sessions if s.pending]
+            longest = max(len(s.pending) for s in todo)
+            length = steps.bucket(longest, self.min_prefill_len, self.max_prefill_len)
+            rows = np.full((num_rows,), self.num_slots, np.int32)
+            tokens = np.zeros((num_rows, length), np.int32)
+            positions = np.full((num_rows, length), self.max_len, np.int32)
+            last = np.zeros((num_rows,), np.int32)
+            seeds = np.zeros((num_rows,), np.uint32)
+            temp, top_k, top_p = (np.zeros((num_rows,), np.float32),
+                                  np.zeros((num_rows,), np.int32), np.ones((num_rows,), np.float32))
+            completing = []
+            for i, s in enumerate(todo):
+                n = min(len(s.pending), length)
+                rows[i], last[i], seeds[i] = s.slot, n - 1, s.seed
+                tokens[i, :n] = s.pending[:n]
+                positions[i, :n] = np.arange(s.cache_len, s.cache_len + n)
+                temp[i], top_k[i], top_p[i] = s.params.temperature, s.params.top_k, s.params.top_p
+                del s.pending[:n]
+                s.cache_len += n
+                if not s.pending:
+                    completing.append((i, s))
+            kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
+            n_rows, n_cols, kv_len = self._shapes.prefill(num_rows, length, kv_len,
+                                                          self.max_prefill_len)
+            pad = lambda x, value, cols=False: np.pad(
+                x, ((0, n_rows - num_rows),) + (((0, n_cols - length),) if cols else ()),
+                constant_values=value)
+            self.cache, new_tokens, logprobs = steps.prefill(
+                self._graphdef, self._params, self.cache, pad(rows, self.num_slots),
+                pad(tokens, 0, True), pad(positions, self.max_len, True), pad(last, 0),
+                pad(seeds, 0), pad(temp, 0), pad(top_k, 0), pad(top_p, 1), kv_len=kv_len)
+            sampled.append((completing, new_tokens, logprobs))
+        # One device->host transfer for all chunks.
+        fetched = jax.device_get([(t, lp) for _, t, lp in sampled])
+        for (completing, _, _), (new_tokens, logprobs) in zip(sampled, fetched):
+            for i, s in completing:
+                if id(s) not in skip_turn:
+                    self._start_turn(s, int(new_tokens[i]), float(logprobs[i]))
+
+    def _start_turn_at(self, s: _Session, last_id: int) -> None:
+        """Start a turn whose context ends with `last_id`, not yet in the cache: the decode loop
+        writes it and draws the turn's first token (the same key a prefill would use)."""
+        st, slot, p = self._state, s.slot, s.params
+        s.cache_len += 1  # as after a prefill: the context, its last id written by the decode
+        s.status, s.turn_start = "decoding", s.cache_len
+        s.turn_ids, s.turn_logprobs = [], []
+        st.last_token[slot], st.position[slot] = last_id, s.cache_len - 1
+        st.num_generated[slot], st.max_new[slot] = 0, p.max_new_tokens
+        st.temperature[slot], st.top_k[slot], st.top_p[slot] = p.temperature, p.top_k, p.top_p
+        st.seed[slot] = s.seed
+        st.stop_ids[slot] = -1
+        st.stop_ids[slot, :len(p.stop_token_ids)] = p.stop_token_ids
+        st.active[slot], st.finish[slot] = True, steps.FINISH_NONE
 
     def _start_turn(self, s: _Session, token: int, logprob: float) -> None:
         st, slot, p = self._state, s.slot, s.params

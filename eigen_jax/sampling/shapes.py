@@ -49,13 +49,9 @@ class ShapePlanner:
     def cost(self, rows: int, length: int, kv_len: int) -> float:
         return rows * length * (kv_len + self.token_cost)
 
-    def prefill(self, rows: int, length: int, kv_len: int, max_length: int,
-                outputs: int | None = None) -> tuple[int, int, int]:
-        """(rows, length, kv_len) covering the exact bucket given, no longer than max_length;
-        `outputs`: the output row count of a prefill that copies computed rows (a program of its
-        own per count)."""
-        kind = "prefill" if outputs is None else ("prefill", outputs)
-        return self.cover(kind, (rows, length, kv_len), lambda s: self.cost(*s),
+    def prefill(self, rows: int, length: int, kv_len: int, max_length: int) -> tuple[int, int, int]:
+        """(rows, length, kv_len) covering the exact bucket given, no longer than max_length."""
+        return self.cover("prefill", (rows, length, kv_len), lambda s: self.cost(*s),
                           bound=lambda s: s[1] <= max_length)
 
     def decode(self, kv_len: int, num_slots: int, num_steps: int) -> int:

@@ -111,7 +111,7 @@ def prefill_kv_len(positions, max_len: int, minimum: int) -> int:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "kv_len"), donate_argnames=("cache",))
 def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds, temperature,
-            top_k, top_p, kv_len: int | None = None, copies=None):
+            top_k, top_p, kv_len: int | None = None):
     """Write `tokens` [R, T] of cache rows `rows` [R] and sample one token after each row's
     `last_index` token.
 
@@ -121,11 +121,6 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
 
     kv_len (static): run on cache slots [0, kv_len) only (default: all); every real position must
     be < kv_len, or its write is dropped (see `prefill_kv_len`).
-    copies: `(dst [O], src [O])` to run the model on the R computed rows only and hand output
-    row o the cache and next-token distribution of computed row `src[o]`, written to cache row
-    `dst[o]` and sampled with its own seed and settings (`seeds`, ... then are [O]): sessions
-    that open with the same prompt (a GRPO group) are prefilled once. Rows read from `rows`
-    must then hold nothing the chunk attends that differs between their copies.
     """
     model = nnx.merge(graphdef, params)
     max_len, kv_len = cache[0]["k"].shape[1], _live_len(cache, kv_len)
@@ -133,12 +128,8 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
                              cache)
     hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
     last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
-    sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
-    if copies is not None:
-        rows, src = copies
-        last_hidden, sample_pos = last_hidden[src], sample_pos[src]
-        sub_cache = jax.tree.map(lambda x: x[src], sub_cache)
     logits = model.project(last_hidden)
+    sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
     new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
                                          top_p)
     if kv_len == max_len:
@@ -207,6 +198,15 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
         cache = jax.tree.map(lambda full, live: jax.lax.dynamic_update_slice_in_dim(
             full, live, 0, axis=1), full_cache, cache)
     return cache, state, out_tokens, out_logprobs
+
+
+@functools.partial(jax.jit, donate_argnames=("cache",))
+def copy_rows(cache, src, dst):
+    """Cache rows `src` [N] copied onto rows `dst` [N] (a `dst` of num_slots is padding and
+    writes nothing). Lets sessions that open with the same prompt prefill it once: the program
+    has no model in it, so it compiles in a moment for each bucketed N."""
+    return jax.tree.map(lambda x: x.at[dst].set(jnp.take(x, src, axis=0, mode="clip"),
+                                                mode="drop"), cache)
 
 
 def bucket(n: int, minimum: int = 1, maximum: int | None = None) -> int:

@@ -141,34 +141,36 @@ def test_run_serves_more_requests_than_slots(tiny_model):
 
 
 def test_group_with_one_prompt_is_prefilled_once_and_matches_alone(tiny_model, monkeypatch):
-    """Four sessions opening with the same prompt (a GRPO group) beside two others: the prompt
-    is computed in one row (`copies`), yet each sample equals its request run alone (own seed),
+    """Four sessions opening with the same prompt (a GRPO group) beside others: the prompt is
+    prefilled in one row and copied, yet each sample equals its request run alone (own seed),
     including a prompt longer than one prefill chunk and follow-up turns."""
     from eigen_jax.sampling import steps
 
     calls = []
     original = steps.prefill
 
-    def spy(graphdef, params, cache, rows, tokens, *args, copies=None, **kwargs):
-        calls.append((int(np.sum(np.asarray(rows) < 4)), copies is not None))
-        return original(graphdef, params, cache, rows, tokens, *args, copies=copies, **kwargs)
+    def spy(graphdef, params, cache, rows, tokens, positions, *args, **kwargs):
+        real = np.asarray(positions) < MAX_LEN
+        calls.append((int(real.any(axis=1).sum()), int(real.sum())))
+        return original(graphdef, params, cache, rows, tokens, positions, *args, **kwargs)
 
     monkeypatch.setattr(steps, "prefill", spy)
     group, other, long_ = random_prompts([9, 6, 40], seed=21)
     engine = Engine(tiny_model, num_slots=4, max_len=MAX_LEN, max_prefill_len=16)
     requests = [Request(("g", k), group, SAMPLED, 100 + k) for k in range(4)]
     got = engine.run(requests)
-    assert calls == [(1, True)]  # one computed row for the four sessions
+    assert calls == [(1, 8)]  # one row: the prompt less its last id (decoded by each copy)
     assert len({tuple(c.token_ids) for c in got}) > 1  # the copies draw different samples
     calls.clear()
     mixed = [Request(("l", k), long_, SAMPLED, 7 + k) for k in range(3)] + \
         [Request("o", other, SAMPLED, 5)]
     got += engine.run(mixed)
-    # three chunks of the 40-token prompt; the 6-token one rides along in the first
-    assert calls == [(2, True), (1, True), (1, True)]
+    # 39 ids of the long prompt in chunks of 16; the 6-token prompt rides along in the first
+    assert calls == [(2, 22), (1, 16), (1, 7)]
     monkeypatch.setattr(steps, "prefill", original)
     for r, c in zip(requests + mixed, got):
         alone = _fresh(tiny_model, r.token_ids, r.params, r.seed)
+        assert c.context_length == alone.context_length == len(r.token_ids)
         np.testing.assert_array_equal(c.token_ids, alone.token_ids)
         np.testing.assert_allclose(c.logprobs, alone.logprobs, atol=1e-5)
     # a shared-prompt session continues its own history in the next turn
