@@ -20,8 +20,11 @@ from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
 from eigen_jax.models.rope import apply_rope, inverse_frequencies
 from eigen_jax.sharding import with_logical_constraint
 
-LayerCache = dict[str, jax.Array]  # {"k": [B, S, KV, hd], "v": [B, S, KV, hd]}
-CACHE_LOGICAL_AXES = ("batch", "length", "kv_heads", "head_dim")
+# Heads-major cache: the decode attention's dots read [B, KV, S, hd] as they are stored (a
+# [B, S, KV, hd] cache was transposed for them in every layer of every decode step).
+LayerCache = dict[str, jax.Array]  # {"k": [B, KV, S, hd], "v": [B, KV, S, hd]}
+CACHE_LOGICAL_AXES = ("batch", "kv_heads", "length", "head_dim")
+CACHE_SLOT_AXIS = 2
 
 
 def training_mask(segment_ids: jax.Array) -> jax.Array:
@@ -43,8 +46,10 @@ def write_cache(cache: LayerCache, k: jax.Array, v: jax.Array,
                 positions: jax.Array) -> LayerCache:
     """Scatter new keys/values [B, T, KV, hd] into slots `positions` (out-of-range writes drop)."""
     rows = jnp.arange(k.shape[0])[:, None]
-    new_k = cache["k"].at[rows, positions].set(k.astype(cache["k"].dtype), mode="drop")
-    new_v = cache["v"].at[rows, positions].set(v.astype(cache["v"].dtype), mode="drop")
+    # Advanced indices on axes 0 and 2 broadcast to [B, T] and lead the indexed shape, so the
+    # update is [B, T, KV, hd]: the new keys as they are.
+    new_k = cache["k"].at[rows, :, positions].set(k.astype(cache["k"].dtype), mode="drop")
+    new_v = cache["v"].at[rows, :, positions].set(v.astype(cache["v"].dtype), mode="drop")
     return {"k": with_logical_constraint(new_k, CACHE_LOGICAL_AXES),
             "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
 
@@ -67,6 +72,23 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, hd)
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                     scale: float) -> jax.Array:
+    """`grouped_attention` against a heads-major cache: q [B, T, H, hd], k/v [B, KV, S, hd],
+    mask [B, 1, T, S]."""
+    b, t, h, hd = q.shape
+    kv = k.shape[1]
+    qg = q.reshape(b, t, kv, h // kv, hd)
+    logits = jnp.einsum("btkgd,bksd->bkgts", qg, k,
+                        preferred_element_type=jnp.float32) * scale
+    logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    # A plain batched matmul ([B, KV] batch, then [G, T] x [S] x [hd]); its small output is
+    # moved to token-major afterwards.
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
 
 
 def causal_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
@@ -161,14 +183,14 @@ class Attention(nnx.Module):
         else:
             new_cache = write_cache(cache, k, v, positions)
             k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
-            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[1]),
-                                    self.head_dim ** -0.5)
+            out = cached_attention(q, k, v, cache_mask(positions, k.shape[CACHE_SLOT_AXIS]),
+                                   self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
 
 
 def init_layer_cache(batch: int, max_len: int, num_kv_heads: int, head_dim: int,
                      dtype: Any) -> LayerCache:
-    shape = (batch, max_len, num_kv_heads, head_dim)
+    shape = (batch, num_kv_heads, max_len, head_dim)
     return {"k": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
             "v": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES)}

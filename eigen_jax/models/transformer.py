@@ -8,7 +8,7 @@ Public contract (the sampler and trainer build on exactly this):
       cache given  -> (logits, new_cache)
       return_hidden -> final-normed hidden states [B, T, D] in place of logits
     model.project(hidden) -> float32 logits (lets callers compute log-probs in vocab chunks)
-    model.init_cache(batch, max_len, dtype=None) -> [{"k", "v"}] per layer, [B, S, KV, hd]
+    model.init_cache(batch, max_len, dtype=None) -> [{"k", "v"}] per layer, [B, KV, S, hd]
 
 With a cache, token (b, t) is written to slot positions[b, t] and attends slots <= that position
 (segment_ids are not used). Give padding tokens positions that do not collide with real ones:
@@ -121,7 +121,7 @@ class Transformer(nnx.Module):
         return logits.astype(jnp.float32)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> Cache:
-        """Zeroed KV cache: one {"k", "v"} dict of [batch, max_len, num_kv_heads, head_dim] per
+        """Zeroed KV cache: one {"k", "v"} dict of [batch, num_kv_heads, max_len, head_dim] per
         layer. A plain pytree, so it can be jitted, donated and sharded like any array."""
         cfg = self.config
         dtype = cfg.compute_dtype if dtype is None else dtype

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from eigen_jax.models.attention import CACHE_SLOT_AXIS as SLOT
 from eigen_jax.sampling.sample import row_keys, sample_tokens
 
 FINISH_NONE, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
@@ -78,7 +79,7 @@ def finish_check(token, num_generated, position, stop_ids, max_new, max_len: int
 
 def _live_len(cache, kv_len: int | None) -> int:
     """The static slot count a call runs on: kv_len capped at max_len (None: max_len)."""
-    max_len = cache[0]["k"].shape[1]
+    max_len = cache[0]["k"].shape[SLOT]
     if kv_len is None:
         return max_len
     if kv_len < 1:
@@ -87,8 +88,8 @@ def _live_len(cache, kv_len: int | None) -> int:
 
 
 def _head(x, kv_len: int):
-    """Slots [0, kv_len) of a [B, max_len, ...] cache array (the array itself when that is all)."""
-    return x if kv_len == x.shape[1] else jax.lax.slice_in_dim(x, 0, kv_len, axis=1)
+    """Slots [0, kv_len) of a cache array (the array itself when that is all)."""
+    return x if kv_len == x.shape[SLOT] else jax.lax.slice_in_dim(x, 0, kv_len, axis=SLOT)
 
 
 def decode_kv_len(position, active, num_generated, max_new, num_steps: int, max_len: int,
@@ -123,7 +124,7 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     be < kv_len, or its write is dropped (see `prefill_kv_len`).
     """
     model = nnx.merge(graphdef, params)
-    max_len, kv_len = cache[0]["k"].shape[1], _live_len(cache, kv_len)
+    max_len, kv_len = cache[0]["k"].shape[SLOT], _live_len(cache, kv_len)
     sub_cache = jax.tree.map(lambda x: jnp.take(_head(x, kv_len), rows, axis=0, mode="clip"),
                              cache)
     hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
@@ -136,7 +137,7 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
         cache = jax.tree.map(lambda full, sub: full.at[rows].set(sub, mode="drop"), cache,
                              sub_cache)
     else:
-        cache = jax.tree.map(lambda full, sub: full.at[rows, :kv_len].set(sub, mode="drop"),
+        cache = jax.tree.map(lambda full, sub: full.at[rows, :, :kv_len].set(sub, mode="drop"),
                              cache, sub_cache)
     return cache, new_tokens, logprobs
 
@@ -156,7 +157,7 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     row emitted nothing (inactive, or finished earlier in this call).
     """
     model = nnx.merge(graphdef, params)
-    num_slots, max_len = state.position.shape[0], cache[0]["k"].shape[1]
+    num_slots, max_len = state.position.shape[0], cache[0]["k"].shape[SLOT]
     kv_len = _live_len(cache, kv_len)
     full_cache, cache = cache, jax.tree.map(lambda x: _head(x, kv_len), cache)
     state = SlotState(*(jnp.asarray(x) for x in state))
@@ -196,7 +197,7 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
         cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
     if kv_len < max_len:  # in place: the full cache is donated
         cache = jax.tree.map(lambda full, live: jax.lax.dynamic_update_slice_in_dim(
-            full, live, 0, axis=1), full_cache, cache)
+            full, live, 0, axis=SLOT), full_cache, cache)
     return cache, state, out_tokens, out_logprobs
 
 
