@@ -181,3 +181,23 @@ def test_group_with_one_prompt_is_prefilled_once_and_matches_alone(tiny_model, m
     second = _drain(engine, 1)["a"]
     alone = _fresh(tiny_model, list(group) + list(first["a"].token_ids) + [3, 4], GREEDY, 1)
     np.testing.assert_array_equal(second.token_ids, alone.token_ids)
+
+
+def test_group_on_a_mesh_keeps_samples_and_cache_sharding(tiny_model):
+    """The copy of a shared prompt's cache row keeps the cache laid out on the mesh."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from eigen_jax.sharding import make_mesh
+
+    prompt = random_prompts([9], seed=3)[0]
+    requests = [Request(k, prompt, SAMPLED, 50 + k) for k in range(4)]
+    ref = Engine(tiny_model, num_slots=4, max_len=MAX_LEN).run(requests)
+    mesh = make_mesh((2, 2, 2))
+    engine = Engine(tiny_model, num_slots=4, max_len=MAX_LEN, mesh=mesh)
+    got = engine.run(requests)
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g.token_ids, r.token_ids)
+    expected = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
+    for layer in engine.cache:
+        assert layer["k"].sharding.is_equivalent_to(expected, 4), layer["k"].sharding
