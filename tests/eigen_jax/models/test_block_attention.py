@@ -32,7 +32,8 @@ def test_block_attention_matches_dense(block):
     # different key range in the two paths) and never reach a loss, so weight them 0.
     real = np.asarray(seg != 0)
     w = jnp.asarray(rng.randn(b, t, h, hd) * real[:, :, None, None], jnp.float32)
-    dense = lambda q, k, v: grouped_attention(q, k, v, training_mask(seg), hd ** -0.5)
+    dense = lambda q, k, v: grouped_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2),  # noqa: E731
+                                              training_mask(seg), hd ** -0.5)
     blocked = lambda q, k, v: causal_block_attention(q, k, v, seg, hd ** -0.5, block)
     np.testing.assert_allclose(np.asarray(blocked(q, k, v))[real], np.asarray(dense(q, k, v))[real],
                                atol=2e-6)
