@@ -190,6 +190,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         # Rows index a prefix table that micro-batches and process-local batches would split.
         logging.info("share_prefix is off: it needs grad_accum_steps == 1 and one process")
         share_prefix = False
+    learner_token_cost = token_cost_of(config) if share_prefix else None  # for the cost rule
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
@@ -219,7 +220,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                 state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
                                                 row_multiple, mesh, logprob_fn, ref_params,
                                                 ppo_epochs, step_fn, batch_shapes,
-                                                token_cost_of(config) if share_prefix else None)
+                                                learner_token_cost)
                 metrics.update(update_metrics)
                 sync_engine_params(engine, graphdef, state.params, rest)
                 metrics["update_s"] = time.perf_counter() - t1

@@ -1,5 +1,6 @@
 """KV-cache sampling: logit processing, batched prefill/decode kernels, a continuous-batching
-engine for multi-turn rollouts, and `generate` for static batches."""
+engine for multi-turn rollouts (requests and completions in `requests`), and `generate` for static
+batches."""
 from eigen_jax.sampling.engine import Completion, Engine, Request
 from eigen_jax.sampling.generate import generate
 from eigen_jax.sampling.params import SamplingParams

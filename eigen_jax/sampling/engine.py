@@ -22,38 +22,9 @@ from flax import nnx
 from eigen_jax.models.attention import CACHE_LOGICAL_AXES
 from eigen_jax.sampling import steps
 from eigen_jax.sampling.params import SamplingParams
+from eigen_jax.sampling.requests import Completion, Request, check_token_ids
 from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
 from eigen_jax.sharding import logical_to_sharding, state_shardings
-
-
-@dataclasses.dataclass
-class Completion:
-    """One finished turn: the sampled tokens, their sampling log-probabilities and why it ended.
-
-    `stop` is the stop token id or stop string that ended the turn (None for "length");
-    `context_length` is the number of context tokens the turn was conditioned on.
-    """
-
-    session_id: Hashable
-    token_ids: np.ndarray
-    logprobs: np.ndarray
-    finish_reason: str
-    stop: int | str | None
-    context_length: int
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """A single-turn request for `Engine.run` / `generate`."""
-
-    session_id: Hashable
-    token_ids: Sequence[int]
-    params: SamplingParams = dataclasses.field(default_factory=SamplingParams)
-    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -138,7 +109,7 @@ class Engine:
                              f"{self.max_stop_ids}")
         if not 0 <= int(seed) < 2 ** 32:
             raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-        ids = self._check_ids(new_token_ids)
+        ids = check_token_ids(new_token_ids, self.vocab_size)
         session = self._sessions.get(session_id)
         if session is None:
             if not ids:
@@ -233,16 +204,6 @@ class Engine:
     def _mesh_context(self):
         return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
-    def _check_ids(self, ids: Sequence[int]) -> list[int]:
-        arr = np.asarray(list(ids))
-        if arr.size and (arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer)):
-            raise TypeError(f"token ids must be a flat sequence of integers, got dtype "
-                            f"{arr.dtype} shape {arr.shape}")
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got range "
-                             f"[{arr.min()}, {arr.max()}]")
-        return [int(x) for x in arr]
-
     def _admit(self) -> list[Hashable]:
         """Pop queued turns that have (or can get) a slot; the rest keep their queue order."""
         ready, waiting = [], collections.deque()
@@ -287,9 +248,9 @@ class Engine:
                 f.pending, f.cache_len = [], first.cache_len
             self.cache = steps.copy_rows(self.cache, src, dst)
             for f, first in followers:
-                self._start_turn_at(f, by_leader[id(first)])
+                self._start_turn(f, by_leader[id(first)])
             for s in leaders:
-                self._start_turn_at(s, by_leader[id(s)])
+                self._start_turn(s, by_leader[id(s)])
         finished = []
         for session_id, s in zip(ready, sessions):
             done = self._finish_if_done(session_id, s, 0)
@@ -342,31 +303,27 @@ class Engine:
                 if id(s) not in skip_turn:
                     self._start_turn(s, int(new_tokens[i]), float(logprobs[i]))
 
-    def _start_turn_at(self, s: _Session, last_id: int) -> None:
-        """Start a turn whose context ends with `last_id`, not yet in the cache: the decode loop
-        writes it and draws the turn's first token (the same key a prefill would use)."""
+    def _start_turn(self, s: _Session, token: int, logprob: float | None = None) -> None:
+        """Start decoding a turn. With `logprob`, `token` is the turn's first token, sampled by
+        the prefill. Without, it is the context's last id, held back from the prefill (a shared
+        prompt): the decode loop writes it and draws the first token with the key a prefill
+        would have used."""
         st, slot, p = self._state, s.slot, s.params
-        s.cache_len += 1  # as after a prefill: the context, its last id written by the decode
+        sampled = logprob is not None
+        if not sampled:
+            s.cache_len += 1  # as after a prefill: the context, its last id written by the decode
         s.status, s.turn_start = "decoding", s.cache_len
-        s.turn_ids, s.turn_logprobs = [], []
-        st.last_token[slot], st.position[slot] = last_id, s.cache_len - 1
-        st.num_generated[slot], st.max_new[slot] = 0, p.max_new_tokens
+        s.turn_ids, s.turn_logprobs = ([token], [logprob]) if sampled else ([], [])
+        st.last_token[slot] = token
+        st.position[slot] = s.cache_len if sampled else s.cache_len - 1
+        st.num_generated[slot], st.max_new[slot] = int(sampled), p.max_new_tokens
         st.temperature[slot], st.top_k[slot], st.top_p[slot] = p.temperature, p.top_k, p.top_p
         st.seed[slot] = s.seed
         st.stop_ids[slot] = -1
         st.stop_ids[slot, :len(p.stop_token_ids)] = p.stop_token_ids
-        st.active[slot], st.finish[slot] = True, steps.FINISH_NONE
-
-    def _start_turn(self, s: _Session, token: int, logprob: float) -> None:
-        st, slot, p = self._state, s.slot, s.params
-        s.status, s.turn_start = "decoding", s.cache_len
-        s.turn_ids, s.turn_logprobs = [token], [logprob]
-        st.last_token[slot], st.position[slot] = token, s.cache_len
-        st.num_generated[slot], st.max_new[slot] = 1, p.max_new_tokens
-        st.temperature[slot], st.top_k[slot], st.top_p[slot] = p.temperature, p.top_k, p.top_p
-        st.seed[slot] = s.seed
-        st.stop_ids[slot] = -1
-        st.stop_ids[slot, :len(p.stop_token_ids)] = p.stop_token_ids
+        if not sampled:  # nothing sampled yet, so nothing can have ended the turn
+            st.active[slot], st.finish[slot] = True, steps.FINISH_NONE
+            return
         row = slice(slot, slot + 1)
         done, code = steps.finish_check(st.last_token[row], st.num_generated[row],
                                         st.position[row], st.stop_ids[row], st.max_new[row],
