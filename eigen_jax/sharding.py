@@ -24,6 +24,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
+    ("layers", None),  # the scanned decoder stack's leading axis: every chip holds every layer
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),

@@ -32,16 +32,18 @@ def setup_jax() -> None:
     sharding.initialize_distributed(**kwargs)
 
 
-def parse_gin() -> None:
-    """Parse gin files/bindings; errors (unknown binding, missing file) end the run with one line."""
+def parse_gin(files=None, bindings=None, search_paths=None) -> None:
+    """Parse gin files/bindings (default: the flags); errors (unknown binding, missing file) end
+    the run with one line."""
     import gin
 
     import launch.configurables  # noqa: F401 - registers what gin files bind
 
-    for p in FLAGS.gin_search_paths:
+    for p in FLAGS.gin_search_paths if search_paths is None else search_paths:
         gin.add_config_file_search_path(p)
     try:
-        gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+        gin.parse_config_files_and_bindings(FLAGS.gin_file if files is None else files,
+                                            FLAGS.gin_bindings if bindings is None else bindings)
     except (ValueError, IOError, KeyError, NameError) as e:
         logging.error("gin configuration error: %s", e)
         sys.exit(f"gin configuration error: {e}")

@@ -21,10 +21,13 @@ from eigen_jax.models.rope import apply_rope, inverse_frequencies
 from eigen_jax.sharding import with_logical_constraint
 
 # Heads-major cache: the decode attention's dots read [B, KV, S, hd] as they are stored (a
-# [B, S, KV, hd] cache was transposed for them in every layer of every decode step).
-LayerCache = dict[str, jax.Array]  # {"k": [B, KV, S, hd], "v": [B, KV, S, hd]}
-CACHE_LOGICAL_AXES = ("batch", "kv_heads", "length", "head_dim")
-CACHE_SLOT_AXIS = 2
+# [B, S, KV, hd] cache was transposed for them in every layer of every decode step). The layers
+# are stacked on a leading axis, as the scanned decoder stack carries them: each layer scatters
+# its new keys straight into its own plane, so a step never copies a layer's whole cache.
+Cache = dict[str, jax.Array]  # {"k": [L, B, KV, S, hd], "v": [L, B, KV, S, hd]}
+CACHE_LOGICAL_AXES = ("layers", "batch", "kv_heads", "length", "head_dim")
+CACHE_ROW_AXIS = 1
+CACHE_SLOT_AXIS = 3
 
 
 def training_mask(segment_ids: jax.Array) -> jax.Array:
@@ -42,16 +45,22 @@ def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
     return (slots[None, None, :] <= positions[:, :, None])[:, None]
 
 
-def write_cache(cache: LayerCache, k: jax.Array, v: jax.Array,
-                positions: jax.Array) -> LayerCache:
-    """Scatter new keys/values [B, T, KV, hd] into slots `positions` (out-of-range writes drop)."""
+def write_cache(cache: Cache, layer: jax.Array, k: jax.Array, v: jax.Array,
+                positions: jax.Array) -> Cache:
+    """Scatter new keys/values [B, T, KV, hd] of `layer` into slots `positions` (out-of-range
+    writes drop)."""
     rows = jnp.arange(k.shape[0])[:, None]
-    # Advanced indices on axes 0 and 2 broadcast to [B, T] and lead the indexed shape, so the
-    # update is [B, T, KV, hd]: the new keys as they are.
-    new_k = cache["k"].at[rows, :, positions].set(k.astype(cache["k"].dtype), mode="drop")
-    new_v = cache["v"].at[rows, :, positions].set(v.astype(cache["v"].dtype), mode="drop")
+    # Advanced indices on axes 0 (scalar), 1 and 3 broadcast to [B, T] and lead the indexed
+    # shape, so the update is [B, T, KV, hd]: the new keys as they are.
+    new_k = cache["k"].at[layer, rows, :, positions].set(k.astype(cache["k"].dtype), mode="drop")
+    new_v = cache["v"].at[layer, rows, :, positions].set(v.astype(cache["v"].dtype), mode="drop")
     return {"k": with_logical_constraint(new_k, CACHE_LOGICAL_AXES),
             "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
+
+
+def layer_plane(x: jax.Array, layer: jax.Array) -> jax.Array:
+    """One layer's [B, KV, S, hd] plane of a stacked cache array."""
+    return jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
 
 
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
@@ -155,7 +164,9 @@ class Attention(nnx.Module):
         return with_logical_constraint(y, axes)
 
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
-                 cache: LayerCache | None = None) -> tuple[jax.Array, LayerCache | None]:
+                 cache: Cache | None = None, layer: jax.Array | int = 0
+                 ) -> tuple[jax.Array, Cache | None]:
+        """`cache` is the whole stacked cache; this block reads and writes its plane `layer`."""
         q = self._project(x, self.q, self.q_bias, ("batch", "length", "heads", "head_dim"))
         k = self._project(x, self.k, self.k_bias, ("batch", "length", "kv_heads", "head_dim"))
         v = self._project(x, self.v, self.v_bias, ("batch", "length", "kv_heads", "head_dim"))
@@ -169,16 +180,16 @@ class Attention(nnx.Module):
             out = causal_block_attention(q, k, v, seg, self.head_dim ** -0.5, self.block)
             new_cache = None
         else:
-            new_cache = write_cache(cache, k, v, positions)
-            k, v = new_cache["k"].astype(self.dtype), new_cache["v"].astype(self.dtype)
-            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[CACHE_SLOT_AXIS]),
+            new_cache = write_cache(cache, layer, k, v, positions)
+            k, v = (layer_plane(new_cache[n], layer).astype(self.dtype) for n in ("k", "v"))
+            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]),
                                     self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
 
 
-def init_layer_cache(batch: int, max_len: int, num_kv_heads: int, head_dim: int,
-                     dtype: Any) -> LayerCache:
-    shape = (batch, num_kv_heads, max_len, head_dim)
+def init_cache(num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,
+               dtype: Any) -> Cache:
+    shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
     return {"k": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
             "v": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES)}

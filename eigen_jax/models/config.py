@@ -46,6 +46,8 @@ class ModelConfig:
     stored. `remat` picks the activation-checkpoint policy applied per decoder block in training.
     `attention_block` is the query-block length of training attention (causal blocks skip the
     keys after them; 0 = one dense block), a speed knob that never changes the result.
+    `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
+    compile time does not grow with depth); off, they are unrolled over the same parameters.
     """
 
     family: str
@@ -69,6 +71,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     attention_block: int = 128
+    scan_layers: bool = True
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -146,7 +149,7 @@ class ModelConfig:
         """Build from a transformers `PretrainedConfig` or a `config.json` dict.
 
         `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`,
-        `attention_block`).
+        `attention_block`, `scan_layers`).
         Raises ValueError naming the key when the architecture or a feature is unsupported.
         """
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)

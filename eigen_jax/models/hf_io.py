@@ -3,8 +3,10 @@
 Loading builds the model abstractly (`nnx.eval_shape`, no memory) and fills it one tensor at a
 time: each tensor is read on the host once, converted to our layout, and placed directly into its
 sharding with `jax.make_array_from_callback` (every device receives only its own slice; no
-full copy per device, no full model on the host). Saving gathers one tensor at a time and writes
-shards that transformers and SGLang load unchanged.
+full copy per device, no full model on the host). A decoder-stack parameter is stacked over the
+layers on the devices, from its per-layer tensors placed the same way, so the host holds one
+layer's tensor at a time. Saving gathers one tensor at a time and writes shards that
+transformers and SGLang load unchanged.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
@@ -34,12 +37,14 @@ _IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq",)
 
 @dataclasses.dataclass(frozen=True)
 class TensorMapping:
-    """One parameter: our state path, the HF tensor name and the two layout conversions."""
+    """One HF tensor: our state path (and, for the decoder stack, its index on the stacked
+    `layers` axis), the HF tensor name and the two layout conversions."""
 
-    path: tuple[str | int, ...]
+    path: tuple[str, ...]
     hf_name: str
     to_ours: Callable[[np.ndarray], np.ndarray]
     to_hf: Callable[[np.ndarray], np.ndarray]
+    layer: int | None = None
 
 
 def _identity(x):
@@ -94,7 +99,7 @@ def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
                 (("attn", "k_norm", "scale"), "self_attn.k_norm.weight", (_identity, _identity)),
             ]
         for path, name, (to_ours, to_hf) in per_layer:
-            maps.append(TensorMapping(("layers", i) + path, pre + name, to_ours, to_hf))
+            maps.append(TensorMapping(("layers",) + path, pre + name, to_ours, to_hf, i))
     return maps
 
 
@@ -155,27 +160,52 @@ def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
         raise ValueError(f"checkpoint {model_dir!r} is missing tensor(s) {missing[:8]}"
                          f"{' ...' if len(missing) > 8 else ''}")
 
-    default_sharding = SingleDeviceSharding(jax.devices()[0])
+    by_path: dict[tuple[str, ...], list[TensorMapping]] = {}
+    for m in mappings:
+        by_path.setdefault(m.path, []).append(m)
     with contextlib.ExitStack() as stack:
         handles: dict[str, Any] = {}
-        for m in mappings:
+
+        def read(m: TensorMapping) -> np.ndarray:
             fname = weight_map[m.hf_name]
             if fname not in handles:
                 handles[fname] = stack.enter_context(
                     safe_open(os.path.join(model_dir, fname), framework="numpy"))
-            variable = variables[m.path]
-            host = m.to_ours(handles[fname].get_tensor(m.hf_name))
-            if tuple(host.shape) != tuple(variable.shape):
-                raise ValueError(f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
-                                 f"conversion, expected {tuple(variable.shape)} for {m.path}")
-            host = np.ascontiguousarray(host.astype(variable.get_value().dtype))
-            sharding = (logical_to_sharding(variable_logical_axes(variable), mesh, host.shape,
-                                            rules) if mesh is not None else default_sharding)
-            variable.set_value(jax.make_array_from_callback(host.shape, sharding,
-                                                            lambda idx, h=host: h[idx]))
-            del host
+            return m.to_ours(handles[fname].get_tensor(m.hf_name))
+
+        for path, group in by_path.items():
+            variable = variables[path]
+            axes, shape = variable_logical_axes(variable), tuple(variable.shape)
+            sharding = _placer(mesh, axes, shape, rules)
+            if group[0].layer is None:
+                value = _place_host(read(group[0]), variable, sharding, group[0], shape)
+            else:
+                plane_sharding = _placer(mesh, axes[1:], shape[1:], rules)
+                planes = [_place_host(read(m), variable, plane_sharding, m, shape[1:])
+                          for m in sorted(group, key=lambda m: m.layer)]
+                value = jax.jit(jnp.stack, out_shardings=sharding)(planes)
+                del planes
+            variable.set_value(value)
     model = nnx.merge(graphdef, nnx.from_flat_state(variables))
     return model, config
+
+
+def _placer(mesh: Mesh | None, axes, shape, rules):
+    if mesh is None:
+        return SingleDeviceSharding(jax.devices()[0])
+    return logical_to_sharding(axes, mesh, tuple(shape), rules)
+
+
+def _place_host(host: np.ndarray, variable, sharding, m: TensorMapping,
+                shape: tuple[int, ...]) -> jax.Array:
+    """A converted host tensor checked against `shape` and placed in `sharding` (each device
+    receives only its own slice)."""
+    if tuple(host.shape) != shape:
+        where = m.path if m.layer is None else (m.path, f"layer {m.layer}")
+        raise ValueError(f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
+                         f"conversion, expected {shape} for {where}")
+    host = np.ascontiguousarray(host.astype(variable.get_value().dtype))
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
@@ -195,7 +225,8 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
             raise ValueError(f"model has no parameter {m.path} (HF {m.hf_name!r}); does the "
                              "config match the model?")
         value = variables[m.path].get_value()
-        nbytes = int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize
+        shape = value.shape if m.layer is None else value.shape[1:]
+        nbytes = int(np.prod(shape)) * np.dtype(value.dtype).itemsize
         if shard_bytes and shard_bytes + nbytes > max_shard_bytes:
             plan.append([])
             shard_bytes = 0
@@ -214,6 +245,8 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
         tensors = {}
         for m in shard:
             value = variables[m.path].get_value()
+            if m.layer is not None:
+                value = value[m.layer]
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
                 value = multihost_utils.process_allgather(value, tiled=True)

@@ -1,4 +1,4 @@
-"""Decoder-only transformer (Llama 3.x / Qwen2 / Qwen3) in Flax NNX.
+"""Decoder-only transformer (Llama 3.x / Qwen2 / Qwen3) in Flax NNX, layers scanned.
 
 Public contract (the sampler and trainer build on exactly this):
 
@@ -8,7 +8,12 @@ Public contract (the sampler and trainer build on exactly this):
       cache given  -> (logits, new_cache)
       return_hidden -> final-normed hidden states [B, T, D] in place of logits
     model.project(hidden) -> float32 logits (lets callers compute log-probs in vocab chunks)
-    model.init_cache(batch, max_len, dtype=None) -> [{"k", "v"}] per layer, [B, KV, S, hd]
+    model.init_cache(batch, max_len, dtype=None) -> {"k", "v"}, each [L, B, KV, S, hd]
+
+The decoder blocks are ONE `DecoderBlock` whose parameters carry a leading `layers` axis
+(logical name "layers"). `config.scan_layers` runs them with `jax.lax.scan`, so the program holds
+one block whatever the depth (compile time and program size stop growing with it); off, a Python
+loop over the same stacked parameters unrolls them (same numbers, one program per layer).
 
 With a cache, token (b, t) is written to slot positions[b, t] and attends slots <= that position
 (segment_ids are not used). Give padding tokens positions that do not collide with real ones:
@@ -23,12 +28,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from eigen_jax.models.attention import Attention, LayerCache, init_layer_cache
+from eigen_jax.models.attention import Attention, Cache, init_cache
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import MLP, RMSNorm, default_kernel_init, make_param
 from eigen_jax.sharding import with_logical_constraint
 
-Cache = list[LayerCache]
 _ACT = ("batch", "length", "embed")
 _REMAT_POLICY = {
     "full": None,  # save nothing inside the block
@@ -48,19 +52,26 @@ class DecoderBlock(nnx.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, **norm)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x, positions, segment_ids, cache=None):
-        attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache)
+    def __call__(self, x, positions, segment_ids, cache=None, layer=0):
+        attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer)
         x = with_logical_constraint(x + attn_out, _ACT)
         x = with_logical_constraint(x + self.mlp(self.mlp_norm(x)), _ACT)
         return x, new_cache
 
 
-def _block_forward(block: DecoderBlock, x, positions, segment_ids):
-    return block(x, positions, segment_ids, None)[0]
+def stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> DecoderBlock:
+    """`num_layers` independently initialised blocks as one block with stacked parameters; every
+    parameter's logical axes gain a leading "layers" (replicated by the sharding rules)."""
+    keys = jax.random.split(rngs.params(), config.num_layers)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: DecoderBlock(config, rngs=nnx.Rngs(0))))
+    state = jax.vmap(lambda key: nnx.state(DecoderBlock(config, rngs=nnx.Rngs(key))))(keys)
 
+    def add_layer_axis(v: nnx.Variable) -> nnx.Variable:
+        axes = v.get_metadata().get("out_sharding") or (None,) * (v.ndim - 1)
+        return v.replace(out_sharding=("layers",) + tuple(axes))
 
-def _block_cached(block: DecoderBlock, x, positions, segment_ids, cache):
-    return block(x, positions, segment_ids, cache)
+    state = jax.tree.map(add_layer_axis, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return nnx.merge(graphdef, state)
 
 
 class Transformer(nnx.Module):
@@ -70,7 +81,7 @@ class Transformer(nnx.Module):
         self.config = config
         d, v, pdt = config.hidden_size, config.vocab_size, config.weight_dtype
         self.embed = make_param(rngs, default_kernel_init, (v, d), pdt, ("vocab", "embed"))
-        self.layers = nnx.List([DecoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.layers = stacked_blocks(config, rngs)
         self.final_norm = RMSNorm(d, config.rms_norm_eps, dtype=config.compute_dtype,
                                   param_dtype=pdt, rngs=rngs)
         if config.tie_word_embeddings:
@@ -86,26 +97,40 @@ class Transformer(nnx.Module):
         dt = self.config.compute_dtype
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
-
-        # Blocks are rematerialised per the config when differentiated: in training, and in
-        # learners that run the cache path (shared prefixes). Undifferentiated (the sampler),
-        # remat lowers to the plain block.
-        block_fn = _block_forward if cache is None else _block_cached
-        if self.config.remat != "none":
-            block_fn = nnx.remat(block_fn, policy=_REMAT_POLICY[self.config.remat])
-        new_cache: Cache | None = None
-        if cache is None:
-            for block in self.layers:
-                x = block_fn(block, x, positions, segment_ids)
-        else:
-            new_cache = []
-            for block, layer_cache in zip(self.layers, cache):
-                x, updated = block_fn(block, x, positions, segment_ids, layer_cache)
-                new_cache.append(updated)
-
+        x, new_cache = self._run_blocks(x, positions, segment_ids, cache)
         hidden = self.final_norm(x)
         out = hidden if return_hidden else self.project(hidden)
         return out if cache is None else (out, new_cache)
+
+    def _run_blocks(self, x, positions, segment_ids, cache):
+        """All decoder blocks over (x, cache): scanned, or unrolled over the same parameters.
+
+        The cache rides in the carry and each layer scatters only its new keys into it (as scan
+        outputs, every layer's whole plane would be rewritten per step). Blocks are
+        rematerialised per the config when differentiated: in training, and in learners that
+        run the cache path (shared prefixes); undifferentiated (the sampler), remat lowers to the
+        plain block.
+        """
+        graphdef, params = nnx.split(self.layers)
+
+        def body(carry, layer_params_and_index):
+            h, c = carry
+            layer_params, i = layer_params_and_index
+            h, c = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i)
+            return (h, c), None
+
+        cfg = self.config
+        if cfg.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICY[cfg.remat],
+                                  prevent_cse=not cfg.scan_layers)
+        carry = (x, cache)
+        if cfg.scan_layers:
+            carry, _ = jax.lax.scan(body, carry, (params, jnp.arange(cfg.num_layers)))
+        else:
+            for i in range(cfg.num_layers):
+                layer_params = jax.tree.map(lambda a, i=i: a[i], params)
+                carry, _ = body(carry, (layer_params, jnp.int32(i)))
+        return carry
 
     def project(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [..., D] -> float32 logits [..., V]."""
@@ -121,12 +146,11 @@ class Transformer(nnx.Module):
         return logits.astype(jnp.float32)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> Cache:
-        """Zeroed KV cache: one {"k", "v"} dict of [batch, num_kv_heads, max_len, head_dim] per
-        layer. A plain pytree, so it can be jitted, donated and sharded like any array."""
+        """Zeroed KV cache: {"k", "v"}, each [num_layers, batch, num_kv_heads, max_len,
+        head_dim]. A plain pytree, so it can be jitted, donated and sharded like any array."""
         cfg = self.config
         dtype = cfg.compute_dtype if dtype is None else dtype
-        return [init_layer_cache(batch, max_len, cfg.num_kv_heads, cfg.head_dim, dtype)
-                for _ in range(cfg.num_layers)]
+        return init_cache(cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim, dtype)
 
     # ------------------------------------------------------------------ validation
     def _check_inputs(self, input_ids, positions, segment_ids, cache) -> jax.Array:
@@ -138,8 +162,9 @@ class Transformer(nnx.Module):
             if arr is not None and tuple(arr.shape) != tuple(input_ids.shape):
                 raise ValueError(f"{name} shape {tuple(arr.shape)} != input_ids shape "
                                  f"{tuple(input_ids.shape)}")
-        if cache is not None and len(cache) != self.config.num_layers:
-            raise ValueError(f"cache has {len(cache)} layers, model has {self.config.num_layers}")
+        if cache is not None and cache["k"].shape[0] != self.config.num_layers:
+            raise ValueError(f"cache has {cache['k'].shape[0]} layers, model has "
+                             f"{self.config.num_layers}")
         if positions is None:
             b, t = input_ids.shape
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))

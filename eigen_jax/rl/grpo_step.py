@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from eigen_jax.models.attention import CACHE_ROW_AXIS
 from eigen_jax.rl import losses
 from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
 
@@ -65,7 +66,8 @@ def shared_prefix_hidden(model, batch: dict[str, jax.Array]) -> jax.Array:
     cache = model.init_cache(prefix.shape[0], size)
     _, cache = model(prefix, positions=jnp.where(slots < prefix_len, slots, size), cache=cache,
                      return_hidden=True)
-    cache = jax.tree.map(lambda x: jnp.take(x, batch["prefix_row"][:, 0], axis=0), cache)
+    cache = jax.tree.map(lambda x: jnp.take(x, batch["prefix_row"][:, 0], axis=CACHE_ROW_AXIS),
+                         cache)
     positions = jnp.where(seg > 0, batch["positions"][:, :-1], size)
     hidden, _ = model(tokens, positions=positions, cache=cache, return_hidden=True)
     return hidden

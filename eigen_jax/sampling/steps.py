@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from eigen_jax.models.attention import CACHE_ROW_AXIS as ROW
 from eigen_jax.models.attention import CACHE_SLOT_AXIS as SLOT
 from eigen_jax.sampling.sample import row_keys, sample_tokens
 
@@ -79,7 +80,7 @@ def finish_check(token, num_generated, position, stop_ids, max_new, max_len: int
 
 def _live_len(cache, kv_len: int | None) -> int:
     """The static slot count a call runs on: kv_len capped at max_len (None: max_len)."""
-    max_len = cache[0]["k"].shape[SLOT]
+    max_len = cache["k"].shape[SLOT]
     if kv_len is None:
         return max_len
     if kv_len < 1:
@@ -124,8 +125,8 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     be < kv_len, or its write is dropped (see `prefill_kv_len`).
     """
     model = nnx.merge(graphdef, params)
-    max_len, kv_len = cache[0]["k"].shape[SLOT], _live_len(cache, kv_len)
-    sub_cache = jax.tree.map(lambda x: jnp.take(_head(x, kv_len), rows, axis=0, mode="clip"),
+    max_len, kv_len = cache["k"].shape[SLOT], _live_len(cache, kv_len)
+    sub_cache = jax.tree.map(lambda x: jnp.take(_head(x, kv_len), rows, axis=ROW, mode="clip"),
                              cache)
     hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
     last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
@@ -134,11 +135,11 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
                                          top_p)
     if kv_len == max_len:
-        cache = jax.tree.map(lambda full, sub: full.at[rows].set(sub, mode="drop"), cache,
+        cache = jax.tree.map(lambda full, sub: full.at[:, rows].set(sub, mode="drop"), cache,
                              sub_cache)
     else:
-        cache = jax.tree.map(lambda full, sub: full.at[rows, :, :kv_len].set(sub, mode="drop"),
-                             cache, sub_cache)
+        cache = jax.tree.map(
+            lambda full, sub: full.at[:, rows, :, :kv_len].set(sub, mode="drop"), cache, sub_cache)
     return cache, new_tokens, logprobs
 
 
@@ -157,7 +158,7 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     row emitted nothing (inactive, or finished earlier in this call).
     """
     model = nnx.merge(graphdef, params)
-    num_slots, max_len = state.position.shape[0], cache[0]["k"].shape[SLOT]
+    num_slots, max_len = state.position.shape[0], cache["k"].shape[SLOT]
     kv_len = _live_len(cache, kv_len)
     full_cache, cache = cache, jax.tree.map(lambda x: _head(x, kv_len), cache)
     state = SlotState(*(jnp.asarray(x) for x in state))
@@ -206,8 +207,8 @@ def copy_rows(cache, src, dst):
     """Cache rows `src` [N] copied onto rows `dst` [N] (a `dst` of num_slots is padding and
     writes nothing). Lets sessions that open with the same prompt prefill it once: the program
     has no model in it, so it compiles in a moment for each bucketed N."""
-    return jax.tree.map(lambda x: x.at[dst].set(jnp.take(x, src, axis=0, mode="clip"),
-                                                mode="drop"), cache)
+    return jax.tree.map(lambda x: x.at[:, dst].set(jnp.take(x, src, axis=ROW, mode="clip"),
+                                                   mode="drop"), cache)
 
 
 def bucket(n: int, minimum: int = 1, maximum: int | None = None) -> int:

@@ -67,8 +67,8 @@ def test_forward_and_gradient_match_single_device(mesh_shape, reference):
     mesh = sharding.make_mesh(mesh_shape)
     model = sharding.shard_model(Transformer(cfg, rngs=nnx.Rngs(0)), mesh)
     _, fsdp, tensor = mesh_shape
-    q = model.layers[0].attn.q[...]
-    assert q.sharding.spec == P("fsdp", "tensor", None)
+    q = model.layers.attn.q[...]
+    assert q.sharding.spec == P(None, "fsdp", "tensor", None)
     # Params really are split: one device holds 1 / (fsdp * tensor) of q.
     assert q.addressable_shards[0].data.size == q.size // (fsdp * tensor)
     ids_sharded = jax.device_put(ids, sharding.batch_sharding(mesh, shape=ids.shape))
@@ -89,8 +89,8 @@ def test_state_shardings_cover_every_param():
     specs = {p: v.get_value().spec for p, v in nnx.to_flat_state(sharding.state_shardings(abstract,
                                                                                   mesh))}
     assert specs[("lm_head",)] == P("fsdp", "tensor")
-    assert specs[("layers", 0, "mlp", "down")] == P("tensor", "fsdp")
-    assert specs[("layers", 1, "attn", "k")] == P("fsdp", None, None)  # 2 kv heads on 4
+    assert specs[("layers", "mlp", "down")] == P(None, "tensor", "fsdp")  # layers replicated
+    assert specs[("layers", "attn", "k")] == P(None, "fsdp", None, None)  # 2 kv heads on 4
 
 
 def test_process_local_batch_helpers():

@@ -56,7 +56,7 @@ def test_append_chunk_at_row_length(model):
     prefix_pos = jnp.arange(7, dtype=jnp.int32)[None]
     _, cache = step(model, jnp.asarray(row[None, :7]), prefix_pos, cache)
     # Fill the cache's stale region with garbage to prove it is never attended.
-    cache = [{"k": c["k"].at[:, :, 7:].set(1e3), "v": c["v"].at[:, :, 7:].set(-1e3)} for c in cache]
+    cache = {"k": cache["k"].at[:, :, :, 7:].set(1e3), "v": cache["v"].at[:, :, :, 7:].set(-1e3)}
     chunk_pos = jnp.arange(7, 20, dtype=jnp.int32)[None]
     logits, cache = step(model, jnp.asarray(row[None, 7:]), chunk_pos, cache)
     np.testing.assert_allclose(np.asarray(logits[0]), _reference(model, row)[7:], atol=ATOL)
@@ -65,11 +65,10 @@ def test_append_chunk_at_row_length(model):
 def test_init_cache_layout(model):
     cfg = model.config
     cache = model.init_cache(2, 9, dtype=jnp.bfloat16)
-    assert len(cache) == cfg.num_layers
-    for layer in cache:
-        assert set(layer) == {"k", "v"}
-        assert layer["k"].shape == (2, cfg.num_kv_heads, 9, cfg.head_dim)
-        assert layer["v"].dtype == jnp.bfloat16
+    assert set(cache) == {"k", "v"}
+    for name in ("k", "v"):
+        assert cache[name].shape == (cfg.num_layers, 2, cfg.num_kv_heads, 9, cfg.head_dim)
+        assert cache[name].dtype == jnp.bfloat16
     # jit + donation friendly: a pure pytree of arrays in and out.
     step = jax.jit(lambda m, c: m(jnp.ones((2, 1), jnp.int32), cache=c)[1], donate_argnums=1)
     out = step(model, model.init_cache(2, 9))

@@ -61,7 +61,7 @@ def test_loads_transformers_sharded_bf16_checkpoint(tmp_path):
     assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
     model, config = from_pretrained(path)
     assert config.param_dtype == "bfloat16" and config.dtype == "bfloat16"
-    assert model.layers[0].mlp.up[...].dtype == jnp.bfloat16
+    assert model.layers.mlp.up[...].dtype == jnp.bfloat16
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf(torch.tensor(IDS, dtype=torch.long)).logits.numpy()
@@ -74,13 +74,13 @@ def test_loads_transformers_sharded_bf16_checkpoint(tmp_path):
 def test_from_pretrained_places_each_tensor_in_its_sharding(tiny_checkpoints):
     mesh = make_mesh((1, 2, 4))
     model, _ = from_pretrained(tiny_checkpoints["qwen3"], mesh=mesh)
-    attn = model.layers[0].attn
-    assert attn.q[...].sharding.spec == P("fsdp", "tensor", None)
-    assert attn.k[...].sharding.spec == P("fsdp", None, None)  # 2 kv heads on 4: replicated
+    attn = model.layers.attn
+    assert attn.q[...].sharding.spec == P(None, "fsdp", "tensor", None)  # layers replicated
+    assert attn.k[...].sharding.spec == P(None, "fsdp", None, None)  # 2 kv heads on 4: replicated
     assert model.lm_head[...].sharding.spec == P("fsdp", "tensor")
     assert model.embed[...].sharding.spec == P("tensor", "fsdp")
     shard_shapes = {s.data.shape for s in attn.q[...].addressable_shards}
-    assert shard_shapes == {(32, 1, 32)}  # each device holds only its slice
+    assert shard_shapes == {(attn.q[...].shape[0], 32, 1, 32)}  # each device holds only its slice
 
 
 def _copy_with(src, dst, edit):

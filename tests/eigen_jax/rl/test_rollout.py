@@ -219,7 +219,7 @@ def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outf
     def play(user):
         worker = RolloutWorker(make_engine(policy_model), rl_chat, outfitter, user,
                                RolloutConfig(max_new_tokens=32, max_steps=12))
-        return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=3)
+        return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=2)
 
     def user_model():
         return ModelUserSimulator(policy_model, rl_chat, num_slots=4, max_len=2 * MAX_LEN,

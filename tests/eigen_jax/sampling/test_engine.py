@@ -198,6 +198,6 @@ def test_group_on_a_mesh_keeps_samples_and_cache_sharding(tiny_model):
     got = engine.run(requests)
     for g, r in zip(got, ref):
         np.testing.assert_array_equal(g.token_ids, r.token_ids)
-    expected = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
-    for layer in engine.cache:
-        assert layer["k"].sharding.is_equivalent_to(expected, 4), layer["k"].sharding
+    expected = NamedSharding(mesh, P(None, ("data", "fsdp"), "tensor", None, None))
+    for part in engine.cache.values():
+        assert part.sharding.is_equivalent_to(expected, 5), part.sharding

@@ -110,9 +110,9 @@ def test_live_length_on_a_mesh_keeps_samples_and_cache_layout(tiny_model, kv_len
     for g, r in zip(got, ref):
         np.testing.assert_array_equal(g.token_ids, r.token_ids)
         np.testing.assert_allclose(g.logprobs, r.logprobs, rtol=0, atol=1e-5)
-    expected = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
-    for layer in engine.cache:
-        assert layer["k"].sharding.is_equivalent_to(expected, 4), layer["k"].sharding
+    expected = NamedSharding(mesh, P(None, ("data", "fsdp"), "tensor", None, None))
+    for part in engine.cache.values():
+        assert part.sharding.is_equivalent_to(expected, 5), part.sharding
 
 
 def test_decode_stops_at_a_too_small_kv_len_without_losing_tokens(tiny_model):

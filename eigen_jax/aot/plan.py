@@ -1,0 +1,159 @@
+"""Which programs a gin-configured run compiles, and at which shapes (for `launch/compile.py`).
+
+Reads the same bindings `launch/train.py` would act on — `init_model` (the model), the pipeline's
+stages, `run_sft` per stage scope, `run_grpo`, the user simulator's engine — without running
+anything, and turns them into `programs.Program`s on a mesh of the target's devices.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from typing import Any, Sequence
+
+import gin
+
+from eigen_jax import sharding as shd
+from eigen_jax.aot import programs as P
+from eigen_jax.models import ModelConfig, get_config
+
+
+class PlanError(ValueError):
+    """The gin configuration cannot be turned into programs for this target."""
+
+
+def gin_arg(fn, name: str, scope: str | None = None, gin_name: str | None = None) -> Any:
+    """The value a gin-configured call of `fn` (registered as `gin_name`, default its name) in
+    `scope` receives for `name`: the scoped binding, else the unscoped one, else the
+    signature's default."""
+    fn_name = gin_name or fn.__name__
+    keys = ([f"{scope}/{fn_name}.{name}"] if scope else []) + [f"{fn_name}.{name}"]
+    for key in keys:
+        try:
+            value = gin.query_parameter(key)
+        except ValueError:
+            continue
+        if isinstance(value, gin.config.ConfigurableReference):
+            value = value.scoped_configurable_fn()  # a %MACRO evaluates to its value
+        return value
+    default = inspect.signature(fn).parameters[name].default
+    if default in (gin.REQUIRED, inspect.Parameter.empty):
+        raise PlanError(f"{fn_name}.{name} is required and not bound")
+    return default
+
+
+def model_config_from_gin() -> ModelConfig:
+    """`init_model`'s model: the checkpoint's config.json when `hf_dir` is a local checkpoint,
+    else `preset` (+ overrides); the numerics bindings (dtype, param_dtype, remat) on top."""
+    from eigen_jax.train.model_init import init_model
+
+    arg = lambda n: gin_arg(init_model, n)  # noqa: E731
+    overrides = dict(arg("config_overrides") or {})
+    for name in ("dtype", "param_dtype", "remat", "vocab_size"):
+        if arg(name) is not None:
+            overrides[name] = arg(name)
+    hf_dir, preset = arg("hf_dir"), arg("preset")
+    config_json = os.path.join(hf_dir, "config.json") if hf_dir else None
+    if config_json and os.path.isfile(config_json):
+        with open(config_json) as f:
+            overrides.pop("vocab_size", None)
+            return ModelConfig.from_hf_config(json.load(f), **overrides)
+    if not preset:
+        where = f"init_model.hf_dir={hf_dir!r} has no config.json here and " if hf_dir else ""
+        raise PlanError(f"the gin files name no model size: {where}no init_model.preset is "
+                        "bound (bind the preset of the checkpoint's size, e.g. 'qwen3-8b')")
+    try:
+        return get_config(preset, **overrides)
+    except KeyError as e:
+        raise PlanError(str(e).strip("\"'")) from None
+
+
+def _stage_names() -> list[str]:
+    """The pipeline's stages as gin spells them (`agent/sft_stage`, `grpo_stage`, ...)."""
+    try:
+        stages = gin.query_parameter("run_pipeline.stages")
+    except ValueError:
+        return []
+    return [str(s).lstrip("@") for s in stages]
+
+
+def make_mesh(mesh_shape: Sequence[int], devices: list, what: str):
+    try:
+        return shd.make_mesh(mesh_shape, devices=devices)
+    except ValueError as e:
+        raise PlanError(f"{what}.mesh_shape {tuple(mesh_shape)}: {e} of the target") from None
+
+
+def programs_from_gin(devices: list, only: Sequence[str] = ()) -> list[P.Program]:
+    """Every program of the gin-configured run, on `devices` (names contain sft / grpo /
+    prefill / decode). `only`: keep programs whose name starts with one of these."""
+    from eigen_jax.rl.grpo import run_grpo
+    from eigen_jax.train.optimizer import make_optimizer, make_schedule
+    from eigen_jax.train.sft import run_sft
+    from eigen_jax.train.sft_loss import sft_loss
+
+    config = model_config_from_gin()
+    stages = _stage_names()
+    tx = make_optimizer(make_schedule())
+    out: list[P.Program] = []
+    sft_scopes = [s.split("/")[0] if "/" in s else None for s in stages if s.endswith("sft_stage")]
+    if not stages:
+        sft_scopes = [None]
+    seen = {}
+    for scope in sft_scopes:
+        arg = lambda n, scope=scope: gin_arg(run_sft, n, scope)  # noqa: E731
+        shape = (arg("batch_size"), arg("seq_len"), arg("grad_accum_steps"),
+                 tuple(arg("mesh_shape")))
+        name = f"sft_{scope}" if scope else "sft"
+        if shape in seen:  # the same program: compiled once
+            seen[shape].name += f"+{scope}"
+            continue
+        mesh = make_mesh(shape[3], devices, f"{scope + '/' if scope else ''}run_sft")
+        seen[shape] = P.train_program(name, config, mesh, tx, sft_loss, shape[0], shape[1],
+                                      shape[2])
+        out.append(seen[shape])
+    if any(s.endswith("grpo_stage") for s in stages):
+        out += grpo_programs(config, devices, tx, run_grpo)
+    if only:
+        out = [p for p in out if any(p.name.startswith(o) for o in only)]
+    return out
+
+
+def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Program]:
+    """The GRPO step (every episode one `max_len` row) and the policy sampler's prefill and
+    decode; each counts the others' long-lived arrays (train state, sampler weights and caches,
+    the model user simulator's engine) as resident beside it."""
+    from eigen_jax.rl.grpo_step import make_grpo_loss
+    from eigen_jax.rl.user_sim import ModelUserSimulator
+
+    arg = lambda n: gin_arg(run_grpo, n)  # noqa: E731
+    mesh = make_mesh(arg("mesh_shape"), devices, "run_grpo")
+    num_slots, max_len = arg("num_slots"), arg("max_len")
+    sizes = shd._mesh_axis_sizes(mesh)
+    multiple = sizes.get("data", 1) * sizes.get("fsdp", 1) * arg("grad_accum_steps")
+    rows = -(-arg("tasks_per_step") * arg("group_size") // multiple) * multiple
+    loss = make_grpo_loss(arg("loss"), with_entropy=arg("log_entropy"),
+                          temperature=arg("temperature") or 1.0, eps_low=arg("eps_low"),
+                          eps_high=arg("eps_high"), is_cap=arg("is_cap"), kl_coef=arg("kl_coef"))
+    keys = dict(P._GRPO_KEYS, **({"ref_logprobs": P.jnp.float32} if arg("kl_coef") > 0 else {}))
+    _, engine_params, engine_cache = P.sampler_arrays(config, mesh, num_slots, max_len)
+    engine = [engine_params, engine_cache]
+    try:
+        user_model = gin.query_parameter("grpo_stage.user") == "model"
+    except ValueError:
+        user_model = True  # grpo_stage's default
+    if user_model:
+        user_arg = lambda n: gin_arg(ModelUserSimulator.__init__, n,
+                                         gin_name="ModelUserSimulator")  # noqa: E731
+        engine += list(P.sampler_arrays(config, mesh, user_arg("num_slots"),
+                                        user_arg("max_len"))[1:])
+    step = P.train_program("grpo_step", config, mesh, tx, loss, rows, max_len,
+                           arg("grad_accum_steps"), keys=keys, resident=engine)
+    train_state = step.args[0]
+    chunk = min(max_len, arg("max_prefill_len"))
+    others = [train_state] + engine[2:]
+    return [step,
+            P.prefill_program("grpo_prefill", config, mesh, num_slots, max_len, chunk,
+                              resident=others),
+            P.decode_program("grpo_decode", config, mesh, num_slots, max_len,
+                             arg("steps_per_sync"), resident=others)]
