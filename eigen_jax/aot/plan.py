@@ -114,6 +114,8 @@ def programs_from_gin(devices: list, only: Sequence[str] = ()) -> list[P.Program
         out.append(seen[shape])
     if any(s.endswith("grpo_stage") for s in stages):
         out += grpo_programs(config, devices, tx, run_grpo)
+    if any(s.endswith("eval_stage") for s in stages):
+        out += eval_programs(config, devices)
     if only:
         out = [p for p in out if any(p.name.startswith(o) for o in only)]
     return out
@@ -124,7 +126,6 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
     decode; each counts the others' long-lived arrays (train state, sampler weights and caches,
     the model user simulator's engine) as resident beside it."""
     from eigen_jax.rl.grpo_step import make_grpo_loss
-    from eigen_jax.rl.user_sim import ModelUserSimulator
 
     arg = lambda n: gin_arg(run_grpo, n)  # noqa: E731
     mesh = make_mesh(arg("mesh_shape"), devices, "run_grpo")
@@ -138,15 +139,7 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
     keys = dict(P._GRPO_KEYS, **({"ref_logprobs": P.jnp.float32} if arg("kl_coef") > 0 else {}))
     _, engine_params, engine_cache = P.sampler_arrays(config, mesh, num_slots, max_len)
     engine = [engine_params, engine_cache]
-    try:
-        user_model = gin.query_parameter("grpo_stage.user") == "model"
-    except ValueError:
-        user_model = True  # grpo_stage's default
-    if user_model:
-        user_arg = lambda n: gin_arg(ModelUserSimulator.__init__, n,
-                                         gin_name="ModelUserSimulator")  # noqa: E731
-        engine += list(P.sampler_arrays(config, mesh, user_arg("num_slots"),
-                                        user_arg("max_len"))[1:])
+    engine += _user_engine(config, mesh, "grpo_stage", "model")
     step = P.train_program("grpo_step", config, mesh, tx, loss, rows, max_len,
                            arg("grad_accum_steps"), keys=keys, resident=engine)
     train_state = step.args[0]
@@ -157,3 +150,36 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
                               resident=others),
             P.decode_program("grpo_decode", config, mesh, num_slots, max_len,
                              arg("steps_per_sync"), resident=others)]
+
+
+def _user_engine(config: ModelConfig, mesh, stage: str, default: str) -> list:
+    """The model user simulator's weights and cache when `stage` plays one (a model of the
+    policy's size: the user is fine-tuned from the agent checkpoint); its engine stays
+    allocated beside the policy's."""
+    from eigen_jax.rl.user_sim import ModelUserSimulator
+
+    try:
+        user = gin.query_parameter(f"{stage}.user")
+    except ValueError:
+        user = default
+    if user not in ("model", "untrained"):
+        return []
+    arg = lambda n: gin_arg(ModelUserSimulator.__init__, n,  # noqa: E731
+                            gin_name="ModelUserSimulator")
+    return list(P.sampler_arrays(config, mesh, arg("num_slots"), arg("max_len"))[1:])
+
+
+def eval_programs(config: ModelConfig, devices: list) -> list[P.Program]:
+    """The evaluation sampler's prefill and decode (`evaluate_checkpoint`'s engine), with the
+    model user's engine resident when the evaluation plays one."""
+    from eigen_jax.eval.evaluate import evaluate_checkpoint
+
+    arg = lambda n: gin_arg(evaluate_checkpoint, n)  # noqa: E731
+    mesh = make_mesh(arg("mesh_shape"), devices, "evaluate_checkpoint")
+    num_slots, max_len = arg("num_slots"), arg("max_len")
+    user = _user_engine(config, mesh, "eval_stage", "reference")
+    chunk = min(max_len, arg("max_prefill_len"))
+    return [P.prefill_program("eval_prefill", config, mesh, num_slots, max_len, chunk,
+                              resident=user),
+            P.decode_program("eval_decode", config, mesh, num_slots, max_len, 8,
+                             resident=user)]

@@ -26,6 +26,16 @@ from eigen_jax.models import ModelConfig, Transformer
 from eigen_jax.models.attention import CACHE_LOGICAL_AXES
 from eigen_jax.sampling import steps
 from eigen_jax.train import state as state_lib
+from eigen_jax.train.flops import train_flops_per_token
+
+
+def forward_flops(config: ModelConfig, tokens: int, keys: int) -> float:
+    """Forward FLOPs of `tokens` positions each attending `keys` keys (2 per matmul weight and
+    per score / value product)."""
+    matmul_params = config.num_params() - (0 if config.tie_word_embeddings
+                                           else config.vocab_size * config.hidden_size)
+    attention = 4 * config.num_layers * config.num_heads * config.head_dim * keys
+    return tokens * (2 * matmul_params + attention)
 
 
 @dataclasses.dataclass
@@ -38,7 +48,9 @@ class Program:
     args: tuple
     kwargs: dict = dataclasses.field(default_factory=dict)
     resident: Any = None
-    mesh: Any = None  # compiled under jax.set_mesh(mesh) when the run calls it so
+    mesh: Any = None  # compiled under jax.set_mesh(mesh), as the run calls it
+    model_flops: float = 0.0  # one call's model FLOPs, all chips (XLA counts a loop body once)
+    reads: int = 1  # times one call must read its arguments from HBM (decode: once per step)
 
 
 def per_chip_bytes(tree: Any) -> int:
@@ -64,17 +76,21 @@ def abstract_model(config: ModelConfig, mesh, *filters):
 
 
 def abstract_train_state(params, tx: optax.GradientTransformation, mesh) -> state_lib.TrainState:
-    """The `TrainState` `init_train_state` builds: optimizer state with the shardings jit gives
-    `tx.init` (read off its compiled program), scalars replicated."""
-    lowered = jax.jit(tx.init).lower(params)
-    init = lowered.compile()
+    """The `TrainState` `init_train_state` builds: optimizer moments (subtrees shaped like the
+    parameters) sharded like the parameters, as jit propagates them there; other leaves (step
+    counters) replicated."""
+    opt_state = jax.eval_shape(tx.init, params)
+    structure = jax.tree.structure(params)
     replicated = NamedSharding(mesh, PartitionSpec())
 
-    def place(out, sharding):
-        on_mesh = isinstance(sharding, NamedSharding) and sharding.mesh == mesh
-        return _sds(out.shape, out.dtype, sharding if on_mesh else replicated)
+    def place(sub):
+        if jax.tree.structure(sub) == structure:
+            return jax.tree.map(lambda o, p: _sds(o.shape, o.dtype, p.sharding), sub, params)
+        return jax.tree.map(lambda o: _sds(o.shape, o.dtype, replicated), sub)
 
-    opt_state = jax.tree.map(place, lowered.out_info, init.output_shardings)
+    like_params = lambda x: jax.tree.structure(x) == structure  # noqa: E731
+    opt_state = jax.tree.map(place, opt_state, is_leaf=lambda x: like_params(x) or not
+                             jax.tree.leaves(x) or isinstance(x, jax.ShapeDtypeStruct))
     return state_lib.TrainState(step=_sds((), jnp.int32, replicated), params=params,
                                 opt_state=opt_state)
 
@@ -101,7 +117,8 @@ def train_program(name: str, config: ModelConfig, mesh, tx, loss_fn, rows: int, 
                                      state_sharding=jax.tree.map(lambda x: x.sharding, state),
                                      grad_accum_steps=grad_accum_steps)
     return Program(name, step, (state, _batch(mesh, rows, length, keys, length - 1)),
-                   resident=resident, mesh=mesh)
+                   resident=resident, mesh=mesh,
+                   model_flops=train_flops_per_token(config, length) * rows * length)
 
 
 def sampler_arrays(config: ModelConfig, mesh, num_slots: int, max_len: int):
@@ -123,7 +140,8 @@ def prefill_program(name: str, config: ModelConfig, mesh, num_slots: int, max_le
     args = (graphdef, params, cache, row(jnp.int32), _sds((num_slots, chunk), jnp.int32, rep),
             _sds((num_slots, chunk), jnp.int32, rep), row(jnp.int32), row(jnp.uint32),
             row(jnp.float32), row(jnp.int32), row(jnp.float32))
-    return Program(name, steps.prefill, args, {"kv_len": None}, resident=resident, mesh=mesh)
+    return Program(name, steps.prefill, args, {"kv_len": None}, resident=resident, mesh=mesh,
+                   model_flops=forward_flops(config, num_slots * chunk, max_len))
 
 
 def decode_program(name: str, config: ModelConfig, mesh, num_slots: int, max_len: int,
@@ -134,4 +152,6 @@ def decode_program(name: str, config: ModelConfig, mesh, num_slots: int, max_len
     empty = steps.SlotState.empty(num_slots, max_stop_ids)
     state = steps.SlotState(*(_sds(np.shape(x), np.asarray(x).dtype, rep) for x in empty))
     return Program(name, steps.decode_steps, (graphdef, params, cache, state),
-                   {"num_steps": steps_per_sync, "kv_len": None}, resident=resident, mesh=mesh)
+                   {"num_steps": steps_per_sync, "kv_len": None}, resident=resident, mesh=mesh,
+                   model_flops=forward_flops(config, num_slots * steps_per_sync, max_len),
+                   reads=steps_per_sync)

@@ -33,8 +33,9 @@ class ProgramReport:
     fits: bool
     compile_seconds: float
     flops_per_chip: float
-    bytes_accessed_per_chip: float
     roofline_step_seconds: float
+    xla_flops_per_chip: float
+    xla_bytes_accessed_per_chip: float
     error: str | None = None  # the compiler's own verdict when it refused (out of HBM)
 
 
@@ -74,13 +75,16 @@ def compile_program(program: Program, chip: Chip, hbm_bytes: int | None = None
         return _refused(program, str(e), time.perf_counter() - t0, resident), None
     seconds = time.perf_counter() - t0
     mem = memory_of(compiled)
-    flops, accessed = _cost(compiled)
-    roofline = max(flops / chip.peak_bf16_flops, accessed / chip.hbm_bytes_per_s)
+    xla_flops, xla_bytes = _cost(compiled)
+    chips = program.mesh.size if program.mesh is not None else 1
+    flops = program.model_flops / chips
+    reads = program.reads * mem["argument_bytes"]
+    roofline = max(flops / chip.peak_bf16_flops, reads / chip.hbm_bytes_per_s)
     report = ProgramReport(program.name, resident_bytes=resident,
                            fits=mem["peak_bytes_per_chip"] + resident <= capacity,
                            compile_seconds=round(seconds, 2), flops_per_chip=flops,
-                           bytes_accessed_per_chip=accessed, roofline_step_seconds=roofline,
-                           **mem)
+                           roofline_step_seconds=roofline, xla_flops_per_chip=xla_flops,
+                           xla_bytes_accessed_per_chip=xla_bytes, **mem)
     return report, compiled
 
 
@@ -94,7 +98,8 @@ def _refused(program: Program, message: str, seconds: float, resident: int) -> P
     return ProgramReport(program.name, peak_bytes_per_chip=args + temp, argument_bytes=args,
                          output_bytes=0, alias_bytes=0, temp_bytes=temp, resident_bytes=resident,
                          fits=False, compile_seconds=round(seconds, 2), flops_per_chip=0.0,
-                         bytes_accessed_per_chip=0.0, roofline_step_seconds=0.0,
+                         roofline_step_seconds=0.0, xla_flops_per_chip=0.0,
+                         xla_bytes_accessed_per_chip=0.0,
                          error=first[first.find("RESOURCE_EXHAUSTED"):])
 
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from eigen_jax.models import splash
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
 from eigen_jax.models.rope import apply_rope, inverse_frequencies
@@ -45,11 +46,11 @@ def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
     return (slots[None, None, :] <= positions[:, :, None])[:, None]
 
 
-def write_cache(cache: Cache, layer: jax.Array, k: jax.Array, v: jax.Array,
+def write_cache(cache: Cache, layer: jax.Array, rows: jax.Array, k: jax.Array, v: jax.Array,
                 positions: jax.Array) -> Cache:
-    """Scatter new keys/values [B, T, KV, hd] of `layer` into slots `positions` (out-of-range
-    writes drop)."""
-    rows = jnp.arange(k.shape[0])[:, None]
+    """Scatter new keys/values [B, T, KV, hd] of `layer` into cache rows `rows` [B] at slots
+    `positions` [B, T] (out-of-range rows or slots drop the write)."""
+    rows = rows[:, None]
     # Advanced indices on axes 0 (scalar), 1 and 3 broadcast to [B, T] and lead the indexed
     # shape, so the update is [B, T, KV, hd]: the new keys as they are.
     new_k = cache["k"].at[layer, rows, :, positions].set(k.astype(cache["k"].dtype), mode="drop")
@@ -58,9 +59,16 @@ def write_cache(cache: Cache, layer: jax.Array, k: jax.Array, v: jax.Array,
             "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
 
 
-def layer_plane(x: jax.Array, layer: jax.Array) -> jax.Array:
-    """One layer's [B, KV, S, hd] plane of a stacked cache array."""
-    return jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
+def read_cache(x: jax.Array, layer: jax.Array, rows: jax.Array | None,
+               kv_len: int | None) -> jax.Array:
+    """Layer `layer`'s [B, KV, kv_len, hd] keys (or values) of cache rows `rows` (None: all
+    rows in order): one layer's live part is all a call reads, never a copy of the cache."""
+    plane = jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
+    if rows is not None:
+        plane = jnp.take(plane, rows, axis=0, mode="clip")
+    if kv_len is not None and kv_len < plane.shape[2]:
+        plane = jax.lax.slice_in_dim(plane, 0, kv_len, axis=2)
+    return plane
 
 
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
@@ -131,6 +139,7 @@ class Attention(nnx.Module):
         self.dtype = config.compute_dtype
         self.head_dim = hd
         self.block = config.attention_block
+        self.impl = config.attention_impl
         # A tuple (static, hashable), not an array: it is a constant of the architecture.
         self.inv_freq = tuple(float(f) for f in
                               inverse_frequencies(hd, config.rope_theta, config.rope_scaling))
@@ -157,6 +166,12 @@ class Attention(nnx.Module):
         else:
             self.q_norm = self.k_norm = None
 
+    def _use_splash(self, length: int) -> bool:
+        if self.impl == "splash":
+            return True
+        return (self.impl == "auto" and splash.target_platform() == "tpu"
+                and splash.supports(length))
+
     def _project(self, x, kernel, bias, axes):
         y = jnp.einsum("btd,dnh->btnh", x, kernel[...].astype(self.dtype))
         if bias is not None:
@@ -164,9 +179,11 @@ class Attention(nnx.Module):
         return with_logical_constraint(y, axes)
 
     def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
-                 cache: Cache | None = None, layer: jax.Array | int = 0
+                 cache: Cache | None = None, layer: jax.Array | int = 0,
+                 cache_rows: jax.Array | None = None, kv_len: int | None = None
                  ) -> tuple[jax.Array, Cache | None]:
-        """`cache` is the whole stacked cache; this block reads and writes its plane `layer`."""
+        """`cache` is the whole stacked cache: batch row b reads and writes plane `layer`, row
+        `cache_rows[b]` (default b), attending its slots [0, kv_len) (default all)."""
         q = self._project(x, self.q, self.q_bias, ("batch", "length", "heads", "head_dim"))
         k = self._project(x, self.k, self.k_bias, ("batch", "length", "kv_heads", "head_dim"))
         v = self._project(x, self.v, self.v_bias, ("batch", "length", "kv_heads", "head_dim"))
@@ -177,11 +194,16 @@ class Attention(nnx.Module):
 
         if cache is None:
             seg = segment_ids if segment_ids is not None else jnp.ones(x.shape[:2], jnp.int32)
-            out = causal_block_attention(q, k, v, seg, self.head_dim ** -0.5, self.block)
+            if self._use_splash(x.shape[1]):
+                out = splash.splash_attention(q, k, v, seg, self.head_dim ** -0.5)
+            else:
+                out = causal_block_attention(q, k, v, seg, self.head_dim ** -0.5, self.block)
             new_cache = None
         else:
-            new_cache = write_cache(cache, layer, k, v, positions)
-            k, v = (layer_plane(new_cache[n], layer).astype(self.dtype) for n in ("k", "v"))
+            rows = jnp.arange(x.shape[0]) if cache_rows is None else cache_rows
+            new_cache = write_cache(cache, layer, rows, k, v, positions)
+            k, v = (read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
+                    for n in ("k", "v"))
             out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]),
                                     self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))

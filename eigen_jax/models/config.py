@@ -23,6 +23,7 @@ FAMILIES = {
 _ARCH_TO_FAMILY = {arch: fam for fam, (_, arch) in FAMILIES.items()}
 _TYPE_TO_FAMILY = {mt: fam for fam, (mt, _) in FAMILIES.items()}
 
+ATTENTION_IMPLS = ("auto", "xla", "splash")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 ROPE_TYPES = ("default", "linear", "llama3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -46,6 +47,9 @@ class ModelConfig:
     stored. `remat` picks the activation-checkpoint policy applied per decoder block in training.
     `attention_block` is the query-block length of training attention (causal blocks skip the
     keys after them; 0 = one dense block), a speed knob that never changes the result.
+    `attention_impl` picks training attention (no cache): "xla" (query blocks, tuned on CPUs),
+    "splash" (the Pallas TPU kernel; interpret mode on a CPU), "auto" = splash when the program
+    is compiled for a TPU, else xla. Same result either way, up to kernel tolerance.
     `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
     compile time does not grow with depth); off, they are unrolled over the same parameters.
     """
@@ -72,6 +76,7 @@ class ModelConfig:
     remat: str = "none"
     attention_block: int = 128
     scan_layers: bool = True
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -97,6 +102,9 @@ class ModelConfig:
                              "(only qwen3 normalises q and k)")
         if self.attention_block < 0:
             raise ValueError(f"attention_block must be >= 0, got {self.attention_block}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of "
+                             f"{ATTENTION_IMPLS}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
@@ -149,7 +157,7 @@ class ModelConfig:
         """Build from a transformers `PretrainedConfig` or a `config.json` dict.
 
         `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`,
-        `attention_block`, `scan_layers`).
+        `attention_block`, `scan_layers`, `attention_impl`).
         Raises ValueError naming the key when the architecture or a feature is unsupported.
         """
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)

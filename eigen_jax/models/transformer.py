@@ -3,9 +3,11 @@
 Public contract (the sampler and trainer build on exactly this):
 
     model = Transformer(config, rngs=nnx.Rngs(0))
-    model(input_ids, positions=None, segment_ids=None, cache=None, return_hidden=False)
+    model(input_ids, positions=None, segment_ids=None, cache=None, return_hidden=False,
+          cache_rows=None, kv_len=None)
       cache None   -> logits [B, T, V] float32
-      cache given  -> (logits, new_cache)
+      cache given  -> (logits, new_cache); batch row b uses cache row cache_rows[b] (default
+                      b; an out-of-range row writes nothing) and attends slots [0, kv_len)
       return_hidden -> final-normed hidden states [B, T, D] in place of logits
     model.project(hidden) -> float32 logits (lets callers compute log-probs in vocab chunks)
     model.init_cache(batch, max_len, dtype=None) -> {"k", "v"}, each [L, B, KV, S, hd]
@@ -16,7 +18,9 @@ one block whatever the depth (compile time and program size stop growing with it
 loop over the same stacked parameters unrolls them (same numbers, one program per layer).
 
 With a cache, token (b, t) is written to slot positions[b, t] and attends slots <= that position
-(segment_ids are not used). Give padding tokens positions that do not collide with real ones:
+(segment_ids are not used). `cache_rows` and `kv_len` (static) let the sampler run a few rows of
+a large cache, on its live prefix only, reading one layer's part at a time and scattering the
+new keys in place: no call copies the cache. Give padding tokens positions that do not collide with real ones:
 keep counting past the row's length (those slots are overwritten before they are ever attended)
 or use positions >= max_len (such writes are dropped).
 """
@@ -52,8 +56,10 @@ class DecoderBlock(nnx.Module):
         self.mlp_norm = RMSNorm(config.hidden_size, **norm)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x, positions, segment_ids, cache=None, layer=0):
-        attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer)
+    def __call__(self, x, positions, segment_ids, cache=None, layer=0, cache_rows=None,
+                 kv_len=None):
+        attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer,
+                                        cache_rows, kv_len)
         x = with_logical_constraint(x + attn_out, _ACT)
         x = with_logical_constraint(x + self.mlp(self.mlp_norm(x)), _ACT)
         return x, new_cache
@@ -92,17 +98,18 @@ class Transformer(nnx.Module):
     # ------------------------------------------------------------------ forward
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: Cache | None = None,
-                 return_hidden: bool = False):
+                 return_hidden: bool = False, cache_rows: jax.Array | None = None,
+                 kv_len: int | None = None):
         positions = self._check_inputs(input_ids, positions, segment_ids, cache)
         dt = self.config.compute_dtype
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
-        x, new_cache = self._run_blocks(x, positions, segment_ids, cache)
+        x, new_cache = self._run_blocks(x, positions, segment_ids, cache, cache_rows, kv_len)
         hidden = self.final_norm(x)
         out = hidden if return_hidden else self.project(hidden)
         return out if cache is None else (out, new_cache)
 
-    def _run_blocks(self, x, positions, segment_ids, cache):
+    def _run_blocks(self, x, positions, segment_ids, cache, cache_rows=None, kv_len=None):
         """All decoder blocks over (x, cache): scanned, or unrolled over the same parameters.
 
         The cache rides in the carry and each layer scatters only its new keys into it (as scan
@@ -116,7 +123,8 @@ class Transformer(nnx.Module):
         def body(carry, layer_params_and_index):
             h, c = carry
             layer_params, i = layer_params_and_index
-            h, c = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i)
+            h, c = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i, cache_rows,
+                                                     kv_len)
             return (h, c), None
 
         cfg = self.config

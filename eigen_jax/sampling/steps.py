@@ -15,13 +15,13 @@ writes fall outside the cache and are dropped.
 Live-length attention (`kv_len`): both programs can run the model on the first `kv_len` slots of
 every row instead of all `max_len`, so a step costs what the live context costs, not what the
 longest possible one would (RL rollouts size caches for the longest episode, while most rows
-are much shorter). The slice is taken once per call, the model runs on it (the decode loop
-carries only the small cache) and it is written back into the donated full cache with one
-`dynamic_update_slice`, which XLA performs in place. Slots >= kv_len are neither read nor
-written, so the caller must choose `kv_len` above every slot a row writes in the call (see
-`decode_kv_len` / `prefill_kv_len`); masked slots contribute exact zeros to attention, so the
-result equals the full-cache one up to float summation order. `kv_len` is static: each distinct
-value is one compilation, hence the power-of-two buckets.
+are much shorter). The model reads each layer's live slots of the rows it runs as it goes and
+scatters new keys into the donated full cache in place (`models.attention.read_cache`), so no
+call copies the cache, whatever its size. Slots >= kv_len are neither read nor written, so the
+caller must choose `kv_len` above every slot a row writes in the call (see `decode_kv_len` /
+`prefill_kv_len`); masked slots contribute exact zeros to attention, so the result equals the
+full-cache one up to float summation order. `kv_len` is static: each distinct value is one
+compilation, hence the power-of-two buckets.
 """
 from __future__ import annotations
 
@@ -88,11 +88,6 @@ def _live_len(cache, kv_len: int | None) -> int:
     return min(int(kv_len), max_len)
 
 
-def _head(x, kv_len: int):
-    """Slots [0, kv_len) of a cache array (the array itself when that is all)."""
-    return x if kv_len == x.shape[SLOT] else jax.lax.slice_in_dim(x, 0, kv_len, axis=SLOT)
-
-
 def decode_kv_len(position, active, num_generated, max_new, num_steps: int, max_len: int,
                   minimum: int) -> int:
     """Cache slots a `decode_steps` call of `num_steps` needs, bucketed: an active row at
@@ -125,21 +120,13 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     be < kv_len, or its write is dropped (see `prefill_kv_len`).
     """
     model = nnx.merge(graphdef, params)
-    max_len, kv_len = cache["k"].shape[SLOT], _live_len(cache, kv_len)
-    sub_cache = jax.tree.map(lambda x: jnp.take(_head(x, kv_len), rows, axis=ROW, mode="clip"),
-                             cache)
-    hidden, sub_cache = model(tokens, positions=positions, cache=sub_cache, return_hidden=True)
+    hidden, cache = model(tokens, positions=positions, cache=cache, return_hidden=True,
+                          cache_rows=rows, kv_len=_live_len(cache, kv_len))
     last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
     logits = model.project(last_hidden)
     sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
     new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
                                          top_p)
-    if kv_len == max_len:
-        cache = jax.tree.map(lambda full, sub: full.at[:, rows].set(sub, mode="drop"), cache,
-                             sub_cache)
-    else:
-        cache = jax.tree.map(
-            lambda full, sub: full.at[:, rows, :, :kv_len].set(sub, mode="drop"), cache, sub_cache)
     return cache, new_tokens, logprobs
 
 
@@ -160,7 +147,6 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     model = nnx.merge(graphdef, params)
     num_slots, max_len = state.position.shape[0], cache["k"].shape[SLOT]
     kv_len = _live_len(cache, kv_len)
-    full_cache, cache = cache, jax.tree.map(lambda x: _head(x, kv_len), cache)
     state = SlotState(*(jnp.asarray(x) for x in state))
     out_tokens = jnp.full((num_slots, num_steps), -1, jnp.int32)
     out_logprobs = jnp.zeros((num_slots, num_steps), jnp.float32)
@@ -175,7 +161,8 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     def body(carry):
         step, st, cache, out_tokens, out_logprobs = carry
         write_pos = jnp.where(st.active, st.position, max_len)
-        logits, cache = model(st.last_token[:, None], positions=write_pos[:, None], cache=cache)
+        logits, cache = model(st.last_token[:, None], positions=write_pos[:, None], cache=cache,
+                              kv_len=kv_len)
         keys = row_keys(st.seed, st.position + 1)
         token, logprob = sample_tokens(logits[:, 0], keys, st.temperature, st.top_k, st.top_p)
         emit = st.active
@@ -196,9 +183,6 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
 
     _, state, cache, out_tokens, out_logprobs = jax.lax.while_loop(
         cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
-    if kv_len < max_len:  # in place: the full cache is donated
-        cache = jax.tree.map(lambda full, live: jax.lax.dynamic_update_slice_in_dim(
-            full, live, 0, axis=SLOT), full_cache, cache)
     return cache, state, out_tokens, out_logprobs
 
 

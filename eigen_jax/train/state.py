@@ -72,14 +72,24 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
         (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
         return loss, metrics, grads
 
+    def split_micro(x):
+        """[rows, ...] -> [accum, rows / accum, ...], micro-batch i = rows i, i + accum, ...:
+        strided, so each device's rows hold an equal share of every micro-batch and no row
+        moves (contiguous blocks would put each micro-batch on 1/accum of the devices)."""
+        x = x.reshape((x.shape[0] // grad_accum_steps, grad_accum_steps) + x.shape[1:])
+        x = x.swapaxes(0, 1)
+        if mesh is None:
+            return x
+        axes = (None, "batch") + (None,) * (x.ndim - 2)
+        return jax.lax.with_sharding_constraint(
+            x, shd.logical_to_sharding(axes, mesh, x.shape))
+
     def step(state: TrainState, batch: dict[str, jax.Array]):
         normalizer = jnp.maximum(batch[normalizer_key][:, 1:].astype(jnp.float32).sum(), 1.0)
         if grad_accum_steps == 1:
             loss, metrics, grads = grads_of(state.params, batch, normalizer)
         else:
-            micro = jax.tree.map(
-                lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps)
-                                    + x.shape[1:]), batch)
+            micro = jax.tree.map(split_micro, batch)
             zeros = jax.tree.map(jnp.zeros_like, state.params)
 
             def body(acc, mb):
@@ -99,5 +109,22 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
     if mesh is None or state_sharding is None:
         return jax.jit(step, donate_argnums=(0,))
     batch_sh = shd.batch_sharding(mesh, 2)
-    return jax.jit(step, in_shardings=(state_sharding, batch_sh),
-                   out_shardings=(state_sharding, None), donate_argnums=(0,))
+    return MeshBound(jax.jit(step, in_shardings=(state_sharding, batch_sh),
+                             out_shardings=(state_sharding, None), donate_argnums=(0,)), mesh)
+
+
+class MeshBound:
+    """A jitted function traced and run under its mesh (`jax.set_mesh`): the model's logical
+    sharding constraints and its shard_mapped kernels (splash attention) need the mesh while
+    tracing; without it they would be no-ops or replicate."""
+
+    def __init__(self, fn, mesh):
+        self.fn, self.mesh = fn, mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.fn(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.fn.lower(*args, **kwargs)

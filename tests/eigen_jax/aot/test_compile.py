@@ -74,8 +74,9 @@ def test_report_bytes_are_xlas_own(cli_report):
     assert cli["alias_bytes"] == mem.alias_size_in_bytes
     assert cli["peak_bytes_per_chip"] == (mem.argument_size_in_bytes + mem.output_size_in_bytes
                                           - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
-    # TPU layouts pad small dimensions to tiles, so the buffers hold at least the shards.
-    assert P.per_chip_bytes(program.args) <= mem.argument_size_in_bytes < 2 * P.per_chip_bytes(program.args)
+    # TPU layouts pad minor dimensions to (8, 128) tiles (this tiny model's 4 heads, 16-wide
+    # head dims), so the argument buffers hold at least the shards, never less.
+    assert mem.argument_size_in_bytes >= P.per_chip_bytes(program.args)
     report_again, _ = compile_program(program, parse_topology("v5e-4").chip)
     assert report_again.temp_bytes == mem.temp_size_in_bytes
 
@@ -85,7 +86,7 @@ def test_oversized_program_exits_naming_it(tmp_path):
                               "--gin_bindings", "run_sft.seq_len = 16384",
                               "--gin_bindings", "run_sft.batch_size = 64",
                               "--gin_bindings",
-                              "init_model.config_overrides = {'attention_block': 0}")
+                              "init_model.config_overrides = {'attention_block': 0, 'attention_impl': 'xla'}")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert "sft_agent+user does not fit" in last and "16.00 GiB HBM of a v5e chip" in last
