@@ -24,6 +24,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
+    ("activation_length", "tensor"),  # the residual stream: sequence-parallel (Megatron-SP)
     ("layers", None),  # the scanned decoder stack's leading axis: every chip holds every layer
     ("embed", "fsdp"),
     ("heads", "tensor"),
@@ -54,8 +55,18 @@ def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] 
     if math.prod(shape) != len(devices) or min(shape) < 1:
         raise ValueError(f"mesh shape {tuple(shape)} does not use exactly the {len(devices)} "
                          "available devices")
-    return jax.make_mesh(tuple(shape), tuple(axis_names),
-                         axis_types=(AxisType.Auto,) * len(axis_names), devices=devices)
+    axis_types = (AxisType.Auto,) * len(axis_names)
+    try:
+        return jax.make_mesh(tuple(shape), tuple(axis_names), axis_types=axis_types,
+                             devices=devices)
+    except NotImplementedError:
+        # A logical axis that is no product of whole torus axes (tensor 4 on a v6e 8x16): split
+        # a physical axis rather than refuse the mesh (launch/compile.py found this).
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(tuple(shape), devices,
+                                             allow_split_physical_axes=True)
+        return Mesh(grid, tuple(axis_names), axis_types=axis_types)
 
 
 def _mesh_axis_sizes(mesh) -> dict[str, int]:

@@ -37,7 +37,10 @@ from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import MLP, RMSNorm, default_kernel_init, make_param
 from eigen_jax.sharding import with_logical_constraint
 
-_ACT = ("batch", "length", "embed")
+# The residual stream between blocks (what full remat saves per layer) is sequence-parallel over
+# the tensor axis: replicated across tensor shards it would hold a whole sequence per layer on
+# each (a 32k-token Qwen3-32B step on v6e-128 did not fit: launch/compile.py, bench/NOTES.md).
+_ACT = ("batch", "activation_length", "embed")
 _REMAT_POLICY = {
     "full": None,  # save nothing inside the block
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
