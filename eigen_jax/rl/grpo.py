@@ -171,7 +171,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                        eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef),
         mesh=mesh, state_sharding=state_lib.state_shardings(state),
         grad_accum_steps=grad_accum_steps)
-    logprob_fn = make_logprob_fn(graphdef, rest, temperature=temperature or 1.0)
+    logprob_fn = state_lib.MeshBound(
+        make_logprob_fn(graphdef, rest, temperature=temperature or 1.0), mesh)
     batch_shapes = ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack)
     adv_fn = advantages_lib.get(advantage)
 

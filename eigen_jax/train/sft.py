@@ -91,9 +91,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                                         state_sharding=state_sh,
                                         grad_accum_steps=grad_accum_steps)
 
-    @jax.jit
-    def eval_fn(p, b):
-        return sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]
+    eval_fn = state_lib.MeshBound(  # traced under the mesh, like the train step
+        jax.jit(lambda p, b: sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]), mesh)
 
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
