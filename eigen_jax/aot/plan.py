@@ -12,6 +12,7 @@ import os
 from typing import Any, Sequence
 
 import gin
+import jax.numpy as jnp
 
 from eigen_jax import sharding as shd
 from eigen_jax.aot import programs as P
@@ -136,7 +137,7 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
     loss = make_grpo_loss(arg("loss"), with_entropy=arg("log_entropy"),
                           temperature=arg("temperature") or 1.0, eps_low=arg("eps_low"),
                           eps_high=arg("eps_high"), is_cap=arg("is_cap"), kl_coef=arg("kl_coef"))
-    keys = dict(P._GRPO_KEYS, **({"ref_logprobs": P.jnp.float32} if arg("kl_coef") > 0 else {}))
+    keys = dict(P.GRPO_KEYS, **({"ref_logprobs": jnp.float32} if arg("kl_coef") > 0 else {}))
     _, engine_params, engine_cache = P.sampler_arrays(config, mesh, num_slots, max_len)
     engine = [engine_params, engine_cache]
     engine += _user_engine(config, mesh, "grpo_stage", "model")

@@ -103,12 +103,12 @@ def _batch(mesh, rows: int, length: int, keys: dict[str, Any], scored: int):
     return batch
 
 
-_SFT_KEYS = {k: jnp.int32 for k in ("tokens", "positions", "segment_ids", "loss_mask")}
-_GRPO_KEYS = dict(_SFT_KEYS, advantages=jnp.float32, behaviour_logprobs=jnp.float32)
+SFT_KEYS = {k: jnp.int32 for k in ("tokens", "positions", "segment_ids", "loss_mask")}
+GRPO_KEYS = dict(SFT_KEYS, advantages=jnp.float32, behaviour_logprobs=jnp.float32)
 
 
 def train_program(name: str, config: ModelConfig, mesh, tx, loss_fn, rows: int, length: int,
-                  grad_accum_steps: int = 1, keys=_SFT_KEYS, resident=None) -> Program:
+                  grad_accum_steps: int = 1, keys=SFT_KEYS, resident=None) -> Program:
     """A train step (`make_train_step` with `loss_fn`) on a `[rows, length]` batch whose every
     position is scored (the largest `score_index` the run can build)."""
     graphdef, params, rest = abstract_model(config, mesh, nnx.Param, ...)

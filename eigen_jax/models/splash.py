@@ -15,7 +15,6 @@ runs in Pallas interpret mode (tests check it against the XLA path).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 from jax.sharding import PartitionSpec
