@@ -22,6 +22,7 @@ ap.add_argument("preset")
 ap.add_argument("--scan", choices=["default", "true", "false"], default="default")
 ap.add_argument("--max_len", type=int, default=512)
 ap.add_argument("--no_train", action="store_true")
+ap.add_argument("--no_split", action="store_true", help="decode on the stacked weights")
 args = ap.parse_args()
 sys.path.insert(0, args.tree)
 
@@ -46,7 +47,8 @@ def median_s(fn, n):
 kw = {} if args.scan == "default" else {"scan_layers": args.scan == "true"}
 model = Transformer(get_config(args.preset, **kw), rngs=nnx.Rngs(0))
 graphdef, params = nnx.split(model)
-out = {"tree": args.tree, "preset": args.preset, "scan": args.scan, "max_len": args.max_len}
+out = {"tree": args.tree, "preset": args.preset, "scan": args.scan, "max_len": args.max_len,
+       "split": not args.no_split}
 if not args.no_train:
     ids = jnp.asarray(np.random.RandomState(0).randint(3, 1000, (2, 512)))
 
@@ -65,8 +67,14 @@ state = steps.SlotState.empty(8, 1)._replace(
     position=np.full(8, 64, np.int32), temperature=np.ones(8, np.float32))
 
 
+# What a CPU engine passes: per-layer weights split once (trees that have it).
+split = None if args.no_split else getattr(steps, "split_layer_params", None)
+extra = {"layer_params": split(graphdef, params)} if split else {}
+
+
 def decode():
-    cache[0] = jax.block_until_ready(steps.decode_steps(graphdef, params, cache[0], state, 8))[0]
+    cache[0] = jax.block_until_ready(
+        steps.decode_steps(graphdef, params, cache[0], state, 8, **extra))[0]
 
 
 decode()

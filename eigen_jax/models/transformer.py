@@ -102,7 +102,13 @@ class Transformer(nnx.Module):
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: Cache | None = None,
                  return_hidden: bool = False, cache_rows: jax.Array | None = None,
-                 kv_len: int | None = None):
+                 kv_len: int | None = None, layer_params: list | None = None):
+        """`layer_params` (`split_layers`) with `cache` as a per-layer list (`split_cache`): the
+        blocks run over those per-layer arrays instead of slices of the stacks (the CPU
+        sampler's decode loop, which would copy a layer's slice in every step)."""
+        if layer_params is not None:
+            return self._run_split(input_ids, positions, cache, layer_params, return_hidden,
+                                   kv_len)
         positions = self._check_inputs(input_ids, positions, segment_ids, cache)
         dt = self.config.compute_dtype
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
@@ -142,6 +148,36 @@ class Transformer(nnx.Module):
                 layer_params = jax.tree.map(lambda a, i=i: a[i], params)
                 carry, _ = body(carry, (layer_params, jnp.int32(i)))
         return carry
+
+    # ------------------------------------------------------------------ per-layer arrays
+    def split_layers(self) -> list:
+        """Each layer's parameter state as arrays of its own. Why: XLA's CPU backend copies a
+        layer's slice of the stacked weights before every use inside a loop, so a decode step
+        read every weight twice (bench/NOTES.md); the CPU sampler keeps these between calls."""
+        params = nnx.state(self.layers)
+        return [jax.tree.map(lambda a, i=i: a[i], params) for i in range(self.config.num_layers)]
+
+    @staticmethod
+    def split_cache(cache: Cache) -> list[Cache]:
+        """The stacked cache as per-layer caches of one layer each ([1, B, KV, S, hd])."""
+        return [jax.tree.map(lambda x, i=i: x[i:i + 1], cache)
+                for i in range(cache["k"].shape[0])]
+
+    @staticmethod
+    def join_cache(caches: list[Cache]) -> Cache:
+        return jax.tree.map(lambda *planes: jnp.concatenate(planes, axis=0), *caches)
+
+    def _run_split(self, input_ids, positions, caches, layer_params, return_hidden, kv_len):
+        if positions is None or caches is None or len(caches) != len(layer_params):
+            raise ValueError("per-layer blocks need positions and one cache per layer")
+        graphdef = nnx.graphdef(self.layers)
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.config.compute_dtype)
+        new_caches = []
+        for params, cache in zip(layer_params, caches):
+            x, cache = nnx.merge(graphdef, params)(x, positions, None, cache, 0, None, kv_len)
+            new_caches.append(cache)
+        hidden = self.final_norm(x)
+        return (hidden if return_hidden else self.project(hidden)), new_caches
 
     def project(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [..., D] -> float32 logits [..., V]."""

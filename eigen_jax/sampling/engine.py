@@ -85,6 +85,10 @@ class Engine:
             self.cache = jax.tree.map(
                 lambda x: jax.device_put(x, logical_to_sharding(CACHE_LOGICAL_AXES, mesh,
                                                                 x.shape)), self.cache)
+        # A CPU decode loop reads per-layer copies of the weights (`steps.decode_steps`).
+        self._split = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+                       ).platform == "cpu"
+        self.update_params(self._params)
         self._state = steps.SlotState.empty(self.num_slots, self.max_stop_ids)
         signature = (self._graphdef, tuple((x.shape, str(x.dtype)) for x in
                                            jax.tree.leaves((self._params, self.cache))))
@@ -191,6 +195,8 @@ class Engine:
         if jax.tree.structure(state) != jax.tree.structure(self._params):
             raise ValueError("update_params: the new state does not match the engine's model")
         self._params = state
+        self._layer_params = (steps.split_layer_params(self._graphdef, state) if self._split
+                              else None)
 
     def has_work(self) -> bool:
         return bool(self._queue) or bool(self._state.active.any())
@@ -338,7 +344,7 @@ class Engine:
         kv_len = self._shapes.decode(kv_len, self.num_slots, self.steps_per_sync)
         self.cache, state, tokens, logprobs = steps.decode_steps(
             self._graphdef, self._params, self.cache, self._state, self.steps_per_sync,
-            kv_len=kv_len)
+            kv_len=kv_len, layer_params=self._layer_params)
         state, tokens, logprobs = jax.device_get((state, tokens, logprobs))
         self._state = steps.SlotState(*(np.array(x) for x in state))
         finished = []

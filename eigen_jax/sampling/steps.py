@@ -130,10 +130,16 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     return cache, new_tokens, logprobs
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def split_layer_params(graphdef, params) -> list:
+    """`Transformer.split_layers` of the sampler's weights (for `decode_steps`' CPU path)."""
+    return nnx.merge(graphdef, params).split_layers()
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_steps", "kv_len"),
                    donate_argnames=("cache",))
 def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
-                 kv_len: int | None = None):
+                 kv_len: int | None = None, layer_params: list | None = None):
     """Up to `num_steps` decode steps over every slot (stops early once no slot is active).
 
     kv_len (static): attend and write cache slots [0, kv_len) only (default: all). The loop also
@@ -141,12 +147,17 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     return (the caller's next call continues), never a lost write; `decode_kv_len` picks one
     that fits the whole call. The out-of-room rule still uses the real `max_len`.
 
+    layer_params (`split_layer_params`, a CPU engine's): the loop runs over per-layer weights
+    and cache planes (the cache split once per call) instead of slicing the stacks every step.
+
     Returns (cache, state, tokens [S, num_steps], logprobs [S, num_steps]); tokens are -1 where a
     row emitted nothing (inactive, or finished earlier in this call).
     """
     model = nnx.merge(graphdef, params)
     num_slots, max_len = state.position.shape[0], cache["k"].shape[SLOT]
     kv_len = _live_len(cache, kv_len)
+    if layer_params is not None:
+        cache = model.split_cache(cache)
     state = SlotState(*(jnp.asarray(x) for x in state))
     out_tokens = jnp.full((num_slots, num_steps), -1, jnp.int32)
     out_logprobs = jnp.zeros((num_slots, num_steps), jnp.float32)
@@ -162,7 +173,7 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
         step, st, cache, out_tokens, out_logprobs = carry
         write_pos = jnp.where(st.active, st.position, max_len)
         logits, cache = model(st.last_token[:, None], positions=write_pos[:, None], cache=cache,
-                              kv_len=kv_len)
+                              kv_len=kv_len, layer_params=layer_params)
         keys = row_keys(st.seed, st.position + 1)
         token, logprob = sample_tokens(logits[:, 0], keys, st.temperature, st.top_k, st.top_p)
         emit = st.active
@@ -183,6 +194,8 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
 
     _, state, cache, out_tokens, out_logprobs = jax.lax.while_loop(
         cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
+    if layer_params is not None:
+        cache = model.join_cache(cache)
     return cache, state, out_tokens, out_logprobs
 
 

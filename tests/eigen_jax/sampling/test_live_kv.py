@@ -166,3 +166,29 @@ def test_kv_len_bounds_cover_every_write():
     assert steps.prefill_kv_len(positions, 64, 16) == 64
     assert steps.prefill_kv_len(positions[:, :2], 128, 16) == 64
     assert steps.prefill_kv_len(np.minimum(positions, 31), 128, 16) == 32
+
+
+@pytest.mark.parametrize("kv_len", [None, 32])
+def test_per_layer_weights_decode_like_the_stacks(tiny_model, kv_len):
+    """The CPU engine's decode over per-layer weights and cache planes (`layer_params`) gives
+    the stacked path's tokens, log-probs and cache."""
+    graphdef, params = nnx.split(tiny_model)
+    rng = np.random.RandomState(5)
+    cache = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(x.dtype),
+                         tiny_model.init_cache(3, 64))
+    state = steps.SlotState.empty(3, 4)._replace(
+        last_token=rng.randint(3, 200, 3).astype(np.int32),
+        position=np.asarray([5, 17, 9], np.int32), active=np.asarray([True, True, False]),
+        max_new=np.full(3, 20, np.int32), temperature=np.ones(3, np.float32),
+        seed=np.arange(3, dtype=np.uint32))
+    outs = []
+    for layer_params in (None, steps.split_layer_params(graphdef, params)):
+        outs.append(jax.device_get(steps.decode_steps(
+            graphdef, params, jax.tree.map(np.copy, cache), state, 6, kv_len=kv_len,
+            layer_params=layer_params)))
+    (c0, s0, t0, l0), (c1, s1, t1, l1) = outs
+    np.testing.assert_array_equal(t0, t1)
+    np.testing.assert_allclose(l0, l1, atol=1e-6)
+    for name in ("k", "v"):
+        np.testing.assert_allclose(c0[name], c1[name], atol=1e-6)
+    assert (t0[2] == -1).all() and (t0[:2] >= 0).all()
