@@ -1,4 +1,4 @@
-"""Pallas splash attention (TPU) for training and prefill without a cache.
+"""Pallas splash attention (TPU) for attention without a cache (training, learner forwards).
 
 Why: the XLA path materialises [query block, T] logits per head and, unrolled over query
 blocks, grows the program with T; splash streams key blocks through VMEM with an online softmax

@@ -20,7 +20,9 @@ loop over the same stacked parameters unrolls them (same numbers, one program pe
 With a cache, token (b, t) is written to slot positions[b, t] and attends slots <= that position
 (segment_ids are not used). `cache_rows` and `kv_len` (static) let the sampler run a few rows of
 a large cache, on its live prefix only, reading one layer's part at a time and scattering the
-new keys in place: no call copies the cache. Give padding tokens positions that do not collide with real ones:
+new keys in place (the stacked cache is never copied whole; the CPU decode path of
+`split_layers` splits it once per call). Give padding tokens positions that do not collide with
+real ones:
 keep counting past the row's length (those slots are overwritten before they are ever attended)
 or use positions >= max_len (such writes are dropped).
 """
@@ -106,14 +108,14 @@ class Transformer(nnx.Module):
         """`layer_params` (`split_layers`) with `cache` as a per-layer list (`split_cache`): the
         blocks run over those per-layer arrays instead of slices of the stacks (the CPU
         sampler's decode loop, which would copy a layer's slice in every step)."""
-        if layer_params is not None:
-            return self._run_split(input_ids, positions, cache, layer_params, return_hidden,
-                                   kv_len)
         positions = self._check_inputs(input_ids, positions, segment_ids, cache)
         dt = self.config.compute_dtype
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
-        x, new_cache = self._run_blocks(x, positions, segment_ids, cache, cache_rows, kv_len)
+        if layer_params is None:
+            x, new_cache = self._run_blocks(x, positions, segment_ids, cache, cache_rows, kv_len)
+        else:
+            x, new_cache = self._run_split(x, positions, cache, layer_params, kv_len)
         hidden = self.final_norm(x)
         out = hidden if return_hidden else self.project(hidden)
         return out if cache is None else (out, new_cache)
@@ -144,8 +146,7 @@ class Transformer(nnx.Module):
         if cfg.scan_layers:
             carry, _ = jax.lax.scan(body, carry, (params, jnp.arange(cfg.num_layers)))
         else:
-            for i in range(cfg.num_layers):
-                layer_params = jax.tree.map(lambda a, i=i: a[i], params)
+            for i, layer_params in enumerate(self.split_layers()):
                 carry, _ = body(carry, (layer_params, jnp.int32(i)))
         return carry
 
@@ -167,17 +168,14 @@ class Transformer(nnx.Module):
     def join_cache(caches: list[Cache]) -> Cache:
         return jax.tree.map(lambda *planes: jnp.concatenate(planes, axis=0), *caches)
 
-    def _run_split(self, input_ids, positions, caches, layer_params, return_hidden, kv_len):
-        if positions is None or caches is None or len(caches) != len(layer_params):
-            raise ValueError("per-layer blocks need positions and one cache per layer")
+    def _run_split(self, x, positions, caches, layer_params, kv_len):
+        """The blocks over per-layer weights and per-layer caches (undifferentiated: no remat)."""
         graphdef = nnx.graphdef(self.layers)
-        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.config.compute_dtype)
         new_caches = []
         for params, cache in zip(layer_params, caches):
             x, cache = nnx.merge(graphdef, params)(x, positions, None, cache, 0, None, kv_len)
             new_caches.append(cache)
-        hidden = self.final_norm(x)
-        return (hidden if return_hidden else self.project(hidden)), new_caches
+        return x, new_caches
 
     def project(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [..., D] -> float32 logits [..., V]."""
@@ -209,9 +207,11 @@ class Transformer(nnx.Module):
             if arr is not None and tuple(arr.shape) != tuple(input_ids.shape):
                 raise ValueError(f"{name} shape {tuple(arr.shape)} != input_ids shape "
                                  f"{tuple(input_ids.shape)}")
-        if cache is not None and cache["k"].shape[0] != self.config.num_layers:
-            raise ValueError(f"cache has {cache['k'].shape[0]} layers, model has "
-                             f"{self.config.num_layers}")
+        if cache is not None:
+            layers = len(cache) if isinstance(cache, list) else cache["k"].shape[0]
+            if layers != self.config.num_layers:
+                raise ValueError(f"cache has {layers} layers, model has "
+                                 f"{self.config.num_layers}")
         if positions is None:
             b, t = input_ids.shape
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
