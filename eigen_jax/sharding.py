@@ -31,6 +31,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("kv_heads", "tensor"),
     ("head_dim", None),
     ("mlp", "tensor"),
+    ("expert", "fsdp"),  # MoE experts: gathered per layer like FSDP weights (models/moe.py)
     ("vocab", "tensor"),
 )
 

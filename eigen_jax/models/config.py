@@ -1,7 +1,8 @@
 """`ModelConfig`: the one description of a decoder-only transformer, and its HF conversion.
 
 Llama 3.x, Qwen2/2.5 and Qwen3 differ only in a few switches (q/k/v biases, q/k RMSNorm, rope
-scaling, tied embeddings, explicit head_dim), so one dataclass covers all three. The config owns
+scaling, tied embeddings, explicit head_dim), so one dataclass covers all three; Qwen3-MoE is
+Qwen3 with a sparse mixture-of-experts MLP in some or all layers (the `num_experts` fields). The config owns
 its conversion to and from a Hugging Face `config.json` (Levanter style) so that checkpoints
 round-trip through transformers and SGLang unchanged.
 """
@@ -19,7 +20,10 @@ FAMILIES = {
     "llama": ("llama", "LlamaForCausalLM"),
     "qwen2": ("qwen2", "Qwen2ForCausalLM"),
     "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+    "qwen3_moe": ("qwen3_moe", "Qwen3MoeForCausalLM"),
 }
+QK_NORM_FAMILIES = ("qwen3", "qwen3_moe")
+MOE_IMPLS = ("ragged", "dense")
 _ARCH_TO_FAMILY = {arch: fam for fam, (_, arch) in FAMILIES.items()}
 _TYPE_TO_FAMILY = {mt: fam for fam, (mt, _) in FAMILIES.items()}
 
@@ -52,6 +56,13 @@ class ModelConfig:
     is compiled for a TPU, else xla. Same result either way, up to kernel tolerance.
     `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
     compile time does not grow with depth); off, they are unrolled over the same parameters.
+
+    Mixture of experts (family "qwen3_moe", as HF's Qwen3-MoE): layer i is sparse unless it is
+    in `mlp_only_layers` or `(i + 1) % decoder_sparse_step != 0`; a sparse layer routes each
+    token to `num_experts_per_tok` of `num_experts` SwiGLU experts of `moe_intermediate_size`
+    (dense layers keep `intermediate_size`). `moe_impl` picks the expert computation: "ragged"
+    (tokens sorted by expert, grouped matmuls) or "dense" (every expert on every token, the
+    reference the tests compare with).
     """
 
     family: str
@@ -77,6 +88,13 @@ class ModelConfig:
     attention_block: int = 128
     scan_layers: bool = True
     attention_impl: str = "auto"
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
+    moe_impl: str = "ragged"
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -97,9 +115,10 @@ class ModelConfig:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.family == "qwen2" and not self.attention_bias:
             raise ValueError("family 'qwen2' always has q/k/v biases; attention_bias must be True")
-        if self.qk_norm != (self.family == "qwen3"):
+        if self.qk_norm != (self.family in QK_NORM_FAMILIES):
             raise ValueError(f"qk_norm={self.qk_norm} does not match family {self.family!r} "
-                             "(only qwen3 normalises q and k)")
+                             f"(only {QK_NORM_FAMILIES} normalise q and k)")
+        self._check_moe()
         if self.attention_block < 0:
             raise ValueError(f"attention_block must be >= 0, got {self.attention_block}")
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -121,6 +140,22 @@ class ModelConfig:
             # A "default" scaling is no scaling; keep one spelling so configs compare equal.
             object.__setattr__(self, "rope_scaling", None if rope_type == "default" else scaling)
 
+    def _check_moe(self) -> None:
+        object.__setattr__(self, "mlp_only_layers", tuple(int(i) for i in self.mlp_only_layers))
+        if (self.family == "qwen3_moe") != (self.num_experts > 0):
+            raise ValueError(f"num_experts={self.num_experts} does not match family "
+                             f"{self.family!r} (only qwen3_moe has experts)")
+        if self.family != "qwen3_moe":
+            return
+        if not 0 < self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(f"num_experts_per_tok must be in [1, num_experts={self.num_experts}]"
+                             f", got {self.num_experts_per_tok}")
+        if self.moe_intermediate_size <= 0 or self.decoder_sparse_step <= 0:
+            raise ValueError("moe_intermediate_size and decoder_sparse_step must be positive, got "
+                             f"{self.moe_intermediate_size} and {self.decoder_sparse_step}")
+        if self.moe_impl not in MOE_IMPLS:
+            raise ValueError(f"moe_impl={self.moe_impl!r}; expected one of {MOE_IMPLS}")
+
     def __hash__(self) -> int:
         # NNX keeps the config as static module metadata, which must be hashable; the
         # rope_scaling dict and an eos id list are not, so hash a canonical JSON rendering.
@@ -135,8 +170,16 @@ class ModelConfig:
     def weight_dtype(self):
         return _DTYPES[self.param_dtype]
 
-    def num_params(self) -> int:
-        """Parameter count, computed from the shapes (embedding counted once when tied)."""
+    @property
+    def sparse_layers(self) -> tuple[bool, ...]:
+        """Per layer: True where the MLP is the mixture of experts (HF's Qwen3-MoE rule)."""
+        return tuple(self.num_experts > 0 and i not in self.mlp_only_layers
+                     and (i + 1) % self.decoder_sparse_step == 0
+                     for i in range(self.num_layers))
+
+    def num_params(self, active: bool = False) -> int:
+        """Parameter count, computed from the shapes (embedding counted once when tied);
+        `active`: only the experts one token runs through (the FLOP-relevant count)."""
         d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
         q, kv = self.num_heads * hd, self.num_kv_heads * hd
         attn = d * q + 2 * d * kv + q * d
@@ -144,9 +187,11 @@ class ModelConfig:
             attn += q + 2 * kv
         if self.qk_norm:
             attn += 2 * hd
-        per_layer = attn + 3 * d * f + 2 * d
+        experts = self.num_experts_per_tok if active else self.num_experts
+        moe = d * self.num_experts + 3 * d * self.moe_intermediate_size * experts
+        mlps = sum(moe if sparse else 3 * d * f for sparse in self.sparse_layers)
         head = 0 if self.tie_word_embeddings else d * self.vocab_size
-        return self.num_layers * per_layer + self.vocab_size * d + head + d
+        return self.num_layers * (attn + 2 * d) + mlps + self.vocab_size * d + head + d
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
@@ -157,7 +202,7 @@ class ModelConfig:
         """Build from a transformers `PretrainedConfig` or a `config.json` dict.
 
         `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`,
-        `attention_block`, `scan_layers`, `attention_impl`).
+        `attention_block`, `scan_layers`, `attention_impl`, `moe_impl`).
         Raises ValueError naming the key when the architecture or a feature is unsupported.
         """
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
@@ -202,10 +247,19 @@ class ModelConfig:
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             # Qwen2 always has q/k/v biases; Llama and Qwen3 expose the switch.
             attention_bias=True if family == "qwen2" else bool(cfg.get("attention_bias", False)),
-            qk_norm=family == "qwen3",
+            qk_norm=family in QK_NORM_FAMILIES,
             bos_token_id=cfg.get("bos_token_id"),
             eos_token_id=cfg.get("eos_token_id"),
         )
+        if family == "qwen3_moe":
+            # Released checkpoints say num_experts; transformers writes num_local_experts.
+            fields.update(
+                num_experts=cfg.get("num_experts") or cfg.get("num_local_experts") or 0,
+                num_experts_per_tok=cfg.get("num_experts_per_tok", 0),
+                moe_intermediate_size=cfg.get("moe_intermediate_size", 0),
+                norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                decoder_sparse_step=cfg.get("decoder_sparse_step", 1),
+                mlp_only_layers=tuple(cfg.get("mlp_only_layers") or ()))
         dtype = cfg.get("dtype") or cfg.get("torch_dtype")
         if dtype in ("float32", "bfloat16", "float16"):
             fields["param_dtype"] = dtype
@@ -245,9 +299,15 @@ class ModelConfig:
         }
         if self.family == "llama":
             out.update(attention_bias=self.attention_bias, mlp_bias=False)
-        elif self.family == "qwen3":
+        elif self.family in QK_NORM_FAMILIES:
             out.update(attention_bias=self.attention_bias, use_sliding_window=False,
                        sliding_window=None)
+        if self.family == "qwen3_moe":
+            out.update(num_experts=self.num_experts, num_experts_per_tok=self.num_experts_per_tok,
+                       moe_intermediate_size=self.moe_intermediate_size,
+                       norm_topk_prob=self.norm_topk_prob,
+                       decoder_sparse_step=self.decoder_sparse_step,
+                       mlp_only_layers=list(self.mlp_only_layers))
         else:
             out.update(use_sliding_window=False, sliding_window=None)
         return out

@@ -38,13 +38,19 @@ _IGNORABLE_SUFFIXES = ("rotary_emb.inv_freq",)
 @dataclasses.dataclass(frozen=True)
 class TensorMapping:
     """One HF tensor: our state path (and, for the decoder stack, its index on the stacked
-    `layers` axis), the HF tensor name and the two layout conversions."""
+    `layers` axis and, for an MoE expert, on the `expert` axis after it), the HF tensor name and
+    the two layout conversions."""
 
     path: tuple[str, ...]
     hf_name: str
     to_ours: Callable[[np.ndarray], np.ndarray]
     to_hf: Callable[[np.ndarray], np.ndarray]
     layer: int | None = None
+    expert: int | None = None
+
+    def index(self) -> tuple[int, ...]:
+        """Where this tensor sits in our (stacked) parameter."""
+        return tuple(i for i in (self.layer, self.expert) if i is not None)
 
 
 def _identity(x):
@@ -83,9 +89,6 @@ def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
             (("attn", "k"), "self_attn.k_proj.weight", _linear((kv, hd))),
             (("attn", "v"), "self_attn.v_proj.weight", _linear((kv, hd))),
             (("attn", "o"), "self_attn.o_proj.weight", _linear_in((h, hd))),
-            (("mlp", "gate"), "mlp.gate_proj.weight", (np.transpose, np.transpose)),
-            (("mlp", "up"), "mlp.up_proj.weight", (np.transpose, np.transpose)),
-            (("mlp", "down"), "mlp.down_proj.weight", (np.transpose, np.transpose)),
         ]
         if config.attention_bias:
             per_layer += [
@@ -100,6 +103,21 @@ def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
             ]
         for path, name, (to_ours, to_hf) in per_layer:
             maps.append(TensorMapping(("layers",) + path, pre + name, to_ours, to_hf, i))
+        maps += _mlp_mappings(config, i, pre)
+    return maps
+
+
+def _mlp_mappings(config: ModelConfig, i: int, pre: str) -> list[TensorMapping]:
+    """Layer i's dense MLP, or its router and per-expert SwiGLU weights (HF keeps one tensor
+    per expert; ours stacks them on the `expert` axis)."""
+    t = (np.transpose, np.transpose)
+    if not config.sparse_layers[i]:
+        return [TensorMapping(("layers", "mlp", n), f"{pre}mlp.{n}_proj.weight", *t, i)
+                for n in ("gate", "up", "down")]
+    maps = [TensorMapping(("layers", "moe", "router"), f"{pre}mlp.gate.weight", *t, i)]
+    for j in range(config.num_experts):
+        maps += [TensorMapping(("layers", "moe", n), f"{pre}mlp.experts.{j}.{n}_proj.weight",
+                               *t, i, j) for n in ("gate", "up", "down")]
     return maps
 
 
@@ -180,14 +198,34 @@ def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
             if group[0].layer is None:
                 value = _place_host(read(group[0]), variable, sharding, group[0], shape)
             else:
-                plane_sharding = _placer(mesh, axes[1:], shape[1:], rules)
-                planes = [_place_host(read(m), variable, plane_sharding, m, shape[1:])
-                          for m in sorted(group, key=lambda m: m.layer)]
-                value = jax.jit(jnp.stack, out_shardings=sharding)(planes)
-                del planes
+                value = _stack_planes(group, read, variable, mesh, axes, shape, rules)
             variable.set_value(value)
     model = nnx.merge(graphdef, nnx.from_flat_state(variables))
     return model, config
+
+
+def _stack_planes(group: list[TensorMapping], read, variable, mesh, axes, shape,
+                  rules) -> jax.Array:
+    """A stacked parameter from its per-layer (and per-expert) tensors, each placed in its
+    slice's sharding as it is read; a layer the checkpoint has no tensor for (the unused MLP
+    kind of a model mixing dense and sparse layers) is zero."""
+    by_layer: dict[int, list[TensorMapping]] = {}
+    for m in group:
+        by_layer.setdefault(m.layer, []).append(m)
+    dtype = variable.get_value().dtype
+
+    def place(ms: list[TensorMapping], depth: int) -> jax.Array:
+        plane_sharding = _placer(mesh, axes[depth:], shape[depth:], rules)
+        if not ms:
+            return jax.jit(lambda: jnp.zeros(shape[depth:], dtype),
+                           out_shardings=plane_sharding)()
+        if depth == len(ms[0].index()):  # one tensor: this plane is it
+            return _place_host(read(ms[0]), variable, plane_sharding, ms[0], shape[depth:])
+        experts = [place([m], depth + 1) for m in sorted(ms, key=lambda m: m.expert)]
+        return jax.jit(jnp.stack, out_shardings=plane_sharding)(experts)
+
+    planes = [place(by_layer.get(i, []), 1) for i in range(shape[0])]
+    return jax.jit(jnp.stack, out_shardings=_placer(mesh, axes, shape, rules))(planes)
 
 
 def _placer(mesh: Mesh | None, axes, shape, rules):
@@ -201,7 +239,8 @@ def _place_host(host: np.ndarray, variable, sharding, m: TensorMapping,
     """A converted host tensor checked against `shape` and placed in `sharding` (each device
     receives only its own slice)."""
     if tuple(host.shape) != shape:
-        where = m.path if m.layer is None else (m.path, f"layer {m.layer}")
+        where = (m.path,) + tuple(f"{n} {i}" for n, i in (("layer", m.layer),
+                                                          ("expert", m.expert)) if i is not None)
         raise ValueError(f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
                          f"conversion, expected {shape} for {where}")
     host = np.ascontiguousarray(host.astype(variable.get_value().dtype))
@@ -225,7 +264,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
             raise ValueError(f"model has no parameter {m.path} (HF {m.hf_name!r}); does the "
                              "config match the model?")
         value = variables[m.path].get_value()
-        shape = value.shape if m.layer is None else value.shape[1:]
+        shape = value.shape[len(m.index()):]
         nbytes = int(np.prod(shape)) * np.dtype(value.dtype).itemsize
         if shard_bytes and shard_bytes + nbytes > max_shard_bytes:
             plan.append([])
@@ -245,8 +284,8 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
         tensors = {}
         for m in shard:
             value = variables[m.path].get_value()
-            if m.layer is not None:
-                value = value[m.layer]
+            if m.index():
+                value = value[m.index()]
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
                 value = multihost_utils.process_allgather(value, tiled=True)

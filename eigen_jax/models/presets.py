@@ -21,6 +21,14 @@ def _qwen3(d, layers, heads, ffn, tied):
                 eos_token_id=151645)
 
 
+def _qwen3_moe(d, layers, heads, ffn, moe_ffn):
+    # As the released config.json files: 128 experts, 8 per token, renormalised top-k weights,
+    # every layer sparse, 4 KV heads.
+    return dict(_qwen3(d, layers, heads, ffn, tied=False), family="qwen3_moe", num_kv_heads=4,
+                num_experts=128, num_experts_per_tok=8, moe_intermediate_size=moe_ffn,
+                norm_topk_prob=True)
+
+
 def _qwen25(d, layers, heads, kv, ffn, tied, vocab=152064):
     return dict(family="qwen2", vocab_size=vocab, hidden_size=d, intermediate_size=ffn,
                 num_layers=layers, num_heads=heads, num_kv_heads=kv, rms_norm_eps=1e-6,
@@ -40,7 +48,7 @@ def _tiny(family, **kw):
     base = dict(family=family, vocab_size=256, hidden_size=64, intermediate_size=128,
                 num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6,
                 rope_theta=10_000.0, max_position_embeddings=512,
-                attention_bias=family == "qwen2", qk_norm=family == "qwen3")
+                attention_bias=family == "qwen2", qk_norm=family in ("qwen3", "qwen3_moe"))
     base.update(kw)
     return base
 
@@ -53,6 +61,9 @@ PRESETS: dict[str, dict] = {
     "qwen3-8b": _qwen3(4096, 36, 32, 12288, tied=False),
     "qwen3-14b": _qwen3(5120, 40, 40, 17408, tied=False),
     "qwen3-32b": _qwen3(5120, 64, 64, 25600, tied=False),
+    # Qwen3-MoE (the paper's models)
+    "qwen3-30b-a3b": _qwen3_moe(2048, 48, 32, 6144, 768),
+    "qwen3-235b-a22b": _qwen3_moe(4096, 94, 64, 12288, 1536),
     # Qwen2.5
     "qwen2.5-0.5b": _qwen25(896, 24, 14, 2, 4864, tied=True, vocab=151936),
     "qwen2.5-1.5b": _qwen25(1536, 28, 12, 2, 8960, tied=True, vocab=151936),
@@ -69,6 +80,8 @@ PRESETS: dict[str, dict] = {
                                                "original_max_position_embeddings": 128}),
     "tiny-qwen2": _tiny("qwen2", tie_word_embeddings=True),
     "tiny-qwen3": _tiny("qwen3"),
+    "tiny-qwen3-moe": _tiny("qwen3_moe", num_experts=8, num_experts_per_tok=2,
+                            moe_intermediate_size=32, norm_topk_prob=True),
     # bench sizes: ~25M and ~100M parameters (Qwen3 layout, 32k vocab)
     "bench-25m": _tiny("qwen3", vocab_size=32000, hidden_size=384, intermediate_size=1024,
                        num_layers=8, num_heads=6, num_kv_heads=2, head_dim=64,

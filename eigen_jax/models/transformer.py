@@ -37,6 +37,7 @@ from flax import nnx
 from eigen_jax.models.attention import Attention, Cache, init_cache
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import MLP, RMSNorm, default_kernel_init, make_param
+from eigen_jax.models.moe import RouterStats, SparseMoE, zero_stats
 from eigen_jax.sharding import with_logical_constraint
 
 # The residual stream between blocks (what full remat saves per layer) is sequence-parallel over
@@ -51,7 +52,13 @@ _REMAT_POLICY = {
 
 
 class DecoderBlock(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(x)).
+
+    The MLP is dense SwiGLU or the sparse mixture of experts (`config.sparse_layers`). A model
+    that mixes both kinds gives every stacked layer both (the unused one stays zero: HF import
+    fills it so, export skips it) and picks per layer, so one scanned block still serves every
+    layer; the released Qwen3-MoE models are sparse throughout and carry no dense MLP at all.
+    """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         norm = dict(eps=config.rms_norm_eps, dtype=config.compute_dtype,
@@ -59,15 +66,32 @@ class DecoderBlock(nnx.Module):
         self.attn_norm = RMSNorm(config.hidden_size, **norm)
         self.attn = Attention(config, rngs=rngs)
         self.mlp_norm = RMSNorm(config.hidden_size, **norm)
-        self.mlp = MLP(config, rngs=rngs)
+        kinds = set(config.sparse_layers)
+        self.mlp = MLP(config, rngs=rngs) if False in kinds else None
+        self.moe = SparseMoE(config, rngs=rngs) if True in kinds else None
 
     def __call__(self, x, positions, segment_ids, cache=None, layer=0, cache_rows=None,
-                 kv_len=None):
+                 kv_len=None, sparse=False):
+        """`sparse` (a bool, traced under scan) picks the MoE in a mixed model. Returns
+        (x, cache, router statistics or None)."""
         attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer,
                                         cache_rows, kv_len)
         x = with_logical_constraint(x + attn_out, _ACT)
-        x = with_logical_constraint(x + self.mlp(self.mlp_norm(x)), _ACT)
-        return x, new_cache
+        mlp_out, stats = self._mlp(self.mlp_norm(x), segment_ids, sparse)
+        x = with_logical_constraint(x + mlp_out, _ACT)
+        return x, new_cache, stats
+
+    def _mlp(self, h, segment_ids, sparse):
+        if self.moe is None:
+            return self.mlp(h), None
+        mask = (jnp.ones(h.shape[:2], jnp.float32) if segment_ids is None
+                else (segment_ids > 0).astype(jnp.float32))
+        if self.mlp is None:
+            return self.moe(h, mask)
+        dense = lambda: (self.mlp(h), zero_stats(self.moe.num_experts))  # noqa: E731
+        if isinstance(sparse, bool):
+            return self.moe(h, mask) if sparse else dense()
+        return jax.lax.cond(sparse, lambda: self.moe(h, mask), dense)
 
 
 def stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> DecoderBlock:
@@ -83,6 +107,11 @@ def stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> DecoderBlock:
 
     state = jax.tree.map(add_layer_axis, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
     return nnx.merge(graphdef, state)
+
+
+def _sum_stats(per_layer: list) -> RouterStats | None:
+    per_layer = [s for s in per_layer if s is not None]
+    return jax.tree.map(lambda *s: sum(s), *per_layer) if per_layer else None
 
 
 class Transformer(nnx.Module):
@@ -104,21 +133,26 @@ class Transformer(nnx.Module):
     def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
                  segment_ids: jax.Array | None = None, cache: Cache | None = None,
                  return_hidden: bool = False, cache_rows: jax.Array | None = None,
-                 kv_len: int | None = None, layer_params: list | None = None):
+                 kv_len: int | None = None, layer_params: list | None = None,
+                 return_router_stats: bool = False):
         """`layer_params` (`split_layers`) with `cache` as a per-layer list (`split_cache`): the
         blocks run over those per-layer arrays instead of slices of the stacks (the CPU
-        sampler's decode loop, which would copy a layer's slice in every step)."""
+        sampler's decode loop, which would copy a layer's slice in every step).
+        `return_router_stats`: also return the MoE router statistics summed over the sparse
+        layers (`moe.RouterStats`, None for a dense model) as `(result, stats)`."""
         positions = self._check_inputs(input_ids, positions, segment_ids, cache)
         dt = self.config.compute_dtype
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
         if layer_params is None:
-            x, new_cache = self._run_blocks(x, positions, segment_ids, cache, cache_rows, kv_len)
+            x, new_cache, stats = self._run_blocks(x, positions, segment_ids, cache, cache_rows,
+                                                   kv_len)
         else:
-            x, new_cache = self._run_split(x, positions, cache, layer_params, kv_len)
+            x, new_cache, stats = self._run_split(x, positions, cache, layer_params, kv_len)
         hidden = self.final_norm(x)
         out = hidden if return_hidden else self.project(hidden)
-        return out if cache is None else (out, new_cache)
+        result = out if cache is None else (out, new_cache)
+        return (result, stats) if return_router_stats else result
 
     def _run_blocks(self, x, positions, segment_ids, cache, cache_rows=None, kv_len=None):
         """All decoder blocks over (x, cache): scanned, or unrolled over the same parameters.
@@ -131,12 +165,12 @@ class Transformer(nnx.Module):
         """
         graphdef, params = nnx.split(self.layers)
 
-        def body(carry, layer_params_and_index):
+        def body(carry, per_layer):
             h, c = carry
-            layer_params, i = layer_params_and_index
-            h, c = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i, cache_rows,
-                                                     kv_len)
-            return (h, c), None
+            layer_params, i, sparse = per_layer
+            h, c, stats = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i,
+                                                            cache_rows, kv_len, sparse)
+            return (h, c), stats
 
         cfg = self.config
         if cfg.remat != "none":
@@ -144,11 +178,17 @@ class Transformer(nnx.Module):
                                   prevent_cse=not cfg.scan_layers)
         carry = (x, cache)
         if cfg.scan_layers:
-            carry, _ = jax.lax.scan(body, carry, (params, jnp.arange(cfg.num_layers)))
+            carry, stats = jax.lax.scan(body, carry, (params, jnp.arange(cfg.num_layers),
+                                                      jnp.asarray(cfg.sparse_layers)))
+            stats = jax.tree.map(lambda s: s.sum(0), stats)
         else:
+            stats = []
             for i, layer_params in enumerate(self.split_layers()):
-                carry, _ = body(carry, (layer_params, jnp.int32(i)))
-        return carry
+                carry, layer_stats = body(carry, (layer_params, jnp.int32(i),
+                                                  cfg.sparse_layers[i]))
+                stats.append(layer_stats)
+            stats = _sum_stats(stats)
+        return carry + (stats,)
 
     # ------------------------------------------------------------------ per-layer arrays
     def split_layers(self) -> list:
@@ -171,11 +211,13 @@ class Transformer(nnx.Module):
     def _run_split(self, x, positions, caches, layer_params, kv_len):
         """The blocks over per-layer weights and per-layer caches (undifferentiated: no remat)."""
         graphdef = nnx.graphdef(self.layers)
-        new_caches = []
-        for params, cache in zip(layer_params, caches):
-            x, cache = nnx.merge(graphdef, params)(x, positions, None, cache, 0, None, kv_len)
+        new_caches, stats = [], []
+        for params, cache, sparse in zip(layer_params, caches, self.config.sparse_layers):
+            x, cache, layer_stats = nnx.merge(graphdef, params)(x, positions, None, cache, 0,
+                                                                None, kv_len, sparse)
             new_caches.append(cache)
-        return x, new_caches
+            stats.append(layer_stats)
+        return x, new_caches, _sum_stats(stats)
 
     def project(self, hidden: jax.Array) -> jax.Array:
         """Final-normed hidden states [..., D] -> float32 logits [..., V]."""

@@ -25,7 +25,7 @@ def _hf_logits(model_dir):
         return hf(torch.tensor(IDS, dtype=torch.long)).logits.numpy()
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "qwen3_moe"])
 def test_round_trip_through_transformers(family, tiny_checkpoints, tiny_references, tmp_path):
     model, config = from_pretrained(tiny_checkpoints[family])
     names = save_pretrained(model, config, str(tmp_path))
@@ -111,13 +111,13 @@ def test_unexpected_tensor_and_architecture_are_rejected(tiny_checkpoints, tmp_p
                      lambda t: t.update({"model.layers.0.mlp.extra": np.zeros(3, np.float32)}))
     with pytest.raises(ValueError, match=r"does not use.*mlp\.extra"):
         from_pretrained(str(bad))
-    moe = tmp_path / "moe"
-    shutil.copytree(tiny_checkpoints["qwen3"], moe)
-    cfg = json.loads((moe / "config.json").read_text())
-    cfg.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"])
-    (moe / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="Qwen3MoeForCausalLM"):
-        from_pretrained(str(moe))
+    other = tmp_path / "mixtral"
+    shutil.copytree(tiny_checkpoints["qwen3"], other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg.update(model_type="mixtral", architectures=["MixtralForCausalLM"])
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="MixtralForCausalLM"):
+        from_pretrained(str(other))
     with pytest.raises(FileNotFoundError, match="config.json"):
         from_pretrained(str(tmp_path))
 
