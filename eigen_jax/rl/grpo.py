@@ -130,7 +130,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
              log_every: int = 1, checker: Any = None,
              shape_slack: float = 4.0, max_prefill_len: int = 2048,
-             share_prefix: bool = True) -> dict[str, Any]:
+             share_prefix: bool = True, router_aux_loss_coef: float = 0.0) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -145,6 +145,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `share_prefix`: the learner may run each group's common prompt once instead of once per
     sample (`rl.batching.cheapest_train_batch`: when that is cheaper than packing; exact); needs
     `grad_accum_steps == 1` and one process, else it is off.
+    `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
+    off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
@@ -168,7 +170,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     step_fn = state_lib.make_train_step(
         graphdef, rest, tx,
         make_grpo_loss(loss, with_entropy=log_entropy, temperature=temperature or 1.0,
-                       eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef),
+                       eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef,
+                       router_aux_loss_coef=router_aux_loss_coef),
         mesh=mesh, state_sharding=state_lib.state_shardings(state),
         grad_accum_steps=grad_accum_steps)
     logprob_fn = state_lib.MeshBound(

@@ -15,25 +15,36 @@ from flax import nnx
 from eigen_jax.models.attention import CACHE_ROW_AXIS
 from eigen_jax.rl import losses
 from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
+from eigen_jax.train.router_aux import add_router_aux, forward_with_router_stats, router_metrics
 
 
 def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
-                    with_entropy: bool = False, temperature: float = 1.0):
+                    with_entropy: bool = False, temperature: float = 1.0,
+                    return_router_stats: bool = False):
     """log π(tokens[t+1] | tokens[:t+1]) as `[rows, length - 1]` (and the entropy there).
 
     `temperature` is the rollout's sampling temperature: the learner scores tokens under the
     same tempered distribution the sampler drew them from, so ρ and the IS weights compare like
-    with like (1.0, the paper's setting, is the model's own distribution)."""
+    with like (1.0, the paper's setting, is the model's own distribution).
+    `return_router_stats`: return `(result, MoE router statistics or None)`; a shared-prefix
+    batch counts its suffix tokens (the prefixes run through the cache path)."""
+    out, stats = _policy_logprobs(model, batch, chunk_size, with_entropy, temperature)
+    return (out, stats) if return_router_stats else out
+
+
+def _policy_logprobs(model, batch, chunk_size, with_entropy, temperature):
     tokens, seg = batch["tokens"], batch["segment_ids"]
     if "prefix_tokens" in batch:
-        hidden = shared_prefix_hidden(model, batch)
+        hidden, stats = shared_prefix_hidden(model, batch, return_router_stats=True)
     else:
-        hidden = model(tokens, batch["positions"], seg, return_hidden=True)[:, :-1]
+        hidden, stats = forward_with_router_stats(model, tokens, batch["positions"], seg,
+                                                  return_hidden=True)
+        hidden = hidden[:, :-1]
     targets, _ = shifted_targets(tokens, seg, batch["loss_mask"])
     index = batch.get("score_index")
     if index is None:
         return chunked_token_logprobs(hidden, model.project, targets, chunk_size,
-                                      temperature=temperature, with_entropy=with_entropy)
+                                      temperature=temperature, with_entropy=with_entropy), stats
     # Project only the positions the loss reads (see `logprobs.score_index`), then scatter back;
     # every other position gets 0 and is masked out by the loss.
     picked = chunked_token_logprobs(jnp.take_along_axis(hidden, index[..., None], axis=1),
@@ -46,10 +57,10 @@ def policy_logprobs(model, batch: dict[str, jax.Array], chunk_size: int = 256,
     valid = valid_index(batch["loss_mask"], index)
     scatter = lambda x: jnp.zeros(targets.shape, x.dtype).at[rows, index].add(
         jnp.where(valid, x, 0))
-    return tuple(map(scatter, picked)) if with_entropy else scatter(picked)
+    return (tuple(map(scatter, picked)) if with_entropy else scatter(picked)), stats
 
 
-def shared_prefix_hidden(model, batch: dict[str, jax.Array]) -> jax.Array:
+def shared_prefix_hidden(model, batch: dict[str, jax.Array], return_router_stats: bool = False):
     """Final hidden states `[rows, length - 1]` of a shared-prefix batch (`rl.batching`).
 
     Each prefix runs once, through the model's cache path: its keys and values fill a cache of
@@ -69,8 +80,11 @@ def shared_prefix_hidden(model, batch: dict[str, jax.Array]) -> jax.Array:
     cache = jax.tree.map(lambda x: jnp.take(x, batch["prefix_row"][:, 0], axis=CACHE_ROW_AXIS),
                          cache)
     positions = jnp.where(seg > 0, batch["positions"][:, :-1], size)
-    hidden, _ = model(tokens, positions=positions, cache=cache, return_hidden=True)
-    return hidden
+    # segment_ids only mark the suffix's real tokens for the MoE router statistics here.
+    (hidden, _), stats = forward_with_router_stats(model, tokens, positions=positions,
+                                                   segment_ids=seg, cache=cache,
+                                                   return_hidden=True)
+    return (hidden, stats) if return_router_stats else hidden
 
 
 def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0):
@@ -87,7 +101,8 @@ def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 
 
 
 def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy: bool = True,
-                   temperature: float = 1.0, **loss_kwargs: Any):
+                   temperature: float = 1.0, router_aux_loss_coef: float = 0.0,
+                   **loss_kwargs: Any):
     """`loss_fn(model, batch, normalizer) -> (loss, sums)` for `train.state.make_train_step`.
 
     The batch may carry `old_logprobs` (needed when several optimisation passes reuse one rollout
@@ -97,7 +112,8 @@ def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy:
     policy_loss = losses.get(loss_name)
 
     def loss_fn(model, batch, normalizer):
-        out = policy_logprobs(model, batch, chunk_size, with_entropy, temperature)
+        out, stats = policy_logprobs(model, batch, chunk_size, with_entropy, temperature,
+                                     return_router_stats=True)
         logp, entropy = out if with_entropy else (out, jnp.zeros_like(out))
         _, mask = shifted_targets(batch["tokens"], batch["segment_ids"], batch["loss_mask"])
         shift = lambda k: batch[k][:, 1:]
@@ -115,7 +131,7 @@ def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy:
                 "entropy_sum": (entropy * mask).sum(),
                 "kl": m.get("kl", jnp.zeros(())),  # already divided by the global normalizer
                 "pg_loss": m["pg_loss"]}
-        return loss, sums
+        return add_router_aux(loss, sums, stats, router_aux_loss_coef, n / normalizer)
 
     return loss_fn
 
@@ -128,4 +144,5 @@ def summarise(sums: dict[str, Any]) -> dict[str, float]:
             "is_mask_fraction": float(sums["is_masked_tokens"]) / n,
             "entropy": float(sums["entropy_sum"]) / n,
             "kl": float(sums["kl"]), "pg_loss": float(sums["pg_loss"]),
-            "loss": float(sums["loss"]), "grad_norm": float(sums["grad_norm"])}
+            "loss": float(sums["loss"]), "grad_norm": float(sums["grad_norm"]),
+            **router_metrics(sums)}

@@ -6,6 +6,7 @@ SIGTERM saves and exits → final checkpoint and HF safetensors export (`workdir
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from eigen_jax.train.logprobs import score_index
 from eigen_jax.train.metrics import MetricsWriter
 from eigen_jax.train.model_init import init_model
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
+from eigen_jax.train.router_aux import router_metrics
 from eigen_jax.train.sft_loss import sft_loss
 
 
@@ -55,7 +57,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
             export_hf: bool = True, log_every: int = 10,
             peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
-            project_scored_only: bool = True, init_hf_dir: str | None = None) -> dict[str, Any]:
+            project_scored_only: bool = True, init_hf_dir: str | None = None,
+            router_aux_loss_coef: float = 0.0) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
 
     The model comes from `init_model` (gin: a preset or an HF checkpoint); `init_hf_dir`, when
@@ -65,6 +68,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     `project_scored_only`: project onto the vocabulary only the positions the loss reads (the
     trained role's tokens; `logprobs.score_index`), same loss and gradient. Single-process only:
     each host's scored count differs, and the index width must be one global shape.
+    `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
+    off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
     """
     workdir = Path(workdir)
     mesh = shd.make_mesh(mesh_shape)
@@ -87,7 +92,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     graphdef, params, rest = state_lib.split_model(model)
     state = state_lib.init_train_state(params, tx, mesh)
     state_sh = state_lib.state_shardings(state)
-    step_fn = state_lib.make_train_step(graphdef, rest, tx, sft_loss, mesh=mesh,
+    loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
+    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
                                         state_sharding=state_sh,
                                         grad_accum_steps=grad_accum_steps)
 
@@ -153,7 +159,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                                         learning_rate=float(schedule(step)),
                                         tokens_per_s=real_tokens / dt,
-                                        mfu=flops_per_token * batch_size * seq_len / dt / peak))
+                                        mfu=flops_per_token * batch_size * seq_len / dt / peak,
+                                        **router_metrics(metrics)))
             done = step + 1
             if eval_set and (done % eval_every == 0 or done == num_steps):
                 loss = evaluate_loss(eval_fn, state.params, eval_set)

@@ -162,13 +162,14 @@ def test_shared_prefix_layout():
     np.testing.assert_array_equal(padded["prefix_lengths"][-2:], 0)
 
 
-def test_layouts_give_equal_loss_and_gradient():
+@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-qwen3-moe"])
+def test_layouts_give_equal_loss_and_gradient(preset):
     rng = np.random.RandomState(3)
     eps = grouped([synthetic_episode(rng, [5, 8, 4], idx=0, reward=1.0),
                    synthetic_episode(rng, [6, 3], idx=1, reward=0.0)])
     eps.append(synthetic_episode(rng, [7], idx=2, reward=1.0))
     adv = [0.7, -1.4, 0.7]
-    model = Transformer(get_config("tiny-qwen3"), rngs=nnx.Rngs(0))
+    model = Transformer(get_config(preset), rngs=nnx.Rngs(0))
     graphdef, params, rest = split_model(model)
     # The sampler's log-probs: the model's own, perturbed, so IS weights differ from 1 and a
     # few exceed the cap.

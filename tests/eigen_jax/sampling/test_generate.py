@@ -9,6 +9,7 @@ from eigen_jax.sharding import make_mesh
 from tests.eigen_jax.sampling.conftest import (
     numpy_sampling_logprobs,
     random_prompts,
+    redrawn_model,
     reference_greedy,
     reference_logits,
 )
@@ -31,7 +32,13 @@ def _check_against_teacher_forcing(model, prompts, outs, params):
             assert abs(dist[token] - out.logprobs[j]) <= 1e-4, (q, j)
 
 
-def test_cached_greedy_equals_recomputation(tiny_model):
+@pytest.fixture(params=["tiny-qwen3", "tiny-qwen3-moe"])
+def dense_and_moe_model(request, tiny_model):
+    return tiny_model if request.param == "tiny-qwen3" else redrawn_model(request.param)
+
+
+def test_cached_greedy_equals_recomputation(dense_and_moe_model):
+    tiny_model = dense_and_moe_model
     prompts = random_prompts(LENGTHS, seed=1)
     outs = generate(tiny_model, prompts, SamplingParams(temperature=0), max_new_tokens=NEW)
     expected = reference_greedy(tiny_model, prompts, NEW)
