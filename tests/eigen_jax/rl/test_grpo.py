@@ -150,3 +150,34 @@ def test_resume_continues_the_run(tmp_path, policy_hf_dir, outfitter):
     assert second["reward_curve"][0] == list(first["reward_curve"][0])
     assert second["learner_updates"] >= first["learner_updates"]
     assert second["seconds"] > first["seconds"] - 1.0  # the whole run's time, not the last part
+
+
+def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_dir, outfitter):
+    """A Qwen3-MoE policy checkpoint through a GRPO step with the load-balancing loss on: the
+    router's expert load reaches the metrics log, and the exported checkpoint is an MoE one."""
+    import shutil
+
+    import gin
+    from flax import nnx
+
+    from eigen_jax import models
+
+    config = models.get_config("tiny-qwen3-moe", vocab_size=len(rl_chat.tokenizer),
+                               max_position_embeddings=4096)
+    policy = tmp_path / "policy"
+    models.save_pretrained(models.Transformer(config, rngs=nnx.Rngs(0)), config, str(policy))
+    for f in rl_tokenizer_dir.iterdir():
+        shutil.copy(f, policy / f.name)
+    with gin.unlock_config():
+        gin.bind_parameter("agent_prompt.mode", "compact")
+    try:
+        result = run_grpo(str(tmp_path / "run"), policy_hf_dir=str(policy), domain=outfitter,
+                          user=StopOnSecondMessage(), num_steps=1, tasks_per_step=2,
+                          group_size=4, max_extra_rounds=3, max_len=512, num_slots=8,
+                          max_new_tokens=16, checker=mixed_checker, router_aux_loss_coef=0.01)
+    finally:
+        gin.clear_config()
+    assert result["learner_updates"] == 1
+    m = json.loads((tmp_path / "run" / "tb" / "metrics.jsonl").read_text().split("\n")[-2])
+    assert m["router/max_load"] >= 1.0 >= m["router/min_load"] and m["router/aux_loss"] > 0
+    assert models.from_pretrained(result["hf_dir"])[1].family == "qwen3_moe"
