@@ -32,7 +32,7 @@ from eigen_jax.train.flops import train_flops_per_token
 def forward_flops(config: ModelConfig, tokens: int, keys: int) -> float:
     """Forward FLOPs of `tokens` positions each attending `keys` keys (2 per matmul weight and
     per score / value product)."""
-    matmul_params = config.num_params() - (0 if config.tie_word_embeddings
+    matmul_params = config.num_params(active=True) - (0 if config.tie_word_embeddings
                                            else config.vocab_size * config.hidden_size)
     attention = 4 * config.num_layers * config.num_heads * config.head_dim * keys
     return tokens * (2 * matmul_params + attention)

@@ -7,7 +7,8 @@ here, whatever the compute dtype), the top `k` probabilities, renormalised to su
     (`jax.lax.ragged_dot`, a grouped-matmul kernel on TPU) over the sorted rows: FLOPs are the
     active experts' only, and no token is dropped;
   * "dense": every expert on every token, weighted by the routing (k/E of the work is useful);
-    the reference the tests compare "ragged" with.
+    the reference the tests compare "ragged" with, and the faster of the two on a CPU, where
+    `ragged_dot` has no grouped kernel ("auto" picks by the platform compiled for).
 
 Under a mesh the layer is `shard_map`ped: tokens stay on the devices their batch rows live on;
 each device gathers the experts (sharded over the `expert` logical axis, like FSDP) for its own
@@ -146,7 +147,7 @@ class SparseMoE(nnx.Module):
         b, t, d = x.shape
         tokens = x.reshape(b * t, d)
         probs, top_w, ids = route(tokens, router, self.k, self.norm_topk_prob)
-        out = _EXPERTS[self.impl](tokens, ids, top_w, gate, up, down).reshape(b, t, d)
+        out = _EXPERTS[self._impl()](tokens, ids, top_w, gate, up, down).reshape(b, t, d)
         stats = router_stats(probs, ids, mask.reshape(-1))
         if reduce is not None:
             if reduce["mlp"]:
@@ -154,6 +155,14 @@ class SparseMoE(nnx.Module):
             if reduce["batch"]:
                 stats = jax.lax.psum(stats, reduce["batch"])
         return out, stats
+
+
+    def _impl(self) -> str:
+        if self.impl != "auto":
+            return self.impl
+        from eigen_jax.models.splash import target_platform
+
+        return "dense" if target_platform() == "cpu" else "ragged"
 
 
 def _axes(entry) -> tuple[str, ...]:

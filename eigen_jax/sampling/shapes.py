@@ -30,10 +30,13 @@ _COMPILED: dict[Hashable, dict[Hashable, set[tuple[int, ...]]]] = collections.de
 
 
 def token_cost_of(config) -> float:
-    """A token's per-layer weight matmul FLOPs in units of one attended cache slot's FLOPs."""
+    """A token's per-layer weight matmul FLOPs in units of one attended cache slot's FLOPs
+    (an MoE layer counts the experts a token runs through, and its router)."""
     d, hd = config.hidden_size, config.head_dim
-    weights = d * hd * (2 * config.num_heads + 2 * config.num_kv_heads) + \
-        3 * d * config.intermediate_size
+    mlp = sum(d * (3 * config.moe_intermediate_size * config.num_experts_per_tok
+                   + config.num_experts) if sparse else 3 * d * config.intermediate_size
+              for sparse in config.sparse_layers) / config.num_layers
+    weights = d * hd * (2 * config.num_heads + 2 * config.num_kv_heads) + mlp
     return weights / (2 * config.num_heads * hd)
 
 

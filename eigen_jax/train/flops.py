@@ -26,10 +26,11 @@ def matmul_peak_flops(dtype="float32", n: int | None = None, repeats: int = 5) -
 
 
 def train_flops_per_token(config, seq: int) -> float:
-    """6 * matmul params + causal attention (PaLM appendix B, 12 * L * H * hd * T halved for
-    the causal mask): forward + backward FLOPs per trained token. The embedding lookup is no
-    matmul and is excluded unless it doubles as the (tied) output projection."""
-    matmul_params = config.num_params()
+    """6 * active matmul params (an MoE token runs only its k experts) + causal attention (PaLM
+    appendix B, 12 * L * H * hd * T halved for the causal mask): forward + backward FLOPs per
+    trained token. The embedding lookup is no matmul and is excluded unless it doubles as the
+    (tied) output projection."""
+    matmul_params = config.num_params(active=True)
     if not config.tie_word_embeddings:
         matmul_params -= config.vocab_size * config.hidden_size
     attention = 12 * config.num_layers * config.num_heads * config.head_dim * seq / 2
