@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 WORKDIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quickstart test test-slow bench clean
+.PHONY: venv venv-gpu quickstart test test-slow bench clean
 
 $(STAMP): setup.py
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -14,6 +14,17 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# A CUDA 12 venv for GPU hosts (bench/gpu_check.sh looks for it): jax[cuda12] pinned to the CPU
+# venv's jax, so both run the code at one jax version. Build it where there is network.
+GPU_VENV ?= .venv-gpu
+JAX_VERSION ?= $(shell $(VPY) -c 'import jax; print(jax.__version__)' 2>/dev/null)
+venv-gpu:
+	@test -n "$(JAX_VERSION)" || { echo "make venv first, or pass JAX_VERSION=..."; exit 1; }
+	@test -x $(GPU_VENV)/bin/python || $(PY) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install -q -e '.[gpu]' 'jax[cuda12]==$(JAX_VERSION)' \
+		'pytest>=8,<9.2' 'pytest-timeout>=2.3'
 
 # The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
 quickstart: $(STAMP)

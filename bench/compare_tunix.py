@@ -13,9 +13,13 @@ Workloads (same shapes on both sides; medians of `repeats` after warm-up, compil
   decode  batched sampling from `prompt_len` prompts; decode tok/s = extra tokens / extra time
           between two generation lengths (prefill and host overheads cancel).
   train   full-parameter next-token step (forward + backward + AdamW) at `train_seq` tokens;
-          eigen-jax's MFU against a matmul peak measured in the same run.
+          MFU of both stacks = model FLOPs per token (`train_flops_per_token`) x tokens/s over a
+          matmul rate measured in this run in the model's dtype (a large jitted matmul).
+          `--attention_impls cudnn,xla` measures eigen-jax's step once per training attention
+          on the same weights (the first is the one set against Tunix's ratio).
 
-    python bench/compare_tunix.py [--config cpu|gpu-1b] [--out bench/results/compare_tunix.json]
+    python bench/compare_tunix.py [--config cpu|gpu-1b] [--attention_impls cudnn,xla]
+        [--no_tunix] [--out bench/results/compare_tunix.json]
 """
 from __future__ import annotations
 
@@ -23,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,7 +45,9 @@ from flax import nnx  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # noqa: E402
 
+from compare_report import report  # noqa: E402
 from eigen_jax import models  # noqa: E402
+from eigen_jax.models.config import ATTENTION_IMPLS  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
 from eigen_jax.rl.batching import cheapest_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
@@ -231,23 +236,50 @@ def ensure_venv(venv: str | None) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def with_attention(model, impl: str | None):
+    """`model`'s weights (shared, not copied) under another `attention_impl` (a static choice
+    of the module graph); None keeps the model's own."""
+    if impl is None or impl == model.config.attention_impl:
+        return model
+    config = model.config.replace(attention_impl=impl)
+    abstract = nnx.eval_shape(lambda: models.Transformer(config, rngs=nnx.Rngs(0)))
+    return nnx.merge(nnx.graphdef(abstract), nnx.state(model))
+
+
+def train_key(impl: str | None) -> str:
+    return "train" if impl is None else f"train[{impl}]"
+
+
+def bench_ours(model, spec, metrics, peak) -> dict:
+    out = {}
+    for name in metrics:
+        for impl in (spec.get("attention_impls") or [None]) if name == "train" else [None]:
+            key = train_key(impl) if name == "train" else name
+            print(f"[eigen-jax] {spec['name']} {key} ...", flush=True)
+            out[key] = {"decode": lambda: bench_decode(model, spec),
+                        "train": lambda: bench_train(with_attention(model, impl), spec, peak),
+                        "grpo": lambda: bench_grpo(model, spec)}[name]()
+    return out
+
+
 def bench_model(spec, metrics, venv, peak, workdir) -> dict:
+    """eigen-jax's figures, then Tunix's on the same weights (skipped when `venv` is None)."""
     config = models.get_config(spec["preset"], dtype=spec["dtype"], param_dtype="float32",
                                **spec["overrides"])
     model = models.Transformer(config, rngs=nnx.Rngs(spec["seed"]))
     ckpt = os.path.join(workdir, "ckpt")
-    models.save_pretrained(model, config, ckpt)
+    if venv is not None:  # the checkpoint is how Tunix gets the same weights
+        models.save_pretrained(model, config, ckpt)
     ids = probe_ids(spec, config.vocab_size)
     spec = dict(spec, checkpoint=ckpt, probe_ids=ids, metrics=metrics)
     ours = {"params": config.num_params(),
             "probe_logits": np.asarray(model(jnp.asarray(ids, jnp.int32)), np.float32)}
-    for name in metrics:
-        print(f"[eigen-jax] {spec['name']} {name} ...", flush=True)
-        ours[name] = {"decode": lambda: bench_decode(model, spec),
-                      "train": lambda: bench_train(model, spec, peak),
-                      "grpo": lambda: bench_grpo(model, spec)}[name]()
-    print(f"[tunix] {spec['name']} ...", flush=True)
+    ours.update(bench_ours(model, spec, metrics, peak))
     ours_logits = ours.pop("probe_logits")
+    if venv is None:
+        return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+                "eigen_jax": ours, "tunix": {"skipped": "no Tunix venv (--no_tunix)"}}
+    print(f"[tunix] {spec['name']} ...", flush=True)
     try:
         theirs = run_tunix(spec, workdir, venv)
     except RuntimeError as e:  # keep eigen-jax's figures: they cost minutes to measure
@@ -265,32 +297,34 @@ def bench_model(spec, metrics, venv, peak, workdir) -> dict:
             "logit_max_abs_diff": float(diff), "eigen_jax": ours, "tunix": theirs}
 
 
-ROWS = [("grpo", "GRPO step (s, lower better)", "step_s", True),
-        ("grpo", "GRPO compile+first step (s)", "compile_s", True),
-        ("decode", "decode tok/s", "decode_tok_s", False),
-        ("decode", "generate tok/s (prefill+decode)", "generate_tok_s", False),
-        ("decode", "sampler compile+first call (s)", "compile_s", True),
-        ("train", "train-step tokens/s", "tokens_per_s", False),
-        ("train", "train compile+first step (s)", "compile_s", True)]
-
-
-def table(results) -> list[dict]:
-    """Rows (model, metric, eigen-jax, Tunix, ratio); ratio > 1 means eigen-jax is better."""
-    rows = []
-    for r in results:
-        for key, label, field, lower_better in ROWS:
-            if key not in r["eigen_jax"]:
-                continue
-            ours = r["eigen_jax"][key][field]
-            theirs = r["tunix"][key][field] if key in r["tunix"] else None
-            ratio = None if theirs is None else (theirs / ours if lower_better else ours / theirs)
-            rows.append({"model": r["spec"]["name"], "metric": label, "eigen_jax": ours,
-                         "tunix": theirs, "ratio": ratio})
-        if "train" in r["eigen_jax"]:
-            rows.append({"model": r["spec"]["name"], "metric": "eigen-jax train MFU",
-                         "eigen_jax": r["eigen_jax"]["train"]["mfu"], "tunix": None,
-                         "ratio": None})
-    return rows
+def select_specs(args) -> list[dict]:
+    """The --config's model specs, narrowed and amended by the command-line flags."""
+    specs = CONFIGS[args.config]
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = set(wanted) - {s["name"] for s in specs}
+        if unknown:
+            raise SystemExit(f"unknown --models {sorted(unknown)} for --config {args.config}")
+        specs = [s for s in specs if s["name"] in wanted]
+    if args.repeats:
+        specs = [dict(s, repeats=args.repeats) for s in specs]
+    specs = [dict(s, steps_per_sync=args.steps_per_sync) for s in specs]
+    if args.attention_impls:
+        impls = args.attention_impls.split(",")
+        unknown = set(impls) - set(ATTENTION_IMPLS)
+        if unknown:
+            raise SystemExit(f"unknown --attention_impls {sorted(unknown)}")
+        specs = [dict(s, attention_impls=impls) for s in specs]
+    if args.override:
+        extra = {}
+        for item in args.override:
+            field, sep, value = item.partition("=")
+            if not sep or field not in {f.name for f in dataclasses.fields(models.ModelConfig)}:
+                raise SystemExit(f"--override {item!r}: expected FIELD=VALUE with a ModelConfig "
+                                 "field")
+            extra[field] = json.loads(value)
+        specs = [dict(s, overrides={**s["overrides"], **extra}) for s in specs]
+    return specs
 
 
 def main():
@@ -305,32 +339,19 @@ def main():
     parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
                         help="eigen-jax ModelConfig field (VALUE as JSON), e.g. attention_block=0 "
                              "for an A/B of one eigen-jax choice; repeatable")
+    parser.add_argument("--attention_impls", default=None,
+                        help="comma list of attention_impl values (e.g. cudnn,xla): one "
+                             "eigen-jax train measurement each, same weights")
     parser.add_argument("--venv", default=None, help="Tunix venv (default: make_venv.sh's)")
+    parser.add_argument("--no_tunix", action="store_true",
+                        help="eigen-jax alone: no Tunix venv is made or used, no checkpoint")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_tunix.json"))
     args = parser.parse_args()
 
-    specs = CONFIGS[args.config]
-    if args.models:
-        wanted = args.models.split(",")
-        unknown = set(wanted) - {s["name"] for s in specs}
-        if unknown:
-            raise SystemExit(f"unknown --models {sorted(unknown)} for --config {args.config}")
-        specs = [s for s in specs if s["name"] in wanted]
-    if args.repeats:
-        specs = [dict(s, repeats=args.repeats) for s in specs]
-    specs = [dict(s, steps_per_sync=args.steps_per_sync) for s in specs]
-    if args.override:
-        extra = {}
-        for item in args.override:
-            field, sep, value = item.partition("=")
-            if not sep or field not in {f.name for f in dataclasses.fields(models.ModelConfig)}:
-                raise SystemExit(f"--override {item!r}: expected FIELD=VALUE with a ModelConfig "
-                                 "field")
-            extra[field] = json.loads(value)
-        specs = [dict(s, overrides={**s["overrides"], **extra}) for s in specs]
+    specs = select_specs(args)
     metrics = args.metrics.split(",")
     start = time.time()
-    venv = ensure_venv(args.venv)
+    venv = None if args.no_tunix else ensure_venv(args.venv)
     load_before = os.getloadavg()
     dtypes = {s["dtype"] for s in specs}
     peaks = {d: matmul_peak_flops(jnp.dtype(d)) for d in dtypes}
@@ -338,28 +359,7 @@ def main():
     for spec in specs:
         with tempfile.TemporaryDirectory() as workdir:
             results.append(bench_model(spec, metrics, venv, peaks[spec["dtype"]], workdir))
-    rows = table(results)
-
-    device = jax.devices()[0]
-    print(f"\ndevice: {device.platform} {device.device_kind}  load avg before/after: "
-          f"{load_before[0]:.2f}/{os.getloadavg()[0]:.2f}  matmul peak: "
-          + ", ".join(f"{d} {p / 1e12:.3f} TFLOP/s" for d, p in peaks.items()))
-    print(f"{'model':<12}{'metric':<34}{'eigen-jax':>12}{'Tunix':>12}{'ratio':>8}")
-    for r in rows:
-        fmt = (lambda v: "" if v is None else f"{v:.1%}") if "MFU" in r["metric"] else \
-            (lambda v: "" if v is None else f"{v:.4g}")
-        print(f"{r['model']:<12}{r['metric']:<34}{fmt(r['eigen_jax']):>12}{fmt(r['tunix']):>12}"
-              f"{'' if r['ratio'] is None else format(r['ratio'], '.2f'):>8}")
-    print("ratio: eigen-jax advantage (Tunix time / eigen-jax time, or eigen-jax rate / Tunix "
-          "rate)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"config": args.config, "device": f"{device.platform} {device.device_kind}",
-                   "host": platform.node(), "jax": jax.__version__, "load_avg_before":
-                   load_before, "load_avg_after": os.getloadavg(), "matmul_peak_flops": peaks,
-                   "wall_s": time.time() - start, "table": rows, "results": results}, f,
-                  indent=1)
-    print(f"wrote {args.out}  ({time.time() - start:.0f} s)")
+    report(args.config, results, peaks, load_before, start, args.out)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Train-step throughput and MFU for the ~25M and ~100M presets, with and without packing.
 
     .venv/bin/python bench/train_bench.py [--presets bench-25m,bench-100m] [--seq 512] [--batch 4]
+        [--dtype bfloat16] [--attention_impls cudnn,xla]
 
 Both variants see the same synthetic dialogue lengths (uniform in [seq/8, seq*3/4], like the
 quickstart's reference dialogues relative to their rows): "padded" puts one example per row,
 "packed" fills rows first-fit. Reported: real (non-padding) tokens/s, and MFU = model FLOPs of
-the computed tokens over this machine's matmul peak measured in the same run.
+the computed tokens over this machine's matmul peak measured in the same run, in the compute
+dtype (`--dtype`; parameters stay float32). `--attention_impls` repeats both variants per
+training attention (on a GPU, cudnn vs xla: packed rows are cuDNN's ragged layout, padded rows
+one segment each).
 """
 from __future__ import annotations
 
@@ -57,8 +61,9 @@ def batch_of(row_lengths, seq: int, vocab: int, rng) -> dict[str, np.ndarray]:
             "segment_ids": seg, "loss_mask": (seg > 0).astype(np.int32)}
 
 
-def bench(preset: str, seq: int, batch: int, steps: int, peak: float) -> list[dict]:
-    config = models.get_config(preset)
+def bench(preset: str, seq: int, batch: int, steps: int, peak: float, dtype: str = "float32",
+          attention_impl: str = "auto") -> list[dict]:
+    config = models.get_config(preset, dtype=dtype, attention_impl=attention_impl)
     mesh = shd.make_mesh((1, -1, 1))
     model = shd.shard_model(models.Transformer(config, rngs=nnx.Rngs(0)), mesh)
     tx = make_optimizer(make_schedule(1e-4))
@@ -87,6 +92,7 @@ def bench(preset: str, seq: int, batch: int, steps: int, peak: float) -> list[di
         real = statistics.mean(float((b["segment_ids"] > 0).sum()) for b in batches[1:])
         flops = train_flops_per_token(config, seq) * batch * seq
         out.append({"preset": preset, "params": config.num_params(), "packing": pack,
+                    "dtype": dtype, "attention_impl": attention_impl,
                     "step_s": dt, "real_tokens_per_s": real / dt, "fill": real / (batch * seq),
                     "mfu": flops / dt / peak, "compile_s": compile_s})
     return out
@@ -98,22 +104,29 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--dtype", default="float32", help="compute dtype (and the peak's)")
+    ap.add_argument("--attention_impls", default="auto", help="comma list of attention_impl")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_bench.json"))
     args = ap.parse_args()
-    peak = matmul_peak_flops()
-    results = [r for p in args.presets.split(",")
-               for r in bench(p, args.seq, args.batch, args.steps, peak)]
-    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s (float32); load avg {os.getloadavg()[0]:.1f}")
-    print(f"{'preset':12s} {'packing':8s} {'step s':>8s} {'real tok/s':>11s} {'fill':>6s} "
-          f"{'MFU':>6s}")
+    peak = matmul_peak_flops(args.dtype)
+    results = [r for p in args.presets.split(",") for impl in args.attention_impls.split(",")
+               for r in bench(p, args.seq, args.batch, args.steps, peak, args.dtype, impl)]
+    device = jax.devices()[0]
+    print(f"{device.platform} {device.device_kind}: matmul peak {peak / 1e12:.3f} TFLOP/s "
+          f"({args.dtype}); load avg {os.getloadavg()[0]:.1f}")
+    print(f"{'preset':12s} {'attention':10s} {'packing':8s} {'step s':>8s} {'real tok/s':>11s} "
+          f"{'fill':>6s} {'MFU':>6s}")
     base = {}
     for r in results:
         base.setdefault(r["preset"], r["real_tokens_per_s"])
-        print(f"{r['preset']:12s} {str(r['packing']):8s} {r['step_s']:8.2f} "
-              f"{r['real_tokens_per_s']:11.0f} {r['fill']:6.2f} {100 * r['mfu']:5.1f}%  "
-              f"x{r['real_tokens_per_s'] / base[r['preset']]:.2f} vs padded")
+        print(f"{r['preset']:12s} {r['attention_impl']:10s} {str(r['packing']):8s} "
+              f"{r['step_s']:8.3f} {r['real_tokens_per_s']:11.0f} {r['fill']:6.2f} "
+              f"{100 * r['mfu']:5.1f}%  x{r['real_tokens_per_s'] / base[r['preset']]:.2f} vs "
+              "the first row")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"peak_flops": peak, "results": results}, indent=1))
+    Path(args.out).write_text(json.dumps({"device": f"{device.platform} {device.device_kind}",
+                                          "dtype": args.dtype, "peak_flops": peak,
+                                          "results": results}, indent=1))
 
 
 if __name__ == "__main__":

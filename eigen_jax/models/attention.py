@@ -9,13 +9,14 @@ Two masking regimes (the contract the trainer and sampler rely on):
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from eigen_jax.models import splash
+from eigen_jax.models import cudnn_attention, splash
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
 from eigen_jax.models.rope import apply_rope, inverse_frequencies
@@ -166,11 +167,17 @@ class Attention(nnx.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def _use_splash(self, length: int) -> bool:
-        if self.impl == "splash":
-            return True
-        return (self.impl == "auto" and splash.target_platform() == "tpu"
-                and splash.supports(length))
+    def _training_impl(self, length: int) -> str:
+        """The training attention `attention_impl` resolves to for this length: "auto" is a
+        fused kernel where the target platform has one that takes these shapes, else XLA."""
+        if self.impl != "auto":
+            return self.impl
+        platform = splash.target_platform()
+        if platform == "tpu" and splash.supports(length):
+            return "splash"
+        if platform in ("gpu", "cuda") and cudnn_attention.supports(self.head_dim, self.dtype):
+            return "cudnn"
+        return "xla"
 
     def _project(self, x, kernel, bias, axes):
         y = jnp.einsum("btd,dnh->btnh", x, kernel[...].astype(self.dtype))
@@ -194,10 +201,15 @@ class Attention(nnx.Module):
 
         if cache is None:
             seg = segment_ids if segment_ids is not None else jnp.ones(x.shape[:2], jnp.int32)
-            if self._use_splash(x.shape[1]):
-                out = splash.splash_attention(q, k, v, seg, self.head_dim ** -0.5)
+            scale = self.head_dim ** -0.5
+            blocks = functools.partial(causal_block_attention, scale=scale, block=self.block)
+            impl = self._training_impl(x.shape[1])
+            if impl == "splash":
+                out = splash.splash_attention(q, k, v, seg, scale)
+            elif impl == "cudnn":
+                out = cudnn_attention.cudnn_attention(q, k, v, seg, scale, blocks)
             else:
-                out = causal_block_attention(q, k, v, seg, self.head_dim ** -0.5, self.block)
+                out = blocks(q, k, v, seg)
             new_cache = None
         else:
             rows = jnp.arange(x.shape[0]) if cache_rows is None else cache_rows

@@ -27,7 +27,7 @@ MOE_IMPLS = ("auto", "ragged", "dense")
 _ARCH_TO_FAMILY = {arch: fam for fam, (_, arch) in FAMILIES.items()}
 _TYPE_TO_FAMILY = {mt: fam for fam, (mt, _) in FAMILIES.items()}
 
-ATTENTION_IMPLS = ("auto", "xla", "splash")
+ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 ROPE_TYPES = ("default", "linear", "llama3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -52,8 +52,10 @@ class ModelConfig:
     `attention_block` is the query-block length of training attention (causal blocks skip the
     keys after them; 0 = one dense block), a speed knob that never changes the result.
     `attention_impl` picks training attention (no cache): "xla" (query blocks, tuned on CPUs),
-    "splash" (the Pallas TPU kernel; interpret mode on a CPU), "auto" = splash when the program
-    is compiled for a TPU, else xla. Same result either way, up to kernel tolerance.
+    "splash" (the Pallas TPU kernel; interpret mode on a CPU), "cudnn" (cuDNN flash attention,
+    GPU only; float32 compute is cast to bfloat16 for it), "auto" = splash when the program is
+    compiled for a TPU, cudnn for a GPU when the compute dtype (bf16/fp16) and head_dim suit
+    cuDNN, else xla. Same result either way, up to kernel tolerance.
     `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
     compile time does not grow with depth); off, they are unrolled over the same parameters.
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.abspath(BENCH))
 sys.path.insert(0, os.path.abspath(os.path.join(BENCH, "peers")))
 
 compare = importlib.import_module("compare_tunix")
+report = importlib.import_module("compare_report")
 peer = importlib.import_module("tunix_bench")  # imports no tunix at module level
 
 SPEC = dict(name="tiny", preset="tiny-qwen3", overrides={"rope_theta": 1e6}, dtype="float32",
@@ -48,23 +50,43 @@ def test_id_tokenizer_round_trips_and_never_emits_eos():
     assert tok.bos_id() is None and tok.pad_id() == 0 and tok.eos_id() == 256
 
 
+def _train(tokens_per_s):
+    return {"tokens_per_s": tokens_per_s, "compile_s": 2.0, "flops_per_token": 8e9,
+            "mfu": tokens_per_s * 8e9 / 1e12}
+
+
 def test_table_ratio_is_eigen_jax_advantage():
-    result = {"spec": {"name": "m"},
+    result = {"spec": {"name": "m", "dtype": "bfloat16"},
               "eigen_jax": {"grpo": {"step_s": 1.0, "compile_s": 4.0},
                             "decode": {"decode_tok_s": 300.0, "generate_tok_s": 200.0,
                                        "compile_s": 1.0},
-                            "train": {"tokens_per_s": 50.0, "compile_s": 2.0, "mfu": 0.4}},
+                            "train": _train(50.0)},
               "tunix": {"grpo": {"step_s": 3.0, "compile_s": 2.0},
                         "decode": {"decode_tok_s": 100.0, "generate_tok_s": 400.0,
                                    "compile_s": 1.0},
                         "train": {"tokens_per_s": 100.0, "compile_s": 2.0}}}
-    rows = {r["metric"]: r["ratio"] for r in compare.table([result])}
-    assert rows["GRPO step (s, lower better)"] == pytest.approx(3.0)   # we take 1/3 the time
-    assert rows["GRPO compile+first step (s)"] == pytest.approx(0.5)
-    assert rows["decode tok/s"] == pytest.approx(3.0)
-    assert rows["generate tok/s (prefill+decode)"] == pytest.approx(0.5)
-    assert rows["train-step tokens/s"] == pytest.approx(0.5)
-    assert rows["eigen-jax train MFU"] is None
+    rows = {r["metric"]: r for r in report.table([result], {"bfloat16": 1e12})}
+    ratio = {k: r["ratio"] for k, r in rows.items()}
+    assert ratio["GRPO step (s, lower better)"] == pytest.approx(3.0)   # we take 1/3 the time
+    assert ratio["GRPO compile+first step (s)"] == pytest.approx(0.5)
+    assert ratio["decode tok/s"] == pytest.approx(3.0)
+    assert ratio["generate tok/s (prefill+decode)"] == pytest.approx(0.5)
+    assert ratio["train-step tokens/s"] == pytest.approx(0.5)
+    # MFU of both stacks: same FLOPs per token, same measured peak.
+    assert rows["train MFU"]["eigen_jax"] == pytest.approx(0.4)
+    assert rows["train MFU"]["tunix"] == pytest.approx(0.8)
+    assert rows["train model TFLOP/s"]["eigen_jax"] == pytest.approx(0.4)
+
+
+def test_table_has_one_train_block_per_attention_impl_and_no_tunix_columns_when_skipped():
+    result = {"spec": {"name": "m", "dtype": "bfloat16"},
+              "eigen_jax": {"train[cudnn]": _train(80.0), "train[xla]": _train(40.0)},
+              "tunix": {"skipped": "no Tunix venv (--no_tunix)"}}
+    rows = {r["metric"]: r for r in report.table([result], {"bfloat16": 1e12})}
+    assert rows["train-step tokens/s[cudnn]"]["eigen_jax"] == 80.0
+    assert rows["train-step tokens/s[xla]"]["eigen_jax"] == 40.0
+    assert rows["train MFU[cudnn]"]["eigen_jax"] == pytest.approx(0.64)
+    assert all(r["tunix"] is None and r["ratio"] is None for r in rows.values())
 
 
 def test_step_times_drop_warmup_and_close_last_step():
@@ -85,6 +107,20 @@ def test_eigen_jax_side_runs_on_a_tiny_model():
     assert train["mfu"] == pytest.approx(train["tokens_per_s"] * train["flops_per_token"] / 1e12)
     grpo = compare.bench_grpo(model, SPEC)
     assert grpo["sequences"] == 4 and grpo["step_s"] > 0
+
+
+def test_attention_impls_share_the_weights():
+    from flax import nnx
+
+    from eigen_jax import models
+    model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(0))
+    other = compare.with_attention(model, "splash")
+    assert other.config.attention_impl == "splash" and compare.with_attention(model, None) is model
+    leaves = zip(jax.tree.leaves(nnx.state(other)), jax.tree.leaves(nnx.state(model)))
+    assert all(a is b for a, b in leaves)
+    out = compare.bench_ours(model, dict(SPEC, attention_impls=["xla", "auto"]), ["train"], 1e12)
+    assert sorted(out) == ["train[auto]", "train[xla]"]
+    assert out["train[auto]"]["flops_per_token"] == out["train[xla]"]["flops_per_token"]
 
 
 @pytest.mark.slow
