@@ -44,7 +44,8 @@ except Exception as e:
     failure = type(e).__name__
 out = {"process": me, "count": jax.process_count(), "devices": jax.device_count(),
        "local_devices": jax.local_device_count(),
-       "sum": float(jax.jit(lambda x: (x * x).sum())(batch["x"])), "expected": float((full * full).sum()),
+       "sum": float(jax.jit(lambda x: (x * x).sum())(batch["x"])),
+       "expected": float((full * full).sum()),
        "rows": [int(r) for r in rows], "gathered": multihost.allgather_json({"p": me}),
        "written": written, "failure": failure,
        "any_term": multihost.any_process(me == 1), "no_term": multihost.any_process(False),
