@@ -181,8 +181,8 @@ def grpo_stage(ctx: dict[str, Any], user: str = "model", name: str = "grpo") -> 
     elif user == "untrained":
         kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
     result = run_grpo(workdir=str(paths.resolve(ctx["workdir"]) / name),
-                      policy_hf_dir=ctx["agent_hf_dir"], tokenizer_dir=ctx["tokenizer_dir"], domain=_domain(ctx), user=kind,
-                      user_hf_dir=user_dir)
+                      policy_hf_dir=ctx["agent_hf_dir"], tokenizer_dir=ctx["tokenizer_dir"],
+                      domain=_domain(ctx), user=kind, user_hf_dir=user_dir)
     return {"grpo_hf_dir": result.get("hf_dir"), f"{name}_result": result, "stage_name": name}
 
 
