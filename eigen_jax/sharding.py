@@ -9,7 +9,6 @@ used by an earlier dimension, falls back to replication for that dimension inste
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,22 +156,18 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_AXIS_RULES,
 
 
 # ---------------------------------------------------------------------------- multi-host
-_DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID",
-             "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           **kwargs) -> bool:
+    """`jax.distributed.initialize` from the launch flags when given, else from a multi-host
+    launcher's environment (TPU VM, SLURM, Open MPI); True when this is a multi-process run.
 
-
-def initialize_distributed(**kwargs) -> bool:
-    """`jax.distributed.initialize()` when a multi-host launcher's environment is present.
-
-    Returns True when initialisation ran. Single-host runs (no such variables) are untouched,
-    so the same entry point works on a laptop and on a pod.
+    Single-process runs (no flags, no such variables) are untouched, so the same entry point
+    works on a laptop and on a pod (`eigen_jax.multihost.initialize`).
     """
-    if not any(os.environ.get(k) for k in _DIST_ENV):
-        return False
-    if jax.distributed.is_initialized():
-        return True
-    jax.distributed.initialize(**kwargs)
-    return True
+    from eigen_jax import multihost
+
+    return multihost.initialize(coordinator_address, num_processes, process_id, **kwargs)
 
 
 def process_batch_slice(global_batch_size: int, process_index: int | None = None,

@@ -5,6 +5,11 @@ dirs, ...) and returns what it adds. Every stage is resumable: it skips work who
 and resumes from its own checkpoints. The timings land in `WORKDIR/pipeline.json`, with the part
 of each stage JAX spent tracing and compiling (`compile_s`).
 
+Multi-process runs (a pod slice): every process runs every stage. Stages that write shared files
+(data, tokenizer, report, `pipeline.json`) run on process 0 while the others wait and then read
+its result (`multihost.primary_first`); training, RL and evaluation split their work by process
+inside. The workdir may be a URL (`gs://bucket/run`): paths go through `etils.epath`.
+
 This module lives in launch/ because it joins both halves: data_agents (dataset generation,
 reference backend) and eigen_jax (training, RL, evaluation).
 """
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from eigen_jax import multihost, paths
 from typing import Any, Callable, Sequence
 
 import gin
@@ -25,9 +30,10 @@ Stage = Callable[[dict[str, Any]], dict[str, Any]]
 def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED) -> dict[str, Any]:
     from eigen_jax.compile_time import CompileTimer
 
-    ctx: dict[str, Any] = {"workdir": str(Path(workdir).absolute()), "timings": {},
+    ctx: dict[str, Any] = {"workdir": str(paths.resolve(workdir)), "timings": {},
                            "compile_s": {}}
-    Path(ctx["workdir"]).mkdir(parents=True, exist_ok=True)
+    if multihost.is_primary():
+        paths.resolve(ctx["workdir"]).mkdir(parents=True, exist_ok=True)
     for stage in stages:
         name = getattr(stage, "__name__", None) or str(stage)
         label = name
@@ -41,8 +47,9 @@ def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED) -> dict[s
         ctx["compile_s"][label] = round(compile_timer.total_s, 2)
         logging.info("=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)", label,
                      ctx["timings"][label], compile_timer.total_s, compile_timer.compiles)
-        (Path(ctx["workdir"]) / "pipeline.json").write_text(json.dumps(
-            {k: v for k, v in ctx.items() if _jsonable(v)}, indent=1, default=str))
+        if multihost.is_primary():
+            (paths.resolve(ctx["workdir"]) / "pipeline.json").write_text(json.dumps(
+                {k: v for k, v in ctx.items() if _jsonable(v)}, indent=1, default=str))
     return ctx
 
 
@@ -59,11 +66,17 @@ def _jsonable(v: Any) -> bool:
 def reference_data_stage(ctx: dict[str, Any], domain: str = "outfitter",
                          num_train: int | None = None, num_test: int | None = None,
                          domain_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Dialogues from the domain's reference solver → journal → TFDS (offline)."""
+    """Dialogues from the domain's reference solver → journal → TFDS (offline); written by
+    process 0, read by all."""
+    return multihost.primary_first("data", lambda: _reference_data(
+        ctx, domain, num_train, num_test, domain_kwargs))
+
+
+def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str, Any]:
     from data_agents.reference_backend import generate_reference
     from data_agents.tfds import build_dataset
 
-    root = Path(ctx["workdir"]) / "data"
+    root = paths.resolve(ctx["workdir"]) / "data"
     counts = generate_reference(domain, root / "journals" / "reference.jsonl",
                                 {"train": num_train, "test": num_test}, **(domain_kwargs or {}))
     builder = build_dataset(root / "journals", root / "tfds")
@@ -80,7 +93,7 @@ def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
                         domain_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train on an already published `eigen_dialogues` dataset (e.g. `generate_data.py
     --publish` output), evaluating and running RL on `domain`."""
-    if not Path(data_dir, "eigen_dialogues").is_dir():
+    if not paths.resolve(data_dir).joinpath("eigen_dialogues").is_dir():
         raise FileNotFoundError(f"no eigen_dialogues TFDS dataset under {data_dir}")
     return {"data_dir": data_dir, "domain": domain, "domain_kwargs": dict(domain_kwargs or {}),
             "stage_name": "data"}
@@ -89,17 +102,23 @@ def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
 @gin.configurable
 def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: str | None = None,
                     split_digits: bool = False, isolate_spaces: bool = False) -> dict[str, Any]:
-    """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text."""
+    """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text
+    (process 0 trains it, the others read it)."""
     if tokenizer_dir:
         return {"tokenizer_dir": tokenizer_dir, "stage_name": "tokenizer"}
-    out = Path(ctx["workdir"]) / "tokenizer"
+    return multihost.primary_first("tokenizer", lambda: _train_tokenizer(
+        ctx, vocab_size, split_digits, isolate_spaces))
+
+
+def _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces) -> dict[str, Any]:
+    out = paths.resolve(ctx["workdir"]) / "tokenizer"
     if not (out / "tokenizer.json").exists():
         from data_agents.journal import iter_records
         from eigen_jax.chat import views
         from eigen_jax.chat.tiny_tokenizer import train_tiny_tokenizer
 
         def corpus():
-            for path in sorted(Path(ctx["journal_dir"]).glob("*.jsonl")):
+            for path in sorted(paths.resolve(ctx["journal_dir"]).glob("*.jsonl")):
                 for r in iter_records(path):
                     if r.split != "train":
                         continue
@@ -111,8 +130,9 @@ def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: 
                         for c in m.get("tool_calls", []):
                             yield json.dumps({"name": c["name"], "arguments": c["arguments"]})
 
-        train_tiny_tokenizer(corpus(), vocab_size, str(out), split_digits=split_digits,
-                             isolate_spaces=isolate_spaces)
+        with paths.local_staging(out, "tokenizer") as local:
+            train_tiny_tokenizer(corpus(), vocab_size, local, split_digits=split_digits,
+                                 isolate_spaces=isolate_spaces)
     return {"tokenizer_dir": str(out), "stage_name": "tokenizer"}
 
 
@@ -138,7 +158,7 @@ def sft_stage(ctx: dict[str, Any], objective: str = "agent", name: str | None = 
             raise ValueError(f"sft_stage(init_from={init_from!r}) needs the {init_from}-SFT stage "
                              f"before it (no {key} in the pipeline context)")
         kwargs["init_hf_dir"] = ctx[key]
-    result = (run or run_sft)(workdir=str(Path(ctx["workdir"]) / name),
+    result = (run or run_sft)(workdir=str(paths.resolve(ctx["workdir"]) / name),
                               data_dir=ctx["data_dir"], tokenizer_dir=ctx["tokenizer_dir"],
                               objective=objective, **kwargs)
     return {f"{objective}_hf_dir": result.get("hf_dir"), f"{name}_result": result,
@@ -160,9 +180,9 @@ def grpo_stage(ctx: dict[str, Any], user: str = "model", name: str = "grpo") -> 
             raise ValueError("grpo_stage(user='model') needs a user-SFT stage before it")
     elif user == "untrained":
         kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
-    result = run_grpo(workdir=str(Path(ctx["workdir"]) / name), policy_hf_dir=ctx["agent_hf_dir"],
-                      tokenizer_dir=ctx["tokenizer_dir"], domain=_domain(ctx), user=kind,
-                      user_hf_dir=user_dir)
+    result = run_grpo(workdir=str(paths.resolve(ctx["workdir"]) / name),
+                      policy_hf_dir=ctx["agent_hf_dir"], tokenizer_dir=ctx["tokenizer_dir"],
+                      domain=_domain(ctx), user=kind, user_hf_dir=user_dir)
     return {"grpo_hf_dir": result.get("hf_dir"), f"{name}_result": result, "stage_name": name}
 
 
@@ -174,18 +194,16 @@ def _domain(ctx: dict[str, Any]):
 
 def random_init_checkpoint(ctx: dict[str, Any], name: str = "random_init") -> str:
     """The untrained starting point (same architecture and seed as SFT) as an HF checkpoint."""
-    out = Path(ctx["workdir"]) / name / "hf"
-    if not (out / "config.json").exists():
-        from eigen_jax import models
+    out = paths.resolve(ctx["workdir"]) / name / "hf"
+    if not (out / "config.json").exists():  # the same answer on every process
         from eigen_jax import sharding as shd
         from eigen_jax.chat.template import ChatTemplate
         from eigen_jax.train.model_init import init_model
-        from eigen_jax.train.sft import _copy_tokenizer
+        from eigen_jax.train.sft import export_pretrained
 
         vocab = len(ChatTemplate.from_pretrained(ctx["tokenizer_dir"]).tokenizer)
         model, config = init_model(shd.make_mesh((1, -1, 1)), vocab_size=vocab)
-        models.save_pretrained(model, config, str(out))
-        _copy_tokenizer(ctx["tokenizer_dir"], out)
+        export_pretrained(model, config, out, ctx["tokenizer_dir"])
     return str(out)
 
 
@@ -203,7 +221,7 @@ def eval_stage(ctx: dict[str, Any], checkpoints: Sequence[str] = ("random", "sft
     for name in checkpoints:
         if name not in dirs:
             raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(dirs)}")
-        out_dir = Path(ctx["workdir"]) / "eval" / name
+        out_dir = paths.resolve(ctx["workdir"]) / "eval" / name
         sim = make_user_simulator(user, hf_dir=ctx.get("user_hf_dir"))
         results[name] = evaluate_checkpoint(
             dirs[name](), str(out_dir), domain=ctx.get("domain", "outfitter"),
@@ -215,10 +233,15 @@ def eval_stage(ctx: dict[str, Any], checkpoints: Sequence[str] = ("random", "sft
 # --------------------------------------------------------------------------- report
 @gin.configurable
 def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
-    """WORKDIR/report.json + report.md: pass^k per stage, reward curve PNG, time per stage."""
+    """WORKDIR/report.json + report.md: pass^k per stage, reward curve PNG, time per stage
+    (written by process 0)."""
+    return multihost.primary_first("report", lambda: _write_report(ctx))
+
+
+def _write_report(ctx: dict[str, Any]) -> dict[str, Any]:
     from eigen_jax.eval.results import format_table, plot_pass_k
 
-    wd = Path(ctx["workdir"])
+    wd = paths.resolve(ctx["workdir"])
     evals = ctx.get("eval", {})
     compile_s = ctx.get("compile_s", {})
     report: dict[str, Any] = {"timings_s": dict(ctx["timings"]), "compile_s": dict(compile_s),
@@ -250,7 +273,7 @@ def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"report": str(wd / "report.md"), "stage_name": "report"}
 
 
-def _compare_consecutive(wd: Path, names: list[str]) -> list[dict[str, Any]]:
+def _compare_consecutive(wd, names: list[str]) -> list[dict[str, Any]]:
     """Each evaluated stage against the one before it (random → sft → grpo), paired by task."""
     from eigen_jax.eval.compare import compare_table, format_comparison
 
@@ -263,7 +286,7 @@ def _compare_consecutive(wd: Path, names: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _plot_curve(curve, path: Path) -> None:
+def _plot_curve(curve, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,5 +299,6 @@ def _plot_curve(curve, path: Path) -> None:
     ax.set_ylabel("mean rollout reward")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with path.open("wb") as f:  # any epath scheme
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

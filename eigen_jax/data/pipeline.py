@@ -53,19 +53,23 @@ def make_sft_dataset(data_dir: str, tokenizer_dir: str, objective: str = "agent"
                      prompt_loss_weight: float = 0.0) -> grain.IterDataset:
     """Batches of `{"tokens", "positions", "segment_ids", "loss_mask"}`, each [batch, seq_len].
 
-    `batch_size` is this process's share of the global batch; each process reads the examples
-    with index ≡ process_index (mod process_count). `num_epochs=None` repeats forever.
+    `batch_size` is the global batch. With `process_count > 1` each batch holds only this
+    process's rows of it (a contiguous block): every process builds the same global order
+    (shuffle and packing need all examples' lengths), so the global batch is the same whatever
+    the process count (`train.sft` instead keeps the whole batch on every process and lets each
+    transfer the rows its devices hold). `num_epochs=None` repeats forever.
     `prompt_loss_weight`: the loss weight of context tokens (see `tokenize_dialogue`).
     `pretokenize` renders this process's examples once up front (rendering runs the Jinja
     template per turn, too slow to repeat every epoch); turn it off for datasets that do not fit.
     """
     if batch_size < 1 or seq_len < 2:
         raise ValueError(f"batch_size={batch_size} and seq_len={seq_len} must be >= 1 and >= 2")
+    if batch_size % process_count:
+        raise ValueError(f"global batch_size={batch_size} is not divisible by the "
+                         f"{process_count} processes")
     chat = ChatTemplate.from_pretrained(tokenizer_dir)
     source = dialogue_source(data_dir, split, dataset_name)
     ds = grain.MapDataset.source(source)
-    if process_count > 1:
-        ds = ds[process_index::process_count]
     ds = ds.map(lambda ex: tokenize_dialogue(chat, decode_example(ex), objective, seq_len,
                                             prompt_loss_weight))
     if pretokenize:
@@ -84,9 +88,15 @@ def make_sft_dataset(data_dir: str, tokenizer_dir: str, objective: str = "agent"
         it = grain.experimental.FirstFitPackIterDataset(
             it, length_struct={"tokens": seq_len, "loss_mask": seq_len},
             num_packing_bins=num_packing_bins or batch_size, seed=seed, shuffle_bins=shuffle)
-        return it.batch(batch_size, drop_remainder=True).map(_packed_to_batch)
-    return it.map(lambda ex: _unpacked_row(ex, seq_len)).batch(
-        batch_size, drop_remainder=True, batch_fn=_stack)
+        it = it.batch(batch_size, drop_remainder=True).map(_packed_to_batch)
+    else:
+        it = it.map(lambda ex: _unpacked_row(ex, seq_len)).batch(
+            batch_size, drop_remainder=True, batch_fn=_stack)
+    if process_count > 1:
+        rows = slice(process_index * batch_size // process_count,
+                     (process_index + 1) * batch_size // process_count)
+        it = it.map(lambda b: {k: v[rows] for k, v in b.items()})
+    return it
 
 
 def dataset_token_stats(batches: Iterator[dict[str, Any]], n: int) -> dict[str, float]:

@@ -4,6 +4,11 @@ Every (task, trial) is one episode of `RolloutWorker`; finished trials are logge
 complete, so a crashed evaluation resumes without re-running them. Served agents (any
 OpenAI-compatible URL) are evaluated by `launch/eval.py` through the data agents' rollout and
 scored into the same `TrialLog`/`summarize`.
+
+Multi-process: the (task, trial) jobs are dealt round-robin to the processes; each plays its own on
+its own devices (a full copy of the weights) into its own durable log, and process 0 gathers every
+record into `trials.jsonl` and writes the summary. Episode seeds depend on the job, not on which
+process or chunk plays it, so the split does not change what is sampled.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from typing import Any, Sequence
 import gin
 from absl import logging
 
-from eigen_jax import models
+import jax
+
+from eigen_jax import models, multihost
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.eval.results import TrialLog, summarize, write_results
@@ -55,11 +62,14 @@ def user_identity(user: UserSimulator) -> dict[str, Any]:
 
 def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log: TrialLog,
                chunk_episodes: int = 64, seed: int = 0) -> None:
-    """Play every (task, trial) not yet in `log`, `chunk_episodes` at a time, logging each chunk."""
-    jobs = [j for j in make_jobs(tasks, num_trials) if not log.done(j.task.id, j.sample_index)]
+    """Play this process's (task, trial) jobs not yet in `log`, `chunk_episodes` at a time,
+    logging each chunk. The seed is the same for every chunk: each episode's sampling seed comes
+    from its job (`rollout`), so neither chunking nor the process split changes it."""
+    jobs = [j for j in multihost.split_evenly(make_jobs(tasks, num_trials))
+            if not log.done(j.task.id, j.sample_index)]
     for start in range(0, len(jobs), chunk_episodes):
         chunk = jobs[start:start + chunk_episodes]
-        episodes = worker.run(chunk, seed=seed + start)
+        episodes = worker.run(chunk, seed=seed)
         log.add(trial_record(ep, job.sample_index) for ep, job in zip(episodes, chunk))
         logging.info("eval: %d/%d episodes", start + len(chunk), len(jobs))
 
@@ -84,7 +94,9 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
         raise FileNotFoundError(f"no HF checkpoint (config.json) in {agent_hf_dir}")
     dom = load(domain, **(domain_kwargs or {}))
     tasks = dom.tasks(split)[:max_tasks]
-    mesh = shd.make_mesh(mesh_shape)
+    # one process: the gin mesh; several: each samples on its own devices
+    mesh = (shd.make_mesh(mesh_shape) if jax.process_count() == 1 else
+            shd.make_mesh((1, -1, 1), devices=jax.local_devices()))
     model, _ = models.from_pretrained(agent_hf_dir, mesh=mesh)
     chat = ChatTemplate.from_pretrained(agent_hf_dir)
     engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, max_prefill_len))
@@ -92,15 +104,26 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
                                              max_new_tokens=max_new_tokens, seed=seed)
     user = user or make_user_simulator()
     worker = RolloutWorker(engine, chat, dom, user, config)
-    log = TrialLog(Path(output_dir) / "trials.jsonl", identity={
-        "weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,
-        "domain_kwargs": domain_kwargs, "split": split, "user": user_identity(user),
-        "rollout": dataclasses.asdict(config)})
+    identity = {"weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,
+                "domain_kwargs": domain_kwargs, "split": split, "user": user_identity(user),
+                "rollout": dataclasses.asdict(config)}
+    count = jax.process_count()
+    log_name = ("trials.jsonl" if count == 1 else
+                f"trials.process_{jax.process_index()}_of_{count}.jsonl")
+    log = TrialLog(Path(output_dir) / log_name, identity=identity)
     t0 = time.perf_counter()
     run_trials(worker, tasks, num_trials, log, seed=seed)
-    result = summarize(log, domain, num_trials,
-                       {"checkpoint": agent_hf_dir, "split": split, "name": name,
-                        "seconds": round(time.perf_counter() - t0, 1)},
-                       task_ids=[t.id for t in tasks])
-    write_results(output_dir, name, result)
-    return result
+    records = [t for part in multihost.allgather_json(list(log.trials.values())) for t in part]
+    seconds = round(time.perf_counter() - t0, 1)
+
+    def summarise_all() -> dict[str, Any]:
+        merged = log if count == 1 else TrialLog(Path(output_dir) / "trials.jsonl", identity)
+        merged.add(t for t in records if not merged.done(t["task_id"], int(t["trial"])))
+        result = summarize(merged, domain, num_trials,
+                           {"checkpoint": agent_hf_dir, "split": split, "name": name,
+                            "seconds": seconds, "processes": count},
+                           task_ids=[t.id for t in tasks])
+        write_results(output_dir, name, result)
+        return result
+
+    return multihost.primary_first("evaluation", summarise_all)

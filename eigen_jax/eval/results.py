@@ -123,7 +123,10 @@ def plot_pass_k(results: dict[str, dict[str, Any]], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from eigen_jax import paths
+
+    with paths.resolve(path).open("wb") as f:  # any epath scheme (gs://)
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 

@@ -7,13 +7,17 @@ until B informative groups are in (bounded extra rounds), trajectory advantages 
 policy token, π_old log-probs recomputed by the learner, μ clipped-surrogate passes, new weights
 into the engine in place → metrics, checkpoints; SIGTERM saves and exits → HF export
 (`workdir/hf`) and `result.json` with the reward curve.
+
+Multi-process: every process draws the same task order; each round's tasks are dealt round-robin
+to the processes, each plays its own on its own devices (`rl.multiprocess`), the kept counts and
+statistics are gathered, and the learner step takes every process's episodes as its rows of the
+global batch (`jax.make_array_from_process_local_data`).
 """
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +26,7 @@ from absl import logging
 from flax import nnx
 
 import gin
-from eigen_jax import models
+from eigen_jax import models, multihost, paths
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
@@ -33,13 +37,9 @@ from eigen_jax.rl.batching import (
     pad_batch,
 )
 from eigen_jax.rl.episode import Episode
+from eigen_jax.rl import multiprocess as mproc
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
-from eigen_jax.rl.rollout import (
-    RolloutConfig,
-    RolloutWorker,
-    make_jobs,
-    sync_engine_params,
-)
+from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
 from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
@@ -47,7 +47,7 @@ from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
 from eigen_jax.train.metrics import MetricsWriter
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
-from eigen_jax.train.sft import _copy_tokenizer, to_global_batch
+from eigen_jax.train.sft import export_pretrained, to_global_batch
 
 
 class TaskStream:
@@ -83,35 +83,47 @@ def collect_groups(worker: RolloutWorker, stream: TaskStream, num_groups: int, g
                    *, dynamic_filtering: bool = True, max_extra_rounds: int = 4,
                    seed: int = 0) -> tuple[list[list[Episode]], dict[str, float]]:
     """Roll out until `num_groups` groups are kept (informative ones when filtering), or the extra
-    rounds are spent; returns (kept groups, rollout stats over every episode played)."""
+    rounds are spent; returns (this process's kept groups, rollout stats over every episode
+    played by any process). Each round's tasks are the same on every process; each process plays
+    its round-robin share (group ids are the global task index, so the sampling seeds are the
+    ones a single process would use)."""
     kept: list[list[Episode]] = []
     played: list[Episode] = []
     timings = {"policy_env_s": 0.0, "user_s": 0.0, "reward_s": 0.0}
-    rounds = 0
-    while len(kept) < num_groups and rounds <= max_extra_rounds:
-        tasks = stream.take(num_groups - len(kept))
-        episodes = worker.run(make_jobs(tasks, group_size), seed=seed * 1009 + rounds)
-        for k, v in worker.timings.items():
+    rounds = total_kept = 0
+    while total_kept < num_groups and rounds <= max_extra_rounds:
+        tasks = stream.take(num_groups - total_kept)
+        mine = mproc.my_task_indices(len(tasks))
+        jobs = [EpisodeJob(tasks[i], i, k) for i in mine for k in range(group_size)]
+        episodes = worker.run(jobs, seed=seed * 1009 + rounds) if jobs else []
+        for k, v in (worker.timings.items() if jobs else ()):
             timings[k] += v
         played += episodes
-        for g in range(len(tasks)):
+        for g in range(len(mine)):
             group = episodes[g * group_size:(g + 1) * group_size]
             rewards = np.array([[e.reward for e in group]])
             if not dynamic_filtering or bool(advantages_lib.informative_groups(rewards)[0]):
                 kept.append(group)
+        total_kept = mproc.global_count(len(kept))
         rounds += 1
-    groups_played = len(played) // group_size
-    stats = {"reward_mean": float(np.mean([e.reward for e in played])),
-             "informative_group_fraction": float(np.mean([
-                 len({e.reward for e in played[g * group_size:(g + 1) * group_size]}) > 1
-                 for g in range(groups_played)])),
-             "extra_rollout_rounds": float(rounds - 1), "groups_kept": float(len(kept[:num_groups])),
-             "episode_length": float(np.mean([e.length for e in played])),
-             "episode_turns": float(np.mean([e.num_turns for e in played])),
-             "episodes": float(len(played)), **timings}
+    every = mproc.episode_summaries(played, group_size)
+    stats = {"reward_mean": float(np.mean(every["reward"])),
+             "informative_group_fraction": float(np.mean(every["informative"])),
+             "extra_rollout_rounds": float(rounds - 1), "groups_kept": float(total_kept),
+             "kept_reward_mean": _kept_reward_mean(kept),
+             "episode_length": float(np.mean(every["length"])),
+             "episode_turns": float(np.mean(every["turns"])),
+             "episodes": float(len(every["reward"])), **timings}
     for reason in ("max_steps", "max_errors", "max_context", "turn_truncated"):
-        stats[f"finish_{reason}"] = float(np.mean([e.finish_reason == reason for e in played]))
-    return kept[:num_groups], stats
+        stats[f"finish_{reason}"] = float(np.mean([f == reason for f in every["finish"]]))
+    return kept, stats
+
+
+def _kept_reward_mean(kept: list[list[Episode]]) -> float:
+    """Mean reward over every process's kept episodes (NaN when none was kept)."""
+    parts = multihost.allgather_json([e.reward for g in kept for e in g])
+    rewards = [r for part in parts for r in part]
+    return float(np.mean(rewards)) if rewards else float("nan")
 
 
 @gin.configurable(denylist=["workdir"])
@@ -130,7 +142,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
              log_every: int = 1, checker: Any = None,
              shape_slack: float = 4.0, max_prefill_len: int = 2048,
-             share_prefix: bool = True, router_aux_loss_coef: float = 0.0) -> dict[str, Any]:
+             share_prefix: bool = True, router_aux_loss_coef: float = 0.0,
+             save_episodes: bool = False) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -147,12 +160,14 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `grad_accum_steps == 1` and one process, else it is off.
     `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
     off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
+    `save_episodes`: pickle each process's kept groups per step under `workdir/episodes`.
     """
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
                          f"group baseline), got {ppo_epochs}, {tasks_per_step}, {group_size}")
-    workdir = Path(workdir)
+    workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
+    sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
     model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
     if config.vocab_size != len(chat.tokenizer):
@@ -161,7 +176,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
                                       warmup_steps=0, total_steps=num_steps))
     graphdef, params, rest = state_lib.split_model(model)
-    engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
+    engine = Engine(mproc.local_model(model, sample_mesh), num_slots, max_len, sample_mesh,
+                    steps_per_sync=steps_per_sync,
                     max_prefill_len=min(max_len, max_prefill_len), shape_slack=shape_slack)
     # Copies: the train step donates its state's buffers, the engine must not lose its weights
     # and the KL reference must stay frozen.
@@ -183,7 +199,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         from data_agents import domains as domains_lib
         domain = domains_lib.load(domain)
     if isinstance(user, str):
-        user = make_user_simulator(user, hf_dir=user_hf_dir, urls=user_urls, mesh=mesh)
+        user = make_user_simulator(user, hf_dir=user_hf_dir, urls=user_urls,
+                                   mesh=sample_mesh)
     worker = RolloutWorker(engine, chat, domain, user, RolloutConfig(
         max_steps=max_episode_steps, max_errors=max_tool_errors, max_new_tokens=max_new_tokens,
         temperature=temperature, seed=seed), checker=checker)
@@ -206,7 +223,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         curve, train_curve = data_state.get("curve", []), data_state.get("train_curve", [])
         seconds_before = float(data_state.get("seconds", 0.0))  # of the run's earlier parts
         logging.info("resumed %s from step %d", workdir, start)
-    sync_engine_params(engine, graphdef, state.params, rest)
+    mproc.sync_engine_params(engine, graphdef, state.params, rest)
 
     writer = MetricsWriter(workdir / "tb", prefix="grpo/", console_every=log_every)
     t_start = time.perf_counter()
@@ -219,17 +236,19 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
             t_rollout = time.perf_counter() - t0
             curve.append((step + 1, stats["reward_mean"]))
             metrics: dict[str, float] = dict(stats, rollout_s=t_rollout)
-            if groups:
+            kept_reward = metrics.pop("kept_reward_mean")
+            if save_episodes:
+                _save_episodes(workdir, step + 1, groups)
+            if stats["groups_kept"]:  # the same on every process
                 t1 = time.perf_counter()
                 state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
                                                 row_multiple, mesh, logprob_fn, ref_params,
                                                 ppo_epochs, step_fn, batch_shapes,
                                                 learner_token_cost)
                 metrics.update(update_metrics)
-                sync_engine_params(engine, graphdef, state.params, rest)
+                mproc.sync_engine_params(engine, graphdef, state.params, rest)
                 metrics["update_s"] = time.perf_counter() - t1
-                train_curve.append((step + 1, float(np.mean([e.reward for g in groups
-                                                             for e in g]))))
+                train_curve.append((step + 1, kept_reward))
             else:
                 skipped += 1
                 logging.warning("step %d: no informative group after %d extra rounds; no update",
@@ -237,13 +256,14 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
             metrics["learner_updates"] = float(int(state.step))
             writer.write(step + 1, metrics)
             done = step + 1
-            if ckpt.should_save(done) or done == num_steps or guard.requested:
+            stop = guard.requested_anywhere()  # SIGTERM on any host: every process saves `done`
+            if ckpt.should_save(done) or done == num_steps or stop:
                 ckpt.save(done, state, {"tasks": stream.get_state(), "step": done,
                                         "skipped": skipped, "curve": curve,
                                         "train_curve": train_curve,
                                         "seconds": seconds_before + time.perf_counter() - t_start},
                           force=True)
-            if guard.requested:
+            if stop:
                 logging.warning("SIGTERM: saved step %d, exiting", done)
                 break
     ckpt.close()
@@ -255,11 +275,23 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                               "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and finished:
         hf_dir = workdir / "hf"
-        models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))
-        _copy_tokenizer(str(tokenizer_dir or policy_hf_dir), hf_dir)
+        export_pretrained(nnx.merge(graphdef, state.params, rest), config, hf_dir,
+                          str(tokenizer_dir or policy_hf_dir))
         result["hf_dir"] = str(hf_dir)
-    (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    if multihost.is_primary():
+        (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    multihost.barrier("grpo_result")
     return result
+
+
+def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:
+    """This process's kept groups of a step (pickled): what its rows of the batch were built
+    from, for inspection and for tests of the process split."""
+    import pickle
+
+    out = workdir / "episodes" / f"step_{step:05d}.process_{jax.process_index()}.pkl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(pickle.dumps(groups))
 
 
 def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
@@ -267,18 +299,28 @@ def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_
     """Advantages → batch (packed, or with shared prefixes when `token_cost` is given and that is
     cheaper; padded to an already compiled shape when that is cheap) → π_old (and reference)
     log-probs → μ optimiser passes; returns (new state, metrics)."""
-    rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
-    adv = np.asarray(adv_fn(rewards)).reshape(-1)
     episodes = [e for g in groups for e in g]
-    if token_cost is None:
-        host = make_train_batch(episodes, adv, layout, max_len=max_len, row_multiple=row_multiple)
+    rows_multiple = mproc.local_row_multiple(row_multiple)
+    if not episodes:  # another process kept groups this step, this one none: padding rows
+        host = mproc.empty_batch()
+    elif token_cost is None:
+        rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
+        adv = np.asarray(adv_fn(rewards)).reshape(-1)
+        host = make_train_batch(episodes, adv, layout, max_len=max_len,
+                                row_multiple=rows_multiple)
     else:
+        rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
+        adv = np.asarray(adv_fn(rewards)).reshape(-1)
         host = cheapest_train_batch(episodes, adv, layout, token_cost, max_len=max_len,
-                                    row_multiple=row_multiple)
+                                    row_multiple=rows_multiple)
     # cost ~ tokens the model runs: rows x length (+ prefixes x prefix length)
     cost = lambda s: s[0] * s[1] + (s[3] * s[4] if len(s) > 3 else 0)  # noqa: E731
     kind = ("batch", "prefix_tokens" in host)
-    host = pad_batch(host, *batch_shapes.cover(kind, batch_shape(host), cost))
+    shape = batch_shape(host)
+    if jax.process_count() > 1:  # one local shape on every process (a global array's rows)
+        shape = mproc.agreed_shape(shape)
+        shape = (-(-shape[0] // rows_multiple) * rows_multiple,) + shape[1:]
+    host = pad_batch(host, *batch_shapes.cover(kind, shape, cost))
     batch = to_global_batch(host, mesh)
     if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
         batch["old_logprobs"] = logprob_fn(state.params, batch)
@@ -287,8 +329,9 @@ def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_
     for _ in range(ppo_epochs):
         state, sums = step_fn(state, batch)
     out = summarise(jax.device_get(sums))
-    out["batch_tokens"] = float(host["tokens"].size + np.size(host.get("prefix_tokens", ())))
-    out["train_tokens"] = float((host["segment_ids"] > 0).sum())
+    out["batch_tokens"] = float(mproc.global_count(
+        host["tokens"].size + np.size(host.get("prefix_tokens", ()))))
+    out["train_tokens"] = float(mproc.global_count((host["segment_ids"] > 0).sum()))
     if "prefix_lengths" in host:  # run once per group instead of once per sample
         out["shared_prefix_tokens"] = float(host["prefix_lengths"].sum())
     return state, out

@@ -3,12 +3,17 @@
 A checkpoint at step s holds everything needed to continue bit-for-bit: params, optimizer state,
 step, and the input pipeline's state (JSON). SIGTERM (preemption) sets a flag that the training
 loop checks after each step to write a final checkpoint and exit cleanly.
+
+Multi-process: every process calls save/restore (orbax writes each array shard once, from the
+process that holds it, and the metadata from process 0); the directory may be any epath URL
+(`gs://...`). A SIGTERM reaches one host at a time, so the loop asks `requested_anywhere()`,
+which is the same answer on every process, and all of them save the same step.
 """
 from __future__ import annotations
 
 import signal
 import threading
-from pathlib import Path
+import os
 from typing import Any
 
 import jax
@@ -16,9 +21,11 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, max_to_keep: int = 3, save_interval_steps: int = 100,
-                 async_save: bool = True):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
+                 save_interval_steps: int = 100, async_save: bool = True):
+        from eigen_jax import paths
+
+        self.directory = paths.resolve(directory)
         self.save_interval_steps = save_interval_steps
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -71,6 +78,12 @@ class PreemptionGuard:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+
+    def requested_anywhere(self) -> bool:
+        """Whether any process got SIGTERM (a collective: every process must ask, each step)."""
+        from eigen_jax import multihost
+
+        return multihost.any_process(self.requested)
 
     def __exit__(self, *exc) -> None:
         if self._prev is not None:

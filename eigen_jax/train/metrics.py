@@ -1,9 +1,13 @@
-"""Metrics to TensorBoard event files in the workdir and a progress/rate line on the console."""
+"""Metrics to TensorBoard event files in the workdir and a progress/rate line on the console.
+
+Metrics are global values (reduced over the whole mesh), so in a multi-process run process 0
+writes them and the others only return them: one event file, one `metrics.jsonl`.
+"""
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,19 +19,28 @@ def _scalar(v: Any) -> float:
 
 
 class MetricsWriter:
-    def __init__(self, logdir: str | Path, prefix: str = "", console_every: int = 10):
+    def __init__(self, logdir: str | os.PathLike, prefix: str = "", console_every: int = 10,
+                 write: bool | None = None):
+        import jax
         from tensorboardX import SummaryWriter
 
-        self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self._tb = SummaryWriter(str(self.logdir))
-        self._jsonl = open(self.logdir / "metrics.jsonl", "a")
+        from eigen_jax import paths
+
+        self.logdir = paths.resolve(logdir)
+        self.writes = jax.process_index() == 0 if write is None else write
+        self._tb = self._jsonl = None
+        if self.writes:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._tb = SummaryWriter(str(self.logdir))  # tensorboardX writes gs:// itself
+            self._jsonl = (self.logdir / "metrics.jsonl").open("a")
         self.prefix = prefix
         self.console_every = console_every
         self._t0 = time.perf_counter()
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         scalars = {k: _scalar(v) for k, v in metrics.items()}
+        if not self.writes:
+            return scalars
         for k, v in scalars.items():
             self._tb.add_scalar(f"{self.prefix}{k}", v, step)
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -39,5 +52,6 @@ class MetricsWriter:
         return scalars
 
     def close(self) -> None:
-        self._tb.close()
-        self._jsonl.close()
+        if self.writes:
+            self._tb.close()
+            self._jsonl.close()

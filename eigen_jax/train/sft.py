@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import gin
@@ -20,6 +18,7 @@ from absl import logging
 from flax import nnx
 
 from eigen_jax import models
+from eigen_jax import multihost, paths
 from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
@@ -66,12 +65,12 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     to start the user simulator from it).
 
     `project_scored_only`: project onto the vocabulary only the positions the loss reads (the
-    trained role's tokens; `logprobs.score_index`), same loss and gradient. Single-process only:
-    each host's scored count differs, and the index width must be one global shape.
+    trained role's tokens; `logprobs.score_index`), same loss and gradient. The index width is
+    computed on the global batch, which every process reads, so it is one global shape.
     `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
     off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
     """
-    workdir = Path(workdir)
+    workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
     batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % batch_shards:
@@ -105,25 +104,23 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     latest = ckpt.latest_step()
     # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
     complete = latest is not None and latest >= num_steps
-    pidx, pcount = jax.process_index(), jax.process_count()
-    local_bs = batch_size // pcount
-    sparse = project_scored_only and jax.process_count() == 1
 
     def device_batch(b):
-        if sparse:
+        # Every process reads the same global batch (one deterministic order, whatever the
+        # process count) and transfers only the rows its devices hold; so the score index's
+        # width is one global shape too.
+        if project_scored_only:
             b = dict(b, score_index=score_index(b["loss_mask"], minimum=64))
-        return to_global_batch(b, mesh)
+        return multihost.global_batch_from_host(b, lambda v: shd.batch_sharding(mesh, v.ndim))
 
     train_it, eval_set = None, []
     if not complete:
-        train_it = iter(make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
-                                         seed=seed, prompt_loss_weight=prompt_loss_weight,
-                                         process_index=pidx, process_count=pcount))
+        train_it = iter(make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, batch_size,
+                                         seed=seed, prompt_loss_weight=prompt_loss_weight))
         # Held-out loss is always over the trained role's tokens only, whatever the weighting.
-        held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, local_bs,
+        held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, batch_size,
                                     prompt_loss_weight=0.0,
-                                    split=eval_split, seed=seed, shuffle=False, num_epochs=1,
-                                    process_index=pidx, process_count=pcount)
+                                    split=eval_split, seed=seed, shuffle=False, num_epochs=1)
         eval_set = [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
 
     start, eval_trace, seconds_before = 0, [], 0.0
@@ -151,11 +148,11 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     with PreemptionGuard() as guard:
         for step in range(start, num_steps):
             t0 = time.perf_counter()
-            batch = device_batch(next(train_it))
-            state, metrics = step_fn(state, batch)
+            host = next(train_it)
+            state, metrics = step_fn(state, device_batch(host))
             metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t0
-            real_tokens = float(np.asarray(batch["segment_ids"] > 0).sum())
+            real_tokens = float(np.asarray(host["segment_ids"] > 0).sum())
             writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                                         learning_rate=float(schedule(step)),
                                         tokens_per_s=real_tokens / dt,
@@ -166,11 +163,12 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                 loss = evaluate_loss(eval_fn, state.params, eval_set)
                 eval_trace.append((done, loss))
                 writer.write(done, {"eval_loss": loss})
-            if ckpt.should_save(done) or done == num_steps or guard.requested:
+            stop = guard.requested_anywhere()  # SIGTERM on any host: every process saves `done`
+            if ckpt.should_save(done) or done == num_steps or stop:
                 ckpt.save(done, state, {
                     "iterator": train_it.get_state(), "eval_trace": eval_trace,
                     "seconds": seconds_before + time.perf_counter() - t_start}, force=True)
-            if guard.requested:
+            if stop:
                 logging.warning("SIGTERM: saved step %d, exiting", done)
                 break
     ckpt.close()
@@ -180,20 +178,33 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                               "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and int(state.step) >= num_steps:
         hf_dir = workdir / "hf"
-        models.save_pretrained(nnx.merge(graphdef, state.params, rest), config, str(hf_dir))
-        _copy_tokenizer(tokenizer_dir, hf_dir)
+        export_pretrained(nnx.merge(graphdef, state.params, rest), config, hf_dir, tokenizer_dir)
         result["hf_dir"] = str(hf_dir)
-    (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    if multihost.is_primary():
+        (workdir / "result.json").write_text(json.dumps(result, indent=1))
+    multihost.barrier("sft_result")
     return result
 
 
-def _copy_tokenizer(src: str, dst: Path) -> None:
-    """The exported dir must be servable on its own: config + weights + tokenizer."""
-    import shutil
+def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
+    """HF safetensors + config + tokenizer in `hf_dir` (any epath scheme): every process takes
+    part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
+    remote destination is staged locally and copied."""
+    hf_dir = paths.resolve(hf_dir)
+    with paths.local_staging(hf_dir, "hf_export") as local:
+        models.save_pretrained(model, config, str(local))
+        if multihost.is_primary():
+            _copy_tokenizer(tokenizer_dir, paths.resolve(local))
+    multihost.barrier("hf_export")
 
-    for name in os.listdir(src):
+
+def _copy_tokenizer(src: str, dst) -> None:
+    """The exported dir must be servable on its own: config + weights + tokenizer."""
+    src = paths.resolve(src)
+    for f in src.iterdir():
+        name = f.name
         if name.startswith("tokenizer") or name in ("special_tokens_map.json",
                                                     "generation_config.json", "vocab.json",
                                                     "merges.txt", "chat_template.jinja"):
             if not (dst / name).exists():
-                shutil.copy(os.path.join(src, name), dst / name)
+                (dst / name).write_bytes(f.read_bytes())

@@ -134,12 +134,19 @@ def test_iterator_state_restores_the_same_batches(dataset, compact):
             np.testing.assert_array_equal(got[k], want[k])
 
 
-def test_per_host_shards_are_disjoint_and_complete(dataset, compact):
+@pytest.mark.parametrize("pack", [False, True])
+def test_per_process_rows_rebuild_the_single_process_batches(dataset, compact, pack):
+    """Two processes' rows, stacked in process order, are the one-process global batches (same
+    seed): the global batch does not depend on the process count."""
     data_dir, tok = dataset
-    seen = []
-    for pidx in range(2):
-        ds = make_sft_dataset(data_dir, tok, "agent", seq_len=1024, batch_size=1, shuffle=False,
-                              num_epochs=1, pack=False, process_index=pidx, process_count=2)
-        seen.append({tuple(b["tokens"][0][b["segment_ids"][0] > 0]) for b in ds})
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
-    assert len(seen[0] | seen[1]) == len(dialogue_source(data_dir, "train"))
+    make = lambda **kw: list(make_sft_dataset(data_dir, tok, "agent", seq_len=1024, batch_size=4,
+                                              num_epochs=1, pack=pack, seed=3, **kw))
+    whole = make()
+    parts = [make(process_index=p, process_count=2) for p in range(2)]
+    assert whole and len(parts[0]) == len(parts[1]) == len(whole)
+    for g, a, b in zip(whole, *parts):
+        assert a["tokens"].shape[0] == b["tokens"].shape[0] == 2
+        for k in g:
+            np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k])
+    with pytest.raises(ValueError, match="not divisible"):
+        make_sft_dataset(data_dir, tok, "agent", seq_len=1024, batch_size=3, process_count=2)
