@@ -162,7 +162,8 @@ def test_shared_prefix_layout():
     np.testing.assert_array_equal(padded["prefix_lengths"][-2:], 0)
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-qwen3-moe"])
+@pytest.mark.parametrize("preset", ["tiny-qwen3",
+                                    pytest.param("tiny-qwen3-moe", marks=pytest.mark.slow)])
 def test_layouts_give_equal_loss_and_gradient(preset):
     rng = np.random.RandomState(3)
     eps = grouped([synthetic_episode(rng, [5, 8, 4], idx=0, reward=1.0),
