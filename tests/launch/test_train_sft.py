@@ -119,3 +119,26 @@ def test_init_from_needs_that_stage_first():
     with pytest.raises(ValueError, match="needs the agent-SFT stage before it"):
         sft_stage({"workdir": "/tmp/x", "data_dir": "d", "tokenizer_dir": "t"}, objective="user",
                   init_from="agent", run=lambda **kw: {})
+
+
+def test_moe_agent_and_user_sft_through_the_launcher(prepared, tmp_path):
+    """A Qwen3-MoE model through `launch/train.py`: agent SFT with the load-balancing loss on
+    (its loss falls, the router's expert load is logged), user SFT from that checkpoint, and the
+    export is a Qwen3-MoE checkpoint transformers loads."""
+    wd = clone(prepared, tmp_path / "moe")
+    run_train(wd, "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
+              "@agent/sft_stage, @user/sft_stage]", "init_model.preset='tiny-qwen3-moe'",
+              "run_sft.router_aux_loss_coef=0.01", "run_sft.eval_every=100",
+              "agent/run_sft.num_steps=12", "user/run_sft.num_steps=2",
+              "user/sft_stage.init_from='agent'")
+    losses = trace(wd, "sft_agent")
+    assert losses[12] < losses[1] - 0.5, losses
+    rows = [json.loads(line) for line in
+            (wd / "sft_agent" / "tb" / "metrics.jsonl").read_text().splitlines()]
+    loads = [r["router/max_load"] for r in rows if "router/max_load" in r]
+    assert len(loads) == 12 and all(x >= 1.0 for x in loads)
+    config = json.loads((wd / "sft_user" / "hf" / "config.json").read_text())
+    assert config["model_type"] == "qwen3_moe" and config["num_experts"] == 8
+    from transformers import AutoModelForCausalLM
+    assert type(AutoModelForCausalLM.from_pretrained(wd / "sft_user" / "hf")).__name__ == \
+        "Qwen3MoeForCausalLM"
