@@ -2,9 +2,9 @@
 
 Llama 3.x, Qwen2/2.5 and Qwen3 differ only in a few switches (q/k/v biases, q/k RMSNorm, rope
 scaling, tied embeddings, explicit head_dim), so one dataclass covers all three; Qwen3-MoE is
-Qwen3 with a sparse mixture-of-experts MLP in some or all layers (the `num_experts` fields). The config owns
-its conversion to and from a Hugging Face `config.json` (Levanter style) so that checkpoints
-round-trip through transformers and SGLang unchanged.
+Qwen3 with a sparse mixture-of-experts MLP in some or all layers (the `num_experts` fields).
+The config owns its conversion to and from a Hugging Face `config.json` (Levanter style) so
+that checkpoints round-trip through transformers and SGLang unchanged.
 """
 from __future__ import annotations
 

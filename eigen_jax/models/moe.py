@@ -14,9 +14,10 @@ Under a mesh the layer is `shard_map`ped: tokens stay on the devices their batch
 each device gathers the experts (sharded over the `expert` logical axis, like FSDP) for its own
 tokens, keeps its tensor-parallel slice of the expert hidden dimension and sums the partial
 outputs over that axis. Expert weights travel, tokens do not: no all-to-all, and the sort is
-local. (`check_vma` is off: gathered weights are the same on every device of the gather, which
-the replication checker cannot infer from a public collective.) The router statistics (assignments and probability mass per expert over real tokens)
-come back summed over the mesh, for the load-balancing loss and the logged expert load.
+local. (`check_vma` is off: gathered weights are the same on every device of the gather,
+which the replication checker cannot infer from a public collective.) The router statistics
+(assignments and probability mass per expert over real tokens) come back summed over the mesh,
+for the load-balancing loss and the logged expert load.
 """
 from __future__ import annotations
 
@@ -133,10 +134,10 @@ class SparseMoE(nnx.Module):
         stats_spec = {"counts": PartitionSpec(), "probs": PartitionSpec(),
                       "tokens": PartitionSpec()}
         local = lambda *a: self._local(*a, reduce=reduce)  # noqa: E731
-        return jax.shard_map(local, mesh=mesh,
-                             in_specs=(x_spec, PartitionSpec(x_spec[0], None)) + w_specs,
-                             out_specs=(x_spec, stats_spec), check_vma=False)(x, mask.astype(jnp.float32),
-                                                             *weights)
+        mapped = jax.shard_map(local, mesh=mesh,
+                               in_specs=(x_spec, PartitionSpec(x_spec[0], None)) + w_specs,
+                               out_specs=(x_spec, stats_spec), check_vma=False)
+        return mapped(x, mask.astype(jnp.float32), *weights)
 
     def _local(self, x, mask, router, gate, up, down, reduce):
         """One device's tokens through the experts; `reduce` names the mesh axes to gather the
