@@ -1,9 +1,10 @@
-"""One MoE layer on this host: tokens/s of the grouped-matmul path, the dense reference, a dense
-SwiGLU layer of equal active FLOPs, and (when its venv exists) Tunix's Qwen3-MoE layer.
+"""One MoE layer on this host: tokens/s of the grouped-matmul paths (ragged_dot, tiled), the dense
+reference, a dense SwiGLU layer of equal active FLOPs, and (when its venv exists) Tunix's
+Qwen3-MoE layer.
 
 Why: an MoE layer is worth its parameters only if its cost follows its *active* FLOPs. The
-ratio `moe ragged / dense equal-active` says how close the sort + grouped matmuls come to a
-dense layer doing the same useful work; `dense reference` is what every-expert-on-every-token
+ratio `moe ragged|tiled / dense equal-active` says how close the sort + grouped matmuls come to
+a dense layer doing the same useful work; `dense reference` is what every-expert-on-every-token
 costs (Tunix's CPU path is that too: its grouped-matmul kernel is TPU/GPU only). Forward and
 forward+backward, median of `--repeats` after warm-up, all in one run. Table + JSON.
 
@@ -56,7 +57,7 @@ def run_ours(args) -> list[dict]:
     x = jax.random.normal(jax.random.key(0), (args.tokens // 512, 512, args.hidden))
     mask = jnp.ones(x.shape[:2])
     rows = []
-    for impl in ("ragged", "dense"):
+    for impl in ("ragged", "tiled", "dense"):
         layer = moe.SparseMoE(config.replace(moe_impl=impl), rngs=nnx.Rngs(0))
         rows.append({"layer": f"eigen-jax moe {impl}",
                      **_measure(layer, x, lambda m, x: m(x, mask)[0], args.repeats)})
@@ -91,7 +92,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="bench/results/moe_bench.json")
     args = p.parse_args(argv)
     rows = run_ours(args) + run_tunix(args)
-    base = rows[2]
+    base = rows[3]
     print(f"{'layer':<38}{'fwd tok/s':>12}{'train tok/s':>13}{'fwd x':>8}{'train x':>9}")
     for r in rows:
         if "skipped" in r:

@@ -23,7 +23,7 @@ FAMILIES = {
     "qwen3_moe": ("qwen3_moe", "Qwen3MoeForCausalLM"),
 }
 QK_NORM_FAMILIES = ("qwen3", "qwen3_moe")
-MOE_IMPLS = ("auto", "ragged", "dense")
+MOE_IMPLS = ("auto", "ragged", "tiled", "dense")
 _ARCH_TO_FAMILY = {arch: fam for fam, (_, arch) in FAMILIES.items()}
 _TYPE_TO_FAMILY = {mt: fam for fam, (mt, _) in FAMILIES.items()}
 
@@ -63,10 +63,11 @@ class ModelConfig:
     in `mlp_only_layers` or `(i + 1) % decoder_sparse_step != 0`; a sparse layer routes each
     token to `num_experts_per_tok` of `num_experts` SwiGLU experts of `moe_intermediate_size`
     (dense layers keep `intermediate_size`). `moe_impl` picks the expert computation: "ragged"
-    (tokens sorted by expert, grouped matmuls), "dense" (every expert on every token, the
+    (tokens sorted by expert, grouped matmuls through `ragged_dot`), "tiled" (the same as one
+    batched matmul over expert-aligned tiles), "dense" (every expert on every token, the
     reference the tests compare with) or "auto": ragged when compiled for a TPU or GPU (where
-    `ragged_dot` is a grouped-matmul kernel), dense on a CPU (whose `ragged_dot` is slower than
-    the dense reference: `bench/moe_bench.py`).
+    `ragged_dot` is a grouped-matmul kernel), tiled on a CPU (whose `ragged_dot` is slower than
+    even the dense reference: `bench/moe_bench.py`).
     """
 
     family: str

@@ -37,7 +37,7 @@ def test_variant_logits_and_greedy_match_transformers(variant):
     path, ref = variant
     with torch.no_grad():
         expected = ref(torch.tensor(IDS, dtype=torch.long)).logits.numpy()
-    for impl in ("ragged", "dense"):
+    for impl in ("ragged", "tiled", "dense"):
         model, config = from_pretrained(path, moe_impl=impl)
         assert config.family == "qwen3_moe" and config.num_experts == ref.config.num_experts
         out = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(IDS)))
@@ -76,8 +76,9 @@ def _layer_inputs(num_experts=8, k=2, seed=0):
     return layer, x, mask
 
 
+@pytest.mark.parametrize("impl", ["ragged", "tiled"])
 @pytest.mark.parametrize("experts,k", [(8, 2), (4, 1), (16, 4)])
-def test_ragged_equals_dense_reference(experts, k):
+def test_grouped_paths_equal_dense_reference(experts, k, impl):
     layer, x, mask = _layer_inputs(experts, k)
 
     def loss(layer, x, impl):
@@ -86,7 +87,7 @@ def test_ragged_equals_dense_reference(experts, k):
         return jnp.sum(jnp.sin(y) * mask[..., None]), (y, stats)
 
     grad = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-    (_, (y_r, s_r)), (g_r, gx_r) = grad(layer, x, "ragged")
+    (_, (y_r, s_r)), (g_r, gx_r) = grad(layer, x, impl)
     (_, (y_d, s_d)), (g_d, gx_d) = grad(layer, x, "dense")
     np.testing.assert_allclose(y_r, y_d, atol=1e-5)
     np.testing.assert_allclose(gx_r, gx_d, atol=1e-5)
