@@ -5,7 +5,16 @@ VPY := $(VENV)/bin/python
 WORKDIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed
 
-.PHONY: venv venv-gpu quickstart test test-slow bench clean
+.PHONY: venv venv-gpu sysdeps quickstart test test-slow bench clean
+
+# Debian packages the code needs: bubblewrap (bwrap), the OS-level code-checker sandbox
+# (data_agents/checkers/bwrap.py). Installed when missing and we are root with apt-get; otherwise
+# one line says what to install (the sandbox then refuses to run checkers: it fails closed).
+sysdeps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else echo "missing Debian package bubblewrap (the checker sandbox): apt-get install bubblewrap"; fi; }
 
 $(STAMP): setup.py
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -13,7 +22,7 @@ $(STAMP): setup.py
 	$(VPY) -m pip install -q --find-links /opt/wheels -e '.[test,tau2]'
 	@touch $(STAMP)
 
-venv: $(STAMP)
+venv: sysdeps $(STAMP)
 
 # A CUDA 12 venv for GPU hosts (bench/gpu_check.sh looks for it): jax[cuda12] pinned to the CPU
 # venv's jax, so both run the code at one jax version. Build it where there is network.
@@ -27,13 +36,13 @@ venv-gpu:
 		'pytest>=8,<9.2' 'pytest-timeout>=2.3'
 
 # The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
-quickstart: $(STAMP)
+quickstart: sysdeps $(STAMP)
 	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
 
-test: $(STAMP)
+test: sysdeps $(STAMP)
 	$(VPY) -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=25 tests
 
-test-slow: $(STAMP)
+test-slow: sysdeps $(STAMP)
 	$(VPY) -m pytest -q -m slow tests
 
 bench: $(STAMP)

@@ -66,8 +66,9 @@ class Progress:
 
 
 def fail(message: str) -> None:
-    """End the run with one clear line (exit code 2)."""
-    sys.exit("generate_data: " + " ".join(str(message).split()))
+    """End the run with one clear line (exit code 2, as documented)."""
+    print("generate_data: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: int,
@@ -95,6 +96,17 @@ async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: 
             bar.close()
 
 
+def _require_checker_sandbox() -> None:
+    """LLM-written checkers run only inside the OS sandbox: refuse to start where it cannot."""
+    from data_agents.checkers import bwrap, sandbox
+    from data_agents.checkers.seccomp import SeccompUnsupported
+
+    try:
+        bwrap.probe(os.geteuid(), sandbox.RUNNER)
+    except (bwrap.SandboxUnavailable, SeccompUnsupported) as e:
+        fail(str(e))
+
+
 @gin.configurable
 def run_generation(engine_config: EngineConfig | None = None, *, client_concurrency: int = 32,
                    request_timeout_s: float = 300.0, use_response_cache: bool = True,
@@ -104,6 +116,13 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
     from data_agents import domains
 
     out = Path(FLAGS.out)
+    for name, value, least in (("reference_num_train", reference_num_train, 0),
+                               ("reference_num_test", reference_num_test, 0),
+                               ("client_concurrency", client_concurrency, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            fail(f"run_generation.{name} must be an integer >= {least}, got {value!r}")
+    if not request_timeout_s > 0:
+        fail(f"run_generation.request_timeout_s must be > 0, got {request_timeout_s!r}")
     try:
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
@@ -128,6 +147,7 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
         summary = write_report(out, [summarize_round(iter_records(journal), 0)],
                                domain=FLAGS.domain, backend="reference", counts=counts)
     else:
+        _require_checker_sandbox()
         summary = asyncio.run(_llm_run(domain, engine_config or EngineConfig(), out,
                                        client_concurrency, request_timeout_s, use_response_cache))
     if FLAGS.publish:

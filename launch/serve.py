@@ -18,9 +18,11 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "HF checkpoint dir: config.json, safetensors, tokenizer.")
 flags.DEFINE_string("host", "127.0.0.1", "interface to bind (127.0.0.1: this machine only).")
-flags.DEFINE_integer("port", 30000, "port to listen on.")
-flags.DEFINE_integer("num_slots", 8, "requests decoded together (KV-cache rows).")
-flags.DEFINE_integer("max_len", 4096, "tokens per request: prompt + generation.")
+flags.DEFINE_integer("port", 30000, "port to listen on.", lower_bound=1, upper_bound=65535)
+flags.DEFINE_integer("num_slots", 8, "requests decoded together (KV-cache rows).",
+                     lower_bound=1)
+flags.DEFINE_integer("max_len", 4096, "tokens per request: prompt + generation.",
+                     lower_bound=2)
 flags.DEFINE_string("served_model_name", None, "model id in /v1/models (default: dir name).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "weights/activations dtype (default: the checkpoint's).")
@@ -28,7 +30,8 @@ flags.DEFINE_enum("tool_parser", "hermes", ["hermes", "llama3_json"], "tool-call
 flags.DEFINE_string("platform", None, "force a JAX platform (cpu, gpu, tpu).")
 flags.DEFINE_bool("export_only", False, "export for SGLang and print launch commands; no serving.")
 flags.DEFINE_string("export_dir", None, "where --export_only writes (default: DIR-sglang).")
-flags.DEFINE_integer("tp_size", 1, "tensor-parallel size printed in the SGLang commands.")
+flags.DEFINE_integer("tp_size", 1, "tensor-parallel size printed in the SGLang commands.",
+                     lower_bound=1)
 flags.mark_flag_as_required("checkpoint")
 
 

@@ -19,6 +19,37 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 MAX_EXCERPT = 400
+# Checked before any json call: the C decoder recurses per nesting level (deep input raises
+# RecursionError, not ValueError), and `extract_json` retries from every bracket (quadratic).
+MAX_JSON_CHARS = 1_000_000
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def check_json_bounds(text: str, max_chars: int = MAX_JSON_CHARS,
+                      max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise ValueError if `text` is longer than `max_chars` or nests brackets (outside string
+    literals) deeper than `max_depth`. Conservative: an unterminated string's brackets count."""
+    if len(text) > max_chars:
+        raise ValueError(f"output too large to parse as JSON: {len(text)} characters "
+                         f"(limit {max_chars})")
+    depth = deepest = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        if depth > deepest:
+            deepest = depth
+            if deepest > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+
+
+def bounded_loads(text: str) -> Any:
+    """`json.loads` behind `check_json_bounds`; every failure is a ValueError."""
+    check_json_bounds(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
 
 
 @dataclasses.dataclass
@@ -50,6 +81,7 @@ def extract_json(text: str | None) -> Any:
     """
     if text is None or not text.strip():
         raise ValueError("empty output")
+    check_json_bounds(text)
     text = _THINK.sub("", text)
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     decoder = json.JSONDecoder()
@@ -63,6 +95,8 @@ def extract_json(text: str | None) -> Any:
                 return value
             except json.JSONDecodeError as e:
                 last_error = last_error or e
+            except RecursionError:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     if last_error is None:
         raise ValueError("no JSON object in the output")
     raise ValueError(f"invalid JSON: {last_error.msg} at char {last_error.pos}")
@@ -124,8 +158,8 @@ def parse_tool_calls(message: Any, prefix: str = "call") -> list[ParsedCall]:
             args = {}
         else:
             try:
-                value = json.loads(raw)
-            except (TypeError, json.JSONDecodeError) as e:
+                value = bounded_loads(raw)
+            except (TypeError, ValueError) as e:
                 value, error = None, f"Error: arguments of {name} are not valid JSON ({e})"
             if isinstance(value, dict):
                 args = value

@@ -1,18 +1,18 @@
-"""Child side of the code-checker sandbox. Runs as `python -I -S -B _sandbox_runner.py DIR`.
+"""Child side of the code-checker sandbox: `python -I -S -B runner.py SCRATCH RESULT_FD`, run by
+bubblewrap inside the OS walls of `bwrap.py` (namespaces, read-only minimal filesystem, seccomp).
 
-Standard library only, and nothing at module level worth stealing: all state lives in `main()`'s
-locals, which the checker cannot reach because frame and garbage-collector introspection are
-forbidden below. Order matters:
-1. read the request from DIR/request.json and delete it (it holds the result nonce);
-2. pre-import the modules a checker may use (later imports are violations, and after step 3
-   the interpreter's own files may be unreadable);
-3. while still privileged: a private network namespace (no interfaces but a down loopback),
-   resource limits, then drop to a throw-away uid/gid with no supplementary groups and
-   no_new_privs — OS-level walls that hold even if the Python-level guard is bypassed;
-4. compile the checker, install the audit hook (any forbidden event kills the process at once,
-   so a checker cannot catch the error and answer anyway), call `check`, print the result line
-   carrying the nonce, and `os._exit` before any checker-registered exit handler can run.
+Standard library only. Everything here is defence in depth: the checker runs in this interpreter
+and may rewrite any module, so nothing below is what keeps it in — the OS walls are. Order:
+1. read the request from SCRATCH/request.json and delete it;
+2. pre-import the modules a checker may use (later imports are audit violations);
+3. resource limits, then a second seccomp program (no exec, no new processes; `seccomp.py`);
+4. compile the checker, install the audit hook (its primitives bound as default arguments, so
+   replacing `os._exit`, `os.path` or this module's globals does not switch it off), call
+   `check`, and write the returned value's one-byte code to RESULT_FD: b"T" for True, b"F" for
+   False, b"E" + reason otherwise. The trusted parent alone turns that into a verdict, and only
+   b"T" from a clean exit is a pass; nothing the checker prints on stdout counts.
 """
+import base64
 import json
 import os
 import resource
@@ -45,87 +45,101 @@ FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f
                               "f_locals", "f_globals", "f_builtins"})
 
 
-def _isolate(uid, tmpdir, limits, layers):
-    """OS-level isolation; every layer that succeeds is named in `layers`."""
-    if uid is not None and os.geteuid() == 0:
-        import ctypes  # only while privileged; purged from sys.modules below
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(0x40000000) == 0:  # CLONE_NEWNET
-            layers.append("netns")
-        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-        del libc, ctypes
-        for name in [m for m in sys.modules if m == "_ctypes" or m.startswith("ctypes")]:
-            del sys.modules[name]
+def _set_limits(limits):
     for res, value in ((resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1)),
                        (resource.RLIMIT_AS, (limits["memory_bytes"],) * 2),
                        (resource.RLIMIT_FSIZE, (limits["file_bytes"],) * 2),
                        (resource.RLIMIT_NOFILE, (32, 32)),
                        (resource.RLIMIT_CORE, (0, 0))):
         resource.setrlimit(res, value)
-    layers.append("rlimits")
-    if uid is not None and os.geteuid() == 0:
-        os.chown(tmpdir, uid, uid)
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["nproc"], limits["nproc"]))
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        layers.append("uid")
 
 
-def main():
-    tmpdir = sys.argv[1]
-    request_path = os.path.join(tmpdir, "request.json")
+def _no_spawn(program):
+    """Load the no-exec/no-process seccomp program (stacked on bwrap's; filters only add)."""
+    import ctypes  # purged from sys.modules afterwards; a checker importing it trips the guard
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    prog = SockFprog(len(program) // 8, program)
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "could not load the no-spawn seccomp program")
+    for name in [m for m in sys.modules if m == "_ctypes" or m.startswith("ctypes")]:
+        del sys.modules[name]
+
+
+def _inside(path, prefix, _type=type, _str=str):
+    """Whether `path` (absolute or relative to the scratch cwd) stays under `prefix`; plain str
+    operations only, so a checker rewriting os.path cannot change the answer."""
+    if _type(path) is not _str or "\x00" in path:
+        return False
+    parts = []
+    for part in (path if path.startswith("/") else prefix + path).split("/"):
+        if part == "..":
+            if not parts:
+                return False
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return ("/" + "/".join(parts) + "/").startswith(prefix)
+
+
+def _make_guard(prefix, _write=os.write, _exit=os._exit, _inside=_inside, _str=str,
+                _repr=repr, _forbidden=FORBIDDEN_PREFIXES, _frames=FRAME_ATTRIBUTES):
+    """The audit hook; every name it uses is bound here, at creation, not looked up later."""
+    def guard(event, hook_args):
+        if event == "open":
+            if _inside(hook_args[0], prefix):
+                return
+            why = "open(" + _repr(hook_args[0])[:200] + ")"
+        elif _str.startswith(event, _forbidden):
+            why = event + "(" + (_repr(hook_args[0])[:120] if hook_args else "") + ")"
+        elif event == "object.__getattr__" and hook_args[1] in _frames:
+            why = "frame introspection (." + _str(hook_args[1]) + ")"
+        else:
+            return
+        _write(2, ("\nsandbox violation: " + why + "\n").encode())
+        _exit(VIOLATION_EXIT)
+    return guard
+
+
+def main(_write=os.write, _exit=os._exit, _type=type, _str=str):
+    scratch, result_fd = sys.argv[1], int(sys.argv[2])
+    request_path = os.path.join(scratch, "request.json")
     with open(request_path, "rb") as f:
         request = json.loads(f.read())
     os.remove(request_path)
-    nonce = request.pop("nonce")
-    for name in ALLOWED_MODULES:  # before dropping privileges: the stdlib may be unreadable after
+    for name in ALLOWED_MODULES:
         __import__(name)
-    layers = []
-    _isolate(request["uid"], tmpdir, request["limits"], layers)
+    _set_limits(request["limits"])
+    _no_spawn(base64.b64decode(request["no_spawn_filter"]))
     source, args = request.pop("source"), request.pop("args")
     del request
 
-    def answer(status, detail=None):
-        line = json.dumps({"nonce": nonce, "status": status, "detail": detail, "layers": layers})
-        sys.stdout.flush()
-        os.write(1, ("\n" + line + "\n").encode())
-        os._exit(0)
+    def answer(code, detail=""):
+        _write(result_fd, code + _str(detail)[:1000].encode("utf-8", "replace"))
+        _exit(0)
 
     try:
         code = compile(source, "<checker>", "exec")
     except (SyntaxError, ValueError) as e:
-        answer("error", f"checker does not compile: {type(e).__name__}: {e}")
+        answer(b"E", f"checker does not compile: {type(e).__name__}: {e}")
     namespace = {"__name__": "checker"}
-    prefix = tmpdir.rstrip("/") + "/"
-
-    def guard(event, hook_args):
-        if event == "open":
-            path = hook_args[0]
-            if isinstance(path, str) and os.path.abspath(path).startswith(prefix):
-                return
-            why = f"open({path!r})"
-        elif event.startswith(FORBIDDEN_PREFIXES):
-            why = f"{event}({repr(hook_args[0])[:120] if hook_args else ''})"
-        elif event == "object.__getattr__" and hook_args[1] in FRAME_ATTRIBUTES:
-            why = f"frame introspection (.{hook_args[1]})"
-        else:
-            return
-        os.write(2, f"\nsandbox violation: {why}\n".encode())
-        os._exit(VIOLATION_EXIT)
-
-    sys.addaudithook(guard)
+    sys.addaudithook(_make_guard(scratch.rstrip("/") + "/"))
     try:
         exec(code, namespace)
         check = namespace.get("check")
         if not callable(check):
-            answer("error", "checker source defines no callable `check`")
+            answer(b"E", "checker source defines no callable `check`")
         result = check(*args)
     except BaseException as e:  # noqa: B036 - SystemExit/KeyboardInterrupt are checker errors too
-        answer("error", f"check raised {type(e).__name__}: {str(e)[:500]}")
-    if type(result) is not bool:
-        answer("error", f"check returned {type(result).__name__}, expected bool")
-    answer("pass" if result else "fail")
+        answer(b"E", f"check raised {_type(e).__name__}: {e}")
+    if result is True:
+        answer(b"T")
+    if result is False:
+        answer(b"F")
+    answer(b"E", f"check returned {_type(result).__name__}, expected bool")
 
 
 if __name__ == "__main__":

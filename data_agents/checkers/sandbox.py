@@ -1,40 +1,41 @@
 """Run an LLM-written code checker, `check(initial_db, final_db, transcript) -> bool`, safely.
 
-The source is untrusted: it was written by a model and may be buggy or hostile. It runs in a
-separate, short-lived Python process (`_sandbox_runner.py`, standard library only) with:
-- its own session/process group, killed as a whole (and every process of its throw-away uid)
-  on timeout or when it floods its output;
-- a fresh temporary working directory (the only place it may open files), deleted afterwards;
-- an empty environment (HOME/TMPDIR point at the temp dir; no inherited secrets);
-- RLIMIT_CPU, RLIMIT_AS (memory), RLIMIT_FSIZE, RLIMIT_NOFILE, no core dumps, a wall clock;
-- when the host runs as root: a private network namespace, a random unprivileged uid/gid with
-  RLIMIT_NPROC and no_new_privs (real OS walls);
-- always: a PEP 578 audit hook that kills the process on sockets, subprocesses, forks, signals,
-  ctypes, new imports, file access outside the temp dir and frame/gc introspection.
-Data goes in as JSON (a copy: the checker cannot touch the caller's objects); one result line,
-tagged with a per-run nonce the checker cannot read, comes back. Anything else — a crash, a
-violation, a timeout, a non-bool answer, missing or forged output — is an `error` verdict,
-and an error never counts as a pass.
+The source is untrusted: written by a model, maybe buggy or hostile. What holds it is the OS, not
+Python: a short-lived process inside bubblewrap (`bwrap.py`: user/mount/pid/net/ipc namespaces, a
+read-only minimal filesystem with one private scratch dir, no environment, seccomp `seccomp.py`),
+as root first switched to a throw-away uid, with rlimits (CPU, memory, file size, fds) and a wall
+clock; at the deadline, on an output flood, and after every verdict the whole process group (and
+so the sandbox's pid namespace, and as root every process of the throw-away uid) is SIGKILLed.
+Inside, `_sandbox_runner.py` adds an in-process audit hook as defence in depth only.
+
+The verdict crosses the boundary as a value: the runner writes one byte code for what `check`
+returned to a dedicated pipe, and this process decides. Only the code for `True`, alone, from a
+process that exited 0 within its limits, is a pass; a crash, a violation, a kill, a timeout, a
+non-bool, extra or missing bytes are an `error` verdict, and an error never counts as a pass.
+Anything the checker prints is ignored. (A checker can of course claim a pass by returning True:
+the verdict is only as right as the checker, which is what `validation` tests on gold replays.)
+Where the host can run no sandbox, `SandboxUnavailable` is raised: checkers never run unguarded.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
-import secrets
 import selectors
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from typing import Any
 
+from data_agents.checkers import bwrap, seccomp
+from data_agents.checkers.bwrap import SandboxUnavailable
 from data_agents.checkers.verdict import Verdict
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
 VIOLATION_EXIT = 86  # keep in sync with _sandbox_runner.VIOLATION_EXIT
+RESULT_BYTES = 2048  # the runner's answer: one code byte and at most 1000 characters of reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +45,9 @@ class SandboxLimits:
     memory_bytes: int = 1 << 30
     file_bytes: int = 1 << 20
     output_bytes: int = 64 << 10
-    nproc: int = 4
-    drop_privileges: bool = True  # use a random uid + network namespace when running as root
 
     def __post_init__(self):
-        for field in ("cpu_s", "wall_s", "memory_bytes", "file_bytes", "output_bytes", "nproc"):
+        for field in ("cpu_s", "wall_s", "memory_bytes", "file_bytes", "output_bytes"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"SandboxLimits.{field} must be positive, got "
                                  f"{getattr(self, field)!r}")
@@ -67,36 +66,43 @@ def _kill_uid(uid: int) -> None:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL bwrap's process group; its sandbox init dies with it (--die-with-parent) and takes
+    the whole pid namespace along."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 
-def _collect(proc: subprocess.Popen, limits: SandboxLimits) -> tuple[bytes, bytes, str | None]:
-    """Read stdout/stderr until exit, the wall clock or the output cap; say which stopped it."""
-    out, err = bytearray(), bytearray()
+def _collect(proc: subprocess.Popen, result_fd: int, limits: SandboxLimits
+             ) -> tuple[bytes, bytes, bytes, str | None]:
+    """Read stdout, stderr and the result pipe until all close, the wall clock or a size cap;
+    say which stopped it."""
+    out, err, result = bytearray(), bytearray(), bytearray()
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, out)
     sel.register(proc.stderr, selectors.EVENT_READ, err)
+    sel.register(result_fd, selectors.EVENT_READ, result)
     deadline = time.monotonic() + limits.wall_s
     stopped = None
-    while sel.get_map():
+    while sel.get_map() and not stopped:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             stopped = f"wall-clock limit of {limits.wall_s:g} s exceeded"
             break
         for key, _ in sel.select(timeout=min(remaining, 0.5)):
-            chunk = os.read(key.fileobj.fileno(), 65536)
+            fd = key.fd
+            chunk = os.read(fd, 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
                 continue
             key.data.extend(chunk)
             if len(out) + len(err) > limits.output_bytes:
                 stopped = f"output exceeded {limits.output_bytes} bytes"
+            elif len(result) > RESULT_BYTES:
+                stopped = "the checker wrote more than a result to the result channel"
+            if stopped:
                 break
-        if stopped:
-            break
     sel.close()
     if stopped:
         _kill_group(proc)
@@ -106,21 +112,38 @@ def _collect(proc: subprocess.Popen, limits: SandboxLimits) -> tuple[bytes, byte
         stopped = stopped or f"wall-clock limit of {limits.wall_s:g} s exceeded"
         _kill_group(proc)
         proc.wait()
-    return bytes(out), bytes(err), stopped
+    return bytes(out), bytes(err), bytes(result), stopped
 
 
 def _describe_exit(code: int, err: bytes, limits: SandboxLimits) -> str:
     tail = err.decode(errors="replace").strip().splitlines()
     if code == VIOLATION_EXIT and tail and tail[-1].startswith("sandbox violation"):
         return tail[-1]
-    if code < 0:
-        sig = signal.Signals(-code).name
-        if -code in (signal.SIGXCPU, signal.SIGKILL):
+    signum = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else None
+    if signum:  # bwrap reports a child killed by signal N as exit status 128 + N
+        sig = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else signum
+        if signum == signal.SIGSYS:
+            return f"killed by {sig}: a forbidden system call (seccomp)"
+        if signum in (signal.SIGXCPU, signal.SIGKILL):
             return f"killed by {sig} (CPU limit {limits.cpu_s} s or memory limit)"
         return f"killed by {sig}"
     last = tail[-1][:300] if tail else ""
     return f"checker process exited with code {code} without a result" + (
         f"; stderr: {last}" if last else "")
+
+
+def _describe_result(code: int, result: bytes, err: bytes, limits: SandboxLimits
+                     ) -> Verdict:
+    """The trusted side of the boundary: the runner's one-byte code becomes a verdict here."""
+    if code == 0 and result in (b"T", b"F"):
+        passed = result == b"T"
+        return Verdict("pass" if passed else "fail", {"CODE": float(passed)},
+                       None if passed else "code checker returned False")
+    if code == 0 and result.startswith(b"E"):
+        return Verdict("error", {"CODE": 0.0}, result[1:].decode(errors="replace"))
+    if code == 0 and result:
+        return Verdict("error", {"CODE": 0.0}, f"malformed result {result[:40]!r}")
+    return Verdict("error", {"CODE": 0.0}, _describe_exit(code, err, limits))
 
 
 def run_code_checker(source: str, initial_db: Any, final_db: Any,
@@ -129,57 +152,72 @@ def run_code_checker(source: str, initial_db: Any, final_db: Any,
     """Run `check(initial_db, final_db, transcript)` from `source` in the sandbox.
 
     Returns pass/fail for a clean boolean answer (`components={"CODE": 1.0 | 0.0}`), else an
-    error verdict whose reason says what happened. Bad arguments raise ValueError/TypeError.
+    error verdict whose reason says what happened. Bad arguments raise ValueError/TypeError; a
+    host that cannot sandbox raises `SandboxUnavailable` (one line, before any checker runs).
     """
     limits = limits or SandboxLimits()
     if not isinstance(source, str) or not source.strip():
         raise ValueError("checker source must be a non-empty string")
-    uid = (secrets.randbelow(1 << 30) + (1 << 20)
-           if limits.drop_privileges and os.geteuid() == 0 else None)
-    nonce = secrets.token_hex(16)
     try:  # one C-encoder pass (json.dump to a file would use the slow pure-Python encoder)
-        payload = json.dumps({"nonce": nonce, "uid": uid, "source": source,
-                              "args": [initial_db, final_db, transcript],
-                              "limits": {"cpu_s": limits.cpu_s,
-                                         "memory_bytes": limits.memory_bytes,
-                                         "file_bytes": limits.file_bytes,
-                                         "nproc": limits.nproc}})
+        payload = json.dumps({
+            "source": source, "args": [initial_db, final_db, transcript],
+            "no_spawn_filter": base64.b64encode(seccomp.no_spawn_filter()).decode(),
+            "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
+                       "file_bytes": limits.file_bytes}})
     except (TypeError, ValueError) as e:
         raise TypeError(f"checker inputs must be JSON-serialisable: {e}") from e
-    tmpdir = tempfile.mkdtemp(prefix="checker-")
+    interpreter = bwrap.probe(os.geteuid(), RUNNER)
+    uid = bwrap.throwaway_uid()
+    top, scratch, runner = bwrap.prepare_dirs(uid, RUNNER)
     try:
-        with open(os.path.join(tmpdir, "request.json"), "w") as f:
+        request = os.path.join(scratch, "request.json")
+        with open(request, "w") as f:
             f.write(payload)
         del payload
-        env = {"HOME": tmpdir, "TMPDIR": tmpdir, "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-B", RUNNER, tmpdir],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=tmpdir, env=env,
-                                start_new_session=True, close_fds=True)
-        try:
-            out, err, stopped = _collect(proc, limits)
-        finally:
-            _kill_group(proc)
-            if uid is not None:
-                _kill_uid(uid)
-            proc.stdout.close()
-            proc.stderr.close()
+        if uid is not None:
+            os.chown(request, uid, uid)
+        out, err, result, stopped, code = _run(interpreter, scratch, runner, uid, limits)
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
     if stopped:
         return Verdict("error", {"CODE": 0.0}, stopped)
-    result = None
-    if proc.returncode == 0:
-        for line in out.decode(errors="replace").splitlines():
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(parsed, dict) and parsed.get("nonce") == nonce:
-                result = parsed
-    if result is None:
-        return Verdict("error", {"CODE": 0.0}, _describe_exit(proc.returncode, err, limits))
-    if result["status"] == "error":
-        return Verdict("error", {"CODE": 0.0}, result["detail"])
-    return Verdict(result["status"], {"CODE": float(result["status"] == "pass")},
-                   None if result["status"] == "pass" else "code checker returned False")
+    return _describe_result(code, result, err, limits)
+
+
+def _run(interpreter: str, scratch: str, runner: str, uid: int | None, limits: SandboxLimits):
+    """Start the sandbox, collect its answer, and leave no process of it behind."""
+    result_read, result_write = os.pipe()
+    info_read, info_write = os.pipe()
+    filter_fd = bwrap.seccomp_pipe()
+    try:
+        argv = bwrap.command(interpreter, scratch, runner, filter_fd, result_write, info_write)
+        proc = bwrap.popen(argv, uid, (filter_fd, result_write, info_write),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, cwd="/")
+    except BaseException:
+        os.close(result_read)
+        os.close(info_read)
+        raise
+    finally:
+        for fd in (filter_fd, result_write, info_write):
+            os.close(fd)
+    try:
+        out, err, result, stopped = _collect(proc, result_read, limits)
+    finally:
+        _kill_group(proc)
+        os.set_blocking(info_read, False)
+        try:
+            info = os.read(info_read, 4096)
+        except BlockingIOError:
+            info = b""
+        init_pid = bwrap.sandbox_init_pid(info)
+        gone = init_pid is None or bwrap.reap(init_pid)
+        if uid is not None:
+            _kill_uid(uid)
+        for fd in (result_read, info_read):
+            os.close(fd)
+        proc.stdout.close()
+        proc.stderr.close()
+    if not gone:
+        stopped = stopped or f"sandbox process {init_pid} did not die"
+    return out, err, result, stopped, proc.returncode

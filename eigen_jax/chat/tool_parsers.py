@@ -25,6 +25,27 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+# Checked before any json call (the C decoder recurses per nesting level: deep input raises
+# RecursionError, which is not a JSONDecodeError). Mirrors data_agents.agents.parsing, which this
+# layer may not import.
+MAX_CALL_CHARS = 1_000_000
+MAX_CALL_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_bounds_problem(text: str) -> str | None:
+    """Why `text` must not reach the JSON decoder (too long, nested too deep), or None."""
+    if len(text) > MAX_CALL_CHARS:
+        return f"tool call too large: {len(text)} characters (limit {MAX_CALL_CHARS})"
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        if depth > MAX_CALL_DEPTH:
+            return f"JSON nested deeper than {MAX_CALL_DEPTH} levels"
+    return None
+
+
 _THINK_RE = re.compile(r"^\s*(?:<think>)?(.*?)</think>", re.DOTALL)
 _HERMES_OPEN, _HERMES_CLOSE = "<tool_call>", "</tool_call>"
 _PYTHON_TAG = "<|python_tag|>"
@@ -95,10 +116,14 @@ def _call_from_object(obj: Any, raw: str, args_keys: tuple[str, ...]) -> ToolCal
             args = obj[key]
             break
     if isinstance(args, str):  # some models double-encode the arguments
+        problem = json_bounds_problem(args)
+        if problem:
+            return ToolCallParseError(raw, f"'{args_keys[0]}': {problem}")
         try:
             args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            return ToolCallParseError(raw, f"'{args_keys[0]}' is a string that is not JSON: {e.msg}")
+        except (json.JSONDecodeError, RecursionError) as e:
+            return ToolCallParseError(raw, f"'{args_keys[0]}' is a string that is not JSON: "
+                                           f"{getattr(e, 'msg', type(e).__name__)}")
     if args is None:
         args = {}
     if not isinstance(args, dict):
@@ -107,10 +132,15 @@ def _call_from_object(obj: Any, raw: str, args_keys: tuple[str, ...]) -> ToolCal
 
 
 def _decode_json(raw: str, args_keys: tuple[str, ...]) -> ToolCall | ToolCallParseError:
+    problem = json_bounds_problem(raw)
+    if problem:
+        return ToolCallParseError(raw[:1000], problem)
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as e:
         return ToolCallParseError(raw, f"invalid JSON: {e.msg} at position {e.pos}")
+    except RecursionError:
+        return ToolCallParseError(raw[:1000], f"JSON nested deeper than {MAX_CALL_DEPTH} levels")
     return _call_from_object(obj, raw, args_keys)
 
 
@@ -160,6 +190,10 @@ def parse_llama3_json(text: str) -> ParsedAssistant:
             err = ToolCallParseError(body, "<|python_tag|> not followed by a JSON object")
             return ParsedAssistant(content="", errors=(err,), reasoning=reasoning)
         return ParsedAssistant(content=body, reasoning=reasoning)
+    problem = json_bounds_problem(body)
+    if problem:
+        err = ToolCallParseError(body[:1000], problem)
+        return ParsedAssistant(content="", errors=(err,), reasoning=reasoning)
     decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
     errors: list[ToolCallParseError] = []
@@ -167,6 +201,9 @@ def parse_llama3_json(text: str) -> ParsedAssistant:
     while pos < len(body):
         try:
             obj, end = decoder.raw_decode(body, pos)
+        except RecursionError:
+            errors.append(ToolCallParseError(body[pos:pos + 1000], "JSON nested too deeply"))
+            break
         except json.JSONDecodeError as e:
             errors.append(ToolCallParseError(body[pos:], f"invalid JSON: {e.msg} at position {e.pos - pos}"))
             break

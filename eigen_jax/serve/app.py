@@ -97,7 +97,10 @@ def create_app(server: ModelServer) -> fastapi.FastAPI:
 
 def serve(server: ModelServer, host: str = "127.0.0.1", port: int = 30000,
           log_level: str = "info") -> None:
-    """Serve until interrupted (blocking)."""
+    """Serve until interrupted (blocking). A port outside 1..65535 is refused here: uvicorn would
+    report it as served and listen elsewhere (the OS truncates it to 16 bits)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
 
 

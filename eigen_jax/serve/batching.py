@@ -8,8 +8,12 @@ together and decodes every running turn for `steps_per_sync` tokens), resolves t
 turns that finished and frees their slots at once. So N concurrent requests decode in one batch,
 and a request arriving mid-decode joins at the next step instead of waiting for the batch to end.
 
-A cancelled future (client gone) frees its slot at the next loop iteration. A failure inside the
-engine fails every pending request and marks the loop unhealthy rather than hanging callers.
+A cancelled future (client gone) frees its slot at the next loop iteration. An exception while
+admitting a request fails that request alone; one inside `Engine.step()` fails the requests that
+step touched (every running turn) and frees their slots, and the loop goes on serving: one
+hostile request cannot take the server down for everyone. Only `MAX_CONSECUTIVE_STEP_FAILURES`
+failed steps in a row (the engine itself is broken), or a failure outside the engine, stop the
+loop; then every pending request fails and `/health` answers 503 rather than hanging callers.
 """
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from typing import Any, Self
 
 from eigen_jax.sampling.engine import Completion, Engine
 from eigen_jax.sampling.params import SamplingParams
+
+
+MAX_CONSECUTIVE_STEP_FAILURES = 3
 
 
 class RequestError(ValueError):
@@ -52,6 +59,8 @@ class EngineLoop:
         self.requests_done = 0
         self.tokens_generated = 0
         self.peak_running = 0  # most slots holding a turn at once (evidence of batching)
+        self.step_failures = 0  # failed engine steps in a row (reset by a good one)
+        self.requests_failed = 0  # requests failed by an engine exception, loop still up
 
     # ------------------------------------------------------------------ caller side
     def start(self) -> EngineLoop:
@@ -89,6 +98,7 @@ class EngineLoop:
         with self._cond:
             queued = len(self._incoming)
         return {"requests_done": self.requests_done, "tokens_generated": self.tokens_generated,
+                "requests_failed": self.requests_failed, "step_failures": self.step_failures,
                 "peak_running": self.peak_running, "incoming": queued,
                 "num_slots": self.engine.num_slots, "max_len": self.engine.max_len}
 
@@ -148,13 +158,41 @@ class EngineLoop:
                 continue
             try:
                 self.engine.submit(session_id, ids, params, seed)
-            except (ValueError, TypeError) as err:
+            except (ValueError, TypeError, OverflowError) as err:
+                self._forget(session_id)
                 _resolve(future, error=RequestError(str(err)))
+                continue
+            except Exception as err:  # noqa: BLE001 - this request's fault or not, only it fails
+                self._forget(session_id)
+                self.requests_failed += 1
+                _resolve(future, error=EngineFailure(
+                    f"the engine could not admit the request: {type(err).__name__}: {err}"))
                 continue
             self._futures[session_id] = future
 
+    def _forget(self, session_id: int) -> None:
+        """Free whatever the engine holds for a failed session (it may hold nothing)."""
+        try:
+            self.engine.release(session_id)
+        except KeyError:
+            pass
+
     def _step(self) -> None:
-        finished = self.engine.step()
+        try:
+            finished = self.engine.step()
+        except Exception as err:  # noqa: BLE001 - fail the touched requests, keep serving
+            self.step_failures += 1
+            if self.step_failures >= MAX_CONSECUTIVE_STEP_FAILURES:
+                raise
+            touched, self._futures = self._futures, {}
+            for session_id in touched:
+                self._forget(session_id)
+            self.requests_failed += len(touched)
+            failure = EngineFailure(f"the engine step failed: {type(err).__name__}: {err}")
+            for future in touched.values():
+                _resolve(future, error=failure)
+            return
+        self.step_failures = 0
         self.peak_running = max(self.peak_running,
                                 self.engine.num_slots - self.engine.num_free_slots)
         for completion in finished:

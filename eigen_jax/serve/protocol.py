@@ -8,7 +8,7 @@ fields `data_agents.llm.LLMClient`, the `openai` package and SGLang clients read
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,15 @@ _NEUTRAL_SAMPLING = {"min_p": 0.0, "frequency_penalty": 0.0, "presence_penalty":
 _NEUTRAL_CHAT = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "n": 1, "min_p": 0.0,
                  "repetition_penalty": 1.0, "logit_bias": None, "response_format": None,
                  "stream_options": None, "top_logprobs": 0}
+
+
+# The engine holds counts and token ids in int32 arrays: a larger value must be a 400 naming the
+# field here, not an overflow inside the engine loop. Floats must be finite.
+INT32_MAX = 2 ** 31 - 1
+Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Count = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _drop_neutral(data: Any, neutral: dict[str, Any]) -> Any:
@@ -52,12 +61,12 @@ class _Strict(BaseModel):
 class GenerateSamplingParams(_Strict):
     """SGLang `sampling_params`; `top_k=-1` (SGLang's "off") and `0` both disable top-k."""
 
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(-1, ge=-1)
-    max_new_tokens: int = Field(128, ge=1)
+    temperature: Finite = Field(1.0, ge=0.0)
+    top_p: Finite = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, le=INT32_MAX)
+    max_new_tokens: Count = 128
     stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[TokenId] | None = None
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
@@ -85,11 +94,11 @@ class GenerateRequest(_Strict):
     """SGLang native `POST /generate`: one prompt (text or ids) or a batch (a list of them)."""
 
     text: str | list[str] | None = None
-    input_ids: list[int] | list[list[int]] | None = None
+    input_ids: list[TokenId] | list[list[TokenId]] | None = None
     sampling_params: GenerateSamplingParams = Field(default_factory=GenerateSamplingParams)
     return_logprob: bool = False
-    logprob_start_len: int = -1
-    top_logprobs_num: int = 0
+    logprob_start_len: Int32 = -1
+    top_logprobs_num: Int32 = 0
     return_text_in_logprobs: bool = False
     stream: bool = False
     rid: str | list[str] | None = None
@@ -126,11 +135,11 @@ class ChatCompletionRequest(_Strict):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["auto", "none"] | None = None
     parallel_tool_calls: bool | None = None
-    temperature: float | None = Field(None, ge=0.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int = Field(-1, ge=-1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: Finite | None = Field(None, ge=0.0)
+    top_p: Finite | None = Field(None, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, le=INT32_MAX)
+    max_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, lt=2 ** 32)
     logprobs: bool = False

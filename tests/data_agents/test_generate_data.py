@@ -52,10 +52,14 @@ def test_reference_backend_publishes_200_dialogues_that_read_back_identically(tm
     (["--domain", "outfitter", "--server_url", "http://127.0.0.1:9"], "cannot reach any LLM server"),
     (["--domain", "outfitter"], "needs at least one --server_url"),
     (["--domain", "outfitter", "--gin_bindings", "EngineConfig.nope=1"], "gin configuration error"),
+    (["--domain", "outfitter", "--backend", "reference",
+      "--gin_bindings", "run_generation.reference_num_train=-5"], "reference_num_train"),
+    (["--domain", "outfitter", "--gin_bindings", "run_generation.client_concurrency=0"],
+     "client_concurrency"),
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
     proc = generate("--out", str(tmp_path / "o"), *args, timeout=120)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # fail()'s documented code
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("generate_data: ") and message in last
 

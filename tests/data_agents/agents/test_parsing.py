@@ -1,4 +1,6 @@
 """Defensive parsing: valid, wrapped, malformed and adversarial model output."""
+import json
+
 import pydantic
 import pytest
 
@@ -60,3 +62,45 @@ def test_parse_tool_calls_decodes_and_flags_bad_arguments():
     assert "must be a JSON object" in calls[2].error
     assert calls[3].arguments == {} and calls[3].error is None
     assert calls[0].to_message_call() == {"id": "call_0", "name": "get", "arguments": {"id": "C1"}}
+
+
+# Hostile outputs: each must become a StageFailure / tool error, never an exception.
+DEEP = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECT = '{"a": ' * 5000 + "1" + "}" * 5000
+
+
+@pytest.mark.parametrize("text", [DEEP, DEEP_OBJECT, "x" + "{" * 200_000,
+                                  '{"k": "' + "y" * 2_000_000 + '"}'])
+def test_hostile_json_is_a_stage_failure(text):
+    from data_agents.agents.parsing import StageFailure, parse_model
+    import pydantic
+
+    class Anything(pydantic.BaseModel):
+        k: str = ""
+
+    with pytest.raises(StageFailure) as info:
+        parse_model(text, Anything, stage="task_synth")
+    assert info.value.category == "invalid_json"
+    assert "nested deeper" in info.value.reason or "too large" in info.value.reason
+
+
+def test_depth_limit_matches_the_decoder_below_it():
+    """Nesting just inside the limit still parses (to the same value json.loads gives); brackets
+    inside strings do not count."""
+    from data_agents.agents.parsing import MAX_JSON_DEPTH, bounded_loads
+    ok = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert bounded_loads(ok) == json.loads(ok)
+    quoted = json.dumps({"s": "[" * 1000})
+    assert bounded_loads(quoted) == {"s": "[" * 1000}
+    with pytest.raises(ValueError, match="nested deeper"):
+        bounded_loads("[" + ok + "]")
+
+
+def test_hostile_tool_arguments_become_tool_errors():
+    from types import SimpleNamespace as NS
+    from data_agents.agents.parsing import parse_tool_calls
+    message = NS(tool_calls=[NS(id="c1", function=NS(name="f", arguments=DEEP)),
+                             NS(id="c2", function=NS(name="g", arguments='{"x": 1}'))])
+    first, second = parse_tool_calls(message)
+    assert first.error and "nested deeper" in first.error and first.arguments == {}
+    assert second.error is None and second.arguments == {"x": 1}

@@ -98,3 +98,18 @@ def test_unknown_parser_name_is_a_clear_error():
     assert tp.get_tool_parser("hermes") is tp.parse_hermes
     with pytest.raises(ValueError, match="unknown tool parser 'xml'.*hermes"):
         tp.get_tool_parser("xml")
+
+
+@pytest.mark.parametrize("parser", ["hermes", "llama3_json"])
+@pytest.mark.parametrize("payload", [
+    '{"name": "f", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    '{"name": "f", "arguments": "' + "[" * 100_000 + '"}',
+    '{"name": "f", "arguments": {"x": "' + "y" * 1_100_000 + '"}}',
+])
+def test_hostile_tool_calls_are_parse_errors_not_exceptions(parser, payload):
+    from eigen_jax.chat.tool_parsers import get_tool_parser
+    text = f"<tool_call>{payload}</tool_call>" if parser == "hermes" else payload
+    parsed = get_tool_parser(parser)(text)
+    assert not parsed.tool_calls and len(parsed.errors) == 1
+    assert any(w in parsed.errors[0].reason for w in ("nested", "too large", "not JSON"))
+    assert len(parsed.errors[0].raw) <= 1_100_000

@@ -167,3 +167,38 @@ def test_invalid_json_is_400(http_server):
     response = httpx.post(http_server.url + "/generate", content=b"{not json",
                           headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 400
+
+
+BIG = 3_000_000_000  # past int32: the engine's arrays cannot hold it
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/generate", {"input_ids": [1, 2], "sampling_params": {"stop_token_ids": [BIG]}},
+     "sampling_params.stop_token_ids.0"),
+    ("/generate", {"input_ids": [1, 2], "sampling_params": {"top_k": BIG}},
+     "sampling_params.top_k"),
+    ("/generate", {"input_ids": [1, 2], "sampling_params": {"max_new_tokens": BIG}},
+     "sampling_params.max_new_tokens"),
+    ("/generate", {"input_ids": [1, BIG]}, "input_ids"),
+    ("/generate", {"input_ids": [1, 2], "top_logprobs_num": BIG}, "top_logprobs_num"),
+    ("/generate", {"input_ids": [1, 2], "sampling_params": {"temperature": "Infinity"}},
+     "sampling_params.temperature"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": BIG},
+     "max_tokens"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_k": BIG},
+     "top_k"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                              "max_completion_tokens": BIG}, "max_completion_tokens"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                              "top_p": float("nan")}, "top_p"),
+])
+def test_out_of_range_numbers_get_400_and_the_server_keeps_serving(http_server, path, body,
+                                                                   field):
+    response = httpx.post(http_server.url + path, content=json.dumps(body),
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert field in response.json()["error"]["message"]
+    assert httpx.get(http_server.url + "/health", timeout=30).status_code == 200
+    ok = httpx.post(http_server.url + "/generate", timeout=120, json={
+        "input_ids": [5, 17], "sampling_params": {"max_new_tokens": 2, "temperature": 0}})
+    assert ok.status_code == 200 and len(ok.json()["output_ids"]) == 2

@@ -8,6 +8,7 @@ import pytest
 
 from eigen_jax.sampling import Engine, SamplingParams, generate
 from eigen_jax.serve import EngineFailure, EngineLoop, RequestError
+from eigen_jax.serve.batching import MAX_CONSECUTIVE_STEP_FAILURES
 
 PROMPTS = [[5, 17, 42, 99, 7], [300, 12, 8], [64, 65, 66, 67, 68, 69, 70], [9, 9, 9, 1]]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=10)
@@ -61,7 +62,31 @@ def test_cancelled_request_frees_its_slot(engine):
     assert not engine.has_work()
 
 
-def test_engine_failure_fails_pending_requests(reference_model, monkeypatch):
+def test_engine_step_exception_fails_only_touched_requests_and_loop_keeps_serving(
+        reference_model, monkeypatch):
+    engine = Engine(reference_model, num_slots=4, max_len=64, steps_per_sync=4)
+    real_step, calls = engine.step, []
+
+    def step_failing_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise OverflowError("Python int too large to convert to C int")
+        return real_step()
+
+    monkeypatch.setattr(engine, "step", step_failing_once)
+    loop = EngineLoop(engine)
+    touched = loop.submit(PROMPTS[0], GREEDY)
+    with loop:
+        with pytest.raises(EngineFailure, match="step failed: OverflowError"):
+            touched.result(timeout=60)
+        assert loop.healthy
+        later = loop.generate(PROMPTS[1], GREEDY, timeout=120)  # the loop still serves
+        want = generate(reference_model, [PROMPTS[1]], GREEDY)[0]
+        assert later.token_ids.tolist() == want.token_ids.tolist()
+        assert loop.requests_failed == 1 and engine.num_free_slots == engine.num_slots
+
+
+def test_engine_that_keeps_failing_marks_the_loop_down(reference_model, monkeypatch):
     engine = Engine(reference_model, num_slots=4, max_len=64, steps_per_sync=4)
 
     def broken_step():
@@ -69,13 +94,29 @@ def test_engine_failure_fails_pending_requests(reference_model, monkeypatch):
 
     monkeypatch.setattr(engine, "step", broken_step)
     loop = EngineLoop(engine)
-    future = loop.submit(PROMPTS[0], GREEDY)
     with loop:
-        with pytest.raises(EngineFailure, match="device lost"):
-            future.result(timeout=60)
-        assert not loop.healthy
+        for _ in range(MAX_CONSECUTIVE_STEP_FAILURES):
+            with pytest.raises(EngineFailure, match="device lost"):
+                loop.submit(PROMPTS[0], GREEDY).result(timeout=60)
+        _wait_for(lambda: not loop.healthy)
         with pytest.raises(EngineFailure, match="device lost"):
             loop.submit(PROMPTS[0], GREEDY)
+
+
+def test_admission_exception_fails_only_its_request(engine, monkeypatch):
+    real_submit = engine.submit
+
+    def submit(session_id, ids, params, seed):
+        if ids == [1, 2, 3]:
+            raise OverflowError("int32 overflow")
+        return real_submit(session_id, ids, params, seed)
+
+    monkeypatch.setattr(engine, "submit", submit)
+    with EngineLoop(engine) as loop:
+        with pytest.raises(RequestError, match="int32 overflow"):
+            loop.generate([1, 2, 3], GREEDY, timeout=60)
+        assert loop.generate(PROMPTS[2], GREEDY, timeout=120).num_tokens == 10
+        assert loop.healthy
 
 
 def _wait_for(condition, timeout=120.0):

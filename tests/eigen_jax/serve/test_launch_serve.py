@@ -115,3 +115,19 @@ def test_launch_serves_generate(serve_checkpoint):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--port", "0"),
+                                         ("--num_slots", "0"), ("--max_len", "-1")])
+def test_out_of_range_flags_are_refused_naming_the_flag(tmp_path, flag, value):
+    out = launch("--checkpoint", str(tmp_path), flag, value, timeout=120)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert f"{flag}={value}" in out.stderr and "Flags parsing error" in out.stderr
+
+
+def test_serve_refuses_a_port_the_os_would_truncate():
+    from eigen_jax.serve.app import serve
+    for port in (70000, 0, -1, True):
+        with pytest.raises(ValueError, match="port must be an integer in 1..65535"):
+            serve(None, port=port)
