@@ -17,7 +17,8 @@ place by write tools) and whose remaining parameters are the call's arguments:
         '''
 
 The schema comes from the signature (pydantic) and the docstring (docstring_parser); arguments
-are validated by a pydantic model built from the same signature, so schema and validation agree.
+are validated by a pydantic model built from the same signature, so schema and validation agree;
+`Annotated` constraints (pattern, length, bounds) appear in both.
 Domain-level failures raise `ToolError`; the environment turns every failure into an error result.
 """
 from __future__ import annotations
@@ -99,7 +100,9 @@ def make_tool(func: Callable[..., Any], *, kind: ToolKind = "read",
     if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
                                              params[0].POSITIONAL_OR_KEYWORD):
         raise ValueError(f"tool {name!r}: the first parameter must receive the database")
-    hints = typing.get_type_hints(func)
+    # include_extras: `Annotated[str, StringConstraints(pattern=...)]` must keep its metadata, or
+    # the constraint vanishes from both the schema and the validation (a zip "ABCDEFGH" is stored).
+    hints = typing.get_type_hints(func, include_extras=True)
     fields: dict[str, Any] = {}
     for p in params[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

@@ -140,3 +140,22 @@ def test_read_tools_never_change_the_db():
         _ok(env, name, **args)
     assert env.db_hash() == before
     assert _ok(env, "get_customer", customer_id="C1")["open_rentals"] == ["R1"]
+
+
+@pytest.mark.parametrize("name,args,field", [
+    ("update_address", {"customer_id": "C1", "street": "5 Elm Dr", "city": "Moab",
+                        "zip": "ABCDEFGH"}, "zip"),
+    ("update_payment_card", {"customer_id": "C1", "card_last4": "42a2"}, "card_last4"),
+    ("find_customer_by_name_zip", {"first_name": "Ana", "last_name": "Lopez", "zip": "9770"},
+     "zip"),
+])
+def test_annotated_formats_are_enforced_and_published(name, args, field):
+    """Zip and card formats are argument errors (named, with the pattern); nothing is written."""
+    env = _env()
+    before = env.db_hash()
+    result = env.call(name, args)
+    assert result.error and f"{field}: String should match pattern" in result.content
+    assert env.db_hash() == before
+    schema = {s["function"]["name"]: s for s in env.tools_schema()}[name]
+    assert re.fullmatch(schema["function"]["parameters"]["properties"][field]["pattern"],
+                        "97701" if field == "zip" else "4242")

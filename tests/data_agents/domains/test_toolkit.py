@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Annotated
 
+import annotated_types
 import pydantic
 import pytest
 
@@ -200,3 +202,76 @@ def test_make_tool_rejects_undescribable_functions():
     with pytest.raises(ValueError, match="duplicate tool name"):
         ToolkitEnvironment(ShopDB(items={}), [get_item, get_item])
     assert isinstance(make_tool(has_qty), Tool)
+
+
+class AddressDB(pydantic.BaseModel):
+    zips: dict[str, str]
+
+
+@tool(kind="write")
+def set_zip(db: AddressDB, customer_id: str,
+            zip: Annotated[str, pydantic.StringConstraints(pattern=r"^\d{5}$", max_length=5)],
+            note: Annotated[str, annotated_types.MaxLen(8)] = "") -> str:
+    """Replace a customer's zip code.
+
+    Args:
+        customer_id: The customer's id.
+        zip: 5-digit zip code.
+        note: Short note.
+    """
+    if customer_id not in db.zips:
+        raise ToolError(f"customer {customer_id} not found")
+    db.zips[customer_id] = zip
+    return "ok"
+
+
+def _address_env() -> ToolkitEnvironment:
+    return ToolkitEnvironment(AddressDB(zips={"C1": "97701"}), [set_zip])
+
+
+def test_annotated_constraints_reach_the_schema():
+    """The constraints are in the schema, and an independent validator enforces them there."""
+    jsonschema = pytest.importorskip("jsonschema")
+    params = set_zip.schema()["function"]["parameters"]
+    assert params["properties"]["zip"] == {"type": "string", "pattern": r"^\d{5}$", "maxLength": 5,
+                                           "description": "5-digit zip code."}
+    assert params["properties"]["note"]["maxLength"] == 8
+    jsonschema.validate({"customer_id": "C1", "zip": "84532"}, params)
+    for bad in ({"customer_id": "C1", "zip": "ABCDEFGH"}, {"customer_id": "C1", "zip": "8453"},
+                {"customer_id": "C1", "zip": "84532", "note": "x" * 9}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, params)
+
+
+@pytest.mark.parametrize("args,needle", [
+    ({"zip": "ABCDEFGH"}, "zip: String should have at most 5 characters"),
+    ({"zip": "ABCDE"}, "zip: String should match pattern '^\\d{5}$'"),
+    ({"zip": "8453"}, "zip: String should match pattern"),
+    ({"zip": "84532", "note": "x" * 9}, "note: "),
+])
+def test_annotated_constraint_violation_is_a_tool_error_and_db_is_unchanged(args, needle):
+    env = _address_env()
+    before = env.db_state()
+    result = env.call("set_zip", {"customer_id": "C1", **args})
+    assert result.error and needle in result.content, result.content
+    assert env.db_state() == before == {"zips": {"C1": "97701"}}
+    assert not env.call("set_zip", {"customer_id": "C1", "zip": "84532"}).error
+    assert env.db_state() == {"zips": {"C1": "84532"}}
+
+
+@pytest.mark.parametrize("name,args", [
+    ("get_item", {"item_id": "I" * 5_000_000}),  # echoed by the tool's own ToolError
+    ("restock", {"item_id": "I1", "qty": "9" * 5_000_000, "due": "2025-07-01"}),
+    ("n" * 5_000_000, {}),  # an unknown tool's name is echoed too
+    ("get_item", {"item_id": {"deep": ["x" * 5_000_000]}}),
+])
+def test_huge_arguments_are_not_echoed_whole_in_error_texts(name, args):
+    result = _env().call(name, args)
+    assert result.error and len(result.content) <= 2_100, len(result.content)
+    assert "Error" in result.content
+
+
+def test_long_echoed_value_is_cut_with_a_marker_naming_its_size():
+    result = _env().call("get_item", {"item_id": "I" * 5_000_000})
+    assert result.content.startswith("Error: item " + "I" * 200 + "...[truncated, 5000000 chars]")
+    assert result.content.endswith(" not found")
