@@ -13,7 +13,8 @@ returned to a dedicated pipe, and this process decides. Only the code for `True`
 process that exited 0 within its limits, is a pass; a crash, a violation, a kill, a timeout, a
 non-bool, extra or missing bytes are an `error` verdict, and an error never counts as a pass.
 Anything the checker prints is ignored. (A checker can of course claim a pass by returning True:
-the verdict is only as right as the checker, which is what `validation` tests on gold replays.)
+the verdict is only as right as the checker, which is why task verification probes it on the
+gold replay, the initial state and a partial replay: `agents/task_verify.probe_code_checker`.)
 Where the host can run no sandbox, `SandboxUnavailable` is raised: checkers never run unguarded.
 """
 from __future__ import annotations

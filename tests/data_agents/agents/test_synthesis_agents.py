@@ -154,3 +154,48 @@ def test_verify_judge(domain, prompts, reply, category):
 def test_read_tool_schemas_match_tool_kinds(domain):
     names = {s["function"]["name"] for s in read_tool_schemas(domain)}
     assert names == {t.name for t in AGENT_TOOLS if t.kind == "read"}
+
+
+ADDRESS = {"name": "update_address", "arguments": {"customer_id": "C100", "street": "5 Elm Dr",
+                                                   "city": "Moab", "zip": "84532"}}
+LOOKUP = {"name": "get_customer", "arguments": {"customer_id": "C100"}}
+CARD_SET = 'final_db["customers"]["C100"]["card_last4"] == "1111"'
+ZIP_SET = 'final_db["customers"]["C100"]["address"]["zip"] == "84532"'
+
+
+def _checker(expr: str) -> str:
+    return f"def check(initial_db, final_db, transcript):\n    return {expr}\n"
+
+
+@pytest.mark.parametrize("actions, expr, category, needle", [
+    ([CARD], "True", "checker_vacuous", "unmodified initial state"),
+    ([CARD], "final_db == final_db", "checker_vacuous", "unmodified initial state"),
+    ([LOOKUP, CARD], "len(transcript) > 0", "checker_vacuous", "without its last write"),
+    ([ADDRESS, CARD], ZIP_SET, "checker_vacuous", "update_payment_card"),  # card never checked
+    ([CARD], 'final_db["customers"]["C100"]["card_last4"] == "9999"', "checker_fails_on_gold",
+     "does not pass the gold replay: fail"),
+    ([CARD], "1 / 0", "checker_fails_on_gold", "does not pass the gold replay: error"),
+])
+def test_verify_rejects_checkers_that_cannot_tell_outcomes_apart(domain, prompts, actions, expr,
+                                                                 category, needle):
+    """Each checker is run in the sandbox on the gold replay, the initial state and a partial
+    replay; the expected outcome of each is worked out by hand from the expression."""
+    task = _task(domain, prompts, actions, _checker(expr))
+    llm = FakeLLM()
+    with pytest.raises(StageFailure) as e:
+        run(verify_task(llm, domain, task, prompts, sampling=S, cache_tag="v"))
+    assert (e.value.category, e.value.attribution) == (category, "task")
+    assert needle in e.value.reason, e.value.reason
+    assert not llm.calls
+
+
+@pytest.mark.parametrize("actions, expr", [
+    ([CARD], CARD_SET),
+    ([LOOKUP, CARD], CARD_SET + " and len(transcript) == 4"),
+    ([ADDRESS, CARD], f"{ZIP_SET} and {CARD_SET}"),
+    ([ADDRESS, CARD], "final_db != initial_db and " + CARD_SET),
+])
+def test_verify_keeps_genuine_checkers(domain, prompts, actions, expr):
+    task = _task(domain, prompts, actions, _checker(expr))
+    facts = run(verify_task(FakeLLM(), domain, task, prompts, sampling=S, cache_tag="v"))
+    assert facts["writes"] == sum(a["name"] != "get_customer" for a in actions)
