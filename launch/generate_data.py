@@ -7,11 +7,14 @@
 absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
 bindings of `EngineConfig` and `run_generation`. Resumable: rerun the same command after a crash.
 `--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers).
-Bad input (unknown domain, unreachable server) ends the run at once with one line.
+Bad input (unknown domain, unreachable server) ends the run at once with one line, and so does a
+second copy of a worker on the same --out while the first runs, or a resume under a configuration
+other than the one recorded in OUT/journals/config.json (`data_agents/run_dir.py`).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -107,6 +110,38 @@ def _require_checker_sandbox() -> None:
         fail(str(e))
 
 
+OPERATIONAL = ("max_concurrency", "barrier_timeout_s", "poll_s")  # change no instance's content
+
+
+def run_config(engine_config: EngineConfig, **knobs) -> dict:
+    """What decides the content of the journals, flat and named as a user would set it.
+
+    Why: a resume must continue the same run. Server URLs, concurrency and timeouts may change
+    between resumes (infrastructure); the domain, backend, sharding, model and every science knob
+    may not.
+    """
+    config = {"--domain": FLAGS.domain, "--backend": FLAGS.backend,
+              "--num_workers": FLAGS.num_workers, "--model": FLAGS.model}
+    config.update({f"run_generation.{k}": v for k, v in knobs.items()})
+    if FLAGS.backend == "llm":
+        config.update({f"EngineConfig.{k}": v for k, v in dataclasses.asdict(engine_config).items()
+                       if k not in OPERATIONAL})
+    return config
+
+
+def _claim_output(out: Path, config: dict) -> None:
+    """Lock this worker's role on --out, then check/record the configuration (one line if not)."""
+    from data_agents import run_dir
+
+    role = ("reference" if FLAGS.backend == "reference"
+            else f"worker-{FLAGS.worker_index:03d}-of-{FLAGS.num_workers:03d}")
+    try:
+        run_dir.hold_lock(out, role)
+        run_dir.record_config(out, config)
+    except (run_dir.OutputInUse, run_dir.ConfigMismatch) as e:
+        fail(str(e))
+
+
 @gin.configurable
 def run_generation(engine_config: EngineConfig | None = None, *, client_concurrency: int = 32,
                    request_timeout_s: float = 300.0, use_response_cache: bool = True,
@@ -127,6 +162,10 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
         fail(str(e))
+    engine_config = engine_config or EngineConfig()
+    reference = {"reference_num_train": reference_num_train,
+                 "reference_num_test": reference_num_test} if FLAGS.backend == "reference" else {}
+    _claim_output(out, run_config(engine_config, domain_kwargs=domain_kwargs or {}, **reference))
     if FLAGS.backend == "reference":
         if FLAGS.num_workers != 1:
             fail("--backend=reference runs as a single worker (it is fast); drop --num_workers")
@@ -148,7 +187,7 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
                                domain=FLAGS.domain, backend="reference", counts=counts)
     else:
         _require_checker_sandbox()
-        summary = asyncio.run(_llm_run(domain, engine_config or EngineConfig(), out,
+        summary = asyncio.run(_llm_run(domain, engine_config, out,
                                        client_concurrency, request_timeout_s, use_response_cache))
     if FLAGS.publish:
         from data_agents.tfds import build_dataset

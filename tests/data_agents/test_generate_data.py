@@ -79,3 +79,38 @@ def test_llm_engine_against_real_server(tmp_path, sglang_server):  # noqa: F811
     assert reflection["next_version"] == "v1"
     assert (out / "prompts" / "v1" / "guidance.json").exists()
     assert json.loads((out / "report.json").read_text())["total"] == 4
+
+
+REFERENCE = ("--gin_file", "gin/data/outfitter_reference.gin", "--backend", "reference",
+             "--domain", "outfitter")
+
+
+def test_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path):
+    from tests.data_agents.test_run_dir import _holder
+
+    out = tmp_path / "run"
+    holder = _holder(out, "reference")  # what a running reference generation holds
+    try:
+        proc = generate(*REFERENCE, "--gin_bindings", "run_generation.reference_num_train=3",
+                        "--out", str(out), timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("generate_data: ") and "is in use" in last and str(holder.pid) in last
+    assert not (out / "journals").exists()  # nothing was written
+
+
+def test_resume_with_another_configuration_is_refused_naming_the_keys(tmp_path):
+    out = tmp_path / "run"
+    first = generate(*REFERENCE, "--gin_bindings", "run_generation.reference_num_train=3",
+                     "--out", str(out), timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    journal = (out / "journals" / "reference.jsonl").read_bytes()
+    proc = generate(*REFERENCE, "--gin_bindings", "run_generation.reference_num_train=4",
+                    "--out", str(out), timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("generate_data: ") and "run_generation.reference_num_train: 3 -> 4" in last
+    assert (out / "journals" / "reference.jsonl").read_bytes() == journal
