@@ -6,7 +6,8 @@
 
 absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
 bindings of `EngineConfig` and `run_generation`. Resumable: rerun the same command after a crash.
-`--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers).
+`--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers);
+publishing again after the journals changed builds the next dataset version.
 Bad input (unknown domain, unreachable server) ends the run at once with one line, and so does a
 second copy of a worker on the same --out while the first runs, or a resume under a configuration
 other than the one recorded in OUT/journals/config.json (`data_agents/run_dir.py`).
@@ -189,12 +190,17 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
         _require_checker_sandbox()
         summary = asyncio.run(_llm_run(domain, engine_config, out,
                                        client_concurrency, request_timeout_s, use_response_cache))
-    if FLAGS.publish:
+    if FLAGS.publish:  # a new dataset version whenever the journals changed since the last one
+        from data_agents import run_dir
         from data_agents.tfds import build_dataset
 
+        try:
+            run_dir.hold_lock(out, "publish")
+        except run_dir.OutputInUse as e:
+            fail(str(e))
         data_dir = FLAGS.data_dir or str(out / "tfds")
         builder = build_dataset(out / "journals", data_dir)
-        summary["published"] = {"data_dir": data_dir,
+        summary["published"] = {"data_dir": data_dir, "version": str(builder.version),
                                 "splits": {k: v.num_examples for k, v in builder.info.splits.items()}}
     return summary
 

@@ -7,6 +7,7 @@ prepared array_record files (the builder class need not be importable here).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -39,10 +40,29 @@ def decode_example(ex: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def newest_version(data_dir: str, name: str) -> str:
+    """`name` pinned to the newest version prepared under `data_dir`, unless it names one.
+
+    Why: republishing changed journals adds a version beside the old ones; unpinned, tfds would
+    read the version of the builder's code whenever that code is imported (e.g. in the process
+    that just published), i.e. the first publish, not the newest.
+    """
+    if ":" in name:
+        return name
+    base, _, config = name.partition("/")
+    root = Path(data_dir) / base / (config or "default")
+    versions = [tfds.core.Version(p.name) for p in root.glob("*")
+                if tfds.core.Version.is_valid(p.name) and (p / "dataset_info.json").exists()]
+    if not versions:
+        return name
+    return f"{base}/{config or 'default'}:{max(versions)}"
+
+
 def dialogue_source(data_dir: str, split: str = "train", name: str = "eigen_dialogues"):
-    """Random-access source of raw examples (array_record) of a prepared dataset."""
+    """Random-access source of raw examples (array_record) of a prepared dataset (its newest
+    version unless `name` pins one, e.g. "eigen_dialogues/default:1.0.0")."""
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir)
+        return tfds.data_source(newest_version(data_dir, name), split=split, data_dir=data_dir)
     except Exception as e:  # tfds raises a zoo of types for a missing dataset or split
         raise FileNotFoundError(f"cannot open TFDS dataset {name!r} split {split!r} under "
                                 f"{data_dir}: {e}") from e

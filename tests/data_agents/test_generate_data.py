@@ -114,3 +114,29 @@ def test_resume_with_another_configuration_is_refused_naming_the_keys(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("generate_data: ") and "run_generation.reference_num_train: 3 -> 4" in last
     assert (out / "journals" / "reference.jsonl").read_bytes() == journal
+
+
+def test_publish_rebuilds_a_new_version_whenever_the_journals_changed(tmp_path):
+    out = tmp_path / "run"
+    args = (*REFERENCE, "--gin_bindings", "run_generation.reference_num_train=3",
+            "--out", str(out), "--publish")
+
+    def published():
+        proc = generate(*args, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc
+
+    published()
+    published()  # journals unchanged: still one version
+    versions = sorted(p.name for p in (out / "tfds" / "eigen_dialogues" / "default").iterdir())
+    assert versions == ["1.0.0"]
+    journal = list(iter_records(out / "journals" / "reference.jsonl"))
+    extra = type(journal[0]).from_json({**journal[0].to_json(), "key": "late/worker/record",
+                                        "status": "accepted"})
+    with (out / "journals" / "late.jsonl").open("w") as f:  # e.g. a late worker's journal
+        f.write(json.dumps(extra.to_json()) + "\n")
+    published()
+    versions = sorted(p.name for p in (out / "tfds" / "eigen_dialogues" / "default").iterdir())
+    assert versions == ["1.0.0", "1.0.1"]
+    keys = sorted(decode_example(ex)["key"] for ex in dialogue_source(str(out / "tfds"), "train"))
+    assert keys == sorted([r.key for r in journal if r.status == "accepted"] + [extra.key])
