@@ -16,8 +16,8 @@ import pydantic
 
 from data_agents.agents.base import ChatLLM, Sampling, chat, tool_kinds
 from data_agents.agents.parsing import StageFailure, first_message, parse_model
-from data_agents.domains.base import Domain
 from data_agents.checkers import run_code_checker
+from data_agents.domains.base import Domain
 from data_agents.domains.task import Task
 from data_agents.env import Environment
 from data_agents.prompts import PromptSet
