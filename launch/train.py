@@ -26,7 +26,11 @@ def main(argv):
     common.parse_gin()
     from launch.pipeline import run_pipeline
 
-    result = run_pipeline(workdir=FLAGS.workdir)
+    try:
+        result = run_pipeline(workdir=FLAGS.workdir)
+    except ValueError as e:  # bad input (a knob out of range, a mismatched checkpoint...)
+        logging.debug("traceback of the error below", exc_info=True)  # shown with -v 1
+        sys.exit(f"error: {str(e).splitlines()[0]}")  # gin appends "In call to ..." lines
     logging.info("done: %s", {k: v for k, v in result.items() if not isinstance(v, dict)})
 
 

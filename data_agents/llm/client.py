@@ -153,8 +153,11 @@ class LLMClient:
                 server = await self.pool.acquire()
                 url = server + path
                 try:
-                    response = await self._http.request(method, url, json=payload)
-                except httpx.TimeoutException as err:
+                    # httpx's timeout bounds each read; this bounds the whole attempt (a body
+                    # trickled a byte at a time would otherwise hold it for ever).
+                    response = await asyncio.wait_for(
+                        self._http.request(method, url, json=payload), self.timeout_s)
+                except (httpx.TimeoutException, TimeoutError) as err:
                     self.pool.release(server, ok=False)
                     cause = f"timed out after {self.timeout_s:g}s ({type(err).__name__})"
                     continue

@@ -162,6 +162,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
     `save_episodes`: pickle each process's kept groups per step under `workdir/episodes`.
     """
+    if num_steps < 1 or max_len < 2 or num_slots < 1 or max_new_tokens < 1:
+        raise ValueError(f"run_grpo needs num_steps, num_slots, max_new_tokens >= 1 and max_len "
+                         f">= 2, got {num_steps}, {num_slots}, {max_new_tokens}, {max_len}")
     if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
         raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
                          f"group baseline), got {ppo_epochs}, {tasks_per_step}, {group_size}")

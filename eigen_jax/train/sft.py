@@ -70,6 +70,12 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
     off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
     """
+    for name, value, least in (("num_steps", num_steps, 1), ("batch_size", batch_size, 1),
+                               ("seq_len", seq_len, 2), ("grad_accum_steps", grad_accum_steps, 1),
+                               ("eval_every", eval_every, 1),
+                               ("checkpoint_every", checkpoint_every, 1)):
+        if value < least:
+            raise ValueError(f"run_sft.{name} must be >= {least}, got {value}")
     workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
     batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]

@@ -142,3 +142,17 @@ def test_moe_agent_and_user_sft_through_the_launcher(prepared, tmp_path):
     from transformers import AutoModelForCausalLM
     assert type(AutoModelForCausalLM.from_pretrained(wd / "sft_user" / "hf")).__name__ == \
         "Qwen3MoeForCausalLM"
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("run_sft.num_steps=-1", "run_sft.num_steps must be >= 1, got -1"),
+    ("run_sft.batch_size=0", "run_sft.batch_size must be >= 1, got 0"),
+])
+def test_out_of_range_knob_is_one_line_and_nonzero(prepared, tmp_path, binding, message):
+    wd = clone(prepared, tmp_path / "bad")
+    stages = "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]"
+    cmd = TRAIN + ["--workdir", str(wd), f"--gin_bindings={stages}", f"--gin_bindings={binding}"]
+    out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == f"error: {message}", out.stderr[-2000:]
+    assert not (wd / "sft_agent" / "hf").exists()

@@ -224,3 +224,40 @@ def test_constructor_rejects_bad_arguments():
         LLMClient("http://a:1", max_concurrency=0)
     with pytest.raises(ValueError, match="tool_choice given without tools"):
         run(LLMClient("http://a:1").chat([{"role": "user", "content": "x"}], tool_choice="auto"))
+
+
+def test_timeout_bounds_the_whole_attempt_not_each_read():
+    """A server that sends its headers, then one body byte every 0.2 s for 5 s: every single
+    read is fast, but the attempt must end at `timeout_s`."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def trickle():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        body = b'{"text": "' + b"x" * 25 + b'"}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        try:
+            for byte in body:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+
+    async def go():
+        async with LLMClient(url, timeout_s=1.0, max_retries=0, **FAST) as llm:
+            await llm.generate("x")
+
+    start = time.perf_counter()
+    with pytest.raises(LLMUnavailableError, match="timed out after 1s"):
+        run(go())
+    assert time.perf_counter() - start < 3.0
+    listener.close()

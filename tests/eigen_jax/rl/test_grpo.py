@@ -181,3 +181,11 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
     m = json.loads((tmp_path / "run" / "tb" / "metrics.jsonl").read_text().split("\n")[-2])
     assert m["router/max_load"] >= 1.0 >= m["router/min_load"] and m["router/aux_loss"] > 0
     assert models.from_pretrained(result["hf_dir"])[1].family == "qwen3_moe"
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_steps=0), dict(num_slots=0), dict(max_len=1),
+                                    dict(max_new_tokens=-3)])
+def test_out_of_range_counts_are_refused_before_any_work(tmp_path, kwargs):
+    with pytest.raises(ValueError, match="run_grpo needs"):
+        run_grpo(str(tmp_path), policy_hf_dir=str(tmp_path / "missing"), **kwargs)
+    assert not any(tmp_path.iterdir())
