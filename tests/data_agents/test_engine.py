@@ -126,3 +126,24 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert all(d["status"] == "accepted" for d in lines)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["total"] == 24 and [r["total"] for r in report["rounds"]] == [12, 12]
+
+
+def test_hostile_llm_output_is_a_failed_instance_and_resume_does_not_crash(domain, tmp_path):
+    """Output nested 200k deep (RecursionError bait) or 2 MB long from the task verifier: each
+    is that instance's stage failure, the run completes, and a resume over the same output (as
+    a response cache would replay it) completes too without duplicating a record."""
+    nested = "```json\n" + "[" * 200_000 + "]" * 200_000 + "\n```"
+    huge = '{"policy_consistent": true, "solvable": true, "x": "' + "y" * 2_000_000 + '"}'
+    hostile = {"task_verify": lambda m, t, g: completion(
+        nested if "/s0000/" in g else huge if "/s0001/" in g else
+        '{"policy_consistent": true, "solvable": true}')}
+    cfg = EngineConfig(num_rounds=1, plans_per_round=3, tasks_per_plan=1, poll_s=0.01)
+    for _ in range(2):  # the first run, then the resume
+        asyncio.run(Engine(FakeLLM(hostile), domain, tmp_path, cfg).run())
+        recs = records(tmp_path)
+        assert len(recs) == 3 and len({r.key for r in recs}) == 3
+        by_stream = {r.provenance["stream"]: r for r in recs}
+        for stream in (0, 1):
+            assert by_stream[stream].status == "rejected"
+            assert by_stream[stream].failure["stage"] == "task_verify"
+        assert by_stream[2].status == "accepted"
