@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,7 +42,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir for --publish (default OUT/
 flags.DEFINE_string("model", None, "model name sent with chat requests (OpenAI APIs need one).")
 flags.DEFINE_bool("progress", True, "show a tqdm progress bar.")
 
-gin.external_configurable(EngineConfig, module="data_agents.engine")
+EngineConfig = gin.external_configurable(EngineConfig, module="data_agents.engine")
 
 
 class Progress:
@@ -159,6 +159,9 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
             fail(f"run_generation.{name} must be an integer >= {least}, got {value!r}")
     if not request_timeout_s > 0:
         fail(f"run_generation.request_timeout_s must be > 0, got {request_timeout_s!r}")
+    if FLAGS.backend == "reference" and reference_num_train + reference_num_test == 0:
+        fail("run_generation.reference_num_train and reference_num_test are both 0: nothing to "
+             "generate")
     try:
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
@@ -205,17 +208,38 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
     return summary
 
 
-def main(argv) -> None:
-    del argv
+def _check_flags(argv) -> None:
+    """Bad flags end the run with one line before anything is read or written."""
+    from urllib.parse import urlparse
+
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]} (flags only)")
     if not FLAGS.out:
         fail("--out is required")
     if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
         fail(f"--worker_index must be in [0, {FLAGS.num_workers}), got {FLAGS.worker_index}")
+    for url in FLAGS.server_url:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            fail(f"--server_url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:30000)")
+    for name in ("out", "data_dir"):
+        path = getattr(FLAGS, name)
+        if path and Path(path).exists() and not Path(path).is_dir():
+            fail(f"--{name} {path!r} exists and is not a directory")
+
+
+def main(argv) -> None:
+    _check_flags(argv)
     try:
         gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
+        EngineConfig()  # its bindings are checked whichever backend runs
     except (ValueError, OSError, KeyError, NameError) as e:
-        fail(f"gin configuration error: {e}")
-    summary = run_generation()
+        fail(f"gin configuration error: {str(e).splitlines()[0]}")
+    try:
+        summary = run_generation()
+    except (ValueError, OSError) as e:  # e.g. an output folder that cannot be created
+        logging.debug("traceback of the error below", exc_info=True)  # shown with -v 1
+        fail(f"{type(e).__name__}: {str(e).splitlines()[0]}")
     keys = ("total", "accepted", "acceptance_rate", "published", "worker_counts")
     print({k: summary[k] for k in keys if k in summary})
 

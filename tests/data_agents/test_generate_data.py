@@ -56,9 +56,22 @@ def test_reference_backend_publishes_200_dialogues_that_read_back_identically(tm
       "--gin_bindings", "run_generation.reference_num_train=-5"], "reference_num_train"),
     (["--domain", "outfitter", "--gin_bindings", "run_generation.client_concurrency=0"],
      "client_concurrency"),
+    (["--backend", "reference", "--gin_bindings", "EngineConfig.num_rounds=-1"],
+     "EngineConfig.num_rounds must be >= 1, got -1"),
+    (["--server_url", "not-a-url"], "--server_url 'not-a-url' is not an http(s) URL"),
+    (["--backend", "reference", "--gin_bindings", "run_generation.reference_num_train=0"],
+     "both 0: nothing to generate"),
+    (["--backend", "reference", "stray"], "unexpected arguments ['stray']"),
+    (["--backend", "reference", "--publish", "--data_dir", __file__], "is not a directory"),
+    (["--backend", "reference", "--gin_bindings",
+      "run_generation.reference_num_train=3"], "NotADirectoryError"),  # --out under a file
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
-    proc = generate("--out", str(tmp_path / "o"), *args, timeout=120)
+    if message == "NotADirectoryError":  # the output folder's parent is a file: found on write
+        (tmp_path / "f").write_text("x")
+        proc = generate("--out", str(tmp_path / "f" / "o"), *args, timeout=120)
+    else:
+        proc = generate("--out", str(tmp_path / "o"), *args, timeout=120)
     assert proc.returncode == 2  # fail()'s documented code
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("generate_data: ") and message in last
