@@ -15,7 +15,7 @@ global batch (`jax.make_array_from_process_local_data`).
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,10 +44,15 @@ from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
 from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
 from eigen_jax.train import state as state_lib
-from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from eigen_jax.train.checkpoint import (
+    Checkpointer,
+    PreemptionGuard,
+    check_counts,
+    save_or_stop,
+)
 from eigen_jax.train.metrics import MetricsWriter
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
-from eigen_jax.train.sft import export_pretrained, to_global_batch
+from eigen_jax.train.sft import export_pretrained, to_global_batch, write_result
 
 
 class TaskStream:
@@ -139,9 +144,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              temperature: float = 1.0, max_episode_steps: int = 200, max_tool_errors: int = 10,
              mesh_shape: Sequence[int] = (1, -1, 1), grad_accum_steps: int = 1,
              steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
-             keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True,
-             log_every: int = 1, checker: Any = None,
-             shape_slack: float = 4.0, max_prefill_len: int = 2048,
+             keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True, log_every: int = 1,
+             checker: Any = None, shape_slack: float = 4.0, max_prefill_len: int = 2048,
              share_prefix: bool = True, router_aux_loss_coef: float = 0.0,
              save_episodes: bool = False) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
@@ -151,140 +155,199 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `domain`: a registry name or a `Domain`; `user`: "reference" | "model" (in-process, from
     `user_hf_dir`) | "served" (at `user_urls`) or a `UserSimulator`; `checker`: defaults to
     `data_agents.checkers.check`. Everything else is a knob of the recipe (defaults: the paper's).
-    `shape_slack`: the sampler and the learner may run a call on an already compiled larger shape
-    costing at most this factor more than its exact bucket (`sampling.shapes`); 1 = exact only.
-    `max_prefill_len`: the policy engine's prefill chunk (on a CPU short chunks are faster: each
-    chunk's attention logits stay in cache; bench/NOTES.md).
-    `share_prefix`: the learner may run each group's common prompt once instead of once per
-    sample (`rl.batching.cheapest_train_batch`: when that is cheaper than packing; exact); needs
-    `grad_accum_steps == 1` and one process, else it is off.
-    `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
-    off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
-    `save_episodes`: pickle each process's kept groups per step under `workdir/episodes`.
+    `shape_slack`: the sampler and learner may run a call on a compiled shape costing at most this
+    factor more than its exact bucket (`sampling.shapes`). `max_prefill_len`: the policy engine's
+    prefill chunk. `share_prefix`: the learner may run each group's common prompt once (exact;
+    `rl.batching.cheapest_train_batch`), with `grad_accum_steps == 1` and one process only.
+    `router_aux_loss_coef`: an MoE policy's load-balancing loss weight (HF's definition; the paper
+    states none, released Qwen3-MoE configs carry 0.001). `save_episodes`: pickle each process's
+    kept groups per step under `workdir/episodes`.
     """
-    if num_steps < 1 or max_len < 2 or num_slots < 1 or max_new_tokens < 1:
-        raise ValueError(f"run_grpo needs num_steps, num_slots, max_new_tokens >= 1 and max_len "
-                         f">= 2, got {num_steps}, {num_slots}, {max_new_tokens}, {max_len}")
-    if ppo_epochs < 1 or tasks_per_step < 1 or group_size < 2:
-        raise ValueError(f"need ppo_epochs >= 1, tasks_per_step >= 1 and group_size >= 2 (a "
-                         f"group baseline), got {ppo_epochs}, {tasks_per_step}, {group_size}")
+    check_counts("run_grpo", num_steps=(num_steps, 1), num_slots=(num_slots, 1),
+                 max_new_tokens=(max_new_tokens, 1), max_len=(max_len, 2),
+                 ppo_epochs=(ppo_epochs, 1), tasks_per_step=(tasks_per_step, 1),
+                 group_size=(group_size, 2))  # a group baseline needs two samples
     workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
     sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
     model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
     if config.vocab_size != len(chat.tokenizer):
-        raise ValueError(f"policy vocab {config.vocab_size} != tokenizer size "
-                         f"{len(chat.tokenizer)}")
-    tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
-                                      warmup_steps=0, total_steps=num_steps))
-    graphdef, params, rest = state_lib.split_model(model)
+        raise ValueError(f"policy vocab {config.vocab_size} != tokenizer {len(chat.tokenizer)}")
     engine = Engine(mproc.local_model(model, sample_mesh), num_slots, max_len, sample_mesh,
                     steps_per_sync=steps_per_sync,
                     max_prefill_len=min(max_len, max_prefill_len), shape_slack=shape_slack)
-    # Copies: the train step donates its state's buffers, the engine must not lose its weights
-    # and the KL reference must stay frozen.
-    ref_params = jax.tree.map(lambda x: x.copy(), params) if kl_coef > 0 else None
-    state = state_lib.init_train_state(jax.tree.map(lambda x: x.copy(), params), tx, mesh)
-    step_fn = state_lib.make_train_step(
-        graphdef, rest, tx,
+    state, learner = _make_learner(
+        model, config, mesh, num_steps, learning_rate, grad_accum_steps, share_prefix,
         make_grpo_loss(loss, with_entropy=log_entropy, temperature=temperature or 1.0,
                        eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef,
                        router_aux_loss_coef=router_aux_loss_coef),
-        mesh=mesh, state_sharding=state_lib.state_shardings(state),
-        grad_accum_steps=grad_accum_steps)
-    logprob_fn = state_lib.MeshBound(
-        make_logprob_fn(graphdef, rest, temperature=temperature or 1.0), mesh)
-    batch_shapes = ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack)
-    adv_fn = advantages_lib.get(advantage)
-
-    if isinstance(domain, str):
-        from data_agents import domains as domains_lib
-        domain = domains_lib.load(domain)
-    if isinstance(user, str):
-        user = make_user_simulator(user, hf_dir=user_hf_dir, urls=user_urls,
-                                   mesh=sample_mesh)
-    worker = RolloutWorker(engine, chat, domain, user, RolloutConfig(
-        max_steps=max_episode_steps, max_errors=max_tool_errors, max_new_tokens=max_new_tokens,
-        temperature=temperature, seed=seed), checker=checker)
+        advantage=advantage, layout=layout, max_len=max_len, ppo_epochs=ppo_epochs,
+        kl_coef=kl_coef, temperature=temperature or 1.0, shape_slack=shape_slack)
+    domain = _load_domain(domain)
+    worker = RolloutWorker(engine, chat, domain, _user(user, user_hf_dir, user_urls, sample_mesh),
+                           RolloutConfig(max_steps=max_episode_steps, max_errors=max_tool_errors,
+                                         max_new_tokens=max_new_tokens, temperature=temperature,
+                                         seed=seed), checker=checker)
     stream = TaskStream(domain.tasks(train_split), seed)
-    dp = shd._mesh_axis_sizes(mesh)
-    row_multiple = dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps
+    ckpt = Checkpointer(workdir / "checkpoints", keep_checkpoints, checkpoint_every)
+    state, progress = _Progress.resume(ckpt, state, stream, workdir)
+    mproc.sync_engine_params(engine, learner.graphdef, state.params, learner.rest)
+    writer = MetricsWriter(workdir / "tb", prefix="grpo/", console_every=log_every)
+    with PreemptionGuard() as guard:
+        for step in range(progress.step, num_steps):
+            groups, stats = _timed_rollouts(worker, stream, tasks_per_step, group_size,
+                                            dynamic_filtering, max_extra_rounds, seed=step)
+            if save_episodes:
+                _save_episodes(workdir, step + 1, groups)
+            state, metrics = learner.step(state, groups, stats, engine, progress, step + 1)
+            writer.write(step + 1, metrics)
+            if save_or_stop(ckpt, guard, step + 1, num_steps, state,
+                            lambda: progress.data_state(stream)):
+                break
+    ckpt.close()
+    writer.close()
+    result = progress.result(learner_updates=int(state.step))
+    if export_hf and progress.step >= num_steps:
+        result["hf_dir"] = learner.export(state, config, workdir / "hf",
+                                          str(tokenizer_dir or policy_hf_dir))
+    return write_result(workdir, result)
+
+
+def _timed_rollouts(worker, stream, tasks_per_step: int, group_size: int,
+                    dynamic_filtering: bool, max_extra_rounds: int, seed: int):
+    """`collect_groups`, its seconds added to the statistics as `rollout_s`."""
+    t0 = time.perf_counter()
+    groups, stats = collect_groups(worker, stream, tasks_per_step, group_size,
+                                   dynamic_filtering=dynamic_filtering,
+                                   max_extra_rounds=max_extra_rounds, seed=seed)
+    return groups, dict(stats, rollout_s=time.perf_counter() - t0)
+
+
+def _user(user: str | UserSimulator, hf_dir: str | None, urls, mesh) -> UserSimulator:
+    if not isinstance(user, str):
+        return user
+    return make_user_simulator(user, hf_dir=hf_dir, urls=urls, mesh=mesh)
+
+
+def _load_domain(domain: Any):
+    """A registry name or a `Domain`."""
+    if not isinstance(domain, str):
+        return domain
+    from data_agents import domains as domains_lib
+
+    return domains_lib.load(domain)
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What the run has done so far (it travels in the checkpoint): the last finished step, the
+    reward curves, the skipped steps and the seconds of the run's earlier parts."""
+
+    step: int = 0
+    curve: list = dataclasses.field(default_factory=list)
+    train_curve: list = dataclasses.field(default_factory=list)
+    skipped: int = 0
+    seconds_before: float = 0.0
+    started: float = dataclasses.field(default_factory=time.perf_counter)  # this part's start
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    @classmethod
+    def resume(cls, ckpt: Checkpointer, state, stream: TaskStream, workdir):
+        if ckpt.latest_step() is None:
+            return state, cls()
+        state, data = ckpt.restore(state)
+        stream.set_state(data["tasks"])
+        logging.info("resumed %s from step %d", workdir, int(data["step"]))
+        return state, cls(int(data["step"]), data.get("curve", []), data.get("train_curve", []),
+                          int(data.get("skipped", 0)), float(data.get("seconds", 0.0)))
+
+    def data_state(self, stream: TaskStream) -> dict[str, Any]:
+        return {"tasks": stream.get_state(), "step": self.step, "skipped": self.skipped,
+                "curve": self.curve, "train_curve": self.train_curve, "seconds": self.seconds()}
+
+    def result(self, learner_updates: int) -> dict[str, Any]:
+        return {"steps": self.step, "reward_curve": self.curve,
+                "train_reward_curve": self.train_curve, "skipped_steps": self.skipped,
+                "learner_updates": learner_updates, "seconds": self.seconds()}
+
+
+@dataclasses.dataclass
+class _Learner:
+    """The learner side of a GRPO step: advantages → batch → optimiser passes → the sampler's
+    weights (`_update` holds the batching)."""
+
+    graphdef: Any
+    rest: Any
+    step_fn: Any
+    logprob_fn: Any
+    ref_params: Any
+    batch_shapes: ShapePlanner
+    adv_fn: Any
+    layout: str
+    max_len: int
+    row_multiple: int
+    mesh: Any
+    ppo_epochs: int
+    token_cost: float | None
+
+    def step(self, state, groups, stats, engine, progress: _Progress, done: int):
+        """Train on a step's kept groups (if any), record it in `progress`; (state, metrics)."""
+        progress.step = done
+        progress.curve.append((done, stats["reward_mean"]))
+        metrics: dict[str, float] = dict(stats)
+        kept_reward = metrics.pop("kept_reward_mean")
+        if stats["groups_kept"]:  # the same on every process
+            t0 = time.perf_counter()
+            state, update_metrics = _update(state, groups, self.adv_fn, self.layout,
+                                            self.max_len, self.row_multiple, self.mesh,
+                                            self.logprob_fn, self.ref_params, self.ppo_epochs,
+                                            self.step_fn, self.batch_shapes, self.token_cost)
+            metrics.update(update_metrics)
+            mproc.sync_engine_params(engine, self.graphdef, state.params, self.rest)
+            metrics["update_s"] = time.perf_counter() - t0
+            progress.train_curve.append((done, kept_reward))
+        else:
+            progress.skipped += 1
+            logging.warning("step %d: no informative group; no update", done)
+        metrics["learner_updates"] = float(int(state.step))
+        return state, metrics
+
+    def export(self, state, config, hf_dir, tokenizer_dir: str) -> str:
+        export_pretrained(nnx.merge(self.graphdef, state.params, self.rest), config, hf_dir,
+                          tokenizer_dir)
+        return str(hf_dir)
+
+
+def _make_learner(model, config, mesh, num_steps: int, learning_rate: float,
+                  grad_accum_steps: int, share_prefix: bool, loss_fn, *, advantage: str,
+                  layout: str, max_len: int, ppo_epochs: int, kl_coef: float,
+                  temperature: float, shape_slack: float):
+    """The train state (a copy of the policy's weights: the train step donates its buffers,
+    the sampler keeps its own) and the `_Learner` around the jitted train step."""
     if share_prefix and (grad_accum_steps > 1 or jax.process_count() > 1):
         # Rows index a prefix table that micro-batches and process-local batches would split.
         logging.info("share_prefix is off: it needs grad_accum_steps == 1 and one process")
         share_prefix = False
-    learner_token_cost = token_cost_of(config) if share_prefix else None  # for the cost rule
-
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
-                        save_interval_steps=checkpoint_every)
-    start, curve, train_curve, skipped, seconds_before = 0, [], [], 0, 0.0
-    if ckpt.latest_step() is not None:
-        state, data_state = ckpt.restore(state)
-        stream.set_state(data_state["tasks"])
-        start, skipped = int(data_state["step"]), int(data_state.get("skipped", 0))
-        curve, train_curve = data_state.get("curve", []), data_state.get("train_curve", [])
-        seconds_before = float(data_state.get("seconds", 0.0))  # of the run's earlier parts
-        logging.info("resumed %s from step %d", workdir, start)
-    mproc.sync_engine_params(engine, graphdef, state.params, rest)
-
-    writer = MetricsWriter(workdir / "tb", prefix="grpo/", console_every=log_every)
-    t_start = time.perf_counter()
-    with PreemptionGuard() as guard:
-        for step in range(start, num_steps):
-            t0 = time.perf_counter()
-            groups, stats = collect_groups(worker, stream, tasks_per_step, group_size,
-                                           dynamic_filtering=dynamic_filtering,
-                                           max_extra_rounds=max_extra_rounds, seed=step)
-            t_rollout = time.perf_counter() - t0
-            curve.append((step + 1, stats["reward_mean"]))
-            metrics: dict[str, float] = dict(stats, rollout_s=t_rollout)
-            kept_reward = metrics.pop("kept_reward_mean")
-            if save_episodes:
-                _save_episodes(workdir, step + 1, groups)
-            if stats["groups_kept"]:  # the same on every process
-                t1 = time.perf_counter()
-                state, update_metrics = _update(state, groups, adv_fn, layout, max_len,
-                                                row_multiple, mesh, logprob_fn, ref_params,
-                                                ppo_epochs, step_fn, batch_shapes,
-                                                learner_token_cost)
-                metrics.update(update_metrics)
-                mproc.sync_engine_params(engine, graphdef, state.params, rest)
-                metrics["update_s"] = time.perf_counter() - t1
-                train_curve.append((step + 1, kept_reward))
-            else:
-                skipped += 1
-                logging.warning("step %d: no informative group after %d extra rounds; no update",
-                                step + 1, max_extra_rounds)
-            metrics["learner_updates"] = float(int(state.step))
-            writer.write(step + 1, metrics)
-            done = step + 1
-            stop = guard.requested_anywhere()  # SIGTERM on any host: every process saves `done`
-            if ckpt.should_save(done) or done == num_steps or stop:
-                ckpt.save(done, state, {"tasks": stream.get_state(), "step": done,
-                                        "skipped": skipped, "curve": curve,
-                                        "train_curve": train_curve,
-                                        "seconds": seconds_before + time.perf_counter() - t_start},
-                          force=True)
-            if stop:
-                logging.warning("SIGTERM: saved step %d, exiting", done)
-                break
-    ckpt.close()
-    writer.close()
-    finished = bool(curve) and curve[-1][0] >= num_steps
-    result: dict[str, Any] = {"steps": curve[-1][0] if curve else 0, "reward_curve": curve,
-                              "train_reward_curve": train_curve, "skipped_steps": skipped,
-                              "learner_updates": int(state.step),
-                              "seconds": seconds_before + time.perf_counter() - t_start}
-    if export_hf and finished:
-        hf_dir = workdir / "hf"
-        export_pretrained(nnx.merge(graphdef, state.params, rest), config, hf_dir,
-                          str(tokenizer_dir or policy_hf_dir))
-        result["hf_dir"] = str(hf_dir)
-    if multihost.is_primary():
-        (workdir / "result.json").write_text(json.dumps(result, indent=1))
-    multihost.barrier("grpo_result")
-    return result
+    tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
+                                      warmup_steps=0, total_steps=num_steps))
+    graphdef, params, rest = state_lib.split_model(model)
+    copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
+    state = state_lib.init_train_state(copy(params), tx, mesh)
+    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
+                                        state_sharding=state_lib.state_shardings(state),
+                                        grad_accum_steps=grad_accum_steps)
+    dp = shd._mesh_axis_sizes(mesh)
+    return state, _Learner(
+        graphdef, rest, step_fn,
+        state_lib.MeshBound(make_logprob_fn(graphdef, rest, temperature=temperature), mesh),
+        copy(params) if kl_coef > 0 else None,  # the frozen KL reference
+        ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack),
+        advantages_lib.get(advantage), layout, max_len,
+        dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps, mesh, ppo_epochs,
+        token_cost_of(config) if share_prefix else None)  # the shared-prefix cost rule
 
 
 def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:

@@ -11,13 +11,15 @@ which is the same answer on every process, and all of them save the same step.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
-import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 
 class Checkpointer:
@@ -88,3 +90,23 @@ class PreemptionGuard:
     def __exit__(self, *exc) -> None:
         if self._prev is not None:
             signal.signal(signal.SIGTERM, self._prev)
+
+
+def save_or_stop(ckpt: Checkpointer, guard: PreemptionGuard, done: int, last_step: int,
+                 state: Any, data_state: Callable[[], dict]) -> bool:
+    """A learner loop's end of step: save when due, at the last step, or when any process got
+    SIGTERM (then every process saves the same `done` step); True when the loop must stop."""
+    stop = guard.requested_anywhere()
+    if ckpt.should_save(done) or done == last_step or stop:
+        ckpt.save(done, state, data_state(), force=True)
+    if stop:
+        logging.warning("SIGTERM: saved step %d, exiting", done)
+    return stop
+
+
+def check_counts(owner: str, **minimums: tuple[int, int]) -> None:
+    """`name=(value, least)` for each count knob of `owner`: one line naming the first that is
+    out of range, before any work."""
+    for name, (value, least) in minimums.items():
+        if value < least:
+            raise ValueError(f"{owner}.{name} must be >= {least}, got {value}")

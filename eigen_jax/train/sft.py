@@ -22,7 +22,12 @@ from eigen_jax import multihost, paths
 from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
-from eigen_jax.train.checkpoint import Checkpointer, PreemptionGuard
+from eigen_jax.train.checkpoint import (
+    Checkpointer,
+    PreemptionGuard,
+    check_counts,
+    save_or_stop,
+)
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 from eigen_jax.train.logprobs import score_index
 from eigen_jax.train.metrics import MetricsWriter
@@ -67,87 +72,37 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     `project_scored_only`: project onto the vocabulary only the positions the loss reads (the
     trained role's tokens; `logprobs.score_index`), same loss and gradient. The index width is
     computed on the global batch, which every process reads, so it is one global shape.
-    `router_aux_loss_coef`: weight of an MoE policy's load-balancing loss (HF's definition;
-    off by default: the paper does not state one, released Qwen3-MoE configs carry 0.001).
+    `router_aux_loss_coef`: an MoE model's load-balancing loss weight (HF's definition).
     """
-    for name, value, least in (("num_steps", num_steps, 1), ("batch_size", batch_size, 1),
-                               ("seq_len", seq_len, 2), ("grad_accum_steps", grad_accum_steps, 1),
-                               ("eval_every", eval_every, 1),
-                               ("checkpoint_every", checkpoint_every, 1)):
-        if value < least:
-            raise ValueError(f"run_sft.{name} must be >= {least}, got {value}")
+    check_counts("run_sft", num_steps=(num_steps, 1), batch_size=(batch_size, 1),
+                 seq_len=(seq_len, 2), grad_accum_steps=(grad_accum_steps, 1),
+                 eval_every=(eval_every, 1), checkpoint_every=(checkpoint_every, 1))
     workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
     batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % batch_shards:
         raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp={batch_shards} "
                          f"of mesh {dict(mesh.shape)}")
-    from eigen_jax.chat.template import ChatTemplate
-
-    vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
-    if init_hf_dir:
-        model, config = init_model(mesh, hf_dir=init_hf_dir)
-        if config.vocab_size != vocab:
-            raise ValueError(f"init checkpoint {init_hf_dir} has vocab {config.vocab_size}, the "
-                             f"tokenizer in {tokenizer_dir} has {vocab}")
-    else:
-        model, config = init_model(mesh, vocab_size=vocab)
+    model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
     schedule = make_schedule(total_steps=num_steps)
-    tx = make_optimizer(schedule)
-    graphdef, params, rest = state_lib.split_model(model)
-    state = state_lib.init_train_state(params, tx, mesh)
-    state_sh = state_lib.state_shardings(state)
-    loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
-    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
-                                        state_sharding=state_sh,
-                                        grad_accum_steps=grad_accum_steps)
-
-    eval_fn = state_lib.MeshBound(  # traced under the mesh, like the train step
-        jax.jit(lambda p, b: sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]), mesh)
-
+    graphdef, rest, state, step_fn, eval_fn = _programs(
+        model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
     latest = ckpt.latest_step()
     # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
     complete = latest is not None and latest >= num_steps
-
-    def device_batch(b):
-        # Every process reads the same global batch (one deterministic order, whatever the
-        # process count) and transfers only the rows its devices hold; so the score index's
-        # width is one global shape too.
-        if project_scored_only:
-            b = dict(b, score_index=score_index(b["loss_mask"], minimum=64))
-        return multihost.global_batch_from_host(b, lambda v: shd.batch_sharding(mesh, v.ndim))
-
+    device_batch = functools.partial(_device_batch, mesh=mesh, scored_only=project_scored_only)
     train_it, eval_set = None, []
     if not complete:
-        train_it = iter(make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, batch_size,
-                                         seed=seed, prompt_loss_weight=prompt_loss_weight))
-        # Held-out loss is always over the trained role's tokens only, whatever the weighting.
-        held_out = make_sft_dataset(data_dir, tokenizer_dir, objective, seq_len, batch_size,
-                                    prompt_loss_weight=0.0,
-                                    split=eval_split, seed=seed, shuffle=False, num_epochs=1)
-        eval_set = [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
-
-    start, eval_trace, seconds_before = 0, [], 0.0
-    if latest is not None:
-        state, data_state = ckpt.restore(state)
-        if train_it is not None:
-            train_it.set_state(data_state["iterator"])
-        start = int(state.step)
-        # the trace and time of the run so far travel in the checkpoint: a resumed run's result
-        # covers the whole run, not only its last part
-        eval_trace = [tuple(x) for x in data_state.get("eval_trace", [])]
-        seconds_before = float(data_state.get("seconds", 0.0))
-        logging.info("resumed %s from step %d%s", workdir, start,
-                     " (complete)" if complete else "")
+        train_it, eval_set = _datasets(
+            functools.partial(make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len,
+                              batch_size, seed=seed),
+            prompt_loss_weight, eval_split, eval_batches, device_batch)
+    state, start, eval_trace, seconds_before = _resume(ckpt, state, train_it, workdir, complete)
 
     writer = MetricsWriter(workdir / "tb", prefix=f"sft_{objective}/", console_every=log_every)
-    # MFU = achieved model FLOP/s over the measured matmul peak of this host's accelerators (fake
-    # CPU devices share the same cores, so a CPU host counts once).
-    per_host = 1 if jax.default_backend() == "cpu" else len(jax.local_devices())
-    peak = (peak_flops or matmul_peak_flops(config.compute_dtype)) * per_host
-    flops_per_token = train_flops_per_token(config, seq_len)
+    throughput = _throughput(config, seq_len, batch_size, peak_flops)
     if eval_set and start == 0:  # the baseline every later eval is compared with
         eval_trace.append((0, evaluate_loss(eval_fn, state.params, eval_set)))
     t_start = time.perf_counter()
@@ -157,25 +112,17 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             host = next(train_it)
             state, metrics = step_fn(state, device_batch(host))
             metrics = jax.device_get(metrics)
-            dt = time.perf_counter() - t0
-            real_tokens = float(np.asarray(host["segment_ids"] > 0).sum())
             writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                                         learning_rate=float(schedule(step)),
-                                        tokens_per_s=real_tokens / dt,
-                                        mfu=flops_per_token * batch_size * seq_len / dt / peak,
+                                        **throughput(host, time.perf_counter() - t0),
                                         **router_metrics(metrics)))
             done = step + 1
             if eval_set and (done % eval_every == 0 or done == num_steps):
-                loss = evaluate_loss(eval_fn, state.params, eval_set)
-                eval_trace.append((done, loss))
-                writer.write(done, {"eval_loss": loss})
-            stop = guard.requested_anywhere()  # SIGTERM on any host: every process saves `done`
-            if ckpt.should_save(done) or done == num_steps or stop:
-                ckpt.save(done, state, {
+                eval_trace.append((done, evaluate_loss(eval_fn, state.params, eval_set)))
+                writer.write(done, {"eval_loss": eval_trace[-1][1]})
+            if save_or_stop(ckpt, guard, done, num_steps, state, lambda: {
                     "iterator": train_it.get_state(), "eval_trace": eval_trace,
-                    "seconds": seconds_before + time.perf_counter() - t_start}, force=True)
-            if stop:
-                logging.warning("SIGTERM: saved step %d, exiting", done)
+                    "seconds": seconds_before + time.perf_counter() - t_start}):
                 break
     ckpt.close()
     writer.close()
@@ -183,12 +130,93 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                               "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
                               "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and int(state.step) >= num_steps:
-        hf_dir = workdir / "hf"
-        export_pretrained(nnx.merge(graphdef, state.params, rest), config, hf_dir, tokenizer_dir)
-        result["hf_dir"] = str(hf_dir)
+        result["hf_dir"] = str(workdir / "hf")
+        export_pretrained(nnx.merge(graphdef, state.params, rest), config, result["hf_dir"],
+                          tokenizer_dir)
+    return write_result(workdir, result)
+
+
+def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: int,
+              device_batch):
+    """The training iterator and the held-out batches (on the devices). Held-out loss is always
+    over the trained role's tokens only, whatever the prompt-loss weighting."""
+    train_it = iter(data(prompt_loss_weight=prompt_loss_weight))
+    held_out = data(prompt_loss_weight=0.0, split=eval_split, shuffle=False, num_epochs=1)
+    return train_it, [device_batch(b) for _, b in zip(range(eval_batches), held_out)]
+
+
+def _programs(model, tx, mesh, grad_accum_steps: int, router_aux_loss_coef: float):
+    """(graphdef, rest, train state, jitted train step, held-out loss fn), the latter two
+    traced under the mesh."""
+    graphdef, params, rest = state_lib.split_model(model)
+    state = state_lib.init_train_state(params, tx, mesh)
+    loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
+    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
+                                        state_sharding=state_lib.state_shardings(state),
+                                        grad_accum_steps=grad_accum_steps)
+    eval_fn = state_lib.MeshBound(
+        jax.jit(lambda p, b: sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]), mesh)
+    return graphdef, rest, state, step_fn, eval_fn
+
+
+def _initial_model(mesh, tokenizer_dir: str, init_hf_dir: str | None):
+    """`init_model`'s model sized to the tokenizer, or the `init_hf_dir` checkpoint (whose
+    vocabulary must be the tokenizer's)."""
+    from eigen_jax.chat.template import ChatTemplate
+
+    vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
+    if not init_hf_dir:
+        return init_model(mesh, vocab_size=vocab)
+    model, config = init_model(mesh, hf_dir=init_hf_dir)
+    if config.vocab_size != vocab:
+        raise ValueError(f"init checkpoint {init_hf_dir} has vocab {config.vocab_size}, the "
+                         f"tokenizer in {tokenizer_dir} has {vocab}")
+    return model, config
+
+
+def _device_batch(host: dict, mesh, scored_only: bool) -> dict[str, jax.Array]:
+    """Every process reads the same global batch (one deterministic order, whatever the process
+    count) and transfers only the rows its devices hold; so the score index's width is one
+    global shape too."""
+    if scored_only:
+        host = dict(host, score_index=score_index(host["loss_mask"], minimum=64))
+    return multihost.global_batch_from_host(host, lambda v: shd.batch_sharding(mesh, v.ndim))
+
+
+def _resume(ckpt: Checkpointer, state, train_it, workdir, complete: bool):
+    """(state, start step, eval trace, seconds) of the run so far: the trace and the time travel
+    in the checkpoint, so a resumed run's result covers the whole run, not its last part."""
+    if ckpt.latest_step() is None:
+        return state, 0, [], 0.0
+    state, data_state = ckpt.restore(state)
+    if train_it is not None:
+        train_it.set_state(data_state["iterator"])
+    logging.info("resumed %s from step %d%s", workdir, int(state.step),
+                 " (complete)" if complete else "")
+    return (state, int(state.step), [tuple(x) for x in data_state.get("eval_trace", [])],
+            float(data_state.get("seconds", 0.0)))
+
+
+def _throughput(config, seq_len: int, batch_size: int, peak_flops: float | None):
+    """`(host batch, seconds) -> {tokens_per_s, mfu}`. MFU = achieved model FLOP/s over the
+    measured matmul peak of this host's accelerators (fake CPU devices share the same cores, so
+    a CPU host counts once)."""
+    per_host = 1 if jax.default_backend() == "cpu" else len(jax.local_devices())
+    peak = (peak_flops or matmul_peak_flops(config.compute_dtype)) * per_host
+    flops_per_step = train_flops_per_token(config, seq_len) * batch_size * seq_len
+
+    def measure(host: dict, seconds: float) -> dict[str, float]:
+        real_tokens = float(np.asarray(host["segment_ids"] > 0).sum())
+        return {"tokens_per_s": real_tokens / seconds, "mfu": flops_per_step / seconds / peak}
+
+    return measure
+
+
+def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
+    """`result.json` of a run, written once (process 0); every process returns the result."""
     if multihost.is_primary():
         (workdir / "result.json").write_text(json.dumps(result, indent=1))
-    multihost.barrier("sft_result")
+    multihost.barrier("run_result")
     return result
 
 

@@ -186,6 +186,6 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
 @pytest.mark.parametrize("kwargs", [dict(num_steps=0), dict(num_slots=0), dict(max_len=1),
                                     dict(max_new_tokens=-3)])
 def test_out_of_range_counts_are_refused_before_any_work(tmp_path, kwargs):
-    with pytest.raises(ValueError, match="run_grpo needs"):
+    with pytest.raises(ValueError, match=r"run_grpo\.\w+ must be >= "):
         run_grpo(str(tmp_path), policy_hf_dir=str(tmp_path / "missing"), **kwargs)
     assert not any(tmp_path.iterdir())
