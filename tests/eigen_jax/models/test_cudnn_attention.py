@@ -131,13 +131,8 @@ def test_on_a_mesh(max_segments):
                                atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("on_mesh", [False, True])
-def test_model_with_cudnn_twin_equals_xla(monkeypatch, on_mesh):
-    """`attention_impl="cudnn"` through a whole Qwen3 (scanned layers, full remat, GQA 2) with
-    the kernel swapped for its XLA twin: same loss and gradients as the query-block model on a
-    packed batch, on one device and shard_mapped over (fsdp 2, tensor 2)."""
-    monkeypatch.setattr(ca, "cudnn_attention", functools.partial(
-        ca.cudnn_attention, max_segments=4, implementation="xla"))
+def _packed_loss():
+    """Mean next-token loss of a model on a fixed packed batch of 2 rows (padding excluded)."""
     ids = jnp.asarray(np.random.RandomState(0).randint(3, 256, (2, T)), jnp.int32)
     seg = _segments("packed")
 
@@ -145,6 +140,18 @@ def test_model_with_cudnn_twin_equals_xla(monkeypatch, on_mesh):
         logits = model(ids, segment_ids=seg)
         nll = -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1)
         return jnp.sum(nll[..., 0] * (seg[:, 1:] > 0)) / jnp.sum(seg[:, 1:] > 0)
+
+    return loss
+
+
+@pytest.mark.parametrize("on_mesh", [False, True])
+def test_model_with_cudnn_twin_equals_xla(monkeypatch, on_mesh):
+    """`attention_impl="cudnn"` through a whole Qwen3 (scanned layers, full remat, GQA 2) with
+    the kernel swapped for its XLA twin: same loss and gradients as the query-block model on a
+    packed batch, on one device and shard_mapped over (fsdp 2, tensor 2)."""
+    monkeypatch.setattr(ca, "cudnn_attention", functools.partial(
+        ca.cudnn_attention, max_segments=4, implementation="xla"))
+    loss = _packed_loss()
 
     out = {}
     for impl in ("xla", "cudnn"):
@@ -268,13 +275,7 @@ def test_cudnn_matches_xla_on_gpu(kv, layout):
 def test_model_with_cudnn_equals_xla_on_gpu():
     """A bf16 Qwen3 (q/k norm, GQA 2) on a packed batch: loss and gradients with cuDNN vs XLA
     attention agree to bfloat16 tolerance."""
-    ids = jnp.asarray(np.random.RandomState(0).randint(3, 256, (2, T)), jnp.int32)
-    seg = _segments("packed")
-
-    def loss(model):
-        logits = model(ids, segment_ids=seg)
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1)
-        return jnp.sum(nll[..., 0] * (seg[:, 1:] > 0)) / jnp.sum(seg[:, 1:] > 0)
+    loss = _packed_loss()
 
     out = {}
     for impl in ("xla", "cudnn"):
