@@ -56,7 +56,7 @@ def sync_engine_params(engine, graphdef, params, rest) -> None:
         return sync_local(engine, graphdef, params, rest)
     _, state = nnx.split(nnx.merge(graphdef, params, rest))
     host = gather_to_host(state)
-    shardings = jax.tree.map(lambda x: x.sharding, engine._params)
+    shardings = jax.tree.map(lambda x: x.sharding, engine.params)
     engine.update_params(jax.device_put(host, shardings))
 
 

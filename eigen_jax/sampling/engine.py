@@ -188,6 +188,11 @@ class Engine:
     def num_free_slots(self) -> int:
         return self._slot_owner.count(None)
 
+    @property
+    def params(self):
+        """The weights sampled with (`update_params` takes the same shardings)."""
+        return self._params
+
     def update_params(self, state) -> None:
         """Swap in new weights (same structure, shapes and shardings as the model's `nnx.split`
         state): the weights are a jit argument, so nothing recompiles. Used by RL after each
