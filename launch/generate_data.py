@@ -5,7 +5,7 @@
         [--backend llm|reference] [--num_workers N --worker_index I] [--publish]
 
 absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
-bindings of `EngineConfig` and `run_generation`. Resumable: rerun the same command after a crash.
+bindings of `SynthesisConfig` and `run_generation`. Resumable: rerun the same command after a crash.
 `--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers);
 publishing again after the journals changed builds the next dataset version.
 Bad input (unknown domain, unreachable server) ends the run at once with one line, and so does a
@@ -26,11 +26,11 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gin
-from data_agents.engine import Engine, EngineConfig
+from data_agents.synthesis import SynthesisEngine, SynthesisConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config files.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'EngineConfig.num_rounds=3'.")
+flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'SynthesisConfig.num_rounds=3'.")
 flags.DEFINE_multi_string("server_url", [], "LLM server base URL (repeatable; balanced).")
 flags.DEFINE_string("domain", "outfitter", "domain name: outfitter, tau2:airline, ...")
 flags.DEFINE_string("out", None, "output directory (journals, prompts, report).")
@@ -42,7 +42,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir for --publish (default OUT/
 flags.DEFINE_string("model", None, "model name sent with chat requests (OpenAI APIs need one).")
 flags.DEFINE_bool("progress", True, "show a tqdm progress bar.")
 
-EngineConfig = gin.external_configurable(EngineConfig, module="data_agents.engine")
+SynthesisConfig = gin.external_configurable(SynthesisConfig, module="data_agents.synthesis")
 
 
 class Progress:
@@ -75,7 +75,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: int,
+async def _llm_run(domain, config: SynthesisConfig, out: Path, client_concurrency: int,
                    timeout_s: float, use_cache: bool) -> dict:
     from data_agents.llm import LLMClient
 
@@ -93,7 +93,7 @@ async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: 
                   if s % FLAGS.num_workers == FLAGS.worker_index)
         bar = Progress(own * config.tasks_per_plan * config.num_rounds, llm, FLAGS.progress)
         try:
-            return await Engine(llm, domain, out, config, domain_name=FLAGS.domain,
+            return await SynthesisEngine(llm, domain, out, config, domain_name=FLAGS.domain,
                                 worker_index=FLAGS.worker_index, num_workers=FLAGS.num_workers,
                                 model_name=FLAGS.model, on_record=bar).run()
         finally:
@@ -114,7 +114,7 @@ def _require_checker_sandbox() -> None:
 OPERATIONAL = ("max_concurrency", "barrier_timeout_s", "poll_s")  # change no instance's content
 
 
-def run_config(engine_config: EngineConfig, **knobs) -> dict:
+def run_config(synthesis_config: SynthesisConfig, **knobs) -> dict:
     """What decides the content of the journals, flat and named as a user would set it.
 
     Why: a resume must continue the same run. Server URLs, concurrency and timeouts may change
@@ -125,7 +125,7 @@ def run_config(engine_config: EngineConfig, **knobs) -> dict:
               "--num_workers": FLAGS.num_workers, "--model": FLAGS.model}
     config.update({f"run_generation.{k}": v for k, v in knobs.items()})
     if FLAGS.backend == "llm":
-        config.update({f"EngineConfig.{k}": v for k, v in dataclasses.asdict(engine_config).items()
+        config.update({f"SynthesisConfig.{k}": v for k, v in dataclasses.asdict(synthesis_config).items()
                        if k not in OPERATIONAL})
     return config
 
@@ -144,7 +144,7 @@ def _claim_output(out: Path, config: dict) -> None:
 
 
 @gin.configurable
-def run_generation(engine_config: EngineConfig | None = None, *, client_concurrency: int = 32,
+def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_concurrency: int = 32,
                    request_timeout_s: float = 300.0, use_response_cache: bool = True,
                    reference_num_train: int = 400, reference_num_test: int = 0,
                    domain_kwargs: dict | None = None) -> dict:
@@ -166,10 +166,10 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
         fail(str(e))
-    engine_config = engine_config or EngineConfig()
+    synthesis_config = synthesis_config or SynthesisConfig()
     reference = {"reference_num_train": reference_num_train,
                  "reference_num_test": reference_num_test} if FLAGS.backend == "reference" else {}
-    _claim_output(out, run_config(engine_config, domain_kwargs=domain_kwargs or {}, **reference))
+    _claim_output(out, run_config(synthesis_config, domain_kwargs=domain_kwargs or {}, **reference))
     if FLAGS.backend == "reference":
         if FLAGS.num_workers != 1:
             fail("--backend=reference runs as a single worker (it is fast); drop --num_workers")
@@ -191,7 +191,7 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
                                domain=FLAGS.domain, backend="reference", counts=counts)
     else:
         _require_checker_sandbox()
-        summary = asyncio.run(_llm_run(domain, engine_config, out,
+        summary = asyncio.run(_llm_run(domain, synthesis_config, out,
                                        client_concurrency, request_timeout_s, use_response_cache))
     if FLAGS.publish:  # a new dataset version whenever the journals changed since the last one
         from data_agents import run_dir
@@ -232,7 +232,7 @@ def main(argv) -> None:
     _check_flags(argv)
     try:
         gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-        EngineConfig()  # its bindings are checked whichever backend runs
+        SynthesisConfig()  # its bindings are checked whichever backend runs
     except (ValueError, OSError, KeyError, NameError) as e:
         fail(f"gin configuration error: {str(e).splitlines()[0]}")
     try:

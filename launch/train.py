@@ -31,7 +31,7 @@ def main(argv):
     except ValueError as e:  # bad input (a knob out of range, a mismatched checkpoint...)
         logging.debug("traceback of the error below", exc_info=True)  # shown with -v 1
         sys.exit(f"error: {str(e).splitlines()[0]}")  # gin appends "In call to ..." lines
-    logging.info("done: %s", {k: v for k, v in result.items() if not isinstance(v, dict)})
+    logging.info("done: %s (report: %s)", result.workdir, result.report)
 
 
 if __name__ == "__main__":
