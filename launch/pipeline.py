@@ -69,26 +69,35 @@ class RunContext:
 Stage = Callable[[RunContext], str | None]
 
 
-@gin.configurable(denylist=["workdir"])
-def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED) -> RunContext:
+@gin.configurable(denylist=["workdir", "rerun_changed"])
+def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED,
+                 rerun_changed: bool = False) -> RunContext:
+    """Run `stages` in order over one context. A stage that finished in an earlier run with
+    other gin bindings stops the run (or, with `rerun_changed`, runs again with every stage
+    after it: `launch.stage_records`)."""
     from eigen_jax.compile_time import CompileTimer
+    from launch import run_info
+    from launch.stage_records import StageRecords, used_configurables
 
     ctx = RunContext(workdir=str(paths.resolve(workdir)))
-    if multihost.is_primary():
-        ctx.path().mkdir(parents=True, exist_ok=True)
-    for stage in stages:
+    run_info.write_start(ctx.workdir)
+    records = StageRecords(ctx.workdir)
+    for index, stage in enumerate(stages):
         label = getattr(stage, "__name__", None) or str(stage)
+        records.check(index, rerun_changed, records.labels_after(index))
         t0 = time.perf_counter()
         logging.info("=== stage %s", label)
-        with CompileTimer() as compile_timer:
+        with CompileTimer() as compile_timer, used_configurables() as used:
             label = stage(ctx) or label
         ctx.timings[label] = round(time.perf_counter() - t0, 2)
         ctx.compile_s[label] = round(compile_timer.total_s, 2)
         logging.info("=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)", label,
                      ctx.timings[label], compile_timer.total_s, compile_timer.compiles)
+        records.write(index, label, used)
         if multihost.is_primary():
             ctx.path("pipeline.json").write_text(
                 json.dumps(dataclasses.asdict(ctx), indent=1, default=str))
+    run_info.write_end(ctx.workdir)
     return ctx
 
 
