@@ -1,7 +1,7 @@
 """Generate synthetic dialogues: the EigenData engine (LLM backend) or the reference solver.
 
     python launch/generate_data.py --gin_file gin/data/outfitter_llm.gin \
-        --server_url http://h1:30000 --server_url http://h2:30000 --domain outfitter --out runs/d1 \
+        --server_url http://h1:30000 --server_url http://h2:30000 --domain outfitter --workdir runs/d1 \
         [--backend llm|reference] [--num_workers N --worker_index I] [--publish]
 
 absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
@@ -9,7 +9,7 @@ bindings of `SynthesisConfig` and `run_generation`. Resumable: rerun the same co
 `--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers);
 publishing again after the journals changed builds the next dataset version.
 Bad input (unknown domain, unreachable server) ends the run at once with one line, and so does a
-second copy of a worker on the same --out while the first runs, or a resume under a configuration
+second copy of a worker on the same --workdir while the first runs, or a resume under a configuration
 other than the one recorded in OUT/journals/config.json (`data_agents/run_dir.py`).
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ flags.DEFINE_multi_string("gin_file", [], "gin config files.")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'SynthesisConfig.num_rounds=3'.")
 flags.DEFINE_multi_string("server_url", [], "LLM server base URL (repeatable; balanced).")
 flags.DEFINE_string("domain", "outfitter", "domain name: outfitter, tau2:airline, ...")
-flags.DEFINE_string("out", None, "output directory (journals, prompts, report).")
+flags.DEFINE_string("workdir", None, "output directory (journals, prompts, report).")
+flags.DEFINE_alias("out", "workdir")  # the earlier name
 flags.DEFINE_enum("backend", "llm", ["llm", "reference"], "who writes the dialogues.")
 flags.DEFINE_integer("num_workers", 1, "number of generation workers.")
 flags.DEFINE_integer("worker_index", 0, "this worker's index in [0, num_workers).")
@@ -131,7 +132,7 @@ def run_config(synthesis_config: SynthesisConfig, **knobs) -> dict:
 
 
 def _claim_output(out: Path, config: dict) -> None:
-    """Lock this worker's role on --out, then check/record the configuration (one line if not)."""
+    """Lock this worker's role on --workdir, then check/record the configuration (one line if not)."""
     from data_agents import run_dir
 
     role = ("reference" if FLAGS.backend == "reference"
@@ -151,7 +152,7 @@ def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_co
     """Run this worker's share of generation; optionally publish. Returns the summary."""
     from data_agents import domains
 
-    out = Path(FLAGS.out)
+    out = Path(FLAGS.workdir)
     for name, value, least in (("reference_num_train", reference_num_train, 0),
                                ("reference_num_test", reference_num_test, 0),
                                ("client_concurrency", client_concurrency, 1)):
@@ -214,15 +215,15 @@ def _check_flags(argv) -> None:
 
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]} (flags only)")
-    if not FLAGS.out:
-        fail("--out is required")
+    if not FLAGS.workdir:
+        fail("--workdir is required")
     if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
         fail(f"--worker_index must be in [0, {FLAGS.num_workers}), got {FLAGS.worker_index}")
     for url in FLAGS.server_url:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             fail(f"--server_url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:30000)")
-    for name in ("out", "data_dir"):
+    for name in ("workdir", "data_dir"):
         path = getattr(FLAGS, name)
         if path and Path(path).exists() and not Path(path).is_dir():
             fail(f"--{name} {path!r} exists and is not a directory")

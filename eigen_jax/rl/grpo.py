@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,11 @@ from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling.config import SamplerConfig
 from eigen_jax.train.checkpoint import check_counts
 from eigen_jax.train.loop import TrainLoop, export_pretrained
+
+
+# One concise console line per step: reward, signal, how episodes ended, loss, where time went.
+CONSOLE_KEYS = ("reward_mean", "informative_group_fraction", "groups_kept", "finish_max_errors",
+                "finish_max_steps", "finish_max_context", "loss", "rollout_s", "update_s")
 
 
 class TaskStream:
@@ -159,7 +165,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     stream = TaskStream(domain.tasks(train_split), seed)
     loop = TrainLoop(workdir, num_steps, metrics_prefix="grpo/",
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                     log_every=log_every)
+                     log_every=log_every, console_keys=CONSOLE_KEYS)
     state, saved = loop.restore(state)
     progress = _Progress.resume(saved, stream)
     learner.sync_sampler(engine, state)
@@ -168,6 +174,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         groups, stats = _timed_rollouts(worker, stream, algorithm, seed=i)
         if save_episodes:
             _save_episodes(loop.workdir, i + 1, groups)
+        _save_transcripts(loop.workdir, i + 1, groups)
         return progress.record(i + 1, state, groups, stats, learner, engine)
 
     state = loop.run(state, progress.step, step, lambda: progress.data_state(stream))
@@ -255,3 +262,13 @@ def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:
     out = workdir / "episodes" / f"step_{step:05d}.process_{jax.process_index()}.pkl"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(pickle.dumps(groups))
+
+
+def _save_transcripts(workdir, step: int, groups: list[list[Episode]], per_step: int = 2) -> None:
+    """A sample of the step's rollouts (process 0: the first episode of its first `per_step`
+    kept groups) appended to `workdir/transcripts.jsonl`, to read what the policy does."""
+    if not multihost.is_primary() or not groups:
+        return
+    with (workdir / "transcripts.jsonl").open("a") as f:
+        for group in groups[:per_step]:
+            f.write(json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n")

@@ -9,10 +9,12 @@ in the checkpoint, so a result's `seconds` covers the whole run.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import tqdm
 from absl import logging
 
 from eigen_jax import models, multihost, paths
@@ -27,12 +29,12 @@ class TrainLoop:
     `workdir` may be any epath URL."""
 
     def __init__(self, workdir, num_steps: int, *, metrics_prefix: str, checkpoint_every: int,
-                 keep_checkpoints: int, log_every: int):
+                 keep_checkpoints: int, log_every: int, console_keys: tuple[str, ...] = ()):
         self.workdir = paths.resolve(workdir)
         self.num_steps = num_steps
         self.ckpt = Checkpointer(self.workdir / "checkpoints", max_to_keep=keep_checkpoints,
                                  save_interval_steps=checkpoint_every)
-        self._metrics = (metrics_prefix, log_every)
+        self._metrics = (metrics_prefix, log_every, console_keys)
         self._seconds_before = 0.0
         self._started = time.perf_counter()
 
@@ -55,12 +57,18 @@ class TrainLoop:
     def run(self, state, start: int, step: StepFn, data_state: Callable[[], dict[str, Any]]):
         """Steps `start .. num_steps - 1`; saves when due, at the last step and on SIGTERM (any
         process; then it stops early). Returns the last state."""
-        prefix, log_every = self._metrics
-        writer = MetricsWriter(self.workdir / "tb", prefix=prefix, console_every=log_every)
-        with PreemptionGuard() as guard:
+        prefix, log_every, keys = self._metrics
+        # A progress bar (total, rate, ETA) on an interactive console, a log line otherwise.
+        bar = tqdm.tqdm(total=self.num_steps, initial=start, desc=prefix.rstrip("/"),
+                        unit="step", dynamic_ncols=True,
+                        disable=not (multihost.is_primary() and sys.stderr.isatty()))
+        writer = MetricsWriter(self.workdir / "tb", prefix=prefix, console_keys=keys,
+                               console_every=log_every if bar.disable else 0)
+        with PreemptionGuard() as guard, bar:
             for i in range(start, self.num_steps):
                 state, metrics = step(i, state)
-                writer.write(i + 1, metrics)
+                bar.set_postfix_str(writer.summary(writer.write(i + 1, metrics)), refresh=False)
+                bar.update(1)
                 if save_or_stop(self.ckpt, guard, i + 1, self.num_steps, state,
                                 lambda: dict(data_state(), seconds=self.seconds())):
                     break

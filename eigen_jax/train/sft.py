@@ -73,7 +73,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
         model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
     loop = TrainLoop(workdir, num_steps, metrics_prefix=f"sft_{objective}/",
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                     log_every=log_every)
+                     log_every=log_every, console_keys=("loss", "eval_loss", "tokens_per_s",
+                                                        "mfu", "learning_rate"))
     # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
     complete = (loop.latest_step() or 0) >= num_steps
     device_batch = functools.partial(_device_batch, mesh=mesh, scored_only=project_scored_only)

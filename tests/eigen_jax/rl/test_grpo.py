@@ -122,6 +122,11 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
         assert key in m, key
     assert m["policy_tokens"] > 0 and m["entropy"] > 0
     assert m["clip_fraction"] == 0.0  # μ = 1: ρ = 1 exactly on the single pass
+    transcripts = [json.loads(x)
+                   for x in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    assert 1 <= len(transcripts) <= 2 and all(t["step"] == 1 for t in transcripts)
+    assert all(t["messages"] and all("role" in m for m in t["messages"]) and
+               t["reward"] in (0.0, 1.0) for t in transcripts)
     before, _ = models.from_pretrained(str(policy_hf_dir))
     after, _ = models.from_pretrained(result["hf_dir"])
     import jax
