@@ -20,6 +20,7 @@ from flax import nnx
 from eigen_jax import models
 from eigen_jax import multihost, paths
 from eigen_jax import sharding as shd
+from eigen_jax.chat.generation_config import write_generation_files
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import (
@@ -221,7 +222,8 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
-    """HF safetensors + config + tokenizer in `hf_dir` (any epath scheme): every process takes
+    """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
+    tokenizer in `hf_dir` (any epath scheme): every process takes
     part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
     remote destination is staged locally and copied."""
     hf_dir = paths.resolve(hf_dir)
@@ -229,6 +231,7 @@ def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
         models.save_pretrained(model, config, str(local))
         if multihost.is_primary():
             _copy_tokenizer(tokenizer_dir, paths.resolve(local))
+            write_generation_files(local)  # eos = the chat template's end of turn
     multihost.barrier("hf_export")
 
 
