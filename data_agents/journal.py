@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from etils import epath
+
 from data_agents.records import DialogueRecord
 
 
@@ -77,8 +79,9 @@ class Journal:
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[DialogueRecord]:
-    """Read a journal without opening it for writing (a torn last line is ignored)."""
-    with open(path, encoding="utf-8") as f:
+    """Read a journal without opening it for writing (a torn last line is ignored); `path` may
+    be a URL (`gs://...`, through `etils.epath`), so a run folder in a bucket can be read."""
+    with epath.Path(path).open("r", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 return  # torn tail of a crashed writer

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gin
@@ -121,9 +122,11 @@ def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str
     from data_agents.tfds import build_dataset
 
     root = ctx.path("data")
-    counts = generate_reference(domain, root / "journals" / "reference.jsonl",
-                                {"train": num_train, "test": num_test}, **(domain_kwargs or {}))
-    builder = build_dataset(root / "journals", root / "tfds")
+    with paths.local_staging(root, "data", pull=True) as local:  # journal + TFDS: local files
+        counts = generate_reference(domain, Path(local) / "journals" / "reference.jsonl",
+                                    {"train": num_train, "test": num_test},
+                                    **(domain_kwargs or {}))
+        builder = build_dataset(Path(local) / "journals", Path(local) / "tfds")
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     logging.info("dataset: %s (journal counts %s)", splits, counts)
     return splits

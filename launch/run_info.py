@@ -67,8 +67,7 @@ def write_start(workdir, argv: list[str] | None = None) -> None:
     info = run_info(argv)
     if not (wd / "run.json").exists():
         (wd / "run.json").write_text(json.dumps(info, indent=1))
-    with (wd / "run_history.jsonl").open("a") as f:
-        f.write(json.dumps(info) + "\n")
+    paths.append_text(wd / "run_history.jsonl", json.dumps(info) + "\n")
     (wd / "config.gin").write_text(gin.config_str())
 
 

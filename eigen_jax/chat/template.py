@@ -83,9 +83,13 @@ class ChatTemplate:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> ChatTemplate:
-        """Load the tokenizer from a local HF dir; eos ids of its generation_config.json stop too."""
+        """Load the tokenizer from an HF dir (local or a URL); eos ids of its generation_config.json stop too."""
         from transformers import AutoTokenizer  # imported lazily: heavy, and only needed here
 
+        from eigen_jax import paths
+
+        if paths.is_url(path):  # a run folder in a bucket: read a local copy
+            path = paths.local_dir(path, "tokenizer")
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"tokenizer directory {path!r} does not exist")

@@ -6,11 +6,17 @@ prepared array_record files (the builder class need not be importable here).
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import json
-from pathlib import Path
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import tensorflow_datasets as tfds
+
+from eigen_jax import paths
 
 
 def _text(x: Any) -> str:
@@ -50,7 +56,7 @@ def newest_version(data_dir: str, name: str) -> str:
     if ":" in name:
         return name
     base, _, config = name.partition("/")
-    root = Path(data_dir) / base / (config or "default")
+    root = paths.resolve(data_dir) / base / (config or "default")
     versions = [tfds.core.Version(p.name) for p in root.glob("*")
                 if tfds.core.Version.is_valid(p.name) and (p / "dataset_info.json").exists()]
     if not versions:
@@ -61,8 +67,27 @@ def newest_version(data_dir: str, name: str) -> str:
 def dialogue_source(data_dir: str, split: str = "train", name: str = "eigen_dialogues"):
     """Random-access source of raw examples (array_record) of a prepared dataset (its newest
     version unless `name` pins one, e.g. "eigen_dialogues/default:1.0.0")."""
+    name = newest_version(data_dir, name)
+    if paths.is_url(data_dir):
+        data_dir = _local_version(data_dir, name)
     try:
-        return tfds.data_source(newest_version(data_dir, name), split=split, data_dir=data_dir)
+        return tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # tfds raises a zoo of types for a missing dataset or split
         raise FileNotFoundError(f"cannot open TFDS dataset {name!r} split {split!r} under "
                                 f"{data_dir}: {e}") from e
+
+
+@functools.cache
+def _local_version(data_dir: str, name: str) -> str:
+    """A local data_dir holding the prepared version `name` ("base/config:version") copied from
+    the URL `data_dir`: array_record's reader opens local files only. Cached per process: a
+    prepared version never changes (a republish adds the next version)."""
+    if ":" not in name:
+        raise FileNotFoundError(f"no prepared version of {name!r} under {data_dir}")
+    base_config, _, version = name.partition(":")
+    base, _, config = base_config.partition("/")
+    rel = f"{base}/{config or 'default'}/{version}"
+    root = tempfile.mkdtemp(prefix="eigen_jax_tfds_")
+    atexit.register(shutil.rmtree, root, True)
+    paths.copy_tree(paths.resolve(data_dir) / rel, os.path.join(root, rel))
+    return root

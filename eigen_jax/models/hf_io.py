@@ -25,6 +25,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from eigen_jax import paths
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.transformer import Transformer
 from eigen_jax.sharding import LOGICAL_AXIS_RULES, logical_to_sharding, variable_logical_axes
@@ -148,12 +149,14 @@ def _weight_map(model_dir: str) -> dict[str, str]:
 def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
                     param_dtype: Any = None, rules=LOGICAL_AXIS_RULES,
                     **config_overrides) -> tuple[Transformer, ModelConfig]:
-    """Load a local HF checkpoint directory into a `Transformer`, sharded on `mesh`.
+    """Load an HF checkpoint directory (local, or a URL read through a local copy) into a
+    `Transformer`, sharded on `mesh`.
 
     `dtype`/`param_dtype` default to the checkpoint's dtype; extra keyword arguments override
     other `ModelConfig` fields (e.g. `remat="full"`). Without a mesh, parameters go to the first
     device. Raises ValueError naming the tensor on a missing, unexpected or mis-shaped tensor.
     """
+    model_dir = paths.local_dir(model_dir, "model")
     overrides = dict(config_overrides)
     if dtype is not None:
         overrides["dtype"] = dtype

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 import gin
-from eigen_jax import models, multihost, scopes
+from eigen_jax import models, multihost, paths, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
@@ -269,6 +269,6 @@ def _save_transcripts(workdir, step: int, groups: list[list[Episode]], per_step:
     kept groups) appended to `workdir/transcripts.jsonl`, to read what the policy does."""
     if not multihost.is_primary() or not groups:
         return
-    with (workdir / "transcripts.jsonl").open("a") as f:
-        for group in groups[:per_step]:
-            f.write(json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n")
+    paths.append_text(workdir / "transcripts.jsonl", "".join(
+        json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n"
+        for group in groups[:per_step]))

@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 
+from eigen_jax.chat.generation_config import write_generation_files
 from eigen_jax.serve.server import check_checkpoint_dir, load_chat, load_model
 
 # Files besides weights and config that SGLang (via transformers) reads from the model directory.
@@ -37,7 +38,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, dtype: str | None = None) -
         if os.path.isfile(src):
             shutil.copy2(src, os.path.join(out_dir, name))
             written.append(name)
-    return sorted(set(written))
+    write_generation_files(out_dir)  # eos/pad ids of the tokenizer, not the preset's
+    return sorted(set(written + ["generation_config.json"]))
 
 
 def sglang_commands(model_dir: str, host: str = "127.0.0.1", port: int = 30000,

@@ -96,14 +96,18 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
-    """HF safetensors + config + tokenizer in `hf_dir` (any epath scheme): every process takes
-    part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
-    remote destination is staged locally and copied."""
+    """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
+    tokenizer in `hf_dir` (any epath scheme): every process takes part in the gathers, process 0
+    writes. `models.save_pretrained` writes a local folder, so a remote destination is staged
+    locally and copied."""
+    from eigen_jax.chat.generation_config import write_generation_files
+
     hf_dir = paths.resolve(hf_dir)
     with paths.local_staging(hf_dir, "hf_export") as local:
         models.save_pretrained(model, config, str(local))
         if multihost.is_primary():
             copy_tokenizer(tokenizer_dir, paths.resolve(local))
+            write_generation_files(local)  # eos = the chat template's end of turn
     multihost.barrier("hf_export")
 
 

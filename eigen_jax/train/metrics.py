@@ -6,8 +6,10 @@ writes them and the others only return them: one event file, one `metrics.jsonl`
 from __future__ import annotations
 
 import json
-import time
 import os
+import shutil
+import tempfile
+import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,6 +18,20 @@ from absl import logging
 
 def _scalar(v: Any) -> float:
     return float(np.asarray(v))
+
+
+def _open_for_append(path):
+    """`path` opened to append. An object store (`gs://`) has no append: its "a" mode replaces
+    the object, losing a resumed run's earlier steps, so the old lines are written first (the
+    object is replaced when the file closes)."""
+    from eigen_jax import paths
+
+    if not paths.is_url(path):
+        return path.open("a")
+    old = path.read_text() if path.exists() else ""
+    f = path.open("w")
+    f.write(old)
+    return f
 
 
 class MetricsWriter:
@@ -31,8 +47,13 @@ class MetricsWriter:
         self._tb = self._jsonl = None
         if self.writes:
             self.logdir.mkdir(parents=True, exist_ok=True)
-            self._tb = SummaryWriter(str(self.logdir))  # tensorboardX writes gs:// itself
-            self._jsonl = (self.logdir / "metrics.jsonl").open("a")
+            # A URL's event file is written locally and copied at close: tensorboardX's own
+            # gs:// writer re-uploads the whole file on every flush and again when collected,
+            # even after close (at interpreter exit, possibly after the storage is gone).
+            self._tb_local = tempfile.mkdtemp(prefix="eigen_jax_tb_") if paths.is_url(
+                self.logdir) else None
+            self._tb = SummaryWriter(self._tb_local or str(self.logdir))
+            self._jsonl = _open_for_append(self.logdir / "metrics.jsonl")
         self.prefix = prefix
         self.console_every = console_every
         self.console_keys = console_keys  # the console line's metrics (default: all)
@@ -57,6 +78,12 @@ class MetricsWriter:
         return " ".join(f"{k}={scalars[k]:.4g}" for k in keys)
 
     def close(self) -> None:
-        if self.writes:
+        if self.writes and self._tb is not None:
             self._tb.close()
             self._jsonl.close()
+            self._tb = self._jsonl = None
+            if self._tb_local:
+                from eigen_jax import paths
+
+                paths.copy_tree(self._tb_local, self.logdir)
+                shutil.rmtree(self._tb_local, ignore_errors=True)
