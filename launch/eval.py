@@ -33,6 +33,10 @@ flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
 flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
 flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
 flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
+flags.DEFINE_integer("max_steps", None, "episode limit: messages after the system prompt "
+                     "(default: gin RolloutConfig.max_steps); reaching it fails the trial.")
+flags.DEFINE_integer("max_errors", None, "episode limit: tool errors allowed (default: gin "
+                     "RolloutConfig.max_errors); one more fails the trial.")
 flags.DEFINE_string("baseline", None, "an earlier evaluation's --output_dir on the same tasks: "
                     "also print Δ pass^k against it with a paired-bootstrap CI "
                     "(written to OUTPUT_DIR/comparison.json).")
@@ -91,6 +95,7 @@ def main(argv):
         user = make_user_simulator("reference")
     else:
         fail(f"domain {FLAGS.domain!r} has no reference user: give --user_checkpoint or --user_url")
+    config = _rollout_config()
     if FLAGS.checkpoint:
         from eigen_jax.eval.evaluate import evaluate_checkpoint
 
@@ -100,13 +105,29 @@ def main(argv):
                                      num_slots=FLAGS.concurrency)
         name = "checkpoint"
     else:
-        result, name = _eval_served(domain, user), "served"
+        result, name = _eval_served(domain, user, config), "served"
     from eigen_jax.eval.results import format_table
 
     print(format_table({name: result}))
     print(json.dumps({k: v for k, v in result.items() if k != "tasks"}, indent=1))
     if baseline is not None:
         _compare(baseline, result)
+
+
+def _rollout_config():
+    """gin's `RolloutConfig` after binding --max_steps / --max_errors into it (unset: gin's
+    value), so the in-process evaluation, which builds its own, gets the same limits."""
+    import gin
+
+    from eigen_jax.rl.rollout import RolloutConfig
+
+    for k in ("max_steps", "max_errors"):
+        if getattr(FLAGS, k) is not None:
+            gin.bind_parameter(f"RolloutConfig.{k}", getattr(FLAGS, k))
+    try:
+        return RolloutConfig()
+    except ValueError as e:
+        fail(str(e))
 
 
 def _load_baseline(path: str) -> dict:
@@ -134,7 +155,7 @@ def _compare(baseline: dict, result: dict) -> None:
     print(format_comparison(rows, "baseline", "this run"))
 
 
-def _eval_served(domain, user):
+def _eval_served(domain, user, config):
     from pathlib import Path
 
     from data_agents.checkers import check
@@ -145,12 +166,12 @@ def _eval_served(domain, user):
 
     log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity={
         "agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model, "domain": FLAGS.domain,
-        "split": FLAGS.split, "user": user_identity(user)})
+        "split": FLAGS.split, "user": user_identity(user), "limits": str(config.limits())})
     tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
     try:
         asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
                                     check, concurrency=FLAGS.concurrency,
-                                    model=FLAGS.agent_model))
+                                    model=FLAGS.agent_model, limits=config.limits()))
     except LLMError as e:
         fail(f"agent server unreachable or failing: {e}")
     result = summarize(log, FLAGS.domain, FLAGS.num_trials,

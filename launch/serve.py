@@ -1,5 +1,5 @@
 """Serve a checkpoint: `python launch/serve.py --checkpoint DIR [--host 127.0.0.1 --port 30000]
-[--num_slots 8] [--max_len 4096]`.
+[--num_slots 8] [--max_len N]` (default: the model's context).
 
 Routes: POST /generate (SGLang native), POST /v1/chat/completions (OpenAI, with tools),
 GET /v1/models, /health, /get_model_info. With `--export_only` it writes the checkpoint for
@@ -21,8 +21,8 @@ flags.DEFINE_string("host", "127.0.0.1", "interface to bind (127.0.0.1: this mac
 flags.DEFINE_integer("port", 30000, "port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_integer("num_slots", 8, "requests decoded together (KV-cache rows).",
                      lower_bound=1)
-flags.DEFINE_integer("max_len", 4096, "tokens per request: prompt + generation.",
-                     lower_bound=2)
+flags.DEFINE_integer("max_len", None, "tokens per request: prompt + generation (default: the "
+                     "model's context, config.json max_position_embeddings).", lower_bound=2)
 flags.DEFINE_string("served_model_name", None, "model id in /v1/models (default: dir name).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "weights/activations dtype (default: the checkpoint's).")

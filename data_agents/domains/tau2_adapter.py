@@ -28,8 +28,8 @@ _tau2_logger.disable("tau2")
 from tau2.data_model import message as tau2_message  # noqa: E402
 from tau2.data_model import tasks as tau2_tasks  # noqa: E402
 from tau2.registry import registry as tau2_registry  # noqa: E402
-from tau2.user.user_simulator import get_global_user_sim_guidelines  # noqa: E402
 
+from data_agents.dialogue import user_guidelines  # noqa: E402
 from data_agents.domains.base import Domain  # noqa: E402
 from data_agents.domains.task import EnvAssertion, Requestor, Task  # noqa: E402
 from data_agents.env import Environment, ToolResult  # noqa: E402
@@ -185,7 +185,7 @@ class Tau2Domain(Domain):
         self.name = name
         self.policy = _pristine(name)[4]
         # tau2's user-simulator guidelines (the tool-using variant where the user has tools).
-        self.user_policy = get_global_user_sim_guidelines(use_tools=_pristine(name)[3] is not None)
+        self.user_policy = user_guidelines(name, has_user_tools=_pristine(name)[3] is not None)
 
     def splits(self) -> list[str]:
         return sorted(_task_splits(self.name))

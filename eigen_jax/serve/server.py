@@ -37,6 +37,11 @@ class BadRequest(ValueError):
     """A request the server cannot honour; the text names the offending field."""
 
 
+class ContextLengthExceeded(BadRequest):
+    """The prompt leaves no room to generate within `max_len`: a 400 with OpenAI's
+    `context_length_exceeded` code, so clients (litellm, our evaluator) see a context overflow."""
+
+
 def check_checkpoint_dir(path: str | os.PathLike) -> str:
     """Cheap structural checks (no jax import) so a wrong path fails in one clear line."""
     path = os.fspath(path)
@@ -97,17 +102,24 @@ class ModelServer:
         self._tok_lock = tokenizer_lock or threading.Lock()
 
     @classmethod
-    def load(cls, checkpoint: str, *, num_slots: int = 8, max_len: int = 4096,
+    def load(cls, checkpoint: str, *, num_slots: int = 8, max_len: int | None = None,
              model_name: str | None = None, dtype: str | None = None,
              tool_parser: str = "hermes", steps_per_sync: int = 8,
              max_prefill_len: int = 512) -> ModelServer:
-        """Load `checkpoint` (HF config + safetensors + tokenizer) and start the engine loop."""
+        """Load `checkpoint` (HF config + safetensors + tokenizer) and start the engine loop.
+
+        `max_len` (prompt + generation per request) defaults to the model's own context
+        (`max_position_embeddings`): a smaller default refused tau2's prompts (policy + tool
+        schemas) that the model itself could read."""
         checkpoint = check_checkpoint_dir(checkpoint)
         chat = load_chat(checkpoint, tool_parser)
         model, config = load_model(checkpoint, dtype)
         if len(chat.tokenizer) > config.vocab_size:
             raise CheckpointError(f"tokenizer has {len(chat.tokenizer)} ids but the model only "
                                   f"{config.vocab_size}; they do not belong together")
+        max_len = max_len or config.max_position_embeddings
+        if max_len < 2:
+            raise CheckpointError(f"max_len must be >= 2, got {max_len}")
         lock = threading.Lock()
 
         def decode_fn(ids):
@@ -135,8 +147,10 @@ class ModelServer:
 
     def _check_prompt(self, ids: Sequence[int], field: str) -> None:
         if len(ids) >= self.max_len:
-            raise BadRequest(f"{field}: prompt of {len(ids)} tokens leaves no room to generate "
-                             f"within the server's max_len={self.max_len}")
+            raise ContextLengthExceeded(f"{field}: prompt of {len(ids)} tokens leaves no room "
+                                        f"to generate within the server's context "
+                                        f"(max_len={self.max_len}); this model's context length "
+                                        f"is exceeded")
         vocab = self.loop.engine.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:

@@ -13,7 +13,7 @@ from data_agents.domains import load
 from data_agents.domains.outfitter.reference_agent import ReferenceAgent
 from eigen_jax.eval.results import TrialLog, summarize
 from eigen_jax.eval.served_agent import evaluate_served
-from eigen_jax.rl.user_sim import ReferenceUserSimulator
+from eigen_jax.rl.user_sim import ReferenceUserSimulator, UserTurn
 
 
 def _from_openai(messages):
@@ -34,6 +34,7 @@ def _from_openai(messages):
 def reference_agent_server():
     agent = ReferenceAgent(load("outfitter", n_train=0, n_test=6))
     requests = []
+    refuse_if = []  # predicates on a request body: answer it like a server over its context
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -42,6 +43,16 @@ def reference_agent_server():
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             requests.append(body)
+            if any(p(body) for p in refuse_if):
+                data = json.dumps({"object": "error", "message": "messages: prompt of 9999 "
+                                   "tokens leaves no room to generate within the server's "
+                                   "max_len=640", "code": 400}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             reply = agent.act(_from_openai(body["messages"]), body.get("tools"))
             calls = [{"id": c["id"], "type": "function", "function": {
                 "name": c["name"], "arguments": json.dumps(c["arguments"])}}
@@ -62,12 +73,12 @@ def reference_agent_server():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests, refuse_if
     server.shutdown()
 
 
 def test_served_reference_agent_solves_every_task(reference_agent_server, tmp_path):
-    url, requests = reference_agent_server
+    url, requests, _ = reference_agent_server
     domain = load("outfitter", n_train=0, n_test=6)
     tasks = domain.tasks("test")
     log = TrialLog(tmp_path / "trials.jsonl")
@@ -81,3 +92,30 @@ def test_served_reference_agent_solves_every_task(reference_agent_server, tmp_pa
     asyncio.run(evaluate_served(url, domain, tasks, ReferenceUserSimulator(), 2,
                                 TrialLog(tmp_path / "trials.jsonl"), check))
     assert len(requests) == n  # resumed: every trial was done, nothing re-run
+
+
+def test_overflow_fails_one_trial_and_limits_apply(reference_agent_server, tmp_path):
+    """A 400 context overflow on one task's requests scores those trials 0 (`max_context`) while
+    the others complete and pass; max_steps / max_errors end trials as limits, reward 0."""
+    from data_agents.dialogue import Limits
+
+    url, requests, refuse_if = reference_agent_server
+    domain = load("outfitter", n_train=0, n_test=6)
+    tasks = domain.tasks("test")
+    doomed = tasks[2]
+    # the reference user's opening names the task's customer: refuse exactly that dialogue
+    opening = ReferenceUserSimulator().respond([UserTurn(doomed, [], "")])[0]
+    refuse_if[:] = [lambda body: body["messages"][1]["content"] == opening]
+    log = TrialLog(tmp_path / "trials.jsonl")
+    asyncio.run(evaluate_served(url, domain, tasks, ReferenceUserSimulator(), 1, log, check))
+    result = summarize(log, "outfitter", 1)
+    assert result["tasks"][doomed.id][0]["finish_reason"] == "max_context"
+    assert result["tasks"][doomed.id][0]["reward"] == 0.0
+    assert "max_len=640" in result["tasks"][doomed.id][0]["reason"]
+    assert result["pass^k"][1] == 5 / 6  # every other task still passes
+    refuse_if.clear()
+    short = TrialLog(tmp_path / "short.jsonl")
+    asyncio.run(evaluate_served(url, domain, tasks[:2], ReferenceUserSimulator(), 1, short,
+                                check, limits=Limits(max_steps=3)))
+    assert {t["finish_reason"] for t in short.trials.values()} == {"max_steps"}
+    assert all(t["reward"] == 0.0 for t in short.trials.values())

@@ -198,7 +198,7 @@ def test_model_user_is_sampled_on_the_flipped_view(policy_model, rl_chat, outfit
             if nxt in rl_chat.stop_ids:
                 break
         generated = ids[len(rl_chat.render(flipped, add_generation_prompt=True)):]
-        assert reply == rl_chat.parse(generated).content.strip()
+        assert reply.content == rl_chat.parse(generated).content.strip()
 
 
 class _Blocking(UserSimulator):
@@ -222,7 +222,7 @@ def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outf
         return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=2)
 
     def user_model():
-        return ModelUserSimulator(policy_model, rl_chat, num_slots=4, max_len=2 * MAX_LEN,
+        return ModelUserSimulator(policy_model, rl_chat, num_slots=4, max_len=3 * MAX_LEN,
                                   sampling=SamplingParams(temperature=1.0, max_new_tokens=16))
 
     interleaved, blocking = play(user_model()), play(_Blocking(user_model()))

@@ -87,7 +87,7 @@ def _free_port():
 def test_launch_serves_generate(serve_checkpoint):
     port = _free_port()
     proc = subprocess.Popen(SERVE + ["--checkpoint", str(serve_checkpoint), "--port", str(port),
-                                     "--num_slots", "2", "--max_len", "64"],
+                                     "--num_slots", "2"],
                             cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -107,7 +107,10 @@ def test_launch_serves_generate(serve_checkpoint):
         out = httpx.post(url + "/generate", json=body, timeout=120).json()
         assert len(out["output_ids"]) == 5
         info = httpx.get(url + "/get_model_info", timeout=10).json()
-        assert info["max_len"] == 64 and info["num_slots"] == 2
+        # no --max_len: the model's own context (the tiny config's max_position_embeddings)
+        context = json.loads((serve_checkpoint / "config.json").read_text())
+        assert info["max_len"] == context["max_position_embeddings"] == 512
+        assert info["num_slots"] == 2
     finally:
         proc.send_signal(signal.SIGINT)
         try:
