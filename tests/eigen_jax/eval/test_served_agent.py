@@ -119,3 +119,62 @@ def test_overflow_fails_one_trial_and_limits_apply(reference_agent_server, tmp_p
                                 check, limits=Limits(max_steps=3)))
     assert {t["finish_reason"] for t in short.trials.values()} == {"max_steps"}
     assert all(t["reward"] == 0.0 for t in short.trials.values())
+
+
+TELECOM_TASK = "[mobile_data_issue]data_saver_mode_on|user_abroad_roaming_enabled_off[PERSONA:Easy]"
+
+
+@pytest.fixture
+def text_agent_server():
+    """An agent that always answers the same text (no tools)."""
+    requests = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+                               "model": "text", "choices": [{
+                                   "index": 0, "finish_reason": "stop", "message": {
+                                       "role": "assistant",
+                                       "content": "Please turn data saver off and roaming on."}}],
+                               "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                         "total_tokens": 2}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+
+
+def test_served_tau2_telecom_with_a_user_acting_on_its_device(text_agent_server, tmp_path):
+    """Served evaluation on tau2:telecom: the scripted user opens, the agent answers, the user
+    runs two of its own tools (as the user) and stops; tau2's env assertions pass. The agent's
+    requests never carry the user's tool calls or results."""
+    from data_agents.dialogue import Call, Turn
+    from eigen_jax.rl.user_sim import UserSimulator
+
+    class User(UserSimulator):
+        script = [Turn("My mobile data does not work."),
+                  Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
+                  Turn("", (Call("u2", "toggle_roaming", {}),)), Turn("Fixed! ###STOP###")]
+
+        def respond(self, turns):
+            return [self.script[sum(m["role"] == "user" for m in t.messages)] for t in turns]
+
+    url, requests = text_agent_server
+    domain = load("tau2:telecom")
+    task = next(t for t in domain.tasks("test") if t.id == TELECOM_TASK)
+    log = TrialLog(tmp_path / "trials.jsonl")
+    asyncio.run(evaluate_served(url, domain, [task], User(), 1, log, check))
+    trial = log.trials[(task.id, 0)]
+    assert (trial["finish_reason"], trial["reward"]) == ("user_stop", 1.0)
+    assert len(requests) == 1 and requests[0]["tools"]
+    assert [m["role"] for m in requests[0]["messages"]] == ["system", "user"]
