@@ -4,6 +4,11 @@
         --domain outfitter|tau2:airline|... --split test --num_trials 4 --output_dir OUT
         [--baseline EARLIER_OUTPUT_DIR]   # Δ pass^k vs that run, paired bootstrap over tasks
 
+Writes results.json (ours), trials.jsonl + trajectories.jsonl (resumable logs) and
+tau2_results.json (tau2-bench's Results schema: `tau2 view` and tau2's metrics read it). Episode
+limits: --max_steps / --max_errors or gin `RolloutConfig.*`; a trial whose agent request is
+refused (context overflow: HTTP 400) is scored as failed and the run goes on.
+
 The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
 temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `RolloutConfig.*`).
 """
@@ -163,21 +168,28 @@ def _eval_served(domain, user, config):
     from eigen_jax.eval.evaluate import user_identity
     from eigen_jax.eval.results import TrialLog, summarize, write_results
     from eigen_jax.eval.served_agent import evaluate_served
+    from eigen_jax.eval.tau2_results import write_tau2_results
 
-    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity={
-        "agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model, "domain": FLAGS.domain,
-        "split": FLAGS.split, "user": user_identity(user), "limits": str(config.limits())})
+    identity = {"agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model,
+                "domain": FLAGS.domain, "split": FLAGS.split, "user": user_identity(user),
+                "limits": str(config.limits())}
+    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity=identity)
+    trajectories = TrialLog(Path(FLAGS.output_dir) / "trajectories.jsonl", identity=identity)
     tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
     try:
         asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
                                     check, concurrency=FLAGS.concurrency,
-                                    model=FLAGS.agent_model, limits=config.limits()))
+                                    model=FLAGS.agent_model, limits=config.limits(),
+                                    messages_log=trajectories))
     except LLMError as e:
         fail(f"agent server unreachable or failing: {e}")
     result = summarize(log, FLAGS.domain, FLAGS.num_trials,
                        {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
                        task_ids=[t.id for t in tasks])
     write_results(FLAGS.output_dir, "served", result)
+    write_tau2_results(FLAGS.output_dir, domain, tasks, result, limits=config.limits(),
+                       agent={"llm": FLAGS.agent_model or ",".join(FLAGS.agent_url)},
+                       user=identity["user"])
     return result
 
 

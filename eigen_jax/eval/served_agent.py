@@ -92,8 +92,8 @@ async def evaluate_served(urls, domain, tasks, user: UserSimulator, num_trials: 
                        if state.finish in protocol.SCORED_FINISHES else None)
             record = trial_record(task.id, trial, state, verdict)
             if messages_log is not None:
-                messages_log.add([{**record, "messages": state.messages,
-                                   "system": domain.policy}])
+                messages_log.add([{"task_id": task.id, "trial": trial,
+                                   "messages": state.messages}])
             log.add([record])
 
         await asyncio.gather(*(one(t, k) for t in tasks for k in range(num_trials)
