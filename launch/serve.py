@@ -26,7 +26,8 @@ flags.DEFINE_integer("max_len", None, "tokens per request: prompt + generation (
 flags.DEFINE_string("served_model_name", None, "model id in /v1/models (default: dir name).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "weights/activations dtype (default: the checkpoint's).")
-flags.DEFINE_enum("tool_parser", "hermes", ["hermes", "llama3_json"], "tool-call format.")
+flags.DEFINE_enum("tool_parser", None, ["hermes", "llama3_json"], "tool-call format (default: "
+                  "the checkpoint's prompt_format.json, else hermes).")
 flags.DEFINE_string("platform", None, "force a JAX platform (cpu, gpu, tpu).")
 flags.DEFINE_bool("export_only", False, "export for SGLang and print launch commands; no serving.")
 flags.DEFINE_string("export_dir", None, "where --export_only writes (default: DIR-sglang).")
@@ -41,7 +42,8 @@ def _export() -> None:
     out = FLAGS.export_dir or FLAGS.checkpoint.rstrip("/") + "-sglang"
     files = export_checkpoint(FLAGS.checkpoint, out, FLAGS.dtype)
     print(f"exported {len(files)} files to {os.path.abspath(out)}")
-    for name, command in sglang_commands(out, FLAGS.host, FLAGS.port, FLAGS.tool_parser,
+    parser = FLAGS.tool_parser or "hermes"
+    for name, command in sglang_commands(out, FLAGS.host, FLAGS.port, parser,
                                          FLAGS.tp_size).items():
         print(f"# {name}\n{command}")
 

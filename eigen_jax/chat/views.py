@@ -30,17 +30,20 @@ def user_system_prompt(task: dict[str, Any], guidelines: str = USER_GUIDELINES) 
     return protocol.user_system_prompt(task, guidelines)
 
 
+COMPACT_SYSTEM = "You are a customer-service agent. Follow the policy."
+
+
 @gin.configurable
 def agent_prompt(policy: str, tools: Any, mode: str = "full",
-                 compact_system: str = "You are a customer-service agent. Follow the policy.",
-                 ) -> tuple[str, list[dict[str, Any]] | None]:
+                 compact_system: str = COMPACT_SYSTEM) -> tuple[str, list[dict[str, Any]] | None]:
     """(system prompt, tool schemas for the template) the agent is trained and sampled with.
 
     `full` (default): the domain policy and every tool schema, as tau2 gives them. `compact`: a
     one-line system prompt and no tool listing — for tiny CPU models, where a constant prefix of
     thousands of tokens would dominate compute while carrying nothing a model that is trained on
     the domain's own dialogues needs. SFT data and RL rollouts must use the same mode (both call
-    this function, so one gin binding sets both).
+    this function, so one gin binding sets both). Exported checkpoints record the mode
+    (`prompt_format.json`) so the server renders requests the same way.
     """
     if mode == "full":
         return policy, tools_json(tools) or None

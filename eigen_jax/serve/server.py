@@ -11,6 +11,7 @@ unaffected).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -20,6 +21,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from eigen_jax.chat import prompt_format as prompt_format_lib
+from eigen_jax.chat.prompt_format import PromptFormat
 from eigen_jax.chat.template import ChatTemplate, TemplateError
 from eigen_jax.sampling.engine import Completion, Engine
 from eigen_jax.sampling.params import SamplingParams
@@ -92,8 +95,10 @@ class ModelServer:
 
     def __init__(self, loop: EngineLoop, chat: ChatTemplate, *, model_name: str,
                  model_path: str = "", tool_parser: str = "hermes",
-                 tokenizer_lock: threading.Lock | None = None):
+                 tokenizer_lock: threading.Lock | None = None,
+                 prompt_format: PromptFormat | None = None):
         self.loop, self.chat = loop, chat
+        self.prompt_format = prompt_format or PromptFormat(tool_parser=tool_parser)
         self.model_name, self.model_path, self.tool_parser = model_name, model_path, tool_parser
         self.max_len = loop.engine.max_len
         self.created = int(time.time())
@@ -104,7 +109,7 @@ class ModelServer:
     @classmethod
     def load(cls, checkpoint: str, *, num_slots: int = 8, max_len: int | None = None,
              model_name: str | None = None, dtype: str | None = None,
-             tool_parser: str = "hermes", steps_per_sync: int = 8,
+             tool_parser: str | None = None, steps_per_sync: int = 8,
              max_prefill_len: int = 512) -> ModelServer:
         """Load `checkpoint` (HF config + safetensors + tokenizer) and start the engine loop.
 
@@ -112,6 +117,13 @@ class ModelServer:
         (`max_position_embeddings`): a smaller default refused tau2's prompts (policy + tool
         schemas) that the model itself could read."""
         checkpoint = check_checkpoint_dir(checkpoint)
+        try:
+            fmt = prompt_format_lib.read(checkpoint) or PromptFormat()
+        except ValueError as err:
+            raise CheckpointError(str(err)) from err
+        if tool_parser is not None:  # an explicit choice overrides the recorded syntax
+            fmt = dataclasses.replace(fmt, tool_parser=tool_parser)
+        tool_parser = fmt.tool_parser
         chat = load_chat(checkpoint, tool_parser)
         model, config = load_model(checkpoint, dtype)
         if len(chat.tokenizer) > config.vocab_size:
@@ -131,7 +143,8 @@ class ModelServer:
                         max_stop_ids=MAX_STOP_IDS)
         return cls(EngineLoop(engine).start(), chat,
                    model_name=model_name or os.path.basename(checkpoint.rstrip("/")),
-                   model_path=checkpoint, tool_parser=tool_parser, tokenizer_lock=lock)
+                   model_path=checkpoint, tool_parser=tool_parser, tokenizer_lock=lock,
+                   prompt_format=fmt)
 
     def close(self) -> None:
         self.loop.close()
@@ -204,8 +217,10 @@ class ModelServer:
         return out if request.batched else out[0]
 
     def render_chat(self, request: protocol.ChatCompletionRequest) -> list[int]:
+        """The request rendered as the checkpoint was trained (`prompt_format.json`)."""
+        messages, tools = self.prompt_format.render_messages(request.messages, request.tools)
         with self._tok_lock:
-            return self.chat.render(request.messages, request.tools, add_generation_prompt=True)
+            return self.chat.render(messages, tools, add_generation_prompt=True)
 
     async def chat_completion(self, request: protocol.ChatCompletionRequest
                               ) -> protocol.ChatCompletionResponse:
@@ -232,7 +247,9 @@ class ModelServer:
         return {"model_path": self.model_path, "tokenizer_path": self.model_path,
                 "is_generation": True, "served_model_name": self.model_name,
                 "max_len": self.max_len, "num_slots": self.loop.engine.num_slots,
-                "tool_call_parser": self.tool_parser, "stats": self.loop.stats()}
+                "tool_call_parser": self.tool_parser,
+                "prompt_format": dataclasses.asdict(self.prompt_format),
+                "stats": self.loop.stats()}
 
     def models_list(self) -> dict[str, Any]:
         return {"object": "list", "data": [{

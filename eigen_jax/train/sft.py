@@ -20,6 +20,7 @@ from flax import nnx
 from eigen_jax import models
 from eigen_jax import multihost, paths
 from eigen_jax import sharding as shd
+from eigen_jax.chat import prompt_format
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import (
@@ -132,7 +133,7 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     if export_hf and int(state.step) >= num_steps:
         result["hf_dir"] = str(workdir / "hf")
         export_pretrained(nnx.merge(graphdef, state.params, rest), config, result["hf_dir"],
-                          tokenizer_dir)
+                          tokenizer_dir, objective)
     return write_result(workdir, result)
 
 
@@ -220,15 +221,20 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
-    """HF safetensors + config + tokenizer in `hf_dir` (any epath scheme): every process takes
-    part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
-    remote destination is staged locally and copied."""
+def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str = "agent") -> None:
+    """HF safetensors + config + tokenizer + the prompt format (`chat.prompt_format`: an agent
+    records gin's `agent_prompt` mode, a user simulator the full flipped view) in `hf_dir` (any
+    epath scheme): every process takes part in the gathers, process 0 writes.
+    `models.save_pretrained` writes a local folder, so a remote destination is staged locally
+    and copied."""
     hf_dir = paths.resolve(hf_dir)
     with paths.local_staging(hf_dir, "hf_export") as local:
         models.save_pretrained(model, config, str(local))
         if multihost.is_primary():
             _copy_tokenizer(tokenizer_dir, paths.resolve(local))
+            fmt = prompt_format.current() if objective == "agent" else \
+                prompt_format.PromptFormat("full")
+            prompt_format.write(local, fmt)
     multihost.barrier("hf_export")
 
 

@@ -1,0 +1,77 @@
+"""A tiny SFT'd policy (compact prompt) served by `ModelServer` and called through tau2's own
+`generate()` (litellm's OpenAI client): the checkpoint's recorded prompt format makes the server
+render the request as in training, and the model's tool call comes back as `tool_calls`.
+
+Independent reference: the same weights decoded greedily in-process on the training render
+(`views.agent_messages` + the compact system prompt), parsed by the chat layer.
+"""
+from __future__ import annotations
+
+import shutil
+import types
+
+import pytest
+
+pytest.importorskip("tau2")
+
+from data_agents.domains import tau2_adapter  # noqa: E402,F401  (offline litellm settings)
+
+
+@pytest.fixture(scope="module")
+def compact_checkpoint(tmp_path_factory, policy_hf_dir):
+    """The fixture policy (trained with the compact prompt) exported with its prompt format."""
+    from eigen_jax.chat import prompt_format
+
+    out = tmp_path_factory.mktemp("compact_ckpt") / "tiny-agent"
+    shutil.copytree(policy_hf_dir, out)
+    prompt_format.write(out, prompt_format.PromptFormat("compact"))
+    return out
+
+
+def _tool_call_prefix(policy_model, rl_chat, reference_dialogues):
+    """The first dialogue prefix (ending before a reference tool call) on which the model's own
+    greedy turn, in-process, is a tool call: (prefix messages, the parsed call)."""
+    from eigen_jax.chat import views
+    from eigen_jax.sampling import SamplingParams, generate
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=64,
+                            stop_token_ids=tuple(rl_chat.stop_ids))
+    for msgs in reference_dialogues:
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant" or not m.get("tool_calls"):
+                continue
+            prefix = [x for x in msgs[:i] if x["role"] != "system"]
+            ids = rl_chat.render(views.agent_messages(prefix, views.COMPACT_SYSTEM), None,
+                                 add_generation_prompt=True)
+            out = generate(policy_model, [ids], params)[0]
+            parsed = rl_chat.parse(out.token_ids)
+            if parsed.tool_calls and not parsed.errors:
+                return prefix, parsed.tool_calls[0]
+    pytest.fail("the fixture policy never calls a tool greedily on its training prefixes")
+
+
+def test_compact_policy_tool_call_round_trips_through_tau2_generate(
+        compact_checkpoint, policy_model, rl_chat, reference_dialogues, outfitter):
+    from tau2.data_model.message import AssistantMessage
+    from tau2.utils.llm_utils import generate as tau2_generate
+
+    from data_agents.domains.tau2_adapter import to_tau2_messages
+    from eigen_jax.serve import BackgroundServer, ModelServer
+
+    prefix, expected = _tool_call_prefix(policy_model, rl_chat, reference_dialogues)
+    server = ModelServer.load(str(compact_checkpoint), num_slots=2, max_len=1024,
+                              steps_per_sync=4)
+    assert server.prompt_format.agent_prompt == "compact"
+    tools = [types.SimpleNamespace(openai_schema=s)  # what tau2's generate reads of a Tool
+             for s in outfitter.make_env().tools_schema("assistant")]
+    with BackgroundServer(server) as background:
+        # tau2 sends the full policy and every tool schema; the server renders the compact
+        # prompt the model was trained with
+        messages = to_tau2_messages([{"role": "system", "content": outfitter.policy}] + prefix)
+        reply = tau2_generate(model=f"openai/{server.model_name}", messages=messages,
+                              tools=tools, api_base=f"{background.url}/v1", api_key="EMPTY",
+                              temperature=0.0, max_tokens=64, num_retries=0)
+    assert isinstance(reply, AssistantMessage) and reply.tool_calls
+    call = reply.tool_calls[0]
+    assert (call.name, call.arguments) == (expected.name, expected.arguments)
+    assert call.id  # litellm/tau2 need ids to answer the call
