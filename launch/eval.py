@@ -175,7 +175,9 @@ def _eval_served(domain, user, config):
                 "limits": str(config.limits())}
     log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity=identity)
     trajectories = TrialLog(Path(FLAGS.output_dir) / "trajectories.jsonl", identity=identity)
-    tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
+    from eigen_jax.rl.task_source import TaskSource
+
+    tasks = TaskSource().tasks(domain, FLAGS.split)[:FLAGS.max_tasks]  # gin: TaskSource.*
     try:
         asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
                                     check, concurrency=FLAGS.concurrency,

@@ -29,6 +29,7 @@ from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.eval.results import TrialLog, summarize, write_results
 from eigen_jax.eval.tau2_results import write_tau2_results
 from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker, make_jobs
+from eigen_jax.rl.task_source import TaskSource
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
 
@@ -87,7 +88,8 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
                         mesh_shape: Sequence[int] = (1, -1, 1), seed: int = 0,
                         domain_kwargs: dict[str, Any] | None = None, name: str = "agent",
                         rollout_config: RolloutConfig | None = None,
-                        max_prefill_len: int = 2048) -> dict[str, Any]:
+                        max_prefill_len: int = 2048,
+                        task_source: TaskSource | None = None) -> dict[str, Any]:
     """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png + tau2_results.json
     (tau2's Results schema, from trajectories.jsonl) under `output_dir`.
 
@@ -99,7 +101,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     if not Path(agent_hf_dir, "config.json").exists():
         raise FileNotFoundError(f"no HF checkpoint (config.json) in {agent_hf_dir}")
     dom = load(domain, **(domain_kwargs or {}))
-    tasks = dom.tasks(split)[:max_tasks]
+    tasks = (task_source or TaskSource()).tasks(dom, split)[:max_tasks]
     # one process: the gin mesh; several: each samples on its own devices
     mesh = (shd.make_mesh(mesh_shape) if jax.process_count() == 1 else
             shd.make_mesh((1, -1, 1), devices=jax.local_devices()))

@@ -40,6 +40,7 @@ from eigen_jax.rl.episode import Episode
 from eigen_jax.rl import multiprocess as mproc
 from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
 from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
+from eigen_jax.rl.task_source import TaskSource
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling import Engine
 from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
@@ -147,7 +148,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True, log_every: int = 1,
              checker: Any = None, shape_slack: float = 4.0, max_prefill_len: int = 2048,
              share_prefix: bool = True, router_aux_loss_coef: float = 0.0,
-             save_episodes: bool = False) -> dict[str, Any]:
+             save_episodes: bool = False, task_source: TaskSource | None = None) -> dict:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -161,8 +162,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `rl.batching.cheapest_train_batch`), with `grad_accum_steps == 1` and one process only.
     `router_aux_loss_coef`: an MoE policy's load-balancing loss weight (HF's definition; the paper
     states none, released Qwen3-MoE configs carry 0.001). `save_episodes`: pickle each process's
-    kept groups per step under `workdir/episodes`.
-    """
+    kept groups per step under `workdir/episodes`. `task_source`: the domain's `train_split` or
+    a published dataset's synthesised tasks (`rl.task_source`)."""
     check_counts("run_grpo", num_steps=(num_steps, 1), num_slots=(num_slots, 1),
                  max_new_tokens=(max_new_tokens, 1), max_len=(max_len, 2),
                  ppo_epochs=(ppo_epochs, 1), tasks_per_step=(tasks_per_step, 1),
@@ -189,7 +190,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
                            RolloutConfig(max_steps=max_episode_steps, max_errors=max_tool_errors,
                                          max_new_tokens=max_new_tokens, temperature=temperature,
                                          seed=seed), checker=checker)
-    stream = TaskStream(domain.tasks(train_split), seed)
+    stream = TaskStream((task_source or TaskSource()).tasks(domain, train_split), seed)
     ckpt = Checkpointer(workdir / "checkpoints", keep_checkpoints, checkpoint_every)
     state, progress = _Progress.resume(ckpt, state, stream, workdir)
     mproc.sync_engine_params(engine, learner.graphdef, state.params, learner.rest)
