@@ -86,6 +86,24 @@ def to_tau2_messages(transcript: Sequence[dict[str, Any]]) -> list[tau2_message.
     return out
 
 
+def from_tau2_messages(messages: Sequence[tau2_message.Message]) -> list[dict[str, Any]]:
+    """tau2 messages (a `SimulationRun`'s) -> our dialogue messages (system messages dropped),
+    so our checker can score trajectories tau2's runner played."""
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        if isinstance(msg, tau2_message.MultiToolMessage):
+            out += from_tau2_messages(msg.tool_messages)
+        elif msg.role in ("assistant", "user"):
+            m: dict[str, Any] = {"role": msg.role, "content": msg.content or ""}
+            if msg.tool_calls:
+                m["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                                   for c in msg.tool_calls]
+            out.append(m)
+        elif msg.role == "tool":
+            out.append({"role": "tool", "content": msg.content or "", "tool_call_id": msg.id})
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _pristine(name: str) -> tuple[Any, str, Any, str | None, str]:
     """A tau2 domain's default agent DB and user DB (class + JSON) and policy, loaded once."""

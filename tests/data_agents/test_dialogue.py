@@ -142,3 +142,10 @@ def test_limits_and_protocol_errors():
     state = protocol.Dialogue(Env(), protocol.Limits(max_steps=1))
     assert state.add("user", protocol.Turn("bye ###STOP###")) is None
     assert state.finish == "user_stop"  # the stop wins over the limit it reaches
+
+
+def test_tau2_messages_round_trip():
+    from data_agents.domains.tau2_adapter import from_tau2_messages
+
+    transcript = _dual_control_transcript()
+    assert from_tau2_messages(to_tau2_messages(transcript)) == transcript

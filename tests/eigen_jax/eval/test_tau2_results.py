@@ -67,3 +67,30 @@ def test_tau2_results_load_and_pass_k_match(text_agent_server, tmp_path):
         reward = evaluate_simulation(sim, by_id[sim.task_id], EvaluationType.ALL,
                                      solo_mode=False, domain="telecom").reward
         assert reward == sim.reward_info.reward  # tau2's evaluator on the saved trajectory
+
+
+class OneQuestionUser(UserSimulator):
+    def respond(self, turns):
+        return [Turn("I need help with my booking.") if not t.messages else
+                Turn("Never mind. ###STOP###") for t in turns]
+
+
+@pytest.mark.parametrize("name", ["airline", "retail"])
+def test_every_tau2_domain_scores_the_same_on_both_sides(text_agent_server, tmp_path, name):
+    """A short served evaluation per domain: tau2's evaluator and metrics on our saved
+    trajectories give our rewards and pass^1 (tasks that need no write pass, others fail)."""
+    url, _ = text_agent_server
+    domain = load(f"tau2:{name}")
+    tasks = domain.tasks("test")[:6]
+    log = TrialLog(tmp_path / "trials.jsonl")
+    asyncio.run(evaluate_served(url, domain, tasks, OneQuestionUser(), 1, log, check,
+                                messages_log=TrialLog(tmp_path / "trajectories.jsonl")))
+    ours = summarize(log, f"tau2:{name}", 1)
+    results = Results.load(write_tau2_results(tmp_path, domain, tasks, ours, limits=Limits(),
+                                              agent={"llm": "text"}, user={"kind": "one"}))
+    assert compute_metrics(results).pass_hat_ks[1] == pytest.approx(ours["pass^k"][1])
+    by_id = {t.id: to_tau2_task(t) for t in tasks}
+    for sim in results.simulations:
+        reward = evaluate_simulation(sim, by_id[sim.task_id], EvaluationType.ALL,
+                                     solo_mode=False, domain=name).reward
+        assert reward == sim.reward_info.reward

@@ -145,3 +145,19 @@ def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
     assert len(results.simulations) == 2
     assert all(s.termination_reason.value in ("user_stop", "agent_stop", "max_steps")
                for s in results.simulations), [s.termination_reason for s in results.simulations]
+    # our checker on the trajectories tau2's runner played gives tau2's rewards (pass^1 equal)
+    from data_agents.checkers import check
+    from data_agents.domains import load
+    from data_agents.domains.tau2_adapter import from_tau2_messages
+
+    airline = load("tau2:airline")
+    tasks = {t.id: t for t in airline.tasks("base")}
+    for sim in results.simulations:
+        messages = from_tau2_messages(sim.messages)
+        env = airline.make_env(tasks[sim.task_id])
+        for m in messages:
+            for c in m.get("tool_calls") or []:
+                env.call(c["name"], c["arguments"], m["role"])
+        ours = check(airline, tasks[sim.task_id], env, messages).reward \
+            if sim.termination_reason.value in ("user_stop", "agent_stop") else 0.0
+        assert ours == sim.reward_info.reward
