@@ -154,13 +154,15 @@ def user_view(messages: Sequence[dict[str, Any]], system: str,
 
 
 def to_wire(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Record messages -> OpenAI wire format (tool-call arguments as JSON strings)."""
+    """Record messages -> OpenAI wire format (tool-call arguments as JSON strings, keys sorted:
+    the same request text every time, so response caches keyed on it hit)."""
     out = []
     for m in messages:
         w: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
         if m.get("tool_calls"):
             w["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
-                "name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+                "name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False,
+                                                           sort_keys=True, default=str)}}
                 for c in m["tool_calls"]]
         if m.get("tool_call_id"):
             w["tool_call_id"] = m["tool_call_id"]
