@@ -14,6 +14,7 @@ from data_agents.domains.outfitter.reference_agent import ReferenceAgent
 from eigen_jax.eval.results import TrialLog, summarize
 from eigen_jax.eval.served_agent import evaluate_served
 from eigen_jax.rl.user_sim import ReferenceUserSimulator, UserTurn
+from tests.eigen_jax.eval.conftest import send_json
 
 
 def _from_openai(messages):
@@ -44,14 +45,9 @@ def reference_agent_server():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             requests.append(body)
             if any(p(body) for p in refuse_if):
-                data = json.dumps({"object": "error", "message": "messages: prompt of 9999 "
-                                   "tokens leaves no room to generate within the server's "
-                                   "max_len=640", "code": 400}).encode()
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 400, {"object": "error", "message": "messages: prompt of 9999 "
+                                      "tokens leaves no room to generate within the server's "
+                                      "max_len=640", "code": 400})
                 return
             reply = agent.act(_from_openai(body["messages"]), body.get("tools"))
             calls = [{"id": c["id"], "type": "function", "function": {
@@ -59,17 +55,12 @@ def reference_agent_server():
                 for c in reply.get("tool_calls") or []]
             msg = {"role": "assistant", "content": reply.get("content") or None,
                    "tool_calls": calls or None}
-            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0,
-                               "model": "reference", "choices": [{
-                                   "index": 0, "message": msg,
-                                   "finish_reason": "tool_calls" if calls else "stop"}],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                         "total_tokens": 2}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, 200, {"id": "x", "object": "chat.completion", "created": 0,
+                                  "model": "reference", "choices": [{
+                                      "index": 0, "message": msg,
+                                      "finish_reason": "tool_calls" if calls else "stop"}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                            "total_tokens": 2}})
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -122,36 +113,6 @@ def test_overflow_fails_one_trial_and_limits_apply(reference_agent_server, tmp_p
 
 
 TELECOM_TASK = "[mobile_data_issue]data_saver_mode_on|user_abroad_roaming_enabled_off[PERSONA:Easy]"
-
-
-@pytest.fixture
-def text_agent_server():
-    """An agent that always answers the same text (no tools)."""
-    requests = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0,
-                               "model": "text", "choices": [{
-                                   "index": 0, "finish_reason": "stop", "message": {
-                                       "role": "assistant",
-                                       "content": "Please turn data saver off and roaming on."}}],
-                               "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                         "total_tokens": 2}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
 
 
 def test_served_tau2_telecom_with_a_user_acting_on_its_device(text_agent_server, tmp_path):

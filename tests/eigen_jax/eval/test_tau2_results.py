@@ -21,7 +21,7 @@ from eigen_jax.eval.results import TrialLog, summarize  # noqa: E402
 from eigen_jax.eval.served_agent import evaluate_served  # noqa: E402
 from eigen_jax.eval.tau2_results import write_tau2_results  # noqa: E402
 from eigen_jax.rl.user_sim import UserSimulator  # noqa: E402
-from tests.eigen_jax.eval.test_served_agent import TELECOM_TASK, text_agent_server  # noqa
+from tests.eigen_jax.eval.test_served_agent import TELECOM_TASK  # noqa: E402
 
 FIX = [Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
        Turn("", (Call("u2", "toggle_roaming", {}),))]

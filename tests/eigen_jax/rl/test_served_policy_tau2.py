@@ -77,56 +77,23 @@ def test_compact_policy_tool_call_round_trips_through_tau2_generate(
     assert call.id  # litellm/tau2 need ids to answer the call
 
 
-def _serve(checkpoint, port: int):
-    """launch/serve.py as a user starts it (no --max_len: the model's context)."""
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import httpx
-
-    repo = Path(__file__).resolve().parents[3]
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.Popen([sys.executable, str(repo / "launch" / "serve.py"), "--checkpoint",
-                             str(checkpoint), "--port", str(port), "--num_slots", "4"],
-                            cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while True:
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.monotonic() < deadline, "server did not come up"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-
-
 @pytest.mark.slow  # starts a server and plays two tau2 airline simulations on CPU
 def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
     """tau2's own runner, unmodified (`tau2 run`, litellm client), against launch/serve.py on
     2 airline tasks x 1 trial; the user LLM is the same server. The score does not matter: the
     run completes with a results file, every simulation ends without a protocol error."""
     import json
-    import signal
-    import socket
     import subprocess
     import sys
     from pathlib import Path
 
     from tau2.data_model.simulation import Results
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = _serve(compact_checkpoint, port)
-    base = f"http://127.0.0.1:{port}/v1"
-    args = json.dumps({"api_base": base, "temperature": 0.0, "max_tokens": 48})
+    from tests.fixtures.launch_serve import launched_server
+
     tau2 = Path(sys.executable).with_name("tau2")
-    try:
+    with launched_server(compact_checkpoint, "--num_slots", "4") as url:
+        args = json.dumps({"api_base": f"{url}/v1", "temperature": 0.0, "max_tokens": 48})
         run = subprocess.run(
             [str(tau2), "run", "--domain", "airline", "--num-trials", "1", "--num-tasks", "2",
              "--agent-llm", "openai/tiny-agent", "--agent-llm-args", args,
@@ -134,12 +101,6 @@ def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
              "--user-llm-args", args, "--user-api-key", "EMPTY", "--max-steps", "12",
              "--max-concurrency", "2", "--results-dir", str(tmp_path), "--save-to", "run"],
             capture_output=True, text=True, timeout=900)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = Results.load(tmp_path / "run.json")
     assert len(results.simulations) == 2
