@@ -7,10 +7,11 @@ on its own sampling `Engine` (no server needed, CPU quickstart), behind an SGLan
 user. Every backend answers a *batch* of pending user turns at once, so a model user decodes all of
 them in one continuously batched engine pass.
 
-A model user is always sampled on `views.user_messages(messages, task, guidelines)`, the role-flipped
-view it was trained on (user-SFT renders exactly that view), with the user's own tools (tau2
-telecom's dual control). A reply is a `data_agents.dialogue.Turn` (text and tool calls; a backend
-may also answer a plain string); the rollout runs the user's calls in the environment as the user.
+A model user is always sampled on `views.user_messages(messages, task, guidelines)`, the
+role-flipped view it was trained on (user-SFT renders exactly that view), with the user's own
+tools (tau2 telecom's dual control). A reply is a `data_agents.dialogue.Turn` (text and tool
+calls; a backend may also answer a plain string); the rollout runs the user's calls in the
+environment as the user.
 """
 from __future__ import annotations
 
@@ -265,5 +266,5 @@ def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
     raise ValueError(f"unknown user simulator kind {kind!r}; expected reference, model or served")
 
 
-__all__ = ["as_turn", "ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
-           "UserTurn", "as_user_simulator", "make_user_simulator"]
+__all__ = ["ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
+           "UserTurn", "as_turn", "as_user_simulator", "make_user_simulator"]

@@ -45,7 +45,8 @@ def test_tau2_results_load_and_pass_k_match(text_agent_server, tmp_path):
     url, _ = text_agent_server
     domain = load("tau2:telecom")
     test = domain.tasks("test")
-    tasks = [t for t in test if t.id == TELECOM_TASK] + [t for t in test if t.id != TELECOM_TASK][:1]
+    tasks = [t for t in test if t.id == TELECOM_TASK]
+    tasks += [t for t in test if t.id != TELECOM_TASK][:1]
     log = TrialLog(tmp_path / "trials.jsonl")
     trajectories = TrialLog(tmp_path / "trajectories.jsonl")
     asyncio.run(evaluate_served(url, domain, tasks, MoodyUser(), 3, log, check,
