@@ -128,7 +128,8 @@ def _rollout_config():
 
     for k in ("max_steps", "max_errors"):
         if getattr(FLAGS, k) is not None:
-            gin.bind_parameter(f"RolloutConfig.{k}", getattr(FLAGS, k))
+            with gin.unlock_config():
+                gin.bind_parameter(f"RolloutConfig.{k}", getattr(FLAGS, k))
     try:
         return RolloutConfig()
     except ValueError as e:

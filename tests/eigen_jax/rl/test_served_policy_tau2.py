@@ -122,3 +122,43 @@ def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
         ours = check(airline, tasks[sim.task_id], env, messages).reward \
             if sim.termination_reason.value in ("user_stop", "agent_stop") else 0.0
         assert ours == sim.reward_info.reward
+
+
+@pytest.mark.slow  # one server, a short served evaluation per tau2 domain on CPU
+def test_launch_eval_on_every_tau2_domain_writes_what_tau2_scores_alike(compact_checkpoint,
+                                                                         tmp_path):
+    """`launch/eval.py --agent_url` (the tiny agent served, the same server as the user) on each
+    tau2 domain: the run completes, and tau2's data model, metrics and evaluator on the saved
+    `tau2_results.json` give our pass^1 and our per-trial rewards."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tau2.data_model.simulation import Results
+    from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
+    from tau2.metrics.agent_metrics import compute_metrics
+
+    from data_agents.domains import load
+    from data_agents.domains.tau2_adapter import to_tau2_task
+    from tests.fixtures.launch_serve import ENV, REPO, launched_server
+
+    with launched_server(compact_checkpoint, "--num_slots", "4") as url:
+        for name in ("airline", "retail", "telecom"):
+            out = tmp_path / name
+            run = subprocess.run(
+                [sys.executable, str(REPO / "launch" / "eval.py"), "--agent_url", url,
+                 "--user_url", url, "--domain", f"tau2:{name}", "--split", "test",
+                 "--max_tasks", "2", "--num_trials", "1", "--max_steps", "10",
+                 "--output_dir", str(out), "--concurrency", "4"],
+                cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+            ours = json.loads((out / "results.json").read_text())
+            results = Results.load(out / "tau2_results.json")
+            assert len(results.simulations) == 2
+            assert compute_metrics(results).pass_hat_ks[1] == pytest.approx(ours["pass^k"]["1"])
+            tasks = {t.id: to_tau2_task(t) for t in load(f"tau2:{name}").tasks("test")}
+            for sim in results.simulations:
+                reward = evaluate_simulation(sim, tasks[sim.task_id], EvaluationType.ALL,
+                                             solo_mode=False, domain=name).reward
+                assert reward == sim.reward_info.reward
