@@ -8,9 +8,9 @@ as that side (tau2 telecom's user acts on their own device), until a stop signal
 (`RolloutConfig.max_steps` / `max_errors`, the same gin knobs as RL). Rewards come from the
 domain's checker, exactly as for in-process rollouts.
 
-A request the agent server refuses (HTTP 4xx: typically a prompt longer than its context) ends
-that trial as a failed one (`max_context` / `agent_error`, reward 0); only an unreachable server
-stops the evaluation.
+A request the agent or user server refuses (HTTP 4xx: typically a prompt longer than its context)
+ends that trial as a failed one (`max_context` / `agent_error` / `user_error`, reward 0); only an
+unreachable server stops the evaluation.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from data_agents import dialogue as protocol
 from eigen_jax.eval.results import TrialLog
-from eigen_jax.rl.user_sim import UserSimulator, UserTurn, as_turn
+from eigen_jax.rl.user_sim import ContextOverflow, UserSimulator, UserTurn, as_turn
 
 _CONTEXT_WORDS = ("context", "max_len", "too long", "maximum", "length")
 
@@ -59,7 +59,16 @@ async def play_episode(client, domain, task, user: UserSimulator, *,
 
     async def user_turn(_view: list[dict[str, Any]]) -> protocol.Turn:
         turn = UserTurn(task, list(state.messages), key, user_tools, guidelines)
-        (reply,) = await asyncio.to_thread(user.respond, [turn])
+        try:
+            (reply,) = await asyncio.to_thread(user.respond, [turn])
+        except ContextOverflow as e:  # the in-process user's engine cannot hold the view
+            raise protocol.EpisodeEnd("max_context", str(e)) from None
+        except LLMHTTPError as e:  # a served user refusing this request fails this trial
+            if e.status_code >= 500:
+                raise
+            finish = refusal_finish(e.status_code, e.body)
+            raise protocol.EpisodeEnd("max_context" if finish == "max_context" else "user_error",
+                                      e.body[:500]) from None
         if reply is None:
             raise protocol.EpisodeEnd("max_context", "the user simulator's context is full")
         return as_turn(reply)

@@ -139,3 +139,26 @@ def test_served_tau2_telecom_with_a_user_acting_on_its_device(text_agent_server,
     assert (trial["finish_reason"], trial["reward"]) == ("user_stop", 1.0)
     assert len(requests) == 1 and requests[0]["tools"]
     assert [m["role"] for m in requests[0]["messages"]] == ["system", "user"]
+
+
+def test_a_user_that_cannot_answer_fails_only_its_trial(reference_agent_server, tmp_path):
+    """The in-process user's context overflow on one task ends that trial (`max_context`);
+    the others are played and scored as usual."""
+    from eigen_jax.rl.user_sim import ContextOverflow
+
+    url, _, _ = reference_agent_server
+    domain = load("outfitter", n_train=0, n_test=6)
+    tasks = domain.tasks("test")
+
+    class Overflowing(ReferenceUserSimulator):
+        def respond(self, turns):
+            if any(t.task.id == tasks[0].id and t.messages for t in turns):
+                raise ContextOverflow("user-simulator prompt of 9999 tokens exceeds max_len=64")
+            return super().respond(turns)
+
+    log = TrialLog(tmp_path / "trials.jsonl")
+    asyncio.run(evaluate_served(url, domain, tasks, Overflowing(), 1, log, check))
+    trials = {t["task_id"]: t for t in log.trials.values()}
+    assert (trials[tasks[0].id]["finish_reason"], trials[tasks[0].id]["reward"]) == \
+        ("max_context", 0.0)
+    assert all(trials[t.id]["reward"] == 1.0 for t in tasks[1:])
