@@ -9,6 +9,7 @@ import eigen_jax.train.sft  # noqa: F401  run_sft
 import eigen_jax.eval.evaluate  # noqa: F401  evaluate_checkpoint
 import eigen_jax.rl.grpo  # noqa: F401  run_grpo
 import eigen_jax.rl.rollout  # noqa: F401  RolloutConfig
+import eigen_jax.rl.task_source  # noqa: F401  TaskSource
 import eigen_jax.rl.user_sim  # noqa: F401  make_user_simulator
 import eigen_jax.rl.config  # noqa: F401  GRPOConfig
 import eigen_jax.sampling.config  # noqa: F401  SamplerConfig

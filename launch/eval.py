@@ -4,6 +4,11 @@
         --domain outfitter|tau2:airline|... --split test --num_trials 4 --output_dir OUT
         [--baseline EARLIER_OUTPUT_DIR]   # Δ pass^k vs that run, paired bootstrap over tasks
 
+Writes results.json (ours), trials.jsonl + trajectories.jsonl (resumable logs) and
+tau2_results.json (tau2-bench's Results schema: `tau2 view` and tau2's metrics read it). Episode
+limits: --max_steps / --max_errors or gin `RolloutConfig.*`; a trial whose agent request is
+refused (context overflow: HTTP 400) is scored as failed and the run goes on.
+
 The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
 temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `eval/RolloutConfig.*`, `eval/SamplerConfig.*`).
 """
@@ -33,6 +38,10 @@ flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
 flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
 flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
 flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
+flags.DEFINE_integer("max_steps", None, "episode limit: messages after the system prompt "
+                     "(default: gin RolloutConfig.max_steps); reaching it fails the trial.")
+flags.DEFINE_integer("max_errors", None, "episode limit: tool errors allowed (default: gin "
+                     "RolloutConfig.max_errors); one more fails the trial.")
 flags.DEFINE_string("baseline", None, "an earlier evaluation's --output_dir on the same tasks: "
                     "also print Δ pass^k against it with a paired-bootstrap CI "
                     "(written to OUTPUT_DIR/comparison.json).")
@@ -102,22 +111,41 @@ def main(argv):
         user = make_user_simulator("reference")
     else:
         fail(f"domain {FLAGS.domain!r} has no reference user: give --user_checkpoint or --user_url")
+    config = _rollout_config()
     if FLAGS.checkpoint:
         from eigen_jax.eval.evaluate import evaluate_checkpoint
 
         result = evaluate_checkpoint(FLAGS.checkpoint, FLAGS.output_dir, domain=FLAGS.domain,
                                      split=FLAGS.split, num_trials=FLAGS.num_trials,
                                      max_tasks=FLAGS.max_tasks, user=user,
-                                     sampler=_sampler(FLAGS.concurrency))
+                                     sampler=_sampler(FLAGS.concurrency), rollout=config)
         name = "checkpoint"
     else:
-        result, name = _eval_served(domain, user), "served"
+        result, name = _eval_served(domain, user, config), "served"
     from eigen_jax.eval.results import format_table
 
     print(format_table({name: result}))
     print(json.dumps({k: v for k, v in result.items() if k != "tasks"}, indent=1))
     if baseline is not None:
         _compare(baseline, result)
+
+
+def _rollout_config():
+    """gin's `RolloutConfig` after binding --max_steps / --max_errors into it (unset: gin's
+    value), so the in-process evaluation, which builds its own, gets the same limits."""
+    import gin
+
+    from eigen_jax import scopes
+    from eigen_jax.rl.rollout import RolloutConfig
+
+    for k in ("max_steps", "max_errors"):
+        if getattr(FLAGS, k) is not None:
+            with gin.unlock_config():
+                gin.bind_parameter(f"RolloutConfig.{k}", getattr(FLAGS, k))
+    try:
+        return scopes.configured(RolloutConfig, scopes.EVAL)
+    except ValueError as e:
+        fail(str(e))
 
 
 def _load_baseline(path: str) -> dict:
@@ -145,7 +173,7 @@ def _compare(baseline: dict, result: dict) -> None:
     print(format_comparison(rows, "baseline", "this run"))
 
 
-def _eval_served(domain, user):
+def _eval_served(domain, user, config):
     from pathlib import Path
 
     from data_agents.checkers import check
@@ -153,21 +181,30 @@ def _eval_served(domain, user):
     from eigen_jax.eval.evaluate import user_identity
     from eigen_jax.eval.results import TrialLog, summarize, write_results
     from eigen_jax.eval.served_agent import evaluate_served
+    from eigen_jax.eval.tau2_results import write_tau2_results
 
-    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity={
-        "agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model, "domain": FLAGS.domain,
-        "split": FLAGS.split, "user": user_identity(user)})
-    tasks = domain.tasks(FLAGS.split)[:FLAGS.max_tasks]
+    identity = {"agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model,
+                "domain": FLAGS.domain, "split": FLAGS.split, "user": user_identity(user),
+                "limits": str(config.limits())}
+    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity=identity)
+    trajectories = TrialLog(Path(FLAGS.output_dir) / "trajectories.jsonl", identity=identity)
+    from eigen_jax.rl.task_source import TaskSource
+
+    tasks = TaskSource().tasks(domain, FLAGS.split)[:FLAGS.max_tasks]  # gin: TaskSource.*
     try:
         asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
                                     check, concurrency=FLAGS.concurrency,
-                                    model=FLAGS.agent_model))
+                                    model=FLAGS.agent_model, limits=config.limits(),
+                                    messages_log=trajectories))
     except LLMError as e:
         fail(f"agent server unreachable or failing: {e}")
     result = summarize(log, FLAGS.domain, FLAGS.num_trials,
                        {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
                        task_ids=[t.id for t in tasks])
     write_results(FLAGS.output_dir, "served", result)
+    write_tau2_results(FLAGS.output_dir, domain, tasks, result, limits=config.limits(),
+                       agent={"llm": FLAGS.agent_model or ",".join(FLAGS.agent_url)},
+                       user=identity["user"])
     return result
 
 

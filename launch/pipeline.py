@@ -169,7 +169,8 @@ def _train_tokenizer(ctx: RunContext, vocab_size, split_digits, isolate_spaces) 
                         continue
                     yield r.policy
                     yield json.dumps(r.tools)
-                    yield views.user_system_prompt(r.task)
+                    yield views.user_system_prompt(
+                        r.task, views.user_guidelines(r.domain, r.user_tools))
                     for m in r.messages:
                         yield m["content"]
                         for c in m.get("tool_calls", []):

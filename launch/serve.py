@@ -1,5 +1,5 @@
 """Serve a checkpoint: `python launch/serve.py --checkpoint DIR [--host 127.0.0.1 --port 30000]
-[--num_slots 8] [--max_len 4096]`.
+[--num_slots 8] [--max_len N]` (default: the model's context).
 
 Routes: POST /generate (SGLang native), POST /v1/chat/completions (OpenAI, with tools),
 GET /v1/models, /health, /get_model_info. With `--export_only` it writes the checkpoint for
@@ -21,12 +21,13 @@ flags.DEFINE_string("host", "127.0.0.1", "interface to bind (127.0.0.1: this mac
 flags.DEFINE_integer("port", 30000, "port to listen on.", lower_bound=1, upper_bound=65535)
 flags.DEFINE_integer("num_slots", 8, "requests decoded together (KV-cache rows).",
                      lower_bound=1)
-flags.DEFINE_integer("max_len", 4096, "tokens per request: prompt + generation.",
-                     lower_bound=2)
+flags.DEFINE_integer("max_len", None, "tokens per request: prompt + generation (default: the "
+                     "model's context, config.json max_position_embeddings).", lower_bound=2)
 flags.DEFINE_string("served_model_name", None, "model id in /v1/models (default: dir name).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                   "weights/activations dtype (default: the checkpoint's).")
-flags.DEFINE_enum("tool_parser", "hermes", ["hermes", "llama3_json"], "tool-call format.")
+flags.DEFINE_enum("tool_parser", None, ["hermes", "llama3_json"], "tool-call format (default: "
+                  "the checkpoint's prompt_format.json, else hermes).")
 flags.DEFINE_string("platform", None, "force a JAX platform (cpu, gpu, tpu).")
 flags.DEFINE_bool("export_only", False, "export for SGLang and print launch commands; no serving.")
 flags.DEFINE_string("export_dir", None, "where --export_only writes (default: DIR-sglang).")
@@ -41,7 +42,8 @@ def _export() -> None:
     out = FLAGS.export_dir or FLAGS.checkpoint.rstrip("/") + "-sglang"
     files = export_checkpoint(FLAGS.checkpoint, out, FLAGS.dtype)
     print(f"exported {len(files)} files to {os.path.abspath(out)}")
-    for name, command in sglang_commands(out, FLAGS.host, FLAGS.port, FLAGS.tool_parser,
+    parser = FLAGS.tool_parser or "hermes"
+    for name, command in sglang_commands(out, FLAGS.host, FLAGS.port, parser,
                                          FLAGS.tp_size).items():
         print(f"# {name}\n{command}")
 

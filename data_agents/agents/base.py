@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from data_agents import dialogue as protocol
 from data_agents.agents.parsing import Attribution, StageFailure
 from data_agents.llm.errors import LLMHTTPError, LLMResponseError
 
@@ -51,20 +52,7 @@ async def chat(llm: ChatLLM, messages: list[dict], *, stage: str, sampling: Samp
         raise StageFailure(stage, "llm_error", str(e)[:500], attribution) from None
 
 
-def to_wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Record-format messages (`tool_calls: [{id, name, arguments: dict}]`) → OpenAI wire format
-    (`tool_calls: [{id, type, function: {name, arguments: JSON string}}]`)."""
-    out = []
-    for m in messages:
-        w = {"role": m["role"], "content": m.get("content") or ""}
-        if m.get("tool_calls"):
-            w["tool_calls"] = [{"id": c["id"], "type": "function",
-                                "function": {"name": c["name"], "arguments": dumps(c["arguments"])}}
-                               for c in m["tool_calls"]]
-        if m.get("tool_call_id"):
-            w["tool_call_id"] = m["tool_call_id"]
-        out.append(w)
-    return out
+to_wire = protocol.to_wire  # the one wire format (data_agents.dialogue)
 
 
 def tool_list(schemas: list[dict[str, Any]]) -> str:

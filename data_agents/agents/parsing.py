@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar
 
 import pydantic
 
+from data_agents.dialogue import Call
+
 Attribution = Literal["task", "trajectory"]
 M = TypeVar("M", bound=pydantic.BaseModel)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -125,17 +127,7 @@ def schema_errors(err: pydantic.ValidationError, limit: int = 4) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-@dataclasses.dataclass(frozen=True)
-class ParsedCall:
-    """A tool call from a chat completion; `error` is set when its arguments were unusable."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any]
-    error: str | None = None
-
-    def to_message_call(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+ParsedCall = Call  # the protocol's tool call (data_agents.dialogue)
 
 
 def parse_tool_calls(message: Any, prefix: str = "call") -> list[ParsedCall]:

@@ -135,7 +135,7 @@ async def synthesize_task(llm: ChatLLM, domain: Domain, plan: dict[str, Any], pr
             messages.append({"role": "assistant", "content": message.content or ""})
             return SynthResult(task, messages, n_calls)
         messages.append({"role": "assistant", "content": message.content or "",
-                         "tool_calls": [c.to_message_call() for c in calls]})
+                         "tool_calls": [c.record() for c in calls]})
         for c in calls:
             n_calls += 1
             if c.error:

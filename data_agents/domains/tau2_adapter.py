@@ -28,8 +28,8 @@ _tau2_logger.disable("tau2")
 from tau2.data_model import message as tau2_message  # noqa: E402
 from tau2.data_model import tasks as tau2_tasks  # noqa: E402
 from tau2.registry import registry as tau2_registry  # noqa: E402
-from tau2.user.user_simulator import get_global_user_sim_guidelines  # noqa: E402
 
+from data_agents.dialogue import user_guidelines  # noqa: E402
 from data_agents.domains.base import Domain  # noqa: E402
 from data_agents.domains.task import EnvAssertion, Requestor, Task  # noqa: E402
 from data_agents.env import Environment, ToolResult  # noqa: E402
@@ -83,6 +83,24 @@ def to_tau2_messages(transcript: Sequence[dict[str, Any]]) -> list[tau2_message.
                 error=bool(msg.get("error", False))))
         else:
             raise ValueError(f"message {i}: unknown role {role!r} (system/user/assistant/tool)")
+    return out
+
+
+def from_tau2_messages(messages: Sequence[tau2_message.Message]) -> list[dict[str, Any]]:
+    """tau2 messages (a `SimulationRun`'s) -> our dialogue messages (system messages dropped),
+    so our checker can score trajectories tau2's runner played."""
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        if isinstance(msg, tau2_message.MultiToolMessage):
+            out += from_tau2_messages(msg.tool_messages)
+        elif msg.role in ("assistant", "user"):
+            m: dict[str, Any] = {"role": msg.role, "content": msg.content or ""}
+            if msg.tool_calls:
+                m["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                                   for c in msg.tool_calls]
+            out.append(m)
+        elif msg.role == "tool":
+            out.append({"role": "tool", "content": msg.content or "", "tool_call_id": msg.id})
     return out
 
 
@@ -185,7 +203,7 @@ class Tau2Domain(Domain):
         self.name = name
         self.policy = _pristine(name)[4]
         # tau2's user-simulator guidelines (the tool-using variant where the user has tools).
-        self.user_policy = get_global_user_sim_guidelines(use_tools=_pristine(name)[3] is not None)
+        self.user_policy = user_guidelines(name, has_user_tools=_pristine(name)[3] is not None)
 
     def splits(self) -> list[str]:
         return sorted(_task_splits(self.name))

@@ -4,7 +4,8 @@ The user simulator is trained (user-SFT) and sampled (RL rollouts) as the "assis
 conversation: its system prompt is the task's user scenario, the agent's messages arrive as "user"
 messages, and its own messages are the "assistant" turns it learns to produce. Tool calls and tool
 results of the agent are invisible to the user (they are not in the flipped view); in dual control
-(tau2 telecom) the user's own tool calls and their results stay, as the user's tool use.
+(tau2 telecom) the user's own tool calls and their results stay, as the user's tool use. The views,
+stop signals and the user's system prompt are `data_agents.dialogue`'s (one protocol everywhere).
 """
 from __future__ import annotations
 
@@ -13,49 +14,36 @@ from typing import Any, Sequence
 
 import gin
 
-STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+from data_agents import dialogue as protocol
 
-USER_GUIDELINES = """You are playing a customer who contacts a customer-service agent.
-Follow your instructions below. Reveal information only when the agent needs it, one request at a
-time, and never invent facts that are not in your instructions. Answer the agent's questions
-truthfully from your instructions. When your goal is met, or the agent cannot help you, end the
-conversation by writing ###STOP### alone. If you are transferred to a human, write ###TRANSFER###.
-If the agent's request is outside your instructions, write ###OUT-OF-SCOPE###."""
+STOP_TOKENS = tuple(protocol.STOP_SIGNALS)  # tau2's, from the one dialogue protocol
+USER_GUIDELINES = protocol.DEFAULT_USER_GUIDELINES
+scenario_text = protocol.scenario_text
 
 
-def scenario_text(task: dict[str, Any]) -> str:
-    """The user scenario of a tau2-format task as the simulator's instructions."""
-    scen = task.get("user_scenario") or {}
-    instr = scen.get("instructions")
-    parts = []
-    if scen.get("persona"):
-        parts.append(f"Persona: {scen['persona']}")
-    if isinstance(instr, dict):
-        for key, title in (("reason_for_call", "Reason for call"), ("known_info", "Known info"),
-                           ("unknown_info", "Unknown info"),
-                           ("task_instructions", "Task instructions")):
-            if instr.get(key):
-                parts.append(f"{title}: {instr[key]}")
-    elif instr:
-        parts.append(str(instr))
-    return "\n".join(parts)
+def user_guidelines(domain: str = "", user_tools: Any = None) -> str:
+    """The domain's user guidelines (tau2's own for tau2 domains), as the rollouts use them."""
+    return protocol.user_guidelines(domain or "", bool(user_tools))
 
 
 def user_system_prompt(task: dict[str, Any], guidelines: str = USER_GUIDELINES) -> str:
-    return f"{guidelines}\n\n# Your instructions\n{scenario_text(task)}"
+    return protocol.user_system_prompt(task, guidelines)
+
+
+COMPACT_SYSTEM = "You are a customer-service agent. Follow the policy."
 
 
 @gin.configurable
 def agent_prompt(policy: str, tools: Any, mode: str = "full",
-                 compact_system: str = "You are a customer-service agent. Follow the policy.",
-                 ) -> tuple[str, list[dict[str, Any]] | None]:
+                 compact_system: str = COMPACT_SYSTEM) -> tuple[str, list[dict[str, Any]] | None]:
     """(system prompt, tool schemas for the template) the agent is trained and sampled with.
 
     `full` (default): the domain policy and every tool schema, as tau2 gives them. `compact`: a
     one-line system prompt and no tool listing — for tiny CPU models, where a constant prefix of
     thousands of tokens would dominate compute while carrying nothing a model that is trained on
     the domain's own dialogues needs. SFT data and RL rollouts must use the same mode (both call
-    this function, so one gin binding sets both).
+    this function, so one gin binding sets both). Exported checkpoints record the mode
+    (`prompt_format.json`) so the server renders requests the same way.
     """
     if mode == "full":
         return policy, tools_json(tools) or None
@@ -72,43 +60,15 @@ def agent_messages(messages: Sequence[dict[str, Any]], system: str) -> list[dict
 
 def user_messages(messages: Sequence[dict[str, Any]], task: dict[str, Any],
                   guidelines: str = USER_GUIDELINES) -> list[dict[str, Any]]:
-    """The user simulator's role-flipped view (consecutive same-role texts are merged)."""
-    out: list[dict[str, Any]] = [{"role": "system",
-                                  "content": user_system_prompt(task, guidelines)}]
-    user_call_ids: set[str] = set()
-    for m in messages:
-        role = m["role"]
-        if role == "system":
-            continue
-        if role == "user":
-            msg: dict[str, Any] = {"role": "assistant", "content": m.get("content", "")}
-            if m.get("tool_calls"):
-                msg["tool_calls"] = [dict(c) for c in m["tool_calls"]]
-                user_call_ids.update(str(c["id"]) for c in m["tool_calls"])
-            out.append(msg)
-        elif role == "assistant":
-            if m.get("content"):
-                _append_text(out, "user", m["content"])
-        elif role == "tool" and str(m.get("tool_call_id")) in user_call_ids:
-            out.append({"role": "tool", "content": m.get("content", ""),
-                        "tool_call_id": m["tool_call_id"]})
-    return out
-
-
-def _append_text(out: list[dict[str, Any]], role: str, text: str) -> None:
-    last = out[-1]
-    if last["role"] == role and not last.get("tool_calls"):
-        last["content"] = f"{last['content']}\n{text}" if last.get("content") else text
-    else:
-        out.append({"role": role, "content": text})
+    """The user simulator's role-flipped view (`data_agents.dialogue.user_view`: tau2's greeting
+    first, the user's own tool calls and results kept, consecutive agent texts merged)."""
+    return protocol.user_view([m for m in messages if m["role"] != "system"],
+                              user_system_prompt(task, guidelines))
 
 
 def is_stop(text: str) -> str | None:
-    """The stop token a user message carries, if any."""
-    for tok in STOP_TOKENS:
-        if tok in text:
-            return tok
-    return None
+    """The stop token a message carries, if any."""
+    return protocol.stop_signal(text)
 
 
 def tools_json(tools: Any) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ def render_for_objective(chat: ChatTemplate, dialogue: dict[str, Any],
         system, tools = views.agent_prompt(dialogue.get("policy", ""), dialogue.get("tools"))
         return render_dialogue(chat, views.agent_messages(dialogue["messages"], system), tools)
     if objective == "user":
-        msgs = views.user_messages(dialogue["messages"], dialogue.get("task", {}))
+        guidelines = views.user_guidelines(dialogue.get("domain", ""), dialogue.get("user_tools"))
+        msgs = views.user_messages(dialogue["messages"], dialogue.get("task", {}), guidelines)
         return render_dialogue(chat, msgs, dialogue.get("user_tools") or None)
     raise ValueError(f"unknown SFT objective {objective!r}; expected one of {OBJECTIVES}")
 

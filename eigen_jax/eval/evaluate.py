@@ -27,7 +27,9 @@ from eigen_jax import models, multihost, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.eval.results import TrialLog, summarize, write_results
+from eigen_jax.eval.tau2_results import write_tau2_results
 from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker, make_jobs
+from eigen_jax.rl.task_source import TaskSource
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling.config import SamplerConfig
 
@@ -61,7 +63,8 @@ def user_identity(user: UserSimulator) -> dict[str, Any]:
 
 
 def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log: TrialLog,
-               chunk_episodes: int = 64, seed: int = 0) -> None:
+               chunk_episodes: int = 64, seed: int = 0,
+               trajectories: TrialLog | None = None) -> None:
     """Play this process's (task, trial) jobs not yet in `log`, `chunk_episodes` at a time,
     logging each chunk. The seed is the same for every chunk: each episode's sampling seed comes
     from its job (`rollout`), so neither chunking nor the process split changes it."""
@@ -70,6 +73,9 @@ def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log
     for start in range(0, len(jobs), chunk_episodes):
         chunk = jobs[start:start + chunk_episodes]
         episodes = worker.run(chunk, seed=seed)
+        if trajectories is not None:  # before the trial log: a logged trial has its transcript
+            trajectories.add({"task_id": ep.task_id, "trial": job.sample_index,
+                              "messages": ep.messages} for ep, job in zip(episodes, chunk))
         log.add(trial_record(ep, job.sample_index) for ep, job in zip(episodes, chunk))
         logging.info("eval: %d/%d episodes", start + len(chunk), len(jobs))
 
@@ -80,8 +86,11 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
                         user: UserSimulator | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
                         seed: int = 0, domain_kwargs: dict[str, Any] | None = None,
                         name: str = "agent", sampler: SamplerConfig | None = None,
-                        rollout: RolloutConfig | None = None) -> dict[str, Any]:
-    """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png under `output_dir`.
+                        rollout: RolloutConfig | None = None,
+                        task_source: TaskSource | None = None) -> dict[str, Any]:
+    """Evaluate `agent_hf_dir` on `split` (of `task_source`: the domain's tasks by default);
+    writes results.json + pass_k.png + tau2_results.json (tau2's Results schema, from
+    trajectories.jsonl) under `output_dir`.
 
     `sampler` sizes the agent's engine and `rollout` sets the episode limits and sampling; both
     default to their gin-bound configs in the gin scope `eval` (unscoped bindings are GRPO's
@@ -93,7 +102,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     if not Path(agent_hf_dir, "config.json").exists():
         raise FileNotFoundError(f"no HF checkpoint (config.json) in {agent_hf_dir}")
     dom = load(domain, **(domain_kwargs or {}))
-    tasks = dom.tasks(split)[:max_tasks]
+    tasks = (task_source or TaskSource()).tasks(dom, split)[:max_tasks]
     # one process: the gin mesh; several: each samples on its own devices
     mesh = (shd.make_mesh(mesh_shape) if jax.process_count() == 1 else
             shd.make_mesh((1, -1, 1), devices=jax.local_devices()))
@@ -110,8 +119,10 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     log_name = ("trials.jsonl" if count == 1 else
                 f"trials.process_{jax.process_index()}_of_{count}.jsonl")
     log = TrialLog(Path(output_dir) / log_name, identity=identity)
+    trajectories = TrialLog(Path(output_dir) / log_name.replace("trials", "trajectories"),
+                            identity=identity)
     t0 = time.perf_counter()
-    run_trials(worker, tasks, num_trials, log, seed=seed)
+    run_trials(worker, tasks, num_trials, log, seed=seed, trajectories=trajectories)
     records = [t for part in multihost.allgather_json(list(log.trials.values())) for t in part]
     seconds = round(time.perf_counter() - t0, 1)
 
@@ -123,6 +134,8 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
                             "seconds": seconds, "processes": count},
                            task_ids=[t.id for t in tasks])
         write_results(output_dir, name, result)
+        write_tau2_results(output_dir, dom, tasks, result, limits=config.limits(),
+                           agent={"llm": agent_hf_dir}, user=identity["user"], seed=seed)
         return result
 
     return multihost.primary_first("evaluation", summarise_all)

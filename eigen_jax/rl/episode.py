@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from data_agents import dialogue as protocol
 from data_agents.checkers.verdict import Verdict
 
-# Why an episode ended. The first two are natural ends that the checker scores; the others are
-# limits or failures and score 0 without asking the checker.
-FINISH_REASONS = ("user_stop", "agent_stop", "max_steps", "max_errors", "max_context",
-                  "turn_truncated")
-SCORED_FINISHES = ("user_stop", "agent_stop")
+# Why an episode ended (the dialogue protocol's ends): natural ends the checker scores; limits
+# and protocol errors score 0 without asking the checker.
+FINISH_REASONS = protocol.SCORED_FINISHES + protocol.LIMIT_FINISHES
+SCORED_FINISHES = protocol.SCORED_FINISHES
 
 
 @dataclasses.dataclass

@@ -36,6 +36,7 @@ from eigen_jax.rl import multiprocess as mproc
 from eigen_jax.rl.config import GRPOConfig
 from eigen_jax.rl.learner import GRPOLearner
 from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
+from eigen_jax.rl.task_source import TaskSource
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling.config import SamplerConfig
 from eigen_jax.train.checkpoint import check_counts
@@ -132,7 +133,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              rollout: RolloutConfig | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
              grad_accum_steps: int = 1, checkpoint_every: int = 10, keep_checkpoints: int = 2,
              seed: int = 0, export_hf: bool = True, log_every: int = 1, checker: Any = None,
-             save_episodes: bool = False) -> dict[str, Any]:
+             save_episodes: bool = False,
+             task_source: TaskSource | None = None) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -141,8 +143,10 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     temperature) default to their gin-bound configs (the latter two in the gin scope `grpo`).
     `domain`: a registry name or a `Domain`; `user`: "reference" | "model" (in-process, from
     `user_hf_dir`, sized by the gin scope `user/SamplerConfig`) | "served" (at `user_urls`) or a
-    `UserSimulator`; `checker`: defaults to `data_agents.checkers.check`. `seed`: the task order and the rollouts' sampling seeds.
-    `save_episodes`: pickle each process's kept groups per step under `workdir/episodes`.
+    `UserSimulator`; `checker`: defaults to `data_agents.checkers.check`. `seed`: the task
+    order and the rollouts' sampling seeds. `save_episodes`: pickle each process's kept groups
+    per step under `workdir/episodes`. `task_source`: the domain's `train_split` or a published
+    dataset's synthesised tasks (`rl.task_source`).
     """
     algorithm = algorithm or GRPOConfig()
     sampler = sampler or scopes.configured(SamplerConfig, scopes.GRPO)
@@ -162,7 +166,7 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     domain = _load_domain(domain)
     worker = RolloutWorker(engine, chat, domain, _user(user, user_hf_dir, user_urls, sample_mesh),
                            rollout, checker=checker)
-    stream = TaskStream(domain.tasks(train_split), seed)
+    stream = TaskStream((task_source or TaskSource()).tasks(domain, train_split), seed)
     loop = TrainLoop(workdir, num_steps, metrics_prefix="grpo/",
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                      log_every=log_every, console_keys=CONSOLE_KEYS)

@@ -26,11 +26,12 @@ import numpy as np
 from flax import nnx
 
 import gin
+from data_agents import dialogue as protocol
 from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl.episode import SCORED_FINISHES, Episode
-from eigen_jax.rl.user_sim import UserSimulator, UserTurn, as_user_simulator
+from eigen_jax.rl.user_sim import UserSimulator, UserTurn, as_turn, as_user_simulator
 from eigen_jax.sampling import Engine, SamplingParams
 
 
@@ -58,6 +59,10 @@ class RolloutConfig:
                 raise ValueError(f"RolloutConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_errors < 0:
             raise ValueError(f"RolloutConfig.max_errors must be >= 0, got {self.max_errors}")
+
+    def limits(self) -> protocol.Limits:
+        """The episode limits as the dialogue protocol applies them (served evaluation too)."""
+        return protocol.Limits(self.max_steps, self.max_errors)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,36 +94,53 @@ def sync_engine_params(engine: Engine, graphdef, params, rest) -> None:
 
 
 class _Live:
-    """One running episode: its conversation, environment and counters (a small state machine)."""
+    """One running episode: the agent's token conversation beside the protocol's `Dialogue`.
+
+    The `Dialogue` (data_agents' one protocol) owns the shared transcript, tool execution (the
+    user's calls run as the user), limits and stop signals; the `Conversation` holds the agent's
+    view as tokens (append-only, so the engine session keeps its KV cache between turns).
+    """
 
     def __init__(self, job: EpisodeJob, session: Hashable, env, chat: ChatTemplate, system: str,
                  tools, config: RolloutConfig):
-        self.job, self.session, self.env, self.config = job, session, env, config
+        self.job, self.session, self.config = job, session, config
+        self.system = system
         self.conv = Conversation.start(chat, [{"role": "system", "content": system}], tools)
+        self.dialogue = protocol.Dialogue(env, config.limits())
         self.sent = 0                      # conversation ids the engine session already holds
         self.turns: list[tuple[int, int]] = []
         self.logprobs: list[np.ndarray] = []
-        self.steps = self.errors = 0
-        self.finish: str | None = None
         self.key = f"{job.task.id}/{job.group_id}/{job.sample_index}"
 
+    @property
+    def env(self):
+        return self.dialogue.env
+
+    @property
+    def errors(self) -> int:
+        return self.dialogue.errors
+
+    @property
+    def finish(self) -> str | None:
+        return self.dialogue.finish
+
+    def end(self, finish: str) -> None:
+        self.dialogue.end(finish)
+
     def transcript(self) -> list[dict[str, Any]]:
-        return self.conv.messages
+        return [{"role": "system", "content": self.system}] + self.dialogue.messages
 
-    def user_turn(self) -> UserTurn:
-        return UserTurn(self.job.task, [m for m in self.transcript() if m["role"] != "system"],
-                        self.key)
+    def user_turn(self, tools=(), guidelines: str = protocol.DEFAULT_USER_GUIDELINES) -> UserTurn:
+        return UserTurn(self.job.task, list(self.dialogue.messages), self.key, tuple(tools),
+                        guidelines)
 
-    def _count(self, n: int = 1) -> None:
-        self.steps += n
-        if self.finish is None and self.steps >= self.config.max_steps:
-            self.finish = "max_steps"
-
-    def add_user(self, text: str) -> None:
-        self.conv.append_messages([{"role": "user", "content": text}])
-        if views.is_stop(text):
-            self.finish = "user_stop"
-        self._count()
+    def add_user(self, reply) -> str | None:
+        """Record the user's turn; returns who speaks next ("user" after its own tool calls)."""
+        turn = as_turn(reply)
+        nxt = self.dialogue.add("user", turn)
+        if turn.content:  # the agent sees the user's words, never its tool calls or results
+            self.conv.append_messages([{"role": "user", "content": turn.content}])
+        return nxt
 
     def add_policy(self, ids: np.ndarray, logprobs: np.ndarray, finish_reason: str) -> str:
         """Record a sampled turn and act on it; returns 'tool', 'user' or 'done'."""
@@ -127,30 +149,22 @@ class _Live:
         self.turns.append((start, start + len(ids)))
         self.logprobs.append(np.asarray(logprobs, np.float32))
         self.sent = len(self.conv)
-        self._count()
+        calls = [protocol.Call(c.id, c.name, c.arguments) for c in parsed.tool_calls]
+        calls += [protocol.Call(f"parse_error_{len(self.turns)}_{k}", "invalid_tool_call", {},
+                                err.to_tool_message()) for k, err in enumerate(parsed.errors)]
+        turn = protocol.Turn(parsed.content, tuple(calls))
         if finish_reason != "stop":      # cut off by max_new_tokens / the cache: nothing follows
-            self.finish = self.finish or "turn_truncated"
+            self.dialogue.add_truncated("assistant", parsed.content)
             return "done"
-        results = []
-        for call in parsed.tool_calls:
-            out = self.env.call(call.name, call.arguments, "assistant")
-            self.errors += int(out.error)
-            results.append({"role": "tool", "content": out.content, "tool_call_id": call.id,
-                            "name": call.name})
-        for k, err in enumerate(parsed.errors):
-            self.errors += 1
-            results.append({"role": "tool", "content": err.to_tool_message(),
-                            "tool_call_id": f"parse_error_{len(self.turns)}_{k}"})
+        n = len(self.dialogue.messages)
+        nxt = self.dialogue.add("assistant", turn)
+        names = {c.id: c.name for c in calls}
+        results = [{**m, "name": names[m["tool_call_id"]]} for m in self.dialogue.messages[n + 1:]]
         if results:  # all results of one assistant turn in one append (templates may merge them)
             self.conv.append_messages(results)
-            self._count(len(results))
-        if self.finish is None and self.errors > self.config.max_errors:
-            self.finish = "max_errors"
-        if self.finish is None and views.is_stop(parsed.content):
-            self.finish = "agent_stop"
-        if self.finish is not None:
+        if nxt is None:
             return "done"
-        return "tool" if results else "user"
+        return "tool" if nxt == "assistant" else "user"
 
     def episode(self, reward: float, verdict) -> Episode:
         tokens = np.asarray(self.conv.tokens, np.int32)
@@ -160,7 +174,7 @@ class _Live:
             mask[s:e], lps[s:e] = True, lp
         return Episode(str(self.job.task.id), self.job.group_id, self.job.sample_index, tokens,
                        mask, lps, list(self.turns), reward, self.finish, self.transcript(),
-                       verdict, self.errors)
+                       verdict, self.dialogue.errors)
 
 
 class RolloutWorker:
@@ -178,8 +192,10 @@ class RolloutWorker:
         self.user = as_user_simulator(user)
         self.config = config or RolloutConfig()
         self.checker = checker or default_checker()
-        self.system, self.tools = views.agent_prompt(
-            domain.policy, domain.make_env().tools_schema("assistant"))
+        env = domain.make_env()
+        self.system, self.tools = views.agent_prompt(domain.policy, env.tools_schema("assistant"))
+        self.user_tools = tuple(env.tools_schema("user"))
+        self.user_guidelines = protocol.user_guidelines(domain.name, bool(self.user_tools))
         self.params = SamplingParams(temperature=self.config.temperature, top_k=self.config.top_k,
                                      top_p=self.config.top_p,
                                      max_new_tokens=self.config.max_new_tokens,
@@ -202,7 +218,8 @@ class RolloutWorker:
             # episodes waiting for their user do not hold the policy's other episodes back.
             t = time.perf_counter()
             if waiting_user:
-                turns = [s.user_turn() for s in waiting_user]
+                turns = [s.user_turn(self.user_tools, self.user_guidelines)
+                         for s in waiting_user]
                 asked.update((id(turn), s) for turn, s in zip(turns, waiting_user))
                 self.user.submit(turns)
                 waiting_user = []
@@ -211,9 +228,10 @@ class RolloutWorker:
             for turn, text in answered:
                 s = asked.pop(id(turn))
                 if text is None:  # the user model's context is full: a limit finish, reward 0
-                    s.finish = s.finish or "max_context"
-                else:
-                    s.add_user(text)
+                    s.end("max_context")
+                elif s.add_user(text) == "user":  # after its own tool calls the user goes on
+                    waiting_user.append(s)
+                    continue
                 self._continue(s, seed)
             if self.engine.has_work():
                 for c in self.engine.step():
@@ -239,7 +257,7 @@ class RolloutWorker:
         if s.finish is None:
             prompt = s.conv.generation_prompt()
             if len(prompt) >= self.engine.max_len - 1:
-                s.finish = "max_context"
+                s.end("max_context")
             else:
                 row_seed = zlib.crc32(f"{self.config.seed}/{seed}/{s.key}".encode())
                 self.engine.submit(s.session, prompt[s.sent:], self.params, row_seed)

@@ -7,8 +7,11 @@ on its own sampling `Engine` (no server needed, CPU quickstart), behind an SGLan
 user. Every backend answers a *batch* of pending user turns at once, so a model user decodes all of
 them in one continuously batched engine pass.
 
-A model user is always sampled on `views.user_messages(messages, task)`, the role-flipped view it
-was trained on (user-SFT renders exactly that view).
+A model user is always sampled on `views.user_messages(messages, task, guidelines)`, the
+role-flipped view it was trained on (user-SFT renders exactly that view), with the user's own
+tools (tau2 telecom's dual control). A reply is a `data_agents.dialogue.Turn` (text and tool
+calls; a backend may also answer a plain string); the rollout runs the user's calls in the
+environment as the user.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+from data_agents import dialogue as protocol
 from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation
 from eigen_jax.chat.template import ChatTemplate
@@ -36,6 +40,17 @@ class UserTurn:
     task: Any  # data_agents.domains.Task
     messages: list[dict[str, Any]]
     key: str = ""  # stable per episode: seeds sampling backends reproducibly
+    tools: tuple[dict[str, Any], ...] = ()  # the user's own tool schemas (dual control)
+    guidelines: str = protocol.DEFAULT_USER_GUIDELINES  # the domain's (tau2's for tau2 domains)
+
+    def view(self) -> list[dict[str, Any]]:
+        """The role-flipped view the user model is sampled on."""
+        return views.user_messages(self.messages, _task_dict(self.task), self.guidelines)
+
+
+def as_turn(reply: Any) -> protocol.Turn:
+    """A backend's reply as a `Turn` (a plain string is text without tool calls)."""
+    return reply if isinstance(reply, protocol.Turn) else protocol.Turn(str(reply).strip())
 
 
 class UserSimulator(abc.ABC):
@@ -49,15 +64,15 @@ class UserSimulator(abc.ABC):
     _answered: list[tuple[UserTurn, str]] = []  # replaced per instance by the first `submit`
 
     @abc.abstractmethod
-    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
-        """Reply texts; a reply containing a `views.STOP_TOKENS` entry ends the episode."""
+    def respond(self, turns: Sequence[UserTurn]) -> list[protocol.Turn | str]:
+        """Replies (`Turn` or text); a text with a stop signal and no tool call ends the episode."""
 
     def submit(self, turns: Sequence[UserTurn]) -> None:
         """Queue pending turns; their replies come back from later `poll` calls."""
         if turns:
             self._answered = self._answered + list(zip(turns, self.respond(turns)))
 
-    def poll(self) -> list[tuple[UserTurn, str | None]]:
+    def poll(self) -> list[tuple[UserTurn, protocol.Turn | str | None]]:
         """Advance the backend; return (turn, reply) for the turns answered since the last call;
         reply None: the simulator cannot answer (its context is full) and the episode ends."""
         out, self._answered = self._answered, []
@@ -74,7 +89,7 @@ class _RespondOnly(UserSimulator):
     def __init__(self, user: Any):
         self.user = user
 
-    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+    def respond(self, turns: Sequence[UserTurn]) -> list[protocol.Turn | str]:
         return list(self.user.respond(turns))
 
 
@@ -151,8 +166,8 @@ class ModelUserSimulator(UserSimulator):
         return sim
 
     def _request(self, turn: UserTurn) -> Request:
-        flipped = views.user_messages(turn.messages, _task_dict(turn.task))
-        prompt = Conversation.start(self.chat, flipped).generation_prompt()
+        prompt = Conversation.start(self.chat, turn.view(),
+                                    list(turn.tools) or None).generation_prompt()
         if len(prompt) > self.engine.max_len - 1:
             raise ContextOverflow(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
                                   f"user engine's max_len={self.engine.max_len}; raise max_len")
@@ -160,10 +175,16 @@ class ModelUserSimulator(UserSimulator):
         return Request(("user", self._calls), prompt, self.params,
                        _seed(turn.key, len(turn.messages), self.seed))
 
-    def _reply(self, completion) -> str:
-        return self.chat.parse(completion.token_ids).content.strip()
+    def _reply(self, completion) -> protocol.Turn:
+        """The sampled user turn; malformed tool calls come back as calls with an error."""
+        parsed = self.chat.parse(completion.token_ids)
+        calls = [protocol.Call(c.id or f"user_call_{self._calls}_{i}", c.name, c.arguments)
+                 for i, c in enumerate(parsed.tool_calls)]
+        calls += [protocol.Call(f"user_error_{self._calls}_{i}", "invalid_tool_call", {},
+                                e.to_tool_message()) for i, e in enumerate(parsed.errors)]
+        return protocol.Turn(parsed.content.strip(), tuple(calls))
 
-    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+    def respond(self, turns: Sequence[UserTurn]) -> list[protocol.Turn]:
         if not turns:
             return []
         return [self._reply(c) for c in self.engine.run([self._request(t) for t in turns])]
@@ -180,7 +201,7 @@ class ModelUserSimulator(UserSimulator):
             self._pending[r.session_id] = turn
             self.engine.submit(r.session_id, r.token_ids, r.params, r.seed)
 
-    def poll(self) -> list[tuple[UserTurn, str | None]]:
+    def poll(self) -> list[tuple[UserTurn, protocol.Turn | None]]:
         """One engine step: admit/prefill queued turns, decode up to `steps_per_sync` tokens."""
         out, self._overflowed = self._overflowed, []
         if self.engine.has_work():
@@ -206,19 +227,21 @@ class ServedUserSimulator(UserSimulator):
         self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
         self.client_kwargs = dict(client_kwargs or {})
 
-    def respond(self, turns: Sequence[UserTurn]) -> list[str]:
+    def respond(self, turns: Sequence[UserTurn]) -> list[protocol.Turn]:
         return asyncio.run(self._respond(list(turns))) if turns else []
 
-    async def _respond(self, turns: list[UserTurn]) -> list[str]:
+    async def _respond(self, turns: list[UserTurn]) -> list[protocol.Turn]:
         from data_agents.llm import LLMClient
 
         async with LLMClient(self.urls, model=self.model, **self.client_kwargs) as client:
-            async def one(turn: UserTurn) -> str:
-                flipped = views.user_messages(turn.messages, _task_dict(turn.task))
-                out = await client.chat(flipped, temperature=self.temperature,
+            async def one(turn: UserTurn) -> protocol.Turn:
+                out = await client.chat(protocol.to_wire(turn.view()),
+                                        tools=list(turn.tools) or None,
+                                        temperature=self.temperature,
                                         max_tokens=self.max_tokens, use_cache=False,
                                         seed=_seed(turn.key, len(turn.messages), self.seed))
-                return (out.choices[0].message.content or "").strip()
+                return protocol.turn_from_message(out.choices[0].message,
+                                                  prefix=f"user_{turn.key}_{len(turn.messages)}")
 
             return list(await asyncio.gather(*(one(t) for t in turns)))
 
@@ -243,4 +266,4 @@ def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
 
 
 __all__ = ["ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
-           "UserTurn", "as_user_simulator", "make_user_simulator"]
+           "UserTurn", "as_turn", "as_user_simulator", "make_user_simulator"]

@@ -23,13 +23,14 @@ from eigen_jax.chat.messages import MessageError
 from eigen_jax.chat.template import TemplateError
 from eigen_jax.serve import protocol
 from eigen_jax.serve.engine_loop import EngineFailure, RequestError
-from eigen_jax.serve.server import BadRequest, ModelServer
+from eigen_jax.serve.server import BadRequest, ContextLengthExceeded, ModelServer
 
 
-def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+def _error(status: int, message: str, kind: str, param: str | None = None,
+           code: str | int | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={
         "object": "error", "message": message, "type": kind, "code": status,
-        "error": {"message": message, "type": kind, "param": param, "code": status}})
+        "error": {"message": message, "type": kind, "param": param, "code": code or status}})
 
 
 def _describe(err: dict[str, Any]) -> tuple[str, str | None]:
@@ -57,6 +58,11 @@ def create_app(server: ModelServer) -> fastapi.FastAPI:
         described = [_describe(e) for e in exc.errors()]
         message = "; ".join(dict.fromkeys(m for m, _ in described))
         return _error(400, message, "invalid_request_error", described[0][1] if described else None)
+
+    @app.exception_handler(ContextLengthExceeded)
+    async def _too_long(_request, exc: ContextLengthExceeded):
+        return _error(400, str(exc), "invalid_request_error", "messages",
+                      "context_length_exceeded")
 
     @app.exception_handler(BadRequest)
     @app.exception_handler(RequestError)

@@ -178,7 +178,9 @@ class ChatCompletionRequest(_Strict):
 
     @property
     def parse_tool_calls(self) -> bool:
-        return bool(self.tools) and self.tool_choice != "none"
+        """Whenever the model emits a call (tools sent or not: a model trained with the compact
+        prompt calls tools it was never shown), unless the client asked for none."""
+        return self.tool_choice != "none"
 
 
 def _flatten_content(message: dict[str, Any], index: int) -> dict[str, Any]:

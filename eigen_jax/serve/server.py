@@ -11,6 +11,7 @@ unaffected).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -20,6 +21,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from eigen_jax.chat import prompt_format as prompt_format_lib
+from eigen_jax.chat.prompt_format import PromptFormat
 from eigen_jax.chat.template import ChatTemplate, TemplateError
 from eigen_jax.sampling.engine import Completion, Engine
 from eigen_jax.sampling.params import SamplingParams
@@ -35,6 +38,11 @@ class CheckpointError(ValueError):
 
 class BadRequest(ValueError):
     """A request the server cannot honour; the text names the offending field."""
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt leaves no room to generate within `max_len`: a 400 with OpenAI's
+    `context_length_exceeded` code, so clients (litellm, our evaluator) see a context overflow."""
 
 
 def check_checkpoint_dir(path: str | os.PathLike) -> str:
@@ -87,8 +95,10 @@ class ModelServer:
 
     def __init__(self, loop: EngineLoop, chat: ChatTemplate, *, model_name: str,
                  model_path: str = "", tool_parser: str = "hermes",
-                 tokenizer_lock: threading.Lock | None = None):
+                 tokenizer_lock: threading.Lock | None = None,
+                 prompt_format: PromptFormat | None = None):
         self.loop, self.chat = loop, chat
+        self.prompt_format = prompt_format or PromptFormat(tool_parser=tool_parser)
         self.model_name, self.model_path, self.tool_parser = model_name, model_path, tool_parser
         self.max_len = loop.engine.max_len
         self.created = int(time.time())
@@ -97,17 +107,31 @@ class ModelServer:
         self._tok_lock = tokenizer_lock or threading.Lock()
 
     @classmethod
-    def load(cls, checkpoint: str, *, num_slots: int = 8, max_len: int = 4096,
+    def load(cls, checkpoint: str, *, num_slots: int = 8, max_len: int | None = None,
              model_name: str | None = None, dtype: str | None = None,
-             tool_parser: str = "hermes", steps_per_sync: int = 8,
+             tool_parser: str | None = None, steps_per_sync: int = 8,
              max_prefill_len: int = 512) -> ModelServer:
-        """Load `checkpoint` (HF config + safetensors + tokenizer) and start the engine loop."""
+        """Load `checkpoint` (HF config + safetensors + tokenizer) and start the engine loop.
+
+        `max_len` (prompt + generation per request) defaults to the model's own context
+        (`max_position_embeddings`): a smaller default refused tau2's prompts (policy + tool
+        schemas) that the model itself could read."""
         checkpoint = check_checkpoint_dir(checkpoint)
+        try:
+            fmt = prompt_format_lib.read(checkpoint) or PromptFormat()
+        except ValueError as err:
+            raise CheckpointError(str(err)) from err
+        if tool_parser is not None:  # an explicit choice overrides the recorded syntax
+            fmt = dataclasses.replace(fmt, tool_parser=tool_parser)
+        tool_parser = fmt.tool_parser
         chat = load_chat(checkpoint, tool_parser)
         model, config = load_model(checkpoint, dtype)
         if len(chat.tokenizer) > config.vocab_size:
             raise CheckpointError(f"tokenizer has {len(chat.tokenizer)} ids but the model only "
                                   f"{config.vocab_size}; they do not belong together")
+        max_len = max_len or config.max_position_embeddings
+        if max_len < 2:
+            raise CheckpointError(f"max_len must be >= 2, got {max_len}")
         lock = threading.Lock()
 
         def decode_fn(ids):
@@ -119,7 +143,8 @@ class ModelServer:
                         max_stop_ids=MAX_STOP_IDS)
         return cls(EngineLoop(engine).start(), chat,
                    model_name=model_name or os.path.basename(checkpoint.rstrip("/")),
-                   model_path=checkpoint, tool_parser=tool_parser, tokenizer_lock=lock)
+                   model_path=checkpoint, tool_parser=tool_parser, tokenizer_lock=lock,
+                   prompt_format=fmt)
 
     def close(self) -> None:
         self.loop.close()
@@ -135,8 +160,10 @@ class ModelServer:
 
     def _check_prompt(self, ids: Sequence[int], field: str) -> None:
         if len(ids) >= self.max_len:
-            raise BadRequest(f"{field}: prompt of {len(ids)} tokens leaves no room to generate "
-                             f"within the server's max_len={self.max_len}")
+            raise ContextLengthExceeded(f"{field}: prompt of {len(ids)} tokens leaves no room "
+                                        f"to generate within the server's context "
+                                        f"(max_len={self.max_len}); this model's context length "
+                                        f"is exceeded")
         vocab = self.loop.engine.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
@@ -190,8 +217,10 @@ class ModelServer:
         return out if request.batched else out[0]
 
     def render_chat(self, request: protocol.ChatCompletionRequest) -> list[int]:
+        """The request rendered as the checkpoint was trained (`prompt_format.json`)."""
+        messages, tools = self.prompt_format.render_messages(request.messages, request.tools)
         with self._tok_lock:
-            return self.chat.render(request.messages, request.tools, add_generation_prompt=True)
+            return self.chat.render(messages, tools, add_generation_prompt=True)
 
     async def chat_completion(self, request: protocol.ChatCompletionRequest
                               ) -> protocol.ChatCompletionResponse:
@@ -218,7 +247,9 @@ class ModelServer:
         return {"model_path": self.model_path, "tokenizer_path": self.model_path,
                 "is_generation": True, "served_model_name": self.model_name,
                 "max_len": self.max_len, "num_slots": self.loop.engine.num_slots,
-                "tool_call_parser": self.tool_parser, "stats": self.loop.stats()}
+                "tool_call_parser": self.tool_parser,
+                "prompt_format": dataclasses.asdict(self.prompt_format),
+                "stats": self.loop.stats()}
 
     def models_list(self) -> dict[str, Any]:
         return {"object": "list", "data": [{

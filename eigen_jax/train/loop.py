@@ -95,11 +95,14 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
+def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str = "agent") -> None:
     """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
-    tokenizer in `hf_dir` (any epath scheme): every process takes part in the gathers, process 0
-    writes. `models.save_pretrained` writes a local folder, so a remote destination is staged
-    locally and copied."""
+    tokenizer + the prompt format it was trained with (`chat.prompt_format`: an agent records
+    gin's `agent_prompt` mode, a user simulator the full flipped view) in `hf_dir` (any epath
+    scheme): every process takes part in the gathers, process 0 writes.
+    `models.save_pretrained` writes a local folder, so a remote destination is staged locally
+    and copied."""
+    from eigen_jax.chat import prompt_format
     from eigen_jax.chat.generation_config import write_generation_files
 
     hf_dir = paths.resolve(hf_dir)
@@ -108,6 +111,8 @@ def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
         if multihost.is_primary():
             copy_tokenizer(tokenizer_dir, paths.resolve(local))
             write_generation_files(local)  # eos = the chat template's end of turn
+            prompt_format.write(local, prompt_format.current() if objective == "agent" else
+                                prompt_format.PromptFormat("full"))
     multihost.barrier("hf_export")
 
 

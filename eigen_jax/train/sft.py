@@ -108,7 +108,8 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     state = loop.run(state, int(state.step), step,
                      lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace})
     export = functools.partial(export_pretrained, nnx.merge(graphdef, state.params, rest),
-                               config, tokenizer_dir=tokenizer_dir) if export_hf else None
+                               config, tokenizer_dir=tokenizer_dir,
+                               objective=objective) if export_hf else None
     return loop.finish({"steps": int(state.step), "eval_loss": eval_trace,
                         "final_eval_loss": eval_trace[-1][1] if eval_trace else None},
                        int(state.step) >= num_steps, export)

@@ -1,15 +1,17 @@
 """Runs the outfitter REFERENCE SOLVER: `ReferenceAgent` ⟷ environment ⟷ `ReferenceUser`.
 
 Why: the offline quickstart needs a few hundred correct dialogues without any LLM, and tests need
-an end-to-end check that the domain is solvable. The record uses the project's message contract:
+an end-to-end check that the domain is solvable. The loop is the one dialogue protocol
+(`data_agents.dialogue`); the record uses the project's message contract:
 {"role", "content", "tool_calls": [{"id", "name", "arguments"}], "tool_call_id"}.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from data_agents import dialogue as protocol
 from data_agents.domains.base import Domain
-from data_agents.domains.outfitter import texts
 from data_agents.domains.outfitter.reference_agent import ReferenceAgent
 from data_agents.domains.outfitter.reference_user import ReferenceUser
 from data_agents.domains.task import Task
@@ -28,26 +30,26 @@ def run_reference_dialogue(domain: Domain, task: Task, max_turns: int = 40,
     agent = agent if agent is not None else ReferenceAgent(domain)
     user = user if user is not None else ReferenceUser(task)
     schema = env.tools_schema("assistant")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": domain.policy},
-                                      {"role": "user", "content": user.first_message()}]
-    termination = "max_turns"
-    for _ in range(max_turns):
-        reply = agent.act(messages, schema)
-        calls = reply.get("tool_calls") or []
-        message: dict[str, Any] = {"role": "assistant", "content": reply.get("content") or ""}
-        if calls:
-            message["tool_calls"] = calls
-        messages.append(message)
-        for call in calls:
-            result = env.call(call["name"], call.get("arguments", {}), "assistant")
-            messages.append({"role": "tool", "content": result.content,
-                             "tool_call_id": call["id"]})
-        if calls:
-            continue
-        answer = user.respond(messages)
-        messages.append({"role": "user", "content": answer})
-        if texts.STOP in answer:
-            termination = "user_stop"
-            break
-    return {"task_id": task.id, "messages": messages, "final_env": env,
+    system = {"role": "system", "content": domain.policy}
+    state = protocol.Dialogue(env, protocol.Limits(max_steps=10 ** 9, max_errors=10 ** 9))
+    turns = 0
+
+    async def agent_speaks(view: list[dict[str, Any]]) -> protocol.Turn:
+        nonlocal turns
+        if turns >= max_turns:
+            raise protocol.EpisodeEnd("max_turns")
+        turns += 1
+        reply = agent.act(view, schema)
+        calls = [protocol.Call(c["id"], c["name"], c.get("arguments", {}))
+                 for c in reply.get("tool_calls") or []]
+        return protocol.Turn(reply.get("content") or "", tuple(calls))
+
+    async def user_speaks(_view: list[dict[str, Any]]) -> protocol.Turn:
+        if not state.messages:
+            return protocol.Turn(user.first_message())
+        return protocol.Turn(user.respond([system] + state.messages))
+
+    asyncio.run(protocol.play(state, agent_speaks, user_speaks, domain.policy, ""))
+    termination = "user_stop" if state.finish == "user_stop" else "max_turns"
+    return {"task_id": task.id, "messages": [system] + state.messages, "final_env": env,
             "tools": schema, "termination": termination}

@@ -61,7 +61,7 @@ def test_parse_tool_calls_decodes_and_flags_bad_arguments():
     assert calls[1].arguments == {} and "not valid JSON" in calls[1].error
     assert "must be a JSON object" in calls[2].error
     assert calls[3].arguments == {} and calls[3].error is None
-    assert calls[0].to_message_call() == {"id": "call_0", "name": "get", "arguments": {"id": "C1"}}
+    assert calls[0].record() == {"id": "call_0", "name": "get", "arguments": {"id": "C1"}}
 
 
 # Hostile outputs: each must become a StageFailure / tool error, never an exception.

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 def exported(tiny_tokenizer_dir, tmp_path_factory):
     from eigen_jax import sharding as shd
     from eigen_jax.train.model_init import init_model
-    from eigen_jax.train.sft import export_pretrained
+    from eigen_jax.train.loop import export_pretrained
     from transformers import AutoTokenizer
 
     vocab = len(AutoTokenizer.from_pretrained(tiny_tokenizer_dir))

@@ -1,6 +1,7 @@
 """GRPO learner: dynamic filtering refills the batch, the task stream resumes, and a tiny run
 executes, trains the policy and exports it."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,9 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
     finally:
         gin.clear_config()
     assert result["steps"] == 1 and result["learner_updates"] == 1
+    # the export records the prompt format it was trained with (the server renders by it)
+    fmt = json.loads((Path(result["hf_dir"]) / "prompt_format.json").read_text())
+    assert fmt["agent_prompt"] == "compact" and fmt["tool_parser"] == "hermes"
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["reward_curve"] == [list(x) for x in result["reward_curve"]]
     metrics = [json.loads(l) for l in (tmp_path / "tb" / "metrics.jsonl").read_text().split("\n")

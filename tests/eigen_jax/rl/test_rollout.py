@@ -199,7 +199,7 @@ def test_model_user_is_sampled_on_the_flipped_view(policy_model, rl_chat, outfit
             if nxt in rl_chat.stop_ids:
                 break
         generated = ids[len(rl_chat.render(flipped, add_generation_prompt=True)):]
-        assert reply == rl_chat.parse(generated).content.strip()
+        assert reply.content == rl_chat.parse(generated).content.strip()
 
 
 class _Blocking(UserSimulator):
@@ -223,7 +223,8 @@ def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outf
         return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=2)
 
     def user_model():
-        return ModelUserSimulator(policy_model, rl_chat, sampler=SamplerConfig(num_slots=4, max_len=2 * MAX_LEN),
+        return ModelUserSimulator(policy_model, rl_chat,
+                                  sampler=SamplerConfig(num_slots=4, max_len=3 * MAX_LEN),
                                   sampling=SamplingParams(temperature=1.0, max_new_tokens=16))
 
     interleaved, blocking = play(user_model()), play(_Blocking(user_model()))
@@ -249,3 +250,48 @@ def test_user_context_overflow_ends_the_episode_not_the_rollout(policy_model, rl
     assert not sim.has_work() and not worker.engine.has_work()
     with pytest.raises(ContextOverflow, match="max_len=64"):
         sim.respond([UserTurn(outfitter.tasks("train")[0], [], "k")])
+
+
+TELECOM_TASK = "[mobile_data_issue]data_saver_mode_on|user_abroad_roaming_enabled_off[PERSONA:Easy]"
+
+
+class ScriptedTelecomUser(UserSimulator):
+    """tau2 telecom's dual control: fixes its phone with two of its own tools, then stops."""
+
+    def __init__(self):
+        from data_agents.dialogue import Call, Turn
+
+        self.script = [Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
+                       Turn("", (Call("u2", "toggle_roaming", {}),)),
+                       Turn("My data works now. ###STOP###")]
+        self.seen = []
+
+    def respond(self, turns):
+        self.seen += turns
+        return [self.script[sum(m["role"] == "user" for m in t.messages)] for t in turns]
+
+
+def test_tau2_telecom_user_tools_run_as_the_user_and_the_checker_sees_them(policy_model,
+                                                                            rl_chat):
+    """A tiny policy on tau2:telecom with a scripted user acting on its own device: the calls
+    run in the environment as the user, the user's view holds their results (the agent's never
+    does), and tau2's env assertions on the device pass (reward 1)."""
+    from data_agents.domains import load
+
+    telecom = load("tau2:telecom")
+    task = next(t for t in telecom.tasks("test") if t.id == TELECOM_TASK)
+    user = ScriptedTelecomUser()
+    worker = RolloutWorker(make_engine(policy_model), rl_chat, telecom, user,
+                           RolloutConfig(max_new_tokens=16))
+    eps = worker.run(make_jobs([task], 2))
+    assert [(e.finish_reason, e.reward) for e in eps] == [("user_stop", 1.0)] * 2
+    assert all(e.verdict.status == "pass" for e in eps)
+    assert user.seen[0].guidelines == telecom.user_policy
+    assert "toggle_roaming" in {t["function"]["name"] for t in user.seen[0].tools}
+    last_view = user.seen[-1].view()
+    assert "Data Roaming is now ON" in last_view[-1]["content"]
+    assert [m["role"] for m in last_view[:2]] == ["system", "user"]  # tau2's greeting
+    for e in eps:  # the agent never saw the user's tool calls or their results
+        assert "Data Roaming" not in rl_chat.decode(e.tokens.tolist())
+        assert [m["role"] for m in e.messages] == ["system", "user", "tool", "user", "tool",
+                                                   "user"]

@@ -202,3 +202,17 @@ def test_out_of_range_numbers_get_400_and_the_server_keeps_serving(http_server, 
     ok = httpx.post(http_server.url + "/generate", timeout=120, json={
         "input_ids": [5, 17], "sampling_params": {"max_new_tokens": 2, "temperature": 0}})
     assert ok.status_code == 200 and len(ok.json()["output_ids"]) == 2
+
+
+def test_context_overflow_is_a_400_the_evaluator_scores_as_failed(http_server, model_server):
+    """OpenAI's client sees `context_length_exceeded`; our served evaluator's classification of
+    the same body is `max_context` (a failed trial, not an aborted run)."""
+    from eigen_jax.eval.served_agent import refusal_finish
+
+    client = openai.OpenAI(base_url=f"{http_server.url}/v1", api_key="unused", max_retries=0)
+    long_text = " ".join(["word"] * (2 * model_server.max_len))
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="x", messages=[{"role": "user",
+                                                             "content": long_text}])
+    assert err.value.code == "context_length_exceeded"
+    assert refusal_finish(400, err.value.response.text) == "max_context"

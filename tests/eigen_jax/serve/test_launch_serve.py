@@ -3,11 +3,8 @@ checkpoint (subprocesses on one CPU device)."""
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +13,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from eigen_jax.serve import CheckpointError, check_checkpoint_dir
+from tests.fixtures.launch_serve import launched_server
 
 REPO = Path(__file__).resolve().parents[3]
 SERVE = [sys.executable, str(REPO / "launch" / "serve.py")]
@@ -77,44 +75,19 @@ def test_export_only_writes_sglang_checkpoint_and_prints_commands(tmp_path, serv
         assert (export / name).read_bytes() == (serve_checkpoint / name).read_bytes()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow  # ~20 s: a second process loads and compiles; the app is tested in-process
 def test_launch_serves_generate(serve_checkpoint):
-    port = _free_port()
-    proc = subprocess.Popen(SERVE + ["--checkpoint", str(serve_checkpoint), "--port", str(port),
-                                     "--num_slots", "2", "--max_len", "64"],
-                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "server did not come up"
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+    with launched_server(serve_checkpoint, "--num_slots", "2") as url:
         body = {"input_ids": [5, 6, 7], "sampling_params": {"temperature": 0,
                                                             "max_new_tokens": 5,
                                                             "ignore_eos": True}}
         out = httpx.post(url + "/generate", json=body, timeout=120).json()
         assert len(out["output_ids"]) == 5
         info = httpx.get(url + "/get_model_info", timeout=10).json()
-        assert info["max_len"] == 64 and info["num_slots"] == 2
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        # no --max_len: the model's own context (the tiny config's max_position_embeddings)
+        context = json.loads((serve_checkpoint / "config.json").read_text())
+        assert info["max_len"] == context["max_position_embeddings"] == 512
+        assert info["num_slots"] == 2
 
 
 @pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--port", "0"),

@@ -65,3 +65,10 @@ def test_moe_checkpoint_is_evaluated(moe_checkpoint, tmp_path):
     assert len(trials) == 2 and all(t["reward"] in (0.0, 1.0) for t in trials)
     assert all(t["turns"] > 0 and t["finish_reason"] != "max_context" for t in trials), trials
     assert result["pass^k"][1] == np.mean([t["reward"] for t in trials])
+    # tau2's Results file beside ours: tau2's data model loads it, its pass^k is ours
+    from tau2.data_model.simulation import Results
+    from tau2.metrics.agent_metrics import compute_metrics
+
+    tau2_results = Results.load(tmp_path / "tau2_results.json")
+    assert len(tau2_results.simulations) == 2
+    assert compute_metrics(tau2_results).pass_hat_ks[1] == pytest.approx(result["pass^k"][1])

@@ -21,7 +21,9 @@ def test_neutral_knobs_accepted_and_others_named():
 def test_content_parts_and_batches():
     req = ChatCompletionRequest(messages=[{"role": "user", "content": [
         {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
-    assert req.messages[0]["content"] == "ab" and not req.parse_tool_calls
+    assert req.messages[0]["content"] == "ab"
+    assert req.parse_tool_calls  # calls are parsed whenever the model emits them, tools or not
+    assert not ChatCompletionRequest(messages=req.messages, tool_choice="none").parse_tool_calls
     with pytest.raises(pydantic.ValidationError, match=r"messages\[0\].content\[0\]"):
         ChatCompletionRequest(messages=[{"role": "user", "content": [{"type": "image_url"}]}])
     assert GenerateRequest(input_ids=[[1, 2], [3]]).batched
