@@ -102,7 +102,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, max_prefill_len))
     config = rollout_config or RolloutConfig(temperature=temperature,
                                              max_new_tokens=max_new_tokens, seed=seed)
-    user = user or make_user_simulator()
+    user = user or make_user_simulator(domain=dom)  # the domain's scripted user
     worker = RolloutWorker(engine, chat, dom, user, config)
     identity = {"weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,
                 "domain_kwargs": domain_kwargs, "split": split, "user": user_identity(user),

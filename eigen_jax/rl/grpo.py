@@ -185,7 +185,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         advantage=advantage, layout=layout, max_len=max_len, ppo_epochs=ppo_epochs,
         kl_coef=kl_coef, temperature=temperature or 1.0, shape_slack=shape_slack)
     domain = _load_domain(domain)
-    worker = RolloutWorker(engine, chat, domain, _user(user, user_hf_dir, user_urls, sample_mesh),
+    user = user if not isinstance(user, str) else make_user_simulator(  # "reference": the domain's
+        user, hf_dir=user_hf_dir, urls=user_urls, mesh=sample_mesh, domain=domain)
+    worker = RolloutWorker(engine, chat, domain, user,
                            RolloutConfig(max_steps=max_episode_steps, max_errors=max_tool_errors,
                                          max_new_tokens=max_new_tokens, temperature=temperature,
                                          seed=seed), checker=checker)
@@ -222,12 +224,6 @@ def _timed_rollouts(worker, stream, tasks_per_step: int, group_size: int,
                                    dynamic_filtering=dynamic_filtering,
                                    max_extra_rounds=max_extra_rounds, seed=seed)
     return groups, dict(stats, rollout_s=time.perf_counter() - t0)
-
-
-def _user(user: str | UserSimulator, hf_dir: str | None, urls, mesh) -> UserSimulator:
-    if not isinstance(user, str):
-        return user
-    return make_user_simulator(user, hf_dir=hf_dir, urls=urls, mesh=mesh)
 
 
 def _load_domain(domain: Any):
