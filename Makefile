@@ -4,6 +4,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 WORKDIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: venv venv-gpu sysdeps quickstart test test-slow bench clean
 
@@ -22,6 +23,13 @@ $(STAMP): setup.py
 	$(VPY) -m pip install -q --find-links /opt/wheels -e '.[test,tau2]'
 	@touch $(STAMP)
 
+# The quickstart needs the package alone (no test-only dependency such as torch).
+$(RUN_STAMP): setup.py
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --find-links /opt/wheels -e .
+	@touch $(RUN_STAMP)
+
 venv: sysdeps $(STAMP)
 
 # A CUDA 12 venv for GPU hosts (bench/gpu_check.sh looks for it): jax[cuda12] pinned to the CPU
@@ -36,7 +44,7 @@ venv-gpu:
 		'pytest>=8,<9.2' 'pytest-timeout>=2.3'
 
 # The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
-quickstart: sysdeps $(STAMP)
+quickstart: sysdeps $(RUN_STAMP)
 	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
 
 test: sysdeps $(STAMP)

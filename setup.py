@@ -1,5 +1,11 @@
 """eigen-jax: post-train multi-turn tool-using LLM agents with JAX (EigenData recipe)."""
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    Path(__file__).with_name("eigen_jax").joinpath("__init__.py").read_text())[1]
 
 INSTALL_REQUIRES = [
     "jax>=0.10",
@@ -24,6 +30,9 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "psutil>=5.9",
     "importlib_resources>=6",  # tensorflow-datasets needs it without TensorFlow
+    "fastapi>=0.110",  # eigen_jax/serve/app.py
+    "uvicorn>=0.29",
+    "docstring_parser>=0.16",  # data_agents/domains/toolkit.py: tool schemas from docstrings
 ]
 
 EXTRAS = {
@@ -48,12 +57,15 @@ EXTRAS = {
 
 setup(
     name="eigen-jax",
-    version="0.1.0",
+    version=VERSION,
+    license="Apache-2.0",
     description="JAX/Flax post-training of multi-turn tool-using agents: synthetic data, SFT, GRPO.",
     packages=find_packages(include=["eigen_jax*", "data_agents*"]),
     package_data={"data_agents": ["**/*.md", "**/*.json", "**/*.txt", "**/*.jinja", "**/*.bib",
-                                  "**/*.tsv", "tfds/eigen_dialogues/dummy_data/*.jsonl"]},
-    python_requires=">=3.10",
+                                  "**/*.tsv", "tfds/eigen_dialogues/dummy_data/*.jsonl",
+                                  "py.typed"],
+                  "eigen_jax": ["py.typed"]},
+    python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

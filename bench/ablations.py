@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 def variants(budget: int) -> dict[str, list[str]]:
     """One gin binding (set) per variant; the group-size variants keep `budget` episodes a step."""
     out = {"baseline": [], "user_untrained": ["grpo_stage.user='untrained'"],
-           "filtering_off": ["run_grpo.dynamic_filtering=False"]}
+           "filtering_off": ["GRPOConfig.dynamic_filtering=False"]}
     for g in (4, 8, 16):
         if budget % g:
             raise ValueError(f"--budget {budget} is not a multiple of group size {g}")
-        out[f"g{g}"] = [f"run_grpo.group_size={g}", f"run_grpo.tasks_per_step={budget // g}",
-                        f"run_grpo.num_slots={budget}"]
+        out[f"g{g}"] = [f"GRPOConfig.group_size={g}", f"GRPOConfig.tasks_per_step={budget // g}",
+                        f"SamplerConfig.num_slots={budget}"]
     return out
 
 

@@ -49,9 +49,9 @@ from compare_report import report  # noqa: E402
 from eigen_jax import models  # noqa: E402
 from eigen_jax.models.config import ATTENTION_IMPLS  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
-from eigen_jax.rl.batching import cheapest_train_batch  # noqa: E402
+from eigen_jax.rl.train_batch import cheapest_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
-from eigen_jax.rl.grpo_step import make_grpo_loss  # noqa: E402
+from eigen_jax.rl.learner_fns import make_grpo_loss  # noqa: E402
 from eigen_jax.rl.rollout import sync_engine_params  # noqa: E402
 from eigen_jax.sampling import Engine, Request, SamplingParams, generate  # noqa: E402
 from eigen_jax.sampling.shapes import token_cost_of  # noqa: E402
@@ -169,7 +169,7 @@ def bench_grpo(model, spec) -> dict:
     engine synced to the learner's weights (a group's prompt prefilled once) → rewards → group
     advantages → trajectory batch (the group's prompt shared when cheaper, as in `run_grpo`) →
     one clipped-surrogate update (μ=1: π_old is the detached current policy inside the loss, no
-    separate forward, exactly as `grpo._update` does)."""
+    separate forward, exactly as `GRPOLearner.update` does)."""
     g, n_prompts, new = spec["group_size"], spec["grpo_prompts"], spec["grpo_new_tokens"]
     graphdef, params, rest = state_lib.split_model(model)
     params = jax.tree.map(jnp.copy, params)

@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from data_agents.domains import load
-from data_agents.engine import Engine, EngineConfig
+from data_agents.synthesis import SynthesisEngine, SynthesisConfig
 from data_agents.llm import LLMClient
 from data_agents.llm.client import CHAT_PATH
 
@@ -92,14 +92,14 @@ def in_flight(spans: list[tuple[float, float]], wall: float) -> float:
 
 
 async def bench_engine(url: str, args) -> dict:
-    cfg = EngineConfig(num_rounds=1, plans_per_round=args.plans, tasks_per_plan=args.tasks,
+    cfg = SynthesisConfig(num_rounds=1, plans_per_round=args.plans, tasks_per_plan=args.tasks,
                        max_concurrency=args.concurrency, max_tokens=args.max_tokens,
                        judge_max_tokens=args.max_tokens, max_explore_steps=args.explore_steps,
                        max_dialogue_steps=args.dialogue_steps)
     out = tempfile.mkdtemp(prefix="da_bench_")
     async with RecordingClient(url, max_concurrency=args.concurrency, max_retries=1) as llm:
         llm.t0 = t0 = time.perf_counter()
-        report = await Engine(llm, load(args.domain), out, cfg).run()
+        report = await SynthesisEngine(llm, load(args.domain), out, cfg).run()
         wall = time.perf_counter() - t0
         sent = sorted(llm.sent, key=lambda r: r["start"])
         plan_end = max((r["end"] for r in sent if r["stage"] == "plan"), default=0.0)

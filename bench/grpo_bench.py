@@ -28,7 +28,7 @@ def layout_saving(chat, domain, num_tasks: int, turns: int = 10) -> dict[str, fl
     from data_agents.domains.outfitter.dialogue import run_reference_dialogue
     from eigen_jax.chat import views
     from eigen_jax.chat.conversation import render_dialogue
-    from eigen_jax.rl.batching import layout_token_count
+    from eigen_jax.rl.train_batch import layout_token_count
     from eigen_jax.rl.episode import Episode
 
     system, tools = views.agent_prompt(domain.policy, domain.make_env().tools_schema("assistant"))
@@ -60,14 +60,12 @@ def layout_saving(chat, domain, num_tasks: int, turns: int = 10) -> dict[str, fl
 def bench_one(preset, chat, domain, args) -> dict[str, float]:
     from eigen_jax import models
     from eigen_jax import sharding as shd
-    from eigen_jax.rl import advantages
-    from eigen_jax.rl.grpo import TaskStream, _update, collect_groups
-    from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
-    from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker, sync_engine_params
+    from eigen_jax.rl.config import GRPOConfig
+    from eigen_jax.rl.grpo import TaskStream, collect_groups
+    from eigen_jax.rl.learner import GRPOLearner
+    from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker
     from eigen_jax.rl.user_sim import ReferenceUserSimulator
     from eigen_jax.sampling import Engine
-    from eigen_jax.train import state as state_lib
-    from eigen_jax.train.optimizer import make_optimizer, make_schedule
 
     mesh = shd.make_mesh((1, -1, 1))
     config = models.get_config(preset, vocab_size=len(chat.tokenizer),
@@ -76,12 +74,9 @@ def bench_one(preset, chat, domain, args) -> dict[str, float]:
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     engine = Engine(model, args.slots, args.max_len, mesh, max_prefill_len=args.max_len,
                     min_prefill_len=args.max_len)
-    tx = make_optimizer(make_schedule(learning_rate=1e-5))
-    graphdef, params, rest = state_lib.split_model(model)
-    state = state_lib.init_train_state(jax.tree.map(lambda x: x.copy(), params), tx, mesh)
-    step_fn = state_lib.make_train_step(graphdef, rest, tx, make_grpo_loss(), mesh=mesh,
-                                        state_sharding=state_lib.state_shardings(state))
-    logprob_fn = make_logprob_fn(graphdef, rest)
+    state, learner = GRPOLearner.create(
+        model, config, mesh, GRPOConfig(learning_rate=1e-5, share_prefix=False),
+        num_steps=args.steps + 1, max_len=args.max_len * 2, temperature=1.0)
     worker = RolloutWorker(engine, chat, domain, ReferenceUserSimulator(),
                            RolloutConfig(max_new_tokens=args.max_new_tokens))
     stream = TaskStream(domain.tasks("train"), 0)
@@ -92,9 +87,8 @@ def bench_one(preset, chat, domain, args) -> dict[str, float]:
                                        dynamic_filtering=False, seed=step)
         t_roll = time.perf_counter() - t0
         t1 = time.perf_counter()
-        state, m = _update(state, groups, advantages.get("grpo"), "trajectory", args.max_len * 2,
-                           1, mesh, logprob_fn, None, 1, step_fn)
-        sync_engine_params(engine, graphdef, state.params, rest)
+        state, m = learner.update(state, groups)
+        learner.sync_sampler(engine, state)
         jax.block_until_ready(state.params)
         t_upd = time.perf_counter() - t1
         gen = sum(e.num_policy_tokens for g in groups for e in g)

@@ -73,3 +73,14 @@ def local_dir(path: str | os.PathLike, prefix: str = "download") -> str:
     atexit.register(shutil.rmtree, tmp, True)
     copy_tree(path, tmp)
     return tmp
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append `text` to the file at `path`. An object store has no append (its "a" mode replaces
+    the object), so there the old contents are rewritten with the new."""
+    path = resolve(path)
+    if not is_url(path):
+        with path.open("a") as f:
+            f.write(text)
+        return
+    path.write_text((path.read_text() if path.exists() else "") + text)

@@ -155,6 +155,23 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_AXIS_RULES,
     return logical_to_sharding(("batch",) + (None,) * (ndim - 1), mesh, shape, rules)
 
 
+def data_parallel_size(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> int:
+    """How many ways a global batch's rows are split: the product of the mesh axes that the
+    logical `batch` axis maps to. A global batch size must be a multiple of it."""
+    axes = dict(rules)["batch"]
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    sizes = _mesh_axis_sizes(mesh)
+    return math.prod(sizes.get(a, 1) for a in axes)
+
+
+def to_global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Process-local `[rows, ...]` host arrays → global arrays sharded on the batch axes: each
+    process contributes its own rows (the multi-host contract of every train step)."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)),
+                                                      np.asarray(v))
+            for k, v in batch.items()}
+
+
 # ---------------------------------------------------------------------------- multi-host
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
@@ -168,27 +185,3 @@ def initialize_distributed(coordinator_address: str | None = None,
     from eigen_jax import multihost
 
     return multihost.initialize(coordinator_address, num_processes, process_id, **kwargs)
-
-
-def process_batch_slice(global_batch_size: int, process_index: int | None = None,
-                        process_count: int | None = None) -> slice:
-    """Rows of a global batch this process feeds (contiguous, equal-sized blocks)."""
-    index = jax.process_index() if process_index is None else process_index
-    count = jax.process_count() if process_count is None else process_count
-    if global_batch_size % count:
-        raise ValueError(f"global batch size {global_batch_size} is not divisible by the "
-                         f"{count} processes")
-    per = global_batch_size // count
-    return slice(index * per, (index + 1) * per)
-
-
-def host_local_to_global(local_batch: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
-    """Assemble per-process `[local_batch, ...]` host arrays into global sharded jax.Arrays."""
-
-    def one(x):
-        x = np.asarray(x)
-        global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-        sharding = batch_sharding(mesh, x.ndim, rules, global_shape)
-        return jax.make_array_from_process_local_data(sharding, x, global_shape)
-
-    return jax.tree.map(one, local_batch)

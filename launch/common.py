@@ -32,6 +32,40 @@ def setup_jax() -> None:
     sharding.initialize_distributed(**kwargs)
 
 
+class _QuietLibraries:
+    """Drops libraries' INFO lines (orbax's per-save messages, etils, tensorstore) from the
+    console; they still reach the run's log file."""
+
+    NOISY = ("/orbax/", "/etils/", "/tensorstore/", "/grain/", "/tensorflow_datasets/")
+
+    def filter(self, record) -> bool:
+        import logging as py_logging
+
+        return record.levelno >= py_logging.WARNING or not any(
+            n in record.pathname for n in self.NOISY)
+
+
+def setup_logging(workdir: str | None) -> None:
+    """Everything at INFO into `workdir/logs/PROGRAM.process_N.log` (local workdirs), the
+    console without library noise."""
+    import logging as py_logging
+
+    import jax
+
+    handler = logging.get_absl_handler()
+    handler.addFilter(_QuietLibraries())
+    if not workdir or "://" in workdir:
+        return
+    logs = os.path.join(os.path.abspath(workdir), "logs")
+    os.makedirs(logs, exist_ok=True)
+    program = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    log_file = py_logging.FileHandler(
+        os.path.join(logs, f"{program}.process_{jax.process_index()}.log"))
+    log_file.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(name)s "
+                                               "%(filename)s:%(lineno)d] %(message)s"))
+    py_logging.getLogger().addHandler(log_file)
+
+
 def parse_gin(files=None, bindings=None, search_paths=None) -> None:
     """Parse gin files/bindings (default: the flags); errors (unknown binding, missing file) end
     the run with one line."""

@@ -1,12 +1,12 @@
 """Compile every program of a training run for a TPU topology, without the TPU.
 
     python launch/compile.py --gin_file gin/tpu/qwen3_8b_v5p64.gin --topology v5p-64 \
-        --output_dir workdir/compile
+        --workdir workdir/compile
 
 From the same gin file `launch/train.py` reads, it builds each program the run compiles (agent
 and user SFT steps, the GRPO step, the sampler's prefill and decode; `eigen_jax.aot.programs`)
 from abstract arrays on the topology's deviceless chips and the gin mesh, compiles it, and
-prints XLA's per-chip memory, FLOPs and compile time (`compile_report.json` in --output_dir).
+prints XLA's per-chip memory, FLOPs and compile time (`compile_report.json` in --workdir).
 Exits non-zero with one line when a program does not fit, and before any compile when the
 topology is unknown, the mesh does not match it, or the gin file names no model size.
 """
@@ -28,7 +28,8 @@ flags.DEFINE_multi_string("gin_bindings", [], "individual gin bindings.")
 flags.DEFINE_multi_string("gin_search_paths", [common.REPO], "where gin files are looked up.")
 flags.DEFINE_string("topology", None, "target slice, e.g. v5p-64, v6e-128, v5e-256.")
 flags.DEFINE_integer("num_slices", 1, "slices (multi-slice runs).")
-flags.DEFINE_string("output_dir", "workdir/compile", "where compile_report.json is written.")
+flags.DEFINE_string("workdir", "workdir/compile", "where compile_report.json is written.")
+flags.DEFINE_alias("output_dir", "workdir")  # the earlier name
 flags.DEFINE_list("programs", [], "compile only these (names or prefixes); default: all.")
 flags.mark_flag_as_required("topology")
 
@@ -59,8 +60,8 @@ def main(argv):
     print(f"{topology.name}: {topology.chips} x {topology.chip.kind}, "
           f"{hbm / 2 ** 30:.0f} GiB HBM per chip")
     print(render_table(reports, hbm))
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    path = os.path.join(FLAGS.output_dir, "compile_report.json")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    path = os.path.join(FLAGS.workdir, "compile_report.json")
     write_report(path, topology.name, topology.chips, hbm, reports,
                  gin_files=list(FLAGS.gin_file), gin_bindings=list(FLAGS.gin_bindings))
     print(f"wrote {path}")

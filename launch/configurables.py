@@ -10,3 +10,5 @@ import eigen_jax.eval.evaluate  # noqa: F401  evaluate_checkpoint
 import eigen_jax.rl.grpo  # noqa: F401  run_grpo
 import eigen_jax.rl.rollout  # noqa: F401  RolloutConfig
 import eigen_jax.rl.user_sim  # noqa: F401  make_user_simulator
+import eigen_jax.rl.config  # noqa: F401  GRPOConfig
+import eigen_jax.sampling.config  # noqa: F401  SamplerConfig

@@ -5,7 +5,7 @@
         [--baseline EARLIER_OUTPUT_DIR]   # Δ pass^k vs that run, paired bootstrap over tasks
 
 The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
-temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `RolloutConfig.*`).
+temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `eval/RolloutConfig.*`, `eval/SamplerConfig.*`).
 """
 from __future__ import annotations
 
@@ -63,6 +63,17 @@ def _check_checkpoint(flag: str, path: str) -> None:
         fail(f"--{flag} {path}: corrupt checkpoint: {type(e).__name__}: {e}".replace("\n", " "))
 
 
+def _sampler(concurrency: int):
+    """The gin-bound evaluation sampler with one cache slot per concurrent episode."""
+    import dataclasses
+
+    from eigen_jax import scopes
+    from eigen_jax.sampling.config import SamplerConfig
+
+    return dataclasses.replace(scopes.configured(SamplerConfig, scopes.EVAL),
+                               num_slots=concurrency)
+
+
 def main(argv):
     del argv
     if bool(FLAGS.checkpoint) == bool(FLAGS.agent_url):
@@ -97,7 +108,7 @@ def main(argv):
         result = evaluate_checkpoint(FLAGS.checkpoint, FLAGS.output_dir, domain=FLAGS.domain,
                                      split=FLAGS.split, num_trials=FLAGS.num_trials,
                                      max_tasks=FLAGS.max_tasks, user=user,
-                                     num_slots=FLAGS.concurrency)
+                                     sampler=_sampler(FLAGS.concurrency))
         name = "checkpoint"
     else:
         result, name = _eval_served(domain, user), "served"

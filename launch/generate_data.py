@@ -1,15 +1,15 @@
 """Generate synthetic dialogues: the EigenData engine (LLM backend) or the reference solver.
 
     python launch/generate_data.py --gin_file gin/data/outfitter_llm.gin \
-        --server_url http://h1:30000 --server_url http://h2:30000 --domain outfitter --out runs/d1 \
+        --server_url http://h1:30000 --server_url http://h2:30000 --domain outfitter --workdir runs/d1 \
         [--backend llm|reference] [--num_workers N --worker_index I] [--publish]
 
 absl flags carry infrastructure only; rounds, plans, tasks per plan, temperatures... are gin
-bindings of `EngineConfig` and `run_generation`. Resumable: rerun the same command after a crash.
+bindings of `SynthesisConfig` and `run_generation`. Resumable: rerun the same command after a crash.
 `--publish` builds the TFDS dataset from every worker's journal (run it once, after all workers);
 publishing again after the journals changed builds the next dataset version.
 Bad input (unknown domain, unreachable server) ends the run at once with one line, and so does a
-second copy of a worker on the same --out while the first runs, or a resume under a configuration
+second copy of a worker on the same --workdir while the first runs, or a resume under a configuration
 other than the one recorded in OUT/journals/config.json (`data_agents/run_dir.py`).
 """
 from __future__ import annotations
@@ -26,14 +26,15 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gin
-from data_agents.engine import Engine, EngineConfig
+from data_agents.synthesis import SynthesisEngine, SynthesisConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config files.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'EngineConfig.num_rounds=3'.")
+flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'SynthesisConfig.num_rounds=3'.")
 flags.DEFINE_multi_string("server_url", [], "LLM server base URL (repeatable; balanced).")
 flags.DEFINE_string("domain", "outfitter", "domain name: outfitter, tau2:airline, ...")
-flags.DEFINE_string("out", None, "output directory (journals, prompts, report).")
+flags.DEFINE_string("workdir", None, "output directory (journals, prompts, report).")
+flags.DEFINE_alias("out", "workdir")  # the earlier name
 flags.DEFINE_enum("backend", "llm", ["llm", "reference"], "who writes the dialogues.")
 flags.DEFINE_integer("num_workers", 1, "number of generation workers.")
 flags.DEFINE_integer("worker_index", 0, "this worker's index in [0, num_workers).")
@@ -42,7 +43,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir for --publish (default OUT/
 flags.DEFINE_string("model", None, "model name sent with chat requests (OpenAI APIs need one).")
 flags.DEFINE_bool("progress", True, "show a tqdm progress bar.")
 
-EngineConfig = gin.external_configurable(EngineConfig, module="data_agents.engine")
+SynthesisConfig = gin.external_configurable(SynthesisConfig, module="data_agents.synthesis")
 
 
 class Progress:
@@ -75,7 +76,7 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: int,
+async def _llm_run(domain, config: SynthesisConfig, out: Path, client_concurrency: int,
                    timeout_s: float, use_cache: bool) -> dict:
     from data_agents.llm import LLMClient
 
@@ -93,7 +94,7 @@ async def _llm_run(domain, config: EngineConfig, out: Path, client_concurrency: 
                   if s % FLAGS.num_workers == FLAGS.worker_index)
         bar = Progress(own * config.tasks_per_plan * config.num_rounds, llm, FLAGS.progress)
         try:
-            return await Engine(llm, domain, out, config, domain_name=FLAGS.domain,
+            return await SynthesisEngine(llm, domain, out, config, domain_name=FLAGS.domain,
                                 worker_index=FLAGS.worker_index, num_workers=FLAGS.num_workers,
                                 model_name=FLAGS.model, on_record=bar).run()
         finally:
@@ -114,7 +115,7 @@ def _require_checker_sandbox() -> None:
 OPERATIONAL = ("max_concurrency", "barrier_timeout_s", "poll_s")  # change no instance's content
 
 
-def run_config(engine_config: EngineConfig, **knobs) -> dict:
+def run_config(synthesis_config: SynthesisConfig, **knobs) -> dict:
     """What decides the content of the journals, flat and named as a user would set it.
 
     Why: a resume must continue the same run. Server URLs, concurrency and timeouts may change
@@ -125,13 +126,13 @@ def run_config(engine_config: EngineConfig, **knobs) -> dict:
               "--num_workers": FLAGS.num_workers, "--model": FLAGS.model}
     config.update({f"run_generation.{k}": v for k, v in knobs.items()})
     if FLAGS.backend == "llm":
-        config.update({f"EngineConfig.{k}": v for k, v in dataclasses.asdict(engine_config).items()
+        config.update({f"SynthesisConfig.{k}": v for k, v in dataclasses.asdict(synthesis_config).items()
                        if k not in OPERATIONAL})
     return config
 
 
 def _claim_output(out: Path, config: dict) -> None:
-    """Lock this worker's role on --out, then check/record the configuration (one line if not)."""
+    """Lock this worker's role on --workdir, then check/record the configuration (one line if not)."""
     from data_agents import run_dir
 
     role = ("reference" if FLAGS.backend == "reference"
@@ -144,14 +145,14 @@ def _claim_output(out: Path, config: dict) -> None:
 
 
 @gin.configurable
-def run_generation(engine_config: EngineConfig | None = None, *, client_concurrency: int = 32,
+def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_concurrency: int = 32,
                    request_timeout_s: float = 300.0, use_response_cache: bool = True,
                    reference_num_train: int = 400, reference_num_test: int = 0,
                    domain_kwargs: dict | None = None) -> dict:
     """Run this worker's share of generation; optionally publish. Returns the summary."""
     from data_agents import domains
 
-    out = Path(FLAGS.out)
+    out = Path(FLAGS.workdir)
     for name, value, least in (("reference_num_train", reference_num_train, 0),
                                ("reference_num_test", reference_num_test, 0),
                                ("client_concurrency", client_concurrency, 1)):
@@ -166,10 +167,10 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
         fail(str(e))
-    engine_config = engine_config or EngineConfig()
+    synthesis_config = synthesis_config or SynthesisConfig()
     reference = {"reference_num_train": reference_num_train,
                  "reference_num_test": reference_num_test} if FLAGS.backend == "reference" else {}
-    _claim_output(out, run_config(engine_config, domain_kwargs=domain_kwargs or {}, **reference))
+    _claim_output(out, run_config(synthesis_config, domain_kwargs=domain_kwargs or {}, **reference))
     if FLAGS.backend == "reference":
         if FLAGS.num_workers != 1:
             fail("--backend=reference runs as a single worker (it is fast); drop --num_workers")
@@ -191,7 +192,7 @@ def run_generation(engine_config: EngineConfig | None = None, *, client_concurre
                                domain=FLAGS.domain, backend="reference", counts=counts)
     else:
         _require_checker_sandbox()
-        summary = asyncio.run(_llm_run(domain, engine_config, out,
+        summary = asyncio.run(_llm_run(domain, synthesis_config, out,
                                        client_concurrency, request_timeout_s, use_response_cache))
     if FLAGS.publish:  # a new dataset version whenever the journals changed since the last one
         from data_agents import run_dir
@@ -214,15 +215,15 @@ def _check_flags(argv) -> None:
 
     if len(argv) > 1:
         fail(f"unexpected arguments {argv[1:]} (flags only)")
-    if not FLAGS.out:
-        fail("--out is required")
+    if not FLAGS.workdir:
+        fail("--workdir is required")
     if not 0 <= FLAGS.worker_index < FLAGS.num_workers:
         fail(f"--worker_index must be in [0, {FLAGS.num_workers}), got {FLAGS.worker_index}")
     for url in FLAGS.server_url:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             fail(f"--server_url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:30000)")
-    for name in ("out", "data_dir"):
+    for name in ("workdir", "data_dir"):
         path = getattr(FLAGS, name)
         if path and Path(path).exists() and not Path(path).is_dir():
             fail(f"--{name} {path!r} exists and is not a directory")
@@ -232,7 +233,7 @@ def main(argv) -> None:
     _check_flags(argv)
     try:
         gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-        EngineConfig()  # its bindings are checked whichever backend runs
+        SynthesisConfig()  # its bindings are checked whichever backend runs
     except (ValueError, OSError, KeyError, NameError) as e:
         fail(f"gin configuration error: {str(e).splitlines()[0]}")
     try:

@@ -1,9 +1,9 @@
 """The experiment pipeline that `launch/train.py` runs: a gin-chosen list of stages.
 
-Each stage takes the context (artifacts of earlier stages: data_dir, tokenizer_dir, agent/user HF
-dirs, ...) and returns what it adds. Every stage is resumable: it skips work whose output exists
-and resumes from its own checkpoints. The timings land in `WORKDIR/pipeline.json`, with the part
-of each stage JAX spent tracing and compiling (`compile_s`).
+Each stage reads what earlier stages produced from the typed `RunContext` (data, tokenizer,
+checkpoints, results), adds its own, and returns its label. Every stage is resumable: it skips
+work whose output exists and resumes from its own checkpoints. The context, with the time of each
+stage and the part JAX spent tracing and compiling (`compile_s`), is `WORKDIR/pipeline.json`.
 
 Multi-process runs (a pod slice): every process runs every stage. Stages that write shared files
 (data, tokenizer, report, `pipeline.json`) run on process 0 while the others wait and then read
@@ -15,69 +15,113 @@ reference backend) and eigen_jax (training, RL, evaluation).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from eigen_jax import multihost, paths
 from typing import Any, Callable, Sequence
 
 import gin
 from absl import logging
 
-Stage = Callable[[dict[str, Any]], dict[str, Any]]
+from eigen_jax import multihost, paths
 
 
-@gin.configurable(denylist=["workdir"])
-def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED) -> dict[str, Any]:
+@dataclasses.dataclass
+class RunContext:
+    """What the stages have produced so far. `hf_dirs`: role (`agent`, `user`, `grpo`) → HF
+    checkpoint; `results`: stage label (`sft_agent`, `grpo`, ...) → its run's result; `evals`:
+    checkpoint name → pass^k summary."""
+
+    workdir: str
+    domain: str = "outfitter"
+    domain_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_dir: str | None = None
+    journal_dir: str | None = None
+    dataset_splits: dict[str, int] | None = None
+    tokenizer_dir: str | None = None
+    hf_dirs: dict[str, str] = dataclasses.field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    evals: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    report: str | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    compile_s: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def path(self, *parts: str):
+        return paths.resolve(self.workdir).joinpath(*parts)
+
+    def need(self, field: str, stage: str, producer: str) -> Any:
+        """`field`, or one line saying which stage must run before `stage`."""
+        value = getattr(self, field)
+        if not value:
+            raise ValueError(f"{stage} needs the {producer} stage before it (no {field} in the "
+                             "pipeline context)")
+        return value
+
+    def hf_dir(self, role: str, stage: str) -> str:
+        """The `role` checkpoint, or one line naming the stage that makes it."""
+        if not self.hf_dirs.get(role):
+            producer = {"agent": "agent-SFT", "user": "user-SFT"}.get(role, role)
+            raise ValueError(f"{stage} needs the {producer} stage before it (no {role} "
+                             "checkpoint in the pipeline context)")
+        return self.hf_dirs[role]
+
+
+Stage = Callable[[RunContext], str | None]
+
+
+@gin.configurable(denylist=["workdir", "rerun_changed"])
+def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED,
+                 rerun_changed: bool = False) -> RunContext:
+    """Run `stages` in order over one context. A stage that finished in an earlier run with
+    other gin bindings stops the run (or, with `rerun_changed`, runs again with every stage
+    after it: `launch.stage_records`)."""
     from eigen_jax.compile_time import CompileTimer
+    from launch import run_info
+    from launch.stage_records import StageRecords, used_configurables
 
-    ctx: dict[str, Any] = {"workdir": str(paths.resolve(workdir)), "timings": {},
-                           "compile_s": {}}
-    if multihost.is_primary():
-        paths.resolve(ctx["workdir"]).mkdir(parents=True, exist_ok=True)
-    for stage in stages:
-        name = getattr(stage, "__name__", None) or str(stage)
-        label = name
+    ctx = RunContext(workdir=str(paths.resolve(workdir)))
+    run_info.write_start(ctx.workdir)
+    records = StageRecords(ctx.workdir)
+    for index, stage in enumerate(stages):
+        label = getattr(stage, "__name__", None) or str(stage)
+        records.check(index, rerun_changed, records.labels_after(index))
         t0 = time.perf_counter()
         logging.info("=== stage %s", label)
-        with CompileTimer() as compile_timer:
-            out = stage(ctx) or {}
-        label = out.pop("stage_name", label)
-        ctx.update(out)
-        ctx["timings"][label] = round(time.perf_counter() - t0, 2)
-        ctx["compile_s"][label] = round(compile_timer.total_s, 2)
+        with CompileTimer() as compile_timer, used_configurables() as used:
+            label = stage(ctx) or label
+        ctx.timings[label] = round(time.perf_counter() - t0, 2)
+        ctx.compile_s[label] = round(compile_timer.total_s, 2)
         logging.info("=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)", label,
-                     ctx["timings"][label], compile_timer.total_s, compile_timer.compiles)
+                     ctx.timings[label], compile_timer.total_s, compile_timer.compiles)
+        records.write(index, label, used)
         if multihost.is_primary():
-            (paths.resolve(ctx["workdir"]) / "pipeline.json").write_text(json.dumps(
-                {k: v for k, v in ctx.items() if _jsonable(v)}, indent=1, default=str))
+            ctx.path("pipeline.json").write_text(
+                json.dumps(dataclasses.asdict(ctx), indent=1, default=str))
+    run_info.write_end(ctx.workdir)
     return ctx
-
-
-def _jsonable(v: Any) -> bool:
-    try:
-        json.dumps(v, default=str)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 # --------------------------------------------------------------------------- data
 @gin.configurable
-def reference_data_stage(ctx: dict[str, Any], domain: str = "outfitter",
+def reference_data_stage(ctx: RunContext, domain: str = "outfitter",
                          num_train: int | None = None, num_test: int | None = None,
-                         domain_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                         domain_kwargs: dict[str, Any] | None = None) -> str:
     """Dialogues from the domain's reference solver → journal → TFDS (offline); written by
     process 0, read by all."""
-    return multihost.primary_first("data", lambda: _reference_data(
+    splits = multihost.primary_first("data", lambda: _reference_data(
         ctx, domain, num_train, num_test, domain_kwargs))
+    root = ctx.path("data")
+    ctx.data_dir, ctx.journal_dir = str(root / "tfds"), str(root / "journals")
+    ctx.dataset_splits, ctx.domain, ctx.domain_kwargs = splits, domain, dict(domain_kwargs or {})
+    return "data"
 
 
-def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str, Any]:
+def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str, int]:
     from data_agents.reference_backend import generate_reference
     from data_agents.tfds import build_dataset
 
-    root = paths.resolve(ctx["workdir"]) / "data"
+    root = ctx.path("data")
     with paths.local_staging(root, "data", pull=True) as local:  # journal + TFDS: local files
         counts = generate_reference(domain, Path(local) / "journals" / "reference.jsonl",
                                     {"train": num_train, "test": num_test},
@@ -85,43 +129,41 @@ def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str
         builder = build_dataset(Path(local) / "journals", Path(local) / "tfds")
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     logging.info("dataset: %s (journal counts %s)", splits, counts)
-    return {"data_dir": str(root / "tfds"), "journal_dir": str(root / "journals"),
-            "dataset_splits": splits, "domain": domain,
-            "domain_kwargs": dict(domain_kwargs or {}), "stage_name": "data"}
+    return splits
 
 
 @gin.configurable
-def external_data_stage(ctx: dict[str, Any], data_dir: str = gin.REQUIRED,
+def external_data_stage(ctx: RunContext, data_dir: str = gin.REQUIRED,
                         domain: str = "outfitter",
-                        domain_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+                        domain_kwargs: dict[str, Any] | None = None) -> str:
     """Train on an already published `eigen_dialogues` dataset (e.g. `generate_data.py
     --publish` output), evaluating and running RL on `domain`."""
     if not paths.resolve(data_dir).joinpath("eigen_dialogues").is_dir():
         raise FileNotFoundError(f"no eigen_dialogues TFDS dataset under {data_dir}")
-    return {"data_dir": data_dir, "domain": domain, "domain_kwargs": dict(domain_kwargs or {}),
-            "stage_name": "data"}
+    ctx.data_dir, ctx.domain, ctx.domain_kwargs = data_dir, domain, dict(domain_kwargs or {})
+    return "data"
 
 
 @gin.configurable
-def tokenizer_stage(ctx: dict[str, Any], vocab_size: int = 1024, tokenizer_dir: str | None = None,
-                    split_digits: bool = False, isolate_spaces: bool = False) -> dict[str, Any]:
+def tokenizer_stage(ctx: RunContext, vocab_size: int = 1024, tokenizer_dir: str | None = None,
+                    split_digits: bool = False, isolate_spaces: bool = False) -> str:
     """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text
     (process 0 trains it, the others read it)."""
-    if tokenizer_dir:
-        return {"tokenizer_dir": tokenizer_dir, "stage_name": "tokenizer"}
-    return multihost.primary_first("tokenizer", lambda: _train_tokenizer(
-        ctx, vocab_size, split_digits, isolate_spaces))
+    ctx.tokenizer_dir = tokenizer_dir or multihost.primary_first(
+        "tokenizer", lambda: _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces))
+    return "tokenizer"
 
 
-def _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces) -> dict[str, Any]:
-    out = paths.resolve(ctx["workdir"]) / "tokenizer"
+def _train_tokenizer(ctx: RunContext, vocab_size, split_digits, isolate_spaces) -> str:
+    out = ctx.path("tokenizer")
     if not (out / "tokenizer.json").exists():
         from data_agents.journal import iter_records
         from eigen_jax.chat import views
         from eigen_jax.chat.tiny_tokenizer import train_tiny_tokenizer
 
         def corpus():
-            for path in sorted(paths.resolve(ctx["journal_dir"]).glob("*.jsonl")):
+            journals = ctx.need("journal_dir", "tokenizer_stage", "reference_data")
+            for path in sorted(paths.resolve(journals).glob("*.jsonl")):
                 for r in iter_records(path):
                     if r.split != "train":
                         continue
@@ -136,14 +178,14 @@ def _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces) -> dict[str,
         with paths.local_staging(out, "tokenizer") as local:
             train_tiny_tokenizer(corpus(), vocab_size, local, split_digits=split_digits,
                                  isolate_spaces=isolate_spaces)
-    return {"tokenizer_dir": str(out), "stage_name": "tokenizer"}
+    return str(out)
 
 
 # --------------------------------------------------------------------------- SFT
 @gin.configurable
-def sft_stage(ctx: dict[str, Any], objective: str = "agent", name: str | None = None,
+def sft_stage(ctx: RunContext, objective: str = "agent", name: str | None = None,
               init_from: str | None = None,
-              run: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
+              run: Callable[..., dict[str, Any]] | None = None) -> str:
     """Agent SFT or user-simulator SFT (`objective`), via `eigen_jax.train.sft.run_sft`.
 
     `init_from="agent"` starts from this pipeline's agent-SFT checkpoint instead of `init_model`'s
@@ -156,21 +198,20 @@ def sft_stage(ctx: dict[str, Any], objective: str = "agent", name: str | None = 
     name = name or f"sft_{objective}"
     kwargs = {}
     if init_from is not None:
-        key = f"{init_from}_hf_dir"
-        if not ctx.get(key):
-            raise ValueError(f"sft_stage(init_from={init_from!r}) needs the {init_from}-SFT stage "
-                             f"before it (no {key} in the pipeline context)")
-        kwargs["init_hf_dir"] = ctx[key]
-    result = (run or run_sft)(workdir=str(paths.resolve(ctx["workdir"]) / name),
-                              data_dir=ctx["data_dir"], tokenizer_dir=ctx["tokenizer_dir"],
+        kwargs["init_hf_dir"] = ctx.hf_dir(init_from, f"sft_stage(init_from={init_from!r})")
+    result = (run or run_sft)(workdir=str(ctx.path(name)),
+                              data_dir=ctx.need("data_dir", "sft_stage", "data"),
+                              tokenizer_dir=ctx.need("tokenizer_dir", "sft_stage", "tokenizer"),
                               objective=objective, **kwargs)
-    return {f"{objective}_hf_dir": result.get("hf_dir"), f"{name}_result": result,
-            "stage_name": name}
+    if result.get("hf_dir"):
+        ctx.hf_dirs[objective] = result["hf_dir"]
+    ctx.results[name] = result
+    return name
 
 
 # --------------------------------------------------------------------------- GRPO
 @gin.configurable
-def grpo_stage(ctx: dict[str, Any], user: str = "model", name: str = "grpo") -> dict[str, Any]:
+def grpo_stage(ctx: RunContext, user: str = "model", name: str = "grpo") -> str:
     """GRPO from the agent-SFT checkpoint; `user`: "model" (the user-SFT checkpoint, frozen — the
     paper's recipe), "reference" (the domain's scripted user) or "untrained" (a random-init user
     model of the same shape, for the ablation)."""
@@ -178,130 +219,73 @@ def grpo_stage(ctx: dict[str, Any], user: str = "model", name: str = "grpo") -> 
 
     kind, user_dir = user, None
     if user == "model":
-        user_dir = ctx.get("user_hf_dir")
-        if not user_dir:
-            raise ValueError("grpo_stage(user='model') needs a user-SFT stage before it")
+        user_dir = ctx.hf_dir("user", "grpo_stage(user='model')")
     elif user == "untrained":
         kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
-    result = run_grpo(workdir=str(paths.resolve(ctx["workdir"]) / name),
-                      policy_hf_dir=ctx["agent_hf_dir"], tokenizer_dir=ctx["tokenizer_dir"],
-                      domain=_domain(ctx), user=kind, user_hf_dir=user_dir)
-    return {"grpo_hf_dir": result.get("hf_dir"), f"{name}_result": result, "stage_name": name}
+    result = run_grpo(workdir=str(ctx.path(name)),
+                      policy_hf_dir=ctx.hf_dir("agent", "grpo_stage"),
+                      tokenizer_dir=ctx.tokenizer_dir, domain=_domain(ctx), user=kind,
+                      user_hf_dir=user_dir)
+    if result.get("hf_dir"):
+        ctx.hf_dirs["grpo"] = result["hf_dir"]
+    ctx.results[name] = result
+    return name
 
 
-def _domain(ctx: dict[str, Any]):
+def _domain(ctx: RunContext):
     from data_agents.domains import load
 
-    return load(ctx.get("domain", "outfitter"), **ctx.get("domain_kwargs", {}))
+    return load(ctx.domain, **ctx.domain_kwargs)
 
 
-def random_init_checkpoint(ctx: dict[str, Any], name: str = "random_init") -> str:
+def random_init_checkpoint(ctx: RunContext, name: str = "random_init") -> str:
     """The untrained starting point (same architecture and seed as SFT) as an HF checkpoint."""
-    out = paths.resolve(ctx["workdir"]) / name / "hf"
+    out = ctx.path(name, "hf")
     if not (out / "config.json").exists():  # the same answer on every process
         from eigen_jax import sharding as shd
         from eigen_jax.chat.template import ChatTemplate
         from eigen_jax.train.model_init import init_model
-        from eigen_jax.train.sft import export_pretrained
+        from eigen_jax.train.loop import export_pretrained
 
-        vocab = len(ChatTemplate.from_pretrained(ctx["tokenizer_dir"]).tokenizer)
+        tokenizer_dir = ctx.need("tokenizer_dir", "random_init_checkpoint", "tokenizer")
+        vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
         model, config = init_model(shd.make_mesh((1, -1, 1)), vocab_size=vocab)
-        export_pretrained(model, config, out, ctx["tokenizer_dir"])
+        export_pretrained(model, config, out, tokenizer_dir)
     return str(out)
 
 
 # --------------------------------------------------------------------------- evaluation
 @gin.configurable
-def eval_stage(ctx: dict[str, Any], checkpoints: Sequence[str] = ("random", "sft", "grpo"),
-               user: str = "reference") -> dict[str, Any]:
+def eval_stage(ctx: RunContext, checkpoints: Sequence[str] = ("random", "sft", "grpo"),
+               user: str = "reference") -> str:
     """pass^k on held-out tasks for each named checkpoint: random init, agent SFT, GRPO."""
     from eigen_jax.eval.evaluate import evaluate_checkpoint
     from eigen_jax.rl.user_sim import make_user_simulator
 
-    dirs = {"random": lambda: random_init_checkpoint(ctx), "sft": lambda: ctx["agent_hf_dir"],
-            "grpo": lambda: ctx["grpo_hf_dir"]}
-    results = {}
+    dirs = {"random": lambda: random_init_checkpoint(ctx),
+            "sft": lambda: ctx.hf_dir("agent", "eval_stage"),
+            "grpo": lambda: ctx.hf_dir("grpo", "eval_stage")}
     for name in checkpoints:
         if name not in dirs:
             raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(dirs)}")
-        out_dir = paths.resolve(ctx["workdir"]) / "eval" / name
-        sim = make_user_simulator(user, hf_dir=ctx.get("user_hf_dir"))
-        results[name] = evaluate_checkpoint(
-            dirs[name](), str(out_dir), domain=ctx.get("domain", "outfitter"),
-            domain_kwargs=ctx.get("domain_kwargs"), user=sim, name=name)
-        results[name].pop("tasks", None)  # per-trial detail stays in results.json
-    return {"eval": results, "stage_name": "eval"}
+        sim = make_user_simulator(user, hf_dir=ctx.hf_dirs.get("user"))
+        result = evaluate_checkpoint(dirs[name](), str(ctx.path("eval", name)),
+                                     domain=ctx.domain, domain_kwargs=ctx.domain_kwargs,
+                                     user=sim, name=name)
+        result.pop("tasks", None)  # per-trial detail stays in results.json
+        ctx.evals[name] = result
+    return "eval"
 
 
 # --------------------------------------------------------------------------- report
 @gin.configurable
-def report_stage(ctx: dict[str, Any]) -> dict[str, Any]:
-    """WORKDIR/report.json + report.md: pass^k per stage, reward curve PNG, time per stage
-    (written by process 0)."""
-    return multihost.primary_first("report", lambda: _write_report(ctx))
+def report_stage(ctx: RunContext) -> str:
+    """WORKDIR/report.json + report.md (`eigen_jax.eval.report`), written by process 0."""
+    from eigen_jax.eval.report import write_report
 
-
-def _write_report(ctx: dict[str, Any]) -> dict[str, Any]:
-    from eigen_jax.eval.results import format_table, plot_pass_k
-
-    wd = paths.resolve(ctx["workdir"])
-    evals = ctx.get("eval", {})
-    compile_s = ctx.get("compile_s", {})
-    report: dict[str, Any] = {"timings_s": dict(ctx["timings"]), "compile_s": dict(compile_s),
-                              "eval": evals,
-                              "dataset_splits": ctx.get("dataset_splits")}
-    for key in ("sft_agent_result", "sft_user_result", "grpo_result"):
-        if key in ctx:
-            report[key.removesuffix("_result")] = {
-                k: v for k, v in ctx[key].items() if k != "hf_dir"}
-    if evals:
-        plot_pass_k(evals, wd / "pass_k.png")
-    report["comparisons"] = _compare_consecutive(wd, list(evals))
-    curve = (ctx.get("grpo_result") or {}).get("reward_curve")
-    if curve:
-        _plot_curve(curve, wd / "reward_curve.png")
-    (wd / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    lines = ["# eigen-jax run report", "", f"workdir: `{wd}`", "", "## pass^k on held-out tasks",
-             "", "```", format_table(evals) if evals else "(no evaluation stage)", "```", ""]
-    for pair in report["comparisons"]:
-        lines += [f"### {pair['candidate']} vs {pair['baseline']} (paired bootstrap over tasks)",
-                  "", pair["table"], ""]
-    lines += ["## Time per stage (s)", "", "| stage | seconds | of which JAX compiling |",
-              "|---|---|---|"]
-    lines += [f"| {k} | {v} | {compile_s.get(k, '')} |" for k, v in ctx["timings"].items()]
-    if curve:
-        lines += ["", "## GRPO reward curve", "", "![reward curve](reward_curve.png)"]
-    (wd / "report.md").write_text("\n".join(lines) + "\n")
-    logging.info("report:\n%s", "\n".join(lines))
-    return {"report": str(wd / "report.md"), "stage_name": "report"}
-
-
-def _compare_consecutive(wd, names: list[str]) -> list[dict[str, Any]]:
-    """Each evaluated stage against the one before it (random → sft → grpo), paired by task."""
-    from eigen_jax.eval.compare import compare_table, format_comparison
-
-    out = []
-    for base, cand in zip(names, names[1:]):
-        a, b = (json.loads((wd / "eval" / n / "results.json").read_text()) for n in (base, cand))
-        rows = compare_table(a, b)
-        out.append({"baseline": base, "candidate": cand, "rows": rows,
-                    "table": format_comparison(rows, base, cand)})
-    return out
-
-
-def _plot_curve(curve, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, rewards = zip(*curve)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, rewards, marker=".")
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean rollout reward")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with path.open("wb") as f:  # any epath scheme
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
+    out = multihost.primary_first("report", lambda: str(write_report(
+        ctx.workdir, evals=ctx.evals, runs=ctx.results, timings=ctx.timings,
+        compile_s=ctx.compile_s, dataset_splits=ctx.dataset_splits)))
+    logging.info("report: %s", out)
+    ctx.report = out
+    return "report"

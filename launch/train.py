@@ -17,21 +17,25 @@ from launch import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 common.define_infra_flags()
+flags.DEFINE_bool("rerun_changed_stages", False,
+                  "when a finished stage's gin bindings changed since it ran, move its outputs "
+                  "(and every later stage's) aside and run them again instead of stopping.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     common.setup_jax()
+    common.setup_logging(FLAGS.workdir)
     common.parse_gin()
     from launch.pipeline import run_pipeline
 
     try:
-        result = run_pipeline(workdir=FLAGS.workdir)
+        result = run_pipeline(workdir=FLAGS.workdir, rerun_changed=FLAGS.rerun_changed_stages)
     except ValueError as e:  # bad input (a knob out of range, a mismatched checkpoint...)
         logging.debug("traceback of the error below", exc_info=True)  # shown with -v 1
         sys.exit(f"error: {str(e).splitlines()[0]}")  # gin appends "In call to ..." lines
-    logging.info("done: %s", {k: v for k, v in result.items() if not isinstance(v, dict)})
+    logging.info("done: %s (report: %s)", result.workdir, result.report)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Modules whose tests (with their module fixtures) take minutes: handed to workers first, so
 # none of them starts last and leaves one core idle (`make test` prints the slowest tests).
-RUN_FIRST = ("tests/launch/test_quickstart.py", "tests/eigen_jax/rl/test_grpo_step.py",
+RUN_FIRST = ("tests/launch/test_quickstart.py", "tests/eigen_jax/rl/test_learner_fns.py",
              "tests/eigen_jax/rl/test_rollout.py", "tests/eigen_jax/rl/test_grpo.py")
 
 

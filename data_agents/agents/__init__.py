@@ -1,6 +1,6 @@
 """The EigenData agent hierarchy: meta-planner → task synthesiser → task verifier → dialogue
 rollout (user simulator + assistant) → trajectory verifier, and the reflection agent that evolves
-the prompts between rounds. `data_agents.engine` runs them; each module is usable alone."""
+the prompts between rounds. `data_agents.synthesis` runs them; each module is usable alone."""
 from data_agents.agents.base import Sampling
 from data_agents.agents.parsing import (
            StageFailure,

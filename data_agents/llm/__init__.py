@@ -7,7 +7,7 @@ from data_agents.llm.cache import ResponseCache, cache_key
 from data_agents.llm.client import LLMClient
 from data_agents.llm.errors import LLMError, LLMHTTPError, LLMResponseError, LLMUnavailableError
 from data_agents.llm.pool import ServerPool
-from data_agents.llm.sharding import owns, shard, worker_from_env
+from data_agents.llm.work_split import owns, shard, worker_from_env
 from data_agents.llm.types import GenerateOutput, TokenUsage
 
 __all__ = [

@@ -14,9 +14,11 @@ from typing import Any, Sequence
 import gin
 import jax.numpy as jnp
 
+from eigen_jax import scopes
 from eigen_jax import sharding as shd
 from eigen_jax.aot import programs as P
 from eigen_jax.models import ModelConfig, get_config
+from eigen_jax.sampling.config import SamplerConfig
 
 
 class PlanError(ValueError):
@@ -126,48 +128,61 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
     """The GRPO step (every episode one `max_len` row) and the policy sampler's prefill and
     decode; each counts the others' long-lived arrays (train state, sampler weights and caches,
     the model user simulator's engine) as resident beside it."""
-    from eigen_jax.rl.grpo_step import make_grpo_loss
+    from eigen_jax.rl.config import GRPOConfig
+    from eigen_jax.rl.learner import grpo_loss_fn
+    from eigen_jax.rl.rollout import RolloutConfig
 
-    arg = lambda n: gin_arg(run_grpo, n)  # noqa: E731
-    mesh = make_mesh(arg("mesh_shape"), devices, "run_grpo")
-    num_slots, max_len = arg("num_slots"), arg("max_len")
-    sizes = shd._mesh_axis_sizes(mesh)
-    multiple = sizes.get("data", 1) * sizes.get("fsdp", 1) * arg("grad_accum_steps")
-    rows = -(-arg("tasks_per_step") * arg("group_size") // multiple) * multiple
-    loss = make_grpo_loss(arg("loss"), with_entropy=arg("log_entropy"),
-                          temperature=arg("temperature") or 1.0, eps_low=arg("eps_low"),
-                          eps_high=arg("eps_high"), is_cap=arg("is_cap"), kl_coef=arg("kl_coef"))
-    keys = dict(P.GRPO_KEYS, **({"ref_logprobs": jnp.float32} if arg("kl_coef") > 0 else {}))
+    algorithm = _config(run_grpo, "algorithm", GRPOConfig)
+    sampler = _config(run_grpo, "sampler", SamplerConfig, scopes.GRPO)
+    rollout = _config(run_grpo, "rollout", RolloutConfig, scopes.GRPO)
+    mesh = make_mesh(gin_arg(run_grpo, "mesh_shape"), devices, "run_grpo")
+    grad_accum = gin_arg(run_grpo, "grad_accum_steps")
+    multiple = shd.data_parallel_size(mesh) * grad_accum
+    rows = -(-algorithm.tasks_per_step * algorithm.group_size // multiple) * multiple
+    keys = dict(P.GRPO_KEYS, **({"ref_logprobs": jnp.float32} if algorithm.kl_coef > 0 else {}))
+    num_slots, max_len = sampler.num_slots, sampler.max_len
     _, engine_params, engine_cache = P.sampler_arrays(config, mesh, num_slots, max_len)
     engine = [engine_params, engine_cache]
     engine += _user_engine(config, mesh, "grpo_stage", "model")
-    step = P.train_program("grpo_step", config, mesh, tx, loss, rows, max_len,
-                           arg("grad_accum_steps"), keys=keys, resident=engine)
+    step = P.train_program("grpo_step", config, mesh, tx,
+                           grpo_loss_fn(algorithm, rollout.temperature), rows, max_len,
+                           grad_accum, keys=keys, resident=engine)
     train_state = step.args[0]
-    chunk = min(max_len, arg("max_prefill_len"))
+    chunk = min(max_len, sampler.max_prefill_len)
     others = [train_state] + engine[2:]
     return [step,
             P.prefill_program("grpo_prefill", config, mesh, num_slots, max_len, chunk,
                               resident=others),
             P.decode_program("grpo_decode", config, mesh, num_slots, max_len,
-                             arg("steps_per_sync"), resident=others)]
+                             sampler.steps_per_sync, resident=others)]
+
+
+def _config(fn, name: str, cls, scope: str | None = None):
+    """The config a gin-configured `fn` receives as `name`: its bound reference, else the
+    class's gin-bound instance in `scope` (what `fn` builds when given none)."""
+    try:
+        ref = gin.query_parameter(f"{fn.__name__}.{name}")
+    except ValueError:
+        ref = None
+    if isinstance(ref, gin.config.ConfigurableReference):
+        return ref.scoped_configurable_fn()
+    if ref is not None:
+        return ref
+    return scopes.configured(cls, scope) if scope else cls()
 
 
 def _user_engine(config: ModelConfig, mesh, stage: str, default: str) -> list:
     """The model user simulator's weights and cache when `stage` plays one (a model of the
     policy's size: the user is fine-tuned from the agent checkpoint); its engine stays
     allocated beside the policy's."""
-    from eigen_jax.rl.user_sim import ModelUserSimulator
-
     try:
         user = gin.query_parameter(f"{stage}.user")
     except ValueError:
         user = default
     if user not in ("model", "untrained"):
         return []
-    arg = lambda n: gin_arg(ModelUserSimulator.__init__, n,  # noqa: E731
-                            gin_name="ModelUserSimulator")
-    return list(P.sampler_arrays(config, mesh, arg("num_slots"), arg("max_len"))[1:])
+    sampler = scopes.configured(SamplerConfig, scopes.USER)
+    return list(P.sampler_arrays(config, mesh, sampler.num_slots, sampler.max_len)[1:])
 
 
 def eval_programs(config: ModelConfig, devices: list) -> list[P.Program]:
@@ -175,12 +190,13 @@ def eval_programs(config: ModelConfig, devices: list) -> list[P.Program]:
     model user's engine resident when the evaluation plays one."""
     from eigen_jax.eval.evaluate import evaluate_checkpoint
 
-    arg = lambda n: gin_arg(evaluate_checkpoint, n)  # noqa: E731
-    mesh = make_mesh(arg("mesh_shape"), devices, "evaluate_checkpoint")
-    num_slots, max_len = arg("num_slots"), arg("max_len")
+    mesh = make_mesh(gin_arg(evaluate_checkpoint, "mesh_shape"), devices,
+                     "evaluate_checkpoint")
+    sampler = _config(evaluate_checkpoint, "sampler", SamplerConfig, scopes.EVAL)
+    num_slots, max_len = sampler.num_slots, sampler.max_len
     user = _user_engine(config, mesh, "eval_stage", "reference")
-    chunk = min(max_len, arg("max_prefill_len"))
+    chunk = min(max_len, sampler.max_prefill_len)
     return [P.prefill_program("eval_prefill", config, mesh, num_slots, max_len, chunk,
                               resident=user),
-            P.decode_program("eval_decode", config, mesh, num_slots, max_len, 8,
-                             resident=user)]
+            P.decode_program("eval_decode", config, mesh, num_slots, max_len,
+                             sampler.steps_per_sync, resident=user)]

@@ -9,7 +9,6 @@ and per-segment `positions`; the model never attends across segments.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
 
 import gin
 import grain
@@ -97,13 +96,3 @@ def make_sft_dataset(data_dir: str, tokenizer_dir: str, objective: str = "agent"
                      (process_index + 1) * batch_size // process_count)
         it = it.map(lambda b: {k: v[rows] for k, v in b.items()})
     return it
-
-
-def dataset_token_stats(batches: Iterator[dict[str, Any]], n: int) -> dict[str, float]:
-    """Fill rate and loss-token share over `n` batches (for logs and benchmarks)."""
-    real = loss = total = 0
-    for _, b in zip(range(n), batches):
-        real += int((b["segment_ids"] > 0).sum())
-        loss += int((b["loss_mask"] == 1.0).sum())
-        total += b["tokens"].size
-    return {"fill": real / max(total, 1), "loss_share": loss / max(real, 1)}

@@ -23,13 +23,13 @@ from absl import logging
 
 import jax
 
-from eigen_jax import models, multihost
+from eigen_jax import models, multihost, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.eval.results import TrialLog, summarize, write_results
 from eigen_jax.rl.rollout import RolloutConfig, RolloutWorker, make_jobs
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
-from eigen_jax.sampling import Engine
+from eigen_jax.sampling.config import SamplerConfig
 
 
 def trial_record(ep, trial: int) -> dict[str, Any]:
@@ -77,16 +77,16 @@ def run_trials(worker: RolloutWorker, tasks: Sequence[Any], num_trials: int, log
 @gin.configurable(denylist=["agent_hf_dir", "output_dir"])
 def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfitter",
                         split: str = "test", num_trials: int = 1, max_tasks: int | None = None,
-                        user: UserSimulator | None = None, temperature: float = 1.0,
-                        max_new_tokens: int = 256, max_len: int = 4096, num_slots: int = 64,
-                        mesh_shape: Sequence[int] = (1, -1, 1), seed: int = 0,
-                        domain_kwargs: dict[str, Any] | None = None, name: str = "agent",
-                        rollout_config: RolloutConfig | None = None,
-                        max_prefill_len: int = 2048) -> dict[str, Any]:
+                        user: UserSimulator | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
+                        seed: int = 0, domain_kwargs: dict[str, Any] | None = None,
+                        name: str = "agent", sampler: SamplerConfig | None = None,
+                        rollout: RolloutConfig | None = None) -> dict[str, Any]:
     """Evaluate `agent_hf_dir` on `split`; writes results.json + pass_k.png under `output_dir`.
 
-    `num_slots`, `max_len` and `max_prefill_len` size the agent's sampler (`sampling.Engine`);
-    matching them to GRPO's lets the evaluation reuse GRPO's compiled programs.
+    `sampler` sizes the agent's engine and `rollout` sets the episode limits and sampling; both
+    default to their gin-bound configs in the gin scope `eval` (unscoped bindings are GRPO's
+    too), so the evaluation reuses GRPO's compiled programs and plays episodes as training did.
+    `seed` offsets every episode's sampling seed.
     """
     from data_agents.domains import load
 
@@ -99,9 +99,8 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
             shd.make_mesh((1, -1, 1), devices=jax.local_devices()))
     model, _ = models.from_pretrained(agent_hf_dir, mesh=mesh)
     chat = ChatTemplate.from_pretrained(agent_hf_dir)
-    engine = Engine(model, num_slots, max_len, mesh, max_prefill_len=min(max_len, max_prefill_len))
-    config = rollout_config or RolloutConfig(temperature=temperature,
-                                             max_new_tokens=max_new_tokens, seed=seed)
+    engine = (sampler or scopes.configured(SamplerConfig, scopes.EVAL)).engine(model, mesh)
+    config = rollout or scopes.configured(RolloutConfig, scopes.EVAL)
     user = user or make_user_simulator(domain=dom)  # the domain's scripted user
     worker = RolloutWorker(engine, chat, dom, user, config)
     identity = {"weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,

@@ -16,6 +16,7 @@ AdvantageFn = Callable[..., jnp.ndarray]
 _REGISTRY: Registry[AdvantageFn] = Registry("advantage estimator")
 register = _REGISTRY.register
 get = _REGISTRY.get
+names = _REGISTRY.names
 
 
 def _check(rewards: jnp.ndarray) -> jnp.ndarray:
@@ -55,12 +56,3 @@ def informative_groups(rewards: jnp.ndarray) -> jnp.ndarray:
     """Dynamic filtering: a group carries signal only if its rewards are not all equal."""
     r = _check(rewards)
     return jnp.any(r != r[:, :1], axis=1)
-
-
-def broadcast_to_tokens(traj_advantages: jnp.ndarray, policy_mask: jnp.ndarray) -> jnp.ndarray:
-    """[B] trajectory advantages → [B, T] per-token advantages, zero off the policy tokens."""
-    traj_advantages = jnp.asarray(traj_advantages, jnp.float32)
-    if traj_advantages.shape != policy_mask.shape[:1]:
-        raise ValueError(f"advantages {traj_advantages.shape} do not match batch of mask "
-                         f"{policy_mask.shape}")
-    return traj_advantages[:, None] * policy_mask.astype(jnp.float32)

@@ -97,3 +97,12 @@ class Episode:
                 "sampler_logprobs": self.sampler_logprobs[self.policy_mask].tolist(),
                 "messages": self.messages,
                 "verdict": self.verdict.to_json() if self.verdict is not None else None}
+
+    def transcript(self) -> dict[str, Any]:
+        """What a reader needs to see what happened: the messages (tool calls included), the
+        reward, why the episode ended and the checker's reason."""
+        return {"task_id": self.task_id, "sample_index": self.sample_index,
+                "reward": self.reward, "finish_reason": self.finish_reason,
+                "num_tool_errors": self.num_tool_errors,
+                "reason": self.verdict.reason if self.verdict is not None else None,
+                "messages": self.messages}

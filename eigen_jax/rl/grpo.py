@@ -16,6 +16,8 @@ global batch (`jax.make_array_from_process_local_data`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,36 +25,26 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 
 import gin
-from eigen_jax import models, multihost, paths
+from eigen_jax import models, multihost, paths, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
-from eigen_jax.rl.batching import (
-    batch_shape,
-    cheapest_train_batch,
-    make_train_batch,
-    pad_batch,
-)
 from eigen_jax.rl.episode import Episode
 from eigen_jax.rl import multiprocess as mproc
-from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn, summarise
+from eigen_jax.rl.config import GRPOConfig
+from eigen_jax.rl.learner import GRPOLearner
 from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
 from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
-from eigen_jax.sampling import Engine
-from eigen_jax.sampling.shapes import ShapePlanner, token_cost_of
-from eigen_jax.train import state as state_lib
-from eigen_jax.train.checkpoint import (
-    Checkpointer,
-    PreemptionGuard,
-    check_counts,
-    save_or_stop,
-)
-from eigen_jax.train.metrics import MetricsWriter
-from eigen_jax.train.optimizer import make_optimizer, make_schedule
-from eigen_jax.train.sft import export_pretrained, to_global_batch, write_result
+from eigen_jax.sampling.config import SamplerConfig
+from eigen_jax.train.checkpoint import check_counts
+from eigen_jax.train.loop import TrainLoop, export_pretrained
+
+
+# One concise console line per step: reward, signal, how episodes ended, loss, where time went.
+CONSOLE_KEYS = ("reward_mean", "informative_group_fraction", "groups_kept", "finish_max_errors",
+                "finish_max_steps", "finish_max_context", "loss", "rollout_s", "update_s")
 
 
 class TaskStream:
@@ -135,95 +127,79 @@ def _kept_reward_mean(kept: list[list[Episode]]) -> float:
 def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str | None = None,
              domain: Any = "outfitter", user: str | UserSimulator = "reference",
              user_hf_dir: str | None = None, user_urls: str | Sequence[str] | None = None,
-             train_split: str = "train", num_steps: int = 50, tasks_per_step: int = 8,
-             group_size: int = 8, advantage: str = "grpo", loss: str = "grpo",
-             dynamic_filtering: bool = True, max_extra_rounds: int = 4, eps_low: float = 0.4,
-             eps_high: float = 0.4, is_cap: float | None = 5.0, kl_coef: float = 0.0,
-             ppo_epochs: int = 1, layout: str = "trajectory", learning_rate: float = 1e-5,
-             max_len: int = 4096, num_slots: int = 64, max_new_tokens: int = 512,
-             temperature: float = 1.0, max_episode_steps: int = 200, max_tool_errors: int = 10,
-             mesh_shape: Sequence[int] = (1, -1, 1), grad_accum_steps: int = 1,
-             steps_per_sync: int = 8, log_entropy: bool = True, checkpoint_every: int = 10,
-             keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True, log_every: int = 1,
-             checker: Any = None, shape_slack: float = 4.0, max_prefill_len: int = 2048,
-             share_prefix: bool = True, router_aux_loss_coef: float = 0.0,
+             train_split: str = "train", num_steps: int = 50,
+             algorithm: GRPOConfig | None = None, sampler: SamplerConfig | None = None,
+             rollout: RolloutConfig | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
+             grad_accum_steps: int = 1, checkpoint_every: int = 10, keep_checkpoints: int = 2,
+             seed: int = 0, export_hf: bool = True, log_every: int = 1, checker: Any = None,
              save_episodes: bool = False) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
 
+    `algorithm`, `sampler` (the policy's engine) and `rollout` (episode limits, sampling
+    temperature) default to their gin-bound configs (the latter two in the gin scope `grpo`).
     `domain`: a registry name or a `Domain`; `user`: "reference" | "model" (in-process, from
-    `user_hf_dir`) | "served" (at `user_urls`) or a `UserSimulator`; `checker`: defaults to
-    `data_agents.checkers.check`. Everything else is a knob of the recipe (defaults: the paper's).
-    `shape_slack`: the sampler and learner may run a call on a compiled shape costing at most this
-    factor more than its exact bucket (`sampling.shapes`). `max_prefill_len`: the policy engine's
-    prefill chunk. `share_prefix`: the learner may run each group's common prompt once (exact;
-    `rl.batching.cheapest_train_batch`), with `grad_accum_steps == 1` and one process only.
-    `router_aux_loss_coef`: an MoE policy's load-balancing loss weight (HF's definition; the paper
-    states none, released Qwen3-MoE configs carry 0.001). `save_episodes`: pickle each process's
-    kept groups per step under `workdir/episodes`.
+    `user_hf_dir`, sized by the gin scope `user/SamplerConfig`) | "served" (at `user_urls`) or a
+    `UserSimulator`; `checker`: defaults to `data_agents.checkers.check`. `seed`: the task order and the rollouts' sampling seeds.
+    `save_episodes`: pickle each process's kept groups per step under `workdir/episodes`.
     """
-    check_counts("run_grpo", num_steps=(num_steps, 1), num_slots=(num_slots, 1),
-                 max_new_tokens=(max_new_tokens, 1), max_len=(max_len, 2),
-                 ppo_epochs=(ppo_epochs, 1), tasks_per_step=(tasks_per_step, 1),
-                 group_size=(group_size, 2))  # a group baseline needs two samples
-    workdir = paths.resolve(workdir)
+    algorithm = algorithm or GRPOConfig()
+    sampler = sampler or scopes.configured(SamplerConfig, scopes.GRPO)
+    rollout = rollout or scopes.configured(RolloutConfig, scopes.GRPO)
+    check_counts("run_grpo", num_steps=(num_steps, 1), grad_accum_steps=(grad_accum_steps, 1))
     mesh = shd.make_mesh(mesh_shape)
     sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
     model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
     if config.vocab_size != len(chat.tokenizer):
         raise ValueError(f"policy vocab {config.vocab_size} != tokenizer {len(chat.tokenizer)}")
-    engine = Engine(mproc.local_model(model, sample_mesh), num_slots, max_len, sample_mesh,
-                    steps_per_sync=steps_per_sync,
-                    max_prefill_len=min(max_len, max_prefill_len), shape_slack=shape_slack)
-    state, learner = _make_learner(
-        model, config, mesh, num_steps, learning_rate, grad_accum_steps, share_prefix,
-        make_grpo_loss(loss, with_entropy=log_entropy, temperature=temperature or 1.0,
-                       eps_low=eps_low, eps_high=eps_high, is_cap=is_cap, kl_coef=kl_coef,
-                       router_aux_loss_coef=router_aux_loss_coef),
-        advantage=advantage, layout=layout, max_len=max_len, ppo_epochs=ppo_epochs,
-        kl_coef=kl_coef, temperature=temperature or 1.0, shape_slack=shape_slack)
+    engine = sampler.engine(mproc.local_model(model, sample_mesh), sample_mesh)
+    state, learner = GRPOLearner.create(
+        model, config, mesh, algorithm, num_steps=num_steps, max_len=sampler.max_len,
+        temperature=rollout.temperature, grad_accum_steps=grad_accum_steps,
+        shape_slack=sampler.shape_slack)
     domain = _load_domain(domain)
-    user = user if not isinstance(user, str) else make_user_simulator(  # "reference": the domain's
-        user, hf_dir=user_hf_dir, urls=user_urls, mesh=sample_mesh, domain=domain)
-    worker = RolloutWorker(engine, chat, domain, user,
-                           RolloutConfig(max_steps=max_episode_steps, max_errors=max_tool_errors,
-                                         max_new_tokens=max_new_tokens, temperature=temperature,
-                                         seed=seed), checker=checker)
+    worker = RolloutWorker(engine, chat, domain,
+                           _user(user, user_hf_dir, user_urls, sample_mesh, domain), rollout,
+                           checker=checker)
     stream = TaskStream(domain.tasks(train_split), seed)
-    ckpt = Checkpointer(workdir / "checkpoints", keep_checkpoints, checkpoint_every)
-    state, progress = _Progress.resume(ckpt, state, stream, workdir)
-    mproc.sync_engine_params(engine, learner.graphdef, state.params, learner.rest)
-    writer = MetricsWriter(workdir / "tb", prefix="grpo/", console_every=log_every)
-    with PreemptionGuard() as guard:
-        for step in range(progress.step, num_steps):
-            groups, stats = _timed_rollouts(worker, stream, tasks_per_step, group_size,
-                                            dynamic_filtering, max_extra_rounds, seed=step)
-            if save_episodes:
-                _save_episodes(workdir, step + 1, groups)
-            state, metrics = learner.step(state, groups, stats, engine, progress, step + 1)
-            writer.write(step + 1, metrics)
-            if save_or_stop(ckpt, guard, step + 1, num_steps, state,
-                            lambda: progress.data_state(stream)):
-                break
-    ckpt.close()
-    writer.close()
-    result = progress.result(learner_updates=int(state.step))
-    if export_hf and progress.step >= num_steps:
-        result["hf_dir"] = learner.export(state, config, workdir / "hf",
-                                          str(tokenizer_dir or policy_hf_dir))
-    return write_result(workdir, result)
+    loop = TrainLoop(workdir, num_steps, metrics_prefix="grpo/",
+                     checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                     log_every=log_every, console_keys=CONSOLE_KEYS)
+    state, saved = loop.restore(state)
+    progress = _Progress.resume(saved, stream)
+    learner.sync_sampler(engine, state)
+
+    def step(i: int, state):
+        groups, stats = _timed_rollouts(worker, stream, algorithm, seed=i)
+        if save_episodes:
+            _save_episodes(loop.workdir, i + 1, groups)
+        _save_transcripts(loop.workdir, i + 1, groups)
+        return progress.record(i + 1, state, groups, stats, learner, engine)
+
+    state = loop.run(state, progress.step, step, lambda: progress.data_state(stream))
+    export = functools.partial(export_pretrained, learner.model(state), config,
+                               tokenizer_dir=str(tokenizer_dir or policy_hf_dir))
+    return loop.finish(progress.result(learner_updates=int(state.step)),
+                       progress.step >= num_steps, export if export_hf else None)
 
 
-def _timed_rollouts(worker, stream, tasks_per_step: int, group_size: int,
-                    dynamic_filtering: bool, max_extra_rounds: int, seed: int):
+def _timed_rollouts(worker, stream, algorithm: GRPOConfig, seed: int):
     """`collect_groups`, its seconds added to the statistics as `rollout_s`."""
     t0 = time.perf_counter()
-    groups, stats = collect_groups(worker, stream, tasks_per_step, group_size,
-                                   dynamic_filtering=dynamic_filtering,
-                                   max_extra_rounds=max_extra_rounds, seed=seed)
+    groups, stats = collect_groups(worker, stream, algorithm.tasks_per_step,
+                                   algorithm.group_size,
+                                   dynamic_filtering=algorithm.dynamic_filtering,
+                                   max_extra_rounds=algorithm.max_extra_rounds, seed=seed)
     return groups, dict(stats, rollout_s=time.perf_counter() - t0)
+
+
+def _user(user: str | UserSimulator, hf_dir: str | None, urls, mesh, domain) -> UserSimulator:
+    """`user="reference"` is `domain`'s scripted user (`Domain.reference_user`)."""
+    if not isinstance(user, str):
+        return user
+    return make_user_simulator(user, hf_dir=hf_dir, urls=urls, mesh=mesh, domain=domain)
 
 
 def _load_domain(domain: Any):
@@ -238,112 +214,46 @@ def _load_domain(domain: Any):
 @dataclasses.dataclass
 class _Progress:
     """What the run has done so far (it travels in the checkpoint): the last finished step, the
-    reward curves, the skipped steps and the seconds of the run's earlier parts."""
+    reward curves and the steps skipped for want of an informative group."""
 
     step: int = 0
     curve: list = dataclasses.field(default_factory=list)
     train_curve: list = dataclasses.field(default_factory=list)
     skipped: int = 0
-    seconds_before: float = 0.0
-    started: float = dataclasses.field(default_factory=time.perf_counter)  # this part's start
-
-    def seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
 
     @classmethod
-    def resume(cls, ckpt: Checkpointer, state, stream: TaskStream, workdir):
-        if ckpt.latest_step() is None:
-            return state, cls()
-        state, data = ckpt.restore(state)
-        stream.set_state(data["tasks"])
-        logging.info("resumed %s from step %d", workdir, int(data["step"]))
-        return state, cls(int(data["step"]), data.get("curve", []), data.get("train_curve", []),
-                          int(data.get("skipped", 0)), float(data.get("seconds", 0.0)))
+    def resume(cls, saved: dict[str, Any] | None, stream: TaskStream) -> _Progress:
+        if saved is None:
+            return cls()
+        stream.set_state(saved["tasks"])
+        return cls(int(saved["step"]), saved.get("curve", []), saved.get("train_curve", []),
+                   int(saved.get("skipped", 0)))
 
-    def data_state(self, stream: TaskStream) -> dict[str, Any]:
-        return {"tasks": stream.get_state(), "step": self.step, "skipped": self.skipped,
-                "curve": self.curve, "train_curve": self.train_curve, "seconds": self.seconds()}
-
-    def result(self, learner_updates: int) -> dict[str, Any]:
-        return {"steps": self.step, "reward_curve": self.curve,
-                "train_reward_curve": self.train_curve, "skipped_steps": self.skipped,
-                "learner_updates": learner_updates, "seconds": self.seconds()}
-
-
-@dataclasses.dataclass
-class _Learner:
-    """The learner side of a GRPO step: advantages → batch → optimiser passes → the sampler's
-    weights (`_update` holds the batching)."""
-
-    graphdef: Any
-    rest: Any
-    step_fn: Any
-    logprob_fn: Any
-    ref_params: Any
-    batch_shapes: ShapePlanner
-    adv_fn: Any
-    layout: str
-    max_len: int
-    row_multiple: int
-    mesh: Any
-    ppo_epochs: int
-    token_cost: float | None
-
-    def step(self, state, groups, stats, engine, progress: _Progress, done: int):
-        """Train on a step's kept groups (if any), record it in `progress`; (state, metrics)."""
-        progress.step = done
-        progress.curve.append((done, stats["reward_mean"]))
+    def record(self, done: int, state, groups, stats, learner: GRPOLearner, engine):
+        """Train on a step's kept groups (if any) and record the step; (state, metrics)."""
+        self.step = done
+        self.curve.append((done, stats["reward_mean"]))
         metrics: dict[str, float] = dict(stats)
         kept_reward = metrics.pop("kept_reward_mean")
         if stats["groups_kept"]:  # the same on every process
-            t0 = time.perf_counter()
-            state, update_metrics = _update(state, groups, self.adv_fn, self.layout,
-                                            self.max_len, self.row_multiple, self.mesh,
-                                            self.logprob_fn, self.ref_params, self.ppo_epochs,
-                                            self.step_fn, self.batch_shapes, self.token_cost)
+            state, update_metrics = learner.update(state, groups)
+            learner.sync_sampler(engine, state)
             metrics.update(update_metrics)
-            mproc.sync_engine_params(engine, self.graphdef, state.params, self.rest)
-            metrics["update_s"] = time.perf_counter() - t0
-            progress.train_curve.append((done, kept_reward))
+            self.train_curve.append((done, kept_reward))
         else:
-            progress.skipped += 1
+            self.skipped += 1
             logging.warning("step %d: no informative group; no update", done)
         metrics["learner_updates"] = float(int(state.step))
         return state, metrics
 
-    def export(self, state, config, hf_dir, tokenizer_dir: str) -> str:
-        export_pretrained(nnx.merge(self.graphdef, state.params, self.rest), config, hf_dir,
-                          tokenizer_dir)
-        return str(hf_dir)
+    def data_state(self, stream: TaskStream) -> dict[str, Any]:
+        return {"tasks": stream.get_state(), "step": self.step, "skipped": self.skipped,
+                "curve": self.curve, "train_curve": self.train_curve}
 
-
-def _make_learner(model, config, mesh, num_steps: int, learning_rate: float,
-                  grad_accum_steps: int, share_prefix: bool, loss_fn, *, advantage: str,
-                  layout: str, max_len: int, ppo_epochs: int, kl_coef: float,
-                  temperature: float, shape_slack: float):
-    """The train state (a copy of the policy's weights: the train step donates its buffers,
-    the sampler keeps its own) and the `_Learner` around the jitted train step."""
-    if share_prefix and (grad_accum_steps > 1 or jax.process_count() > 1):
-        # Rows index a prefix table that micro-batches and process-local batches would split.
-        logging.info("share_prefix is off: it needs grad_accum_steps == 1 and one process")
-        share_prefix = False
-    tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
-                                      warmup_steps=0, total_steps=num_steps))
-    graphdef, params, rest = state_lib.split_model(model)
-    copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
-    state = state_lib.init_train_state(copy(params), tx, mesh)
-    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
-                                        state_sharding=state_lib.state_shardings(state),
-                                        grad_accum_steps=grad_accum_steps)
-    dp = shd._mesh_axis_sizes(mesh)
-    return state, _Learner(
-        graphdef, rest, step_fn,
-        state_lib.MeshBound(make_logprob_fn(graphdef, rest, temperature=temperature), mesh),
-        copy(params) if kl_coef > 0 else None,  # the frozen KL reference
-        ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack),
-        advantages_lib.get(advantage), layout, max_len,
-        dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps, mesh, ppo_epochs,
-        token_cost_of(config) if share_prefix else None)  # the shared-prefix cost rule
+    def result(self, learner_updates: int) -> dict[str, Any]:
+        return {"steps": self.step, "reward_curve": self.curve,
+                "train_reward_curve": self.train_curve, "skipped_steps": self.skipped,
+                "learner_updates": learner_updates}
 
 
 def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:
@@ -356,44 +266,11 @@ def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:
     out.write_bytes(pickle.dumps(groups))
 
 
-def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_fn, ref_params,
-            ppo_epochs, step_fn, batch_shapes: ShapePlanner, token_cost: float | None = None):
-    """Advantages → batch (packed, or with shared prefixes when `token_cost` is given and that is
-    cheaper; padded to an already compiled shape when that is cheap) → π_old (and reference)
-    log-probs → μ optimiser passes; returns (new state, metrics)."""
-    episodes = [e for g in groups for e in g]
-    rows_multiple = mproc.local_row_multiple(row_multiple)
-    if not episodes:  # another process kept groups this step, this one none: padding rows
-        host = mproc.empty_batch()
-    elif token_cost is None:
-        rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
-        adv = np.asarray(adv_fn(rewards)).reshape(-1)
-        host = make_train_batch(episodes, adv, layout, max_len=max_len,
-                                row_multiple=rows_multiple)
-    else:
-        rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
-        adv = np.asarray(adv_fn(rewards)).reshape(-1)
-        host = cheapest_train_batch(episodes, adv, layout, token_cost, max_len=max_len,
-                                    row_multiple=rows_multiple)
-    # cost ~ tokens the model runs: rows x length (+ prefixes x prefix length)
-    cost = lambda s: s[0] * s[1] + (s[3] * s[4] if len(s) > 3 else 0)  # noqa: E731
-    kind = ("batch", "prefix_tokens" in host)
-    shape = batch_shape(host)
-    if jax.process_count() > 1:  # one local shape on every process (a global array's rows)
-        shape = mproc.agreed_shape(shape)
-        shape = (-(-shape[0] // rows_multiple) * rows_multiple,) + shape[1:]
-    host = pad_batch(host, *batch_shapes.cover(kind, shape, cost))
-    batch = to_global_batch(host, mesh)
-    if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
-        batch["old_logprobs"] = logprob_fn(state.params, batch)
-    if ref_params is not None:
-        batch["ref_logprobs"] = logprob_fn(ref_params, batch)
-    for _ in range(ppo_epochs):
-        state, sums = step_fn(state, batch)
-    out = summarise(jax.device_get(sums))
-    out["batch_tokens"] = float(mproc.global_count(
-        host["tokens"].size + np.size(host.get("prefix_tokens", ()))))
-    out["train_tokens"] = float(mproc.global_count((host["segment_ids"] > 0).sum()))
-    if "prefix_lengths" in host:  # run once per group instead of once per sample
-        out["shared_prefix_tokens"] = float(host["prefix_lengths"].sum())
-    return state, out
+def _save_transcripts(workdir, step: int, groups: list[list[Episode]], per_step: int = 2) -> None:
+    """A sample of the step's rollouts (process 0: the first episode of its first `per_step`
+    kept groups) appended to `workdir/transcripts.jsonl`, to read what the policy does."""
+    if not multihost.is_primary() or not groups:
+        return
+    paths.append_text(workdir / "transcripts.jsonl", "".join(
+        json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n"
+        for group in groups[:per_step]))

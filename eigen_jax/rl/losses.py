@@ -24,6 +24,7 @@ LossFn = Callable[..., tuple[jnp.ndarray, dict[str, jnp.ndarray]]]
 _REGISTRY: Registry[LossFn] = Registry("policy loss")
 register = _REGISTRY.register
 get = _REGISTRY.get
+names = _REGISTRY.names
 
 
 def kl_k3(logprobs: jnp.ndarray, ref_logprobs: jnp.ndarray) -> jnp.ndarray:

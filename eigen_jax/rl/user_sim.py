@@ -23,7 +23,9 @@ import gin
 from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation
 from eigen_jax.chat.template import ChatTemplate
-from eigen_jax.sampling import Engine, Request, SamplingParams
+from eigen_jax.sampling import Request, SamplingParams
+from eigen_jax import scopes
+from eigen_jax.sampling.config import SamplerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,26 +134,23 @@ class ReferenceUserSimulator(UserSimulator):
 class ModelUserSimulator(UserSimulator):
     """An eigen-jax model (the user-SFT checkpoint) sampled in-process on its own `Engine`.
 
-    The engine's size is gin-configurable: `num_slots` (user turns decoded at once) and `max_len`
-    (the longest flipped-view prompt plus reply) bound its per-step cost, so size them to the
-    rollout (e.g. one slot per episode of a GRPO round, the user-SFT sequence length).
-    `max_prefill_len` (default `max_len`) chunks long prompts: a prompt is padded up to a power
-    of two per chunk, so shorter chunks waste less on prompts just past a bucket.
+    The engine's size is `sampler`, by default the gin scope `user/SamplerConfig` (which inherits
+    the policy's unscoped sizes): `num_slots` (user turns decoded at once) and `max_len` (the
+    longest flipped-view prompt plus reply) bound its per-step cost, so size them to the rollout
+    (e.g. one slot per episode of a GRPO round, the user-SFT sequence length).
 
     Each pending turn is a fresh single-turn request of the flipped view: the flipped view merges
     and drops messages as the dialogue grows, so it is not an append-only token sequence and cannot
     reuse the previous turn's cache.
     """
 
-    def __init__(self, model, chat: ChatTemplate, *, num_slots: int = 16, max_len: int = 2048,
-                 sampling: SamplingParams | None = None, seed: int = 0, mesh=None,
-                 steps_per_sync: int = 8, max_prefill_len: int | None = None):
+    def __init__(self, model, chat: ChatTemplate, *, sampler: SamplerConfig | None = None,
+                 sampling: SamplingParams | None = None, seed: int = 0, mesh=None):
         self.chat = chat
         params = sampling or SamplingParams(temperature=1.0, max_new_tokens=128)
         self.params = params.replace(stop_token_ids=tuple(chat.stop_ids))
         self.seed = seed
-        self.engine = Engine(model, num_slots, max_len, mesh, steps_per_sync=steps_per_sync,
-                             max_prefill_len=max_prefill_len or max_len)
+        self.engine = (sampler or scopes.configured(SamplerConfig, scopes.USER)).engine(model, mesh)
         self._calls = 0
         self._pending: dict[Any, UserTurn] = {}  # engine session id -> the turn it answers
         self._overflowed: list[tuple[UserTurn, None]] = []

@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from eigen_jax.models.attention import CACHE_LOGICAL_AXES
+from eigen_jax.padding import bucket
 from eigen_jax.sampling import steps
 from eigen_jax.sampling.params import SamplingParams
 from eigen_jax.sampling.requests import Completion, Request, check_token_ids
@@ -251,7 +252,7 @@ class Engine:
         self._prefill_chunks([s for s in sessions if id(s) not in copied], skip_turn=shared)
         if leaders:
             by_leader = dict(zip((id(s) for s in leaders), last_ids))
-            n = steps.bucket(len(followers), maximum=self.num_slots)
+            n = bucket(len(followers), maximum=self.num_slots)
             src = np.full((n,), self.num_slots, np.int32)
             dst = np.full((n,), self.num_slots, np.int32)
             for j, (f, first) in enumerate(followers):
@@ -272,12 +273,12 @@ class Engine:
     def _prefill_chunks(self, sessions: list[_Session], skip_turn: set[int]) -> None:
         """The prefill device calls for `sessions`' pending tokens; starts the turn of every
         session except those in `skip_turn` (ids), whose sampled token is not used."""
-        num_rows = steps.bucket(len(sessions), maximum=self.num_slots)
+        num_rows = bucket(len(sessions), maximum=self.num_slots)
         sampled = []  # (row index, session) of rows whose last pending token was in that chunk
         while any(s.pending for s in sessions):
             todo = [s for s in sessions if s.pending]
             longest = max(len(s.pending) for s in todo)
-            length = steps.bucket(longest, self.min_prefill_len, self.max_prefill_len)
+            length = bucket(longest, self.min_prefill_len, self.max_prefill_len)
             rows = np.full((num_rows,), self.num_slots, np.int32)
             tokens = np.zeros((num_rows, length), np.int32)
             positions = np.full((num_rows, length), self.max_len, np.int32)

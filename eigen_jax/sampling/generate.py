@@ -12,7 +12,7 @@ from flax import nnx
 
 from eigen_jax.sampling.engine import Completion, Engine, Request
 from eigen_jax.sampling.params import SamplingParams
-from eigen_jax.sampling.steps import bucket
+from eigen_jax.padding import bucket
 
 
 def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],

@@ -2,10 +2,9 @@
 
 Why: every distinct (rows, length, kv_len) of a prefill call and every kv_len of a decode call is
 one XLA compilation. Power-of-two buckets alone still give up to 6 x 7 x 4 prefill shapes for a
-24-slot, 1024-token engine, and multi-turn rollouts meet most of them (measured on the
-quickstart's policy, 2-core CPU: 21-22 distinct prefill shapes per round of 24 episodes, ~2.4 s to
-trace and compile each, against 10-300 ms to run one once compiled; bench/NOTES.md). A slightly
-larger shape that is already compiled is much cheaper than a new one, so a call takes the
+24-slot, 1024-token engine, and multi-turn rollouts meet most of them; compiling one costs far
+more than running one (bench/NOTES.md, "Where the quickstart's GRPO and evaluation time went").
+A slightly larger shape that is already compiled is much cheaper than a new one, so a call takes the
 cheapest compiled shape that covers it when its estimated cost is within `slack` times the exact
 bucket's; otherwise it compiles the exact bucket, which later calls can then reuse.
 

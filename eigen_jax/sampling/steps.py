@@ -36,6 +36,7 @@ from flax import nnx
 
 from eigen_jax.models.attention import CACHE_ROW_AXIS as ROW
 from eigen_jax.models.attention import CACHE_SLOT_AXIS as SLOT
+from eigen_jax.padding import bucket
 from eigen_jax.sampling.sample import row_keys, sample_tokens
 
 FINISH_NONE, FINISH_STOP, FINISH_LENGTH = 0, 1, 2
@@ -207,12 +208,3 @@ def copy_rows(cache, src, dst):
     has no model in it, so it compiles in a moment for each bucketed N."""
     return jax.tree.map(lambda x: x.at[:, dst].set(jnp.take(x, src, axis=ROW, mode="clip"),
                                                    mode="drop"), cache)
-
-
-def bucket(n: int, minimum: int = 1, maximum: int | None = None) -> int:
-    """Smallest power of two >= max(n, minimum), capped at `maximum`: bounds the number of
-    distinct shapes (and hence compilations) that varying prompt lengths and batch sizes cause."""
-    size = max(int(minimum), 1)
-    while size < n:
-        size *= 2
-    return size if maximum is None else min(size, maximum)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from eigen_jax.chat.messages import MessageError
 from eigen_jax.chat.template import TemplateError
 from eigen_jax.serve import protocol
-from eigen_jax.serve.batching import EngineFailure, RequestError
+from eigen_jax.serve.engine_loop import EngineFailure, RequestError
 from eigen_jax.serve.server import BadRequest, ModelServer
 
 

@@ -24,7 +24,7 @@ from eigen_jax.chat.template import ChatTemplate, TemplateError
 from eigen_jax.sampling.engine import Completion, Engine
 from eigen_jax.sampling.params import SamplingParams
 from eigen_jax.serve import protocol, responses
-from eigen_jax.serve.batching import EngineLoop
+from eigen_jax.serve.engine_loop import EngineLoop
 
 MAX_STOP_IDS = 16
 

@@ -16,11 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def bucket(n: int, minimum: int) -> int:
-    """Smallest power of two >= max(n, minimum)."""
-    n = max(int(n), int(minimum), 1)
-    return 1 << (n - 1).bit_length()
+from eigen_jax.padding import bucket
 
 
 def score_index(loss_mask: np.ndarray, minimum: int = 16) -> np.ndarray:
@@ -47,14 +43,6 @@ def valid_index(loss_mask: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
     which may itself be a scored position and must not count twice)."""
     count = (loss_mask[:, 1:] > 0).sum(axis=1)
     return jnp.arange(index.shape[1])[None, :] < count[:, None]
-
-
-def token_logprobs_from_logits(logits: jnp.ndarray, targets: jnp.ndarray,
-                               temperature: float = 1.0) -> jnp.ndarray:
-    logits = logits.astype(jnp.float32) / temperature
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return picked - logz
 
 
 def chunked_token_logprobs(hidden: jnp.ndarray, project: Callable[[jnp.ndarray], jnp.ndarray],

@@ -36,7 +36,7 @@ def _open_for_append(path):
 
 class MetricsWriter:
     def __init__(self, logdir: str | os.PathLike, prefix: str = "", console_every: int = 10,
-                 write: bool | None = None):
+                 write: bool | None = None, console_keys: tuple[str, ...] = ()):
         import jax
         from tensorboardX import SummaryWriter
 
@@ -56,6 +56,7 @@ class MetricsWriter:
             self._jsonl = _open_for_append(self.logdir / "metrics.jsonl")
         self.prefix = prefix
         self.console_every = console_every
+        self.console_keys = console_keys  # the console line's metrics (default: all)
         self._t0 = time.perf_counter()
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -67,10 +68,14 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self.console_every and step % self.console_every == 0:
-            shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
             logging.info("[%s] step %d (%.0fs) %s", self.prefix.rstrip("/") or "train", step,
-                         time.perf_counter() - self._t0, shown)
+                         time.perf_counter() - self._t0, self.summary(scalars))
         return scalars
+
+    def summary(self, scalars: Mapping[str, float]) -> str:
+        """`key=value` for the console keys present (every metric when none are set)."""
+        keys = [k for k in self.console_keys if k in scalars] or sorted(scalars)
+        return " ".join(f"{k}={scalars[k]:.4g}" for k in keys)
 
     def close(self) -> None:
         if self.writes and self._tb is not None:

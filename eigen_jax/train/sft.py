@@ -7,41 +7,26 @@ SIGTERM saves and exits → final checkpoint and HF safetensors export (`workdir
 from __future__ import annotations
 
 import functools
-import json
 import time
 from typing import Any, Sequence
 
 import gin
 import jax
 import numpy as np
-from absl import logging
 from flax import nnx
 
-from eigen_jax import models
-from eigen_jax import multihost, paths
+from eigen_jax import multihost
 from eigen_jax import sharding as shd
-from eigen_jax.chat.generation_config import write_generation_files
 from eigen_jax.data.pipeline import make_sft_dataset
 from eigen_jax.train import state as state_lib
-from eigen_jax.train.checkpoint import (
-    Checkpointer,
-    PreemptionGuard,
-    check_counts,
-    save_or_stop,
-)
+from eigen_jax.train.checkpoint import check_counts
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 from eigen_jax.train.logprobs import score_index
-from eigen_jax.train.metrics import MetricsWriter
+from eigen_jax.train.loop import TrainLoop, export_pretrained
 from eigen_jax.train.model_init import init_model
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
 from eigen_jax.train.router_aux import router_metrics
 from eigen_jax.train.sft_loss import sft_loss
-
-
-def to_global_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Process-local rows → global arrays sharded on the batch axes (the multi-host contract)."""
-    sh = shd.batch_sharding(mesh, 2)
-    return {k: jax.make_array_from_process_local_data(sh, np.asarray(v)) for k, v in batch.items()}
 
 
 def evaluate_loss(eval_fn, params, batches: Sequence[dict[str, jax.Array]]) -> float:
@@ -78,21 +63,20 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     check_counts("run_sft", num_steps=(num_steps, 1), batch_size=(batch_size, 1),
                  seq_len=(seq_len, 2), grad_accum_steps=(grad_accum_steps, 1),
                  eval_every=(eval_every, 1), checkpoint_every=(checkpoint_every, 1))
-    workdir = paths.resolve(workdir)
     mesh = shd.make_mesh(mesh_shape)
-    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch_size % batch_shards:
-        raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp={batch_shards} "
-                         f"of mesh {dict(mesh.shape)}")
+    if batch_size % shd.data_parallel_size(mesh):
+        raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp="
+                         f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}")
     model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
     schedule = make_schedule(total_steps=num_steps)
     graphdef, rest, state, step_fn, eval_fn = _programs(
         model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
-                        save_interval_steps=checkpoint_every)
-    latest = ckpt.latest_step()
+    loop = TrainLoop(workdir, num_steps, metrics_prefix=f"sft_{objective}/",
+                     checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                     log_every=log_every, console_keys=("loss", "eval_loss", "tokens_per_s",
+                                                        "mfu", "learning_rate"))
     # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
-    complete = latest is not None and latest >= num_steps
+    complete = (loop.latest_step() or 0) >= num_steps
     device_batch = functools.partial(_device_batch, mesh=mesh, scored_only=project_scored_only)
     train_it, eval_set = None, []
     if not complete:
@@ -100,41 +84,34 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             functools.partial(make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len,
                               batch_size, seed=seed),
             prompt_loss_weight, eval_split, eval_batches, device_batch)
-    state, start, eval_trace, seconds_before = _resume(ckpt, state, train_it, workdir, complete)
-
-    writer = MetricsWriter(workdir / "tb", prefix=f"sft_{objective}/", console_every=log_every)
-    throughput = _throughput(config, seq_len, batch_size, peak_flops)
-    if eval_set and start == 0:  # the baseline every later eval is compared with
+    state, saved = loop.restore(state)
+    if saved is not None and train_it is not None:
+        train_it.set_state(saved["iterator"])
+    eval_trace = [tuple(x) for x in (saved or {}).get("eval_trace", [])]
+    if eval_set and saved is None:  # the baseline every later eval is compared with
         eval_trace.append((0, evaluate_loss(eval_fn, state.params, eval_set)))
-    t_start = time.perf_counter()
-    with PreemptionGuard() as guard:
-        for step in range(start, num_steps):
-            t0 = time.perf_counter()
-            host = next(train_it)
-            state, metrics = step_fn(state, device_batch(host))
-            metrics = jax.device_get(metrics)
-            writer.write(step + 1, dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
-                                        learning_rate=float(schedule(step)),
-                                        **throughput(host, time.perf_counter() - t0),
-                                        **router_metrics(metrics)))
-            done = step + 1
-            if eval_set and (done % eval_every == 0 or done == num_steps):
-                eval_trace.append((done, evaluate_loss(eval_fn, state.params, eval_set)))
-                writer.write(done, {"eval_loss": eval_trace[-1][1]})
-            if save_or_stop(ckpt, guard, done, num_steps, state, lambda: {
-                    "iterator": train_it.get_state(), "eval_trace": eval_trace,
-                    "seconds": seconds_before + time.perf_counter() - t_start}):
-                break
-    ckpt.close()
-    writer.close()
-    result: dict[str, Any] = {"steps": int(state.step), "eval_loss": eval_trace,
-                              "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
-                              "seconds": seconds_before + time.perf_counter() - t_start}
-    if export_hf and int(state.step) >= num_steps:
-        result["hf_dir"] = str(workdir / "hf")
-        export_pretrained(nnx.merge(graphdef, state.params, rest), config, result["hf_dir"],
-                          tokenizer_dir)
-    return write_result(workdir, result)
+    throughput = _throughput(config, seq_len, batch_size, peak_flops)
+
+    def step(i: int, state):
+        t0 = time.perf_counter()
+        host = next(train_it)
+        state, metrics = step_fn(state, device_batch(host))
+        metrics = jax.device_get(metrics)
+        out = dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
+                   learning_rate=float(schedule(i)), **throughput(host, time.perf_counter() - t0),
+                   **router_metrics(metrics))
+        if eval_set and ((i + 1) % eval_every == 0 or i + 1 == num_steps):
+            eval_trace.append((i + 1, evaluate_loss(eval_fn, state.params, eval_set)))
+            out["eval_loss"] = eval_trace[-1][1]
+        return state, out
+
+    state = loop.run(state, int(state.step), step,
+                     lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace})
+    export = functools.partial(export_pretrained, nnx.merge(graphdef, state.params, rest),
+                               config, tokenizer_dir=tokenizer_dir) if export_hf else None
+    return loop.finish({"steps": int(state.step), "eval_loss": eval_trace,
+                        "final_eval_loss": eval_trace[-1][1] if eval_trace else None},
+                       int(state.step) >= num_steps, export)
 
 
 def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: int,
@@ -184,20 +161,6 @@ def _device_batch(host: dict, mesh, scored_only: bool) -> dict[str, jax.Array]:
     return multihost.global_batch_from_host(host, lambda v: shd.batch_sharding(mesh, v.ndim))
 
 
-def _resume(ckpt: Checkpointer, state, train_it, workdir, complete: bool):
-    """(state, start step, eval trace, seconds) of the run so far: the trace and the time travel
-    in the checkpoint, so a resumed run's result covers the whole run, not its last part."""
-    if ckpt.latest_step() is None:
-        return state, 0, [], 0.0
-    state, data_state = ckpt.restore(state)
-    if train_it is not None:
-        train_it.set_state(data_state["iterator"])
-    logging.info("resumed %s from step %d%s", workdir, int(state.step),
-                 " (complete)" if complete else "")
-    return (state, int(state.step), [tuple(x) for x in data_state.get("eval_trace", [])],
-            float(data_state.get("seconds", 0.0)))
-
-
 def _throughput(config, seq_len: int, batch_size: int, peak_flops: float | None):
     """`(host batch, seconds) -> {tokens_per_s, mfu}`. MFU = achieved model FLOP/s over the
     measured matmul peak of this host's accelerators (fake CPU devices share the same cores, so
@@ -211,37 +174,3 @@ def _throughput(config, seq_len: int, batch_size: int, peak_flops: float | None)
         return {"tokens_per_s": real_tokens / seconds, "mfu": flops_per_step / seconds / peak}
 
     return measure
-
-
-def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
-    """`result.json` of a run, written once (process 0); every process returns the result."""
-    if multihost.is_primary():
-        (workdir / "result.json").write_text(json.dumps(result, indent=1))
-    multihost.barrier("run_result")
-    return result
-
-
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
-    """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
-    tokenizer in `hf_dir` (any epath scheme): every process takes
-    part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
-    remote destination is staged locally and copied."""
-    hf_dir = paths.resolve(hf_dir)
-    with paths.local_staging(hf_dir, "hf_export") as local:
-        models.save_pretrained(model, config, str(local))
-        if multihost.is_primary():
-            _copy_tokenizer(tokenizer_dir, paths.resolve(local))
-            write_generation_files(local)  # eos = the chat template's end of turn
-    multihost.barrier("hf_export")
-
-
-def _copy_tokenizer(src: str, dst) -> None:
-    """The exported dir must be servable on its own: config + weights + tokenizer."""
-    src = paths.resolve(src)
-    for f in src.iterdir():
-        name = f.name
-        if name.startswith("tokenizer") or name in ("special_tokens_map.json",
-                                                    "generation_config.json", "vocab.json",
-                                                    "merges.txt", "chat_template.jinja"):
-            if not (dst / name).exists():
-                (dst / name).write_bytes(f.read_bytes())

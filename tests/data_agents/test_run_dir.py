@@ -42,15 +42,15 @@ def test_second_holder_is_refused_until_the_first_dies(tmp_path):
 
 
 def test_config_is_recorded_once_and_a_different_one_is_refused_by_key(tmp_path):
-    config = {"--domain": "outfitter", "EngineConfig.num_rounds": 2, "kw": {"a": [1, 2]}}
+    config = {"--domain": "outfitter", "SynthesisConfig.num_rounds": 2, "kw": {"a": [1, 2]}}
     fp = run_dir.record_config(tmp_path, config)
     assert run_dir.record_config(tmp_path, dict(config)) == fp  # the same run resumes
     recorded = json.loads((tmp_path / "journals" / "config.json").read_text())
     assert recorded == {"fingerprint": fp, "config": config}
-    changed = {**config, "EngineConfig.num_rounds": 3, "--model": "m"}
+    changed = {**config, "SynthesisConfig.num_rounds": 3, "--model": "m"}
     with pytest.raises(run_dir.ConfigMismatch) as e:
         run_dir.record_config(tmp_path, changed)
     message = str(e.value)
-    assert "EngineConfig.num_rounds: 2 -> 3" in message and "--model: '<unset>' -> 'm'" in message
+    assert "SynthesisConfig.num_rounds: 2 -> 3" in message and "--model: '<unset>' -> 'm'" in message
     assert "--domain" not in message and "\n" not in message
     assert json.loads((tmp_path / "journals" / "config.json").read_text()) == recorded

@@ -93,13 +93,10 @@ def test_state_shardings_cover_every_param():
     assert specs[("layers", "attn", "k")] == P(None, "fsdp", None, None)  # 2 kv heads on 4
 
 
-def test_process_local_batch_helpers():
-    assert sharding.process_batch_slice(16, process_index=1, process_count=4) == slice(4, 8)
-    with pytest.raises(ValueError, match="not divisible"):
-        sharding.process_batch_slice(10, process_index=0, process_count=4)
+def test_to_global_batch_shards_rows_on_the_batch_axes():
     mesh = sharding.make_mesh((2, 2, 2))
     local = {"tokens": np.arange(32, dtype=np.int32).reshape(8, 4)}
-    global_batch = sharding.host_local_to_global(local, mesh)
+    global_batch = sharding.to_global_batch(local, mesh)
     assert global_batch["tokens"].sharding.spec == P(("data", "fsdp"), None)
     np.testing.assert_array_equal(np.asarray(global_batch["tokens"]), local["tokens"])
     assert sharding.initialize_distributed() is False  # no launcher environment in tests

@@ -58,12 +58,13 @@ def test_reference_synthesis_on_the_own_domain(tmp_path):
     """The offline data stage on the spec: every dialogue passes the domain's checker and the
     published dataset holds them."""
     from eigen_jax.data.dialogues import decode_example, dialogue_source
-    from launch.pipeline import reference_data_stage
+    from launch.pipeline import RunContext, reference_data_stage
 
-    out = reference_data_stage({"workdir": str(tmp_path)}, domain=SPEC, num_train=6, num_test=2,
-                               domain_kwargs={"n_train": 6, "n_test": 2})
-    assert out["dataset_splits"] == {"train": 6, "test": 2}
-    source = dialogue_source(out["data_dir"], "train")
+    ctx = RunContext(str(tmp_path))
+    reference_data_stage(ctx, domain=SPEC, num_train=6, num_test=2,
+                         domain_kwargs={"n_train": 6, "n_test": 2})
+    assert ctx.dataset_splits == {"train": 6, "test": 2} and ctx.domain == SPEC
+    source = dialogue_source(ctx.data_dir, "train")
     rows = [decode_example(source[i]) for i in range(len(source))]
     assert {r["domain"] for r in rows} == {SPEC}
     assert all(r["verdict"]["status"] == "pass" and r["reward"] == 1.0 for r in rows)
@@ -93,10 +94,10 @@ def test_sft_and_a_grpo_step_on_the_own_domain(tmp_path):
         "reference_data_stage.num_test=8",
         "reference_data_stage.domain_kwargs={'n_train': 24, 'n_test': 8}",
         "run_sft.num_steps=6", "run_sft.eval_every=100", "run_sft.checkpoint_every=100",
-        "grpo_stage.user='reference'", "run_grpo.num_steps=1", "run_grpo.tasks_per_step=2",
-        "run_grpo.group_size=2", "run_grpo.max_extra_rounds=0",
-        "run_grpo.dynamic_filtering=False", "run_grpo.max_new_tokens=32",
-        "run_grpo.max_episode_steps=4", "run_grpo.max_len=1024", "run_grpo.num_slots=4",
+        "grpo_stage.user='reference'", "run_grpo.num_steps=1", "GRPOConfig.tasks_per_step=2",
+        "GRPOConfig.group_size=2", "GRPOConfig.max_extra_rounds=0",
+        "GRPOConfig.dynamic_filtering=False", "RolloutConfig.max_new_tokens=32",
+        "RolloutConfig.max_steps=4", "SamplerConfig.max_len=1024", "SamplerConfig.num_slots=4",
         "run_grpo.save_episodes=True"]
     cmd = [sys.executable, str(REPO / "launch" / "train.py"), "--gin_file",
            "gin/test/sft_tiny.gin", "--workdir", str(tmp_path)] + \

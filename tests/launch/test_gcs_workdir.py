@@ -94,17 +94,19 @@ def test_data_stage_resumes_and_reads_back_from_a_bucket(gcs, tmp_path):
     """The data stage (journal + TFDS: local-only writers) staged through the bucket: a second
     run skips every journaled task, and the dataset read from the bucket equals a local build."""
     from eigen_jax.data.dialogues import decode_example, dialogue_source
-    from launch.pipeline import reference_data_stage
+    from launch.pipeline import RunContext, reference_data_stage
 
     kw = dict(domain="outfitter", num_train=4, num_test=2,
               domain_kwargs={"n_train": 4, "n_test": 2})
-    remote = reference_data_stage({"workdir": "gs://bucket/data_run"}, **kw)
-    assert remote["data_dir"] == "gs://bucket/data_run/data/tfds"
-    again = reference_data_stage({"workdir": "gs://bucket/data_run"}, **kw)
-    assert again["dataset_splits"] == remote["dataset_splits"] == {"train": 4, "test": 2}
-    local = reference_data_stage({"workdir": str(tmp_path)}, **kw)
+    remote, again = RunContext("gs://bucket/data_run"), RunContext("gs://bucket/data_run")
+    reference_data_stage(remote, **kw)
+    assert remote.data_dir == "gs://bucket/data_run/data/tfds"
+    reference_data_stage(again, **kw)
+    assert again.dataset_splits == remote.dataset_splits == {"train": 4, "test": 2}
+    local = RunContext(str(tmp_path))
+    reference_data_stage(local, **kw)
     for split in ("train", "test"):
-        a, b = dialogue_source(remote["data_dir"], split), dialogue_source(local["data_dir"], split)
+        a, b = dialogue_source(remote.data_dir, split), dialogue_source(local.data_dir, split)
         rows = lambda src: sorted((decode_example(src[i]) for i in range(len(src))),  # noqa: E731
                                   key=lambda d: d["key"])
         assert rows(a) == rows(b)

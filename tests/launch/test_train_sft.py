@@ -114,10 +114,10 @@ def test_user_sft_starts_from_the_agent_checkpoint(prepared, tmp_path):
 
 
 def test_init_from_needs_that_stage_first():
-    from launch.pipeline import sft_stage
+    from launch.pipeline import RunContext, sft_stage
 
     with pytest.raises(ValueError, match="needs the agent-SFT stage before it"):
-        sft_stage({"workdir": "/tmp/x", "data_dir": "d", "tokenizer_dir": "t"}, objective="user",
+        sft_stage(RunContext("/tmp/x", data_dir="d", tokenizer_dir="t"), objective="user",
                   init_from="agent", run=lambda **kw: {})
 
 

@@ -124,10 +124,10 @@ class FakeLLM:
 
 def main(out_dir: str, delay_s: float = 0.01) -> None:  # pragma: no cover - resume test's child
     from data_agents.domains import load
-    from data_agents.engine import Engine, EngineConfig
+    from data_agents.synthesis import SynthesisEngine, SynthesisConfig
 
-    cfg = EngineConfig(num_rounds=2, plans_per_round=4, tasks_per_plan=3, max_concurrency=2)
-    engine = Engine(FakeLLM(delay_s=delay_s), load("outfitter", n_train=0, n_test=0), out_dir, cfg)
+    cfg = SynthesisConfig(num_rounds=2, plans_per_round=4, tasks_per_plan=3, max_concurrency=2)
+    engine = SynthesisEngine(FakeLLM(delay_s=delay_s), load("outfitter", n_train=0, n_test=0), out_dir, cfg)
     print(json.dumps(asyncio.run(engine.run())["worker_counts"]))
 
 

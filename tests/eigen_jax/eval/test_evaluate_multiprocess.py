@@ -22,11 +22,14 @@ a = ap.parse_args()
 from eigen_jax import sharding
 sharding.initialize_distributed(a.coordinator_address, a.num_processes, a.process_id)
 from eigen_jax.eval.evaluate import evaluate_checkpoint
+from eigen_jax.rl.rollout import RolloutConfig
+from eigen_jax.sampling.config import SamplerConfig
 from tests.eigen_jax.rl.test_grpo import StopOnSecondMessage
 gin.bind_parameter("agent_prompt.mode", "compact")
 evaluate_checkpoint(a.policy, a.out, domain="outfitter", domain_kwargs={"n_train": 24, "n_test": 6},
-                    num_trials=2, user=StopOnSecondMessage(), max_new_tokens=24, max_len=512,
-                    num_slots=8)
+                    num_trials=2, user=StopOnSecondMessage(),
+                    sampler=SamplerConfig(max_len=512, num_slots=8),
+                    rollout=RolloutConfig(max_new_tokens=24))
 """
 
 

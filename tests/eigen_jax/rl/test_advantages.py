@@ -34,15 +34,6 @@ def test_informative_groups():
     assert np.asarray(adv.informative_groups(r)).tolist() == [False, False, True, True]
 
 
-def test_broadcast_to_tokens_masks_non_policy_tokens():
-    a = np.array([2.0, -1.0])
-    mask = np.array([[0, 1, 1, 0], [1, 0, 0, 1]])
-    out = np.asarray(adv.broadcast_to_tokens(a, mask))
-    np.testing.assert_array_equal(out, [[0, 2, 2, 0], [-1, 0, 0, -1]])
-    with pytest.raises(ValueError, match="do not match"):
-        adv.broadcast_to_tokens(np.ones(3), mask)
-
-
 def test_unknown_estimator_and_bad_shape():
     with pytest.raises(ValueError, match="unknown advantage"):
         adv.get("nope")

@@ -7,7 +7,10 @@ import pytest
 
 from data_agents.checkers.verdict import Verdict
 from eigen_jax.rl.episode import Episode
+from eigen_jax.rl.config import GRPOConfig
 from eigen_jax.rl.grpo import TaskStream, collect_groups, run_grpo
+from eigen_jax.rl.rollout import RolloutConfig
+from eigen_jax.sampling.config import SamplerConfig
 
 
 class FakeTask:
@@ -99,9 +102,12 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
     lr, wd = 1e-3, 0.01
     try:
         result = run_grpo(str(tmp_path), policy_hf_dir=str(policy_hf_dir), domain=outfitter,
-                          user=StopOnSecondMessage(), num_steps=1, tasks_per_step=2, group_size=4,
-                          max_extra_rounds=3, learning_rate=lr, max_len=512, num_slots=8,
-                          max_new_tokens=64, temperature=0.8, checker=mixed_checker)
+                          user=StopOnSecondMessage(), num_steps=1,
+                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
+                                               learning_rate=lr),
+                          sampler=SamplerConfig(max_len=512, num_slots=8),
+                          rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+                          checker=mixed_checker)
     finally:
         gin.clear_config()
     assert result["steps"] == 1 and result["learner_updates"] == 1
@@ -116,6 +122,11 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
         assert key in m, key
     assert m["policy_tokens"] > 0 and m["entropy"] > 0
     assert m["clip_fraction"] == 0.0  # μ = 1: ρ = 1 exactly on the single pass
+    transcripts = [json.loads(x)
+                   for x in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    assert 1 <= len(transcripts) <= 2 and all(t["step"] == 1 for t in transcripts)
+    assert all(t["messages"] and all("role" in m for m in t["messages"]) and
+               t["reward"] in (0.0, 1.0) for t in transcripts)
     before, _ = models.from_pretrained(str(policy_hf_dir))
     after, _ = models.from_pretrained(result["hf_dir"])
     import jax
@@ -138,9 +149,11 @@ def test_resume_continues_the_run(tmp_path, policy_hf_dir, outfitter):
     with gin.unlock_config():
         gin.bind_parameter("agent_prompt.mode", "compact")
     kwargs = dict(policy_hf_dir=str(policy_hf_dir), domain=outfitter,
-                  user=StopOnSecondMessage(), tasks_per_step=2, group_size=4,
-                  max_extra_rounds=1, max_len=512, num_slots=8, max_new_tokens=64,
-                  temperature=0.8, checker=mixed_checker, checkpoint_every=1)
+                  user=StopOnSecondMessage(),
+                  algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=1),
+                  sampler=SamplerConfig(max_len=512, num_slots=8),
+                  rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+                  checker=mixed_checker, checkpoint_every=1)
     try:
         first = run_grpo(str(tmp_path), num_steps=1, **kwargs)
         second = run_grpo(str(tmp_path), num_steps=2, **kwargs)
@@ -172,9 +185,11 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
         gin.bind_parameter("agent_prompt.mode", "compact")
     try:
         result = run_grpo(str(tmp_path / "run"), policy_hf_dir=str(policy), domain=outfitter,
-                          user=StopOnSecondMessage(), num_steps=1, tasks_per_step=2,
-                          group_size=4, max_extra_rounds=3, max_len=512, num_slots=8,
-                          max_new_tokens=16, checker=mixed_checker, router_aux_loss_coef=0.01)
+                          user=StopOnSecondMessage(), num_steps=1,
+                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
+                                               router_aux_loss_coef=0.01),
+                          sampler=SamplerConfig(max_len=512, num_slots=8),
+                          rollout=RolloutConfig(max_new_tokens=16), checker=mixed_checker)
     finally:
         gin.clear_config()
     assert result["learner_updates"] == 1
@@ -183,9 +198,21 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
     assert models.from_pretrained(result["hf_dir"])[1].family == "qwen3_moe"
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_steps=0), dict(num_slots=0), dict(max_len=1),
-                                    dict(max_new_tokens=-3)])
-def test_out_of_range_counts_are_refused_before_any_work(tmp_path, kwargs):
-    with pytest.raises(ValueError, match=r"run_grpo\.\w+ must be >= "):
-        run_grpo(str(tmp_path), policy_hf_dir=str(tmp_path / "missing"), **kwargs)
+def test_out_of_range_counts_are_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"run_grpo\.num_steps must be >= 1"):
+        run_grpo(str(tmp_path), policy_hf_dir=str(tmp_path / "missing"), num_steps=0)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: SamplerConfig(num_slots=0), r"SamplerConfig\.num_slots must be >= 1"),
+    (lambda: SamplerConfig(max_len=1), r"SamplerConfig\.max_len must be >= 2"),
+    (lambda: RolloutConfig(max_new_tokens=-3), r"RolloutConfig\.max_new_tokens must be >= 1"),
+    (lambda: GRPOConfig(group_size=1), r"GRPOConfig\.group_size must be >= 2"),
+    (lambda: GRPOConfig(loss="nope"), r"GRPOConfig\.loss must be one of"),
+    (lambda: GRPOConfig(layout="rows"), r"GRPOConfig\.layout must be one of"),
+    (lambda: GRPOConfig(is_cap=0.0), r"GRPOConfig\.is_cap must be > 0 or None"),
+])
+def test_configs_refuse_out_of_range_values(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

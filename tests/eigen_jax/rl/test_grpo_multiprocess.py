@@ -11,6 +11,9 @@ import pickle
 import numpy as np
 import pytest
 
+from eigen_jax.rl.config import GRPOConfig
+from eigen_jax.rl.rollout import RolloutConfig
+from eigen_jax.sampling.config import SamplerConfig
 from tests.fixtures import multiprocess as mp
 
 STEP = r"""
@@ -23,15 +26,20 @@ a = ap.parse_args()
 from eigen_jax import sharding
 sharding.initialize_distributed(a.coordinator_address, a.num_processes, a.process_id)
 from data_agents import domains
+from eigen_jax.rl.config import GRPOConfig
 from eigen_jax.rl.grpo import run_grpo
+from eigen_jax.rl.rollout import RolloutConfig
+from eigen_jax.sampling.config import SamplerConfig
 from tests.eigen_jax.rl.test_grpo import StopOnSecondMessage, mixed_checker
 gin.bind_parameter("agent_prompt.mode", "compact")
 run_grpo(a.workdir, policy_hf_dir=a.policy, domain=domains.load("outfitter", n_train=24, n_test=4),
          user=StopOnSecondMessage(), checker=mixed_checker, **KWARGS)
 """
-KWARGS = dict(num_steps=1, tasks_per_step=4, group_size=2, dynamic_filtering=False,
-              max_len=512, num_slots=8, max_new_tokens=32, temperature=1.0,
-              learning_rate=1e-3, save_episodes=True, export_hf=False)
+ALGORITHM = GRPOConfig(tasks_per_step=4, group_size=2, dynamic_filtering=False,
+                       learning_rate=1e-3, share_prefix=False)
+KWARGS = dict(num_steps=1, algorithm=ALGORITHM, sampler=SamplerConfig(max_len=512, num_slots=8),
+              rollout=RolloutConfig(max_new_tokens=32, temperature=1.0), save_episodes=True,
+              export_hf=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +63,14 @@ def reference_loss(policy_dir, groups):
     """The learner of `run_grpo` (same optimizer, loss, layout) on `groups` in this process."""
     from eigen_jax import models
     from eigen_jax import sharding as shd
-    from eigen_jax.rl import advantages
-    from eigen_jax.rl.grpo import _update
-    from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
-    from eigen_jax.sampling.shapes import ShapePlanner
-    from eigen_jax.train import state as state_lib
-    from eigen_jax.train.optimizer import make_optimizer, make_schedule
+    from eigen_jax.rl.learner import GRPOLearner
 
     mesh = shd.make_mesh((1, -1, 1))
-    model, _ = models.from_pretrained(str(policy_dir), mesh=mesh)
-    tx = make_optimizer(make_schedule(learning_rate=KWARGS["learning_rate"], schedule="constant",
-                                      warmup_steps=0, total_steps=1))
-    graphdef, params, rest = state_lib.split_model(model)
-    state = state_lib.init_train_state(params, tx, mesh)
-    step_fn = state_lib.make_train_step(
-        graphdef, rest, tx, make_grpo_loss("grpo", with_entropy=True, eps_low=0.4,
-                                           eps_high=0.4, is_cap=5.0), mesh=mesh,
-        state_sharding=state_lib.state_shardings(state))
-    logprob_fn = state_lib.MeshBound(make_logprob_fn(graphdef, rest), mesh)
-    _, out = _update(state, groups, advantages.get("grpo"), "trajectory", KWARGS["max_len"],
-                     mesh.size, mesh, logprob_fn, None, 1, step_fn,
-                     ShapePlanner(("reference", 0), token_cost=0.0, slack=1.0))
+    model, config = models.from_pretrained(str(policy_dir), mesh=mesh)
+    state, learner = GRPOLearner.create(model, config, mesh, ALGORITHM, num_steps=1,
+                                        max_len=KWARGS["sampler"].max_len, temperature=1.0,
+                                        shape_slack=1.0)
+    _, out = learner.update(state, groups)
     return out
 
 
@@ -92,16 +87,16 @@ def test_two_processes_split_the_episodes_and_give_the_one_process_loss(
               for p in range(2)]
     keys = [{(g[0].task_id, g[0].group_id) for g in share} for share in shares]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
-    step_tasks = TaskStream(outfitter.tasks("train"), seed=0).take(KWARGS["tasks_per_step"])
+    step_tasks = TaskStream(outfitter.tasks("train"), seed=0).take(ALGORITHM.tasks_per_step)
     assert keys[0] | keys[1] == {(t.id, i) for i, t in enumerate(step_tasks)}
     for share in shares:
         for g in share:
-            assert len(g) == KWARGS["group_size"] and len({e.task_id for e in g}) == 1
+            assert len(g) == ALGORITHM.group_size and len({e.task_id for e in g}) == 1
     logged = [json.loads(l) for l in (wd / "tb" / "metrics.jsonl").read_text().splitlines()][-1]
     want = reference_loss(random_policy, shares[0] + shares[1])
     print("2-process loss", logged["loss"], "1-process loss", want["loss"])
     assert logged["policy_tokens"] == want["policy_tokens"] > 0
-    assert logged["episodes"] == KWARGS["tasks_per_step"] * KWARGS["group_size"]
+    assert logged["episodes"] == ALGORITHM.tasks_per_step * ALGORITHM.group_size
     np.testing.assert_allclose(logged["loss"], want["loss"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(logged["pg_loss"], want["pg_loss"], rtol=1e-5, atol=1e-7)
     # the forward (entropy) and the backward (gradient norm) over the global batch agree too

@@ -18,6 +18,7 @@ from eigen_jax.rl.rollout import (
 )
 from eigen_jax.rl.user_sim import ReferenceUserSimulator, UserSimulator
 from eigen_jax.sampling import Engine, Request, SamplingParams
+from eigen_jax.sampling.config import SamplerConfig
 from eigen_jax.train.state import split_model
 
 MAX_LEN = 512
@@ -183,7 +184,7 @@ def test_model_user_is_sampled_on_the_flipped_view(policy_model, rl_chat, outfit
                {"role": "tool", "content": "[]", "tool_call_id": "c0"},
                {"role": "assistant", "content": "Sure. What is your email?"}]
     user_len = 2 * MAX_LEN  # the user's system prompt (guidelines + scenario) is long
-    sim = ModelUserSimulator(policy_model, rl_chat, num_slots=2, max_len=user_len,
+    sim = ModelUserSimulator(policy_model, rl_chat, sampler=SamplerConfig(num_slots=2, max_len=user_len),
                              sampling=SamplingParams(temperature=0.0, max_new_tokens=8))
     replies = sim.respond([UserTurn(task, history, "k"), UserTurn(task, [], "k")])
     forward = jax.jit(lambda ids: policy_model(ids))
@@ -222,7 +223,7 @@ def test_interleaved_model_user_equals_blocking_user(policy_model, rl_chat, outf
         return worker.run(make_jobs(outfitter.tasks("train")[:2], 2), seed=2)
 
     def user_model():
-        return ModelUserSimulator(policy_model, rl_chat, num_slots=4, max_len=2 * MAX_LEN,
+        return ModelUserSimulator(policy_model, rl_chat, sampler=SamplerConfig(num_slots=4, max_len=2 * MAX_LEN),
                                   sampling=SamplingParams(temperature=1.0, max_new_tokens=16))
 
     interleaved, blocking = play(user_model()), play(_Blocking(user_model()))
@@ -239,7 +240,7 @@ def test_user_context_overflow_ends_the_episode_not_the_rollout(policy_model, rl
     the direct `respond` call still raises, naming the limit."""
     from eigen_jax.rl.user_sim import ContextOverflow, ModelUserSimulator, UserTurn
 
-    sim = ModelUserSimulator(policy_model, rl_chat, num_slots=2, max_len=64,
+    sim = ModelUserSimulator(policy_model, rl_chat, sampler=SamplerConfig(num_slots=2, max_len=64),
                              sampling=SamplingParams(temperature=1.0, max_new_tokens=8))
     worker = RolloutWorker(make_engine(policy_model), rl_chat, outfitter, sim,
                            RolloutConfig(max_new_tokens=16))

@@ -50,10 +50,14 @@ def test_moe_checkpoint_is_evaluated(moe_checkpoint, tmp_path):
 
     with gin.unlock_config():
         gin.bind_parameter("agent_prompt.mode", "compact")
+    from eigen_jax.rl.rollout import RolloutConfig
+    from eigen_jax.sampling.config import SamplerConfig
+
     try:
-        result = evaluate_checkpoint(str(moe_checkpoint), str(tmp_path), max_tasks=2,
-                                     num_trials=1, max_new_tokens=16, max_len=1024,
-                                     num_slots=4, max_prefill_len=512)
+        result = evaluate_checkpoint(
+            str(moe_checkpoint), str(tmp_path), max_tasks=2, num_trials=1,
+            sampler=SamplerConfig(num_slots=4, max_len=1024, max_prefill_len=512),
+            rollout=RolloutConfig(max_new_tokens=16))
     finally:
         gin.clear_config()
     trials = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()

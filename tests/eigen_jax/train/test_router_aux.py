@@ -8,7 +8,7 @@ from flax import nnx
 
 from eigen_jax import models
 from eigen_jax.models import moe
-from eigen_jax.rl.grpo_step import make_grpo_loss, summarise
+from eigen_jax.rl.learner_fns import make_grpo_loss, summarise
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.router_aux import router_metrics
 from eigen_jax.train.sft_loss import sft_loss

@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 
 from eigen_jax import models
-from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
+from eigen_jax.rl.learner_fns import make_grpo_loss, make_logprob_fn
 from eigen_jax.train import state as state_lib
 
 
@@ -38,7 +38,7 @@ def test_scoring_only_policy_positions_gives_the_same_loss_and_gradient():
     """`score_index` (project only the positions the loss reads) changes nothing but speed:
     same log-probs at policy positions, same loss, same gradient, entropy included — also for a
     row with no policy token and rows padded past their own count."""
-    from eigen_jax.rl.batching import score_index
+    from eigen_jax.rl.train_batch import score_index
     model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(1))
     graphdef, params, rest = state_lib.split_model(model)
     rng = np.random.default_rng(1)
@@ -79,7 +79,7 @@ def test_a_grpo_step_moves_each_trajectory_the_way_its_advantage_says():
     policy tokens and lowers the negative one's, measured independently by a full forward pass
     and a NumPy log-softmax over each trajectory alone (a sign or off-by-one error in the batch
     alignment would fail this)."""
-    from eigen_jax.rl.batching import make_train_batch
+    from eigen_jax.rl.train_batch import make_train_batch
     from eigen_jax.rl.episode import Episode
 
     model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(2))

@@ -61,7 +61,7 @@ def _policy_logprobs(model, batch, chunk_size, with_entropy, temperature):
 
 
 def shared_prefix_hidden(model, batch: dict[str, jax.Array], return_router_stats: bool = False):
-    """Final hidden states `[rows, length - 1]` of a shared-prefix batch (`rl.batching`).
+    """Final hidden states `[rows, length - 1]` of a shared-prefix batch (`rl.train_batch`).
 
     Each prefix runs once, through the model's cache path: its keys and values fill a cache of
     `prefix_len + length - 1` slots; every row gathers its prefix's cache and runs its suffix
@@ -101,12 +101,14 @@ def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 
 
 
 def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy: bool = True,
-                   temperature: float = 1.0, router_aux_loss_coef: float = 0.0,
-                   **loss_kwargs: Any):
+                   temperature: float = 1.0, router_aux_loss_coef: float = 0.0, *,
+                   eps_low: float = 0.4, eps_high: float = 0.4, is_cap: float | None = 5.0,
+                   kl_coef: float = 0.0):
     """`loss_fn(model, batch, normalizer) -> (loss, sums)` for `train.state.make_train_step`.
 
     The batch may carry `old_logprobs` (needed when several optimisation passes reuse one rollout
-    batch; absent, π_old is the current policy) and `ref_logprobs` (when a KL term is on). The returned metrics are SUMS over the micro-batch (counts, entropy, KL) so that
+    batch; absent, π_old is the current policy) and `ref_logprobs` (when a KL term is on).
+    The returned metrics are SUMS over the micro-batch (counts, entropy, KL) so that
     gradient accumulation adds them up correctly; `summarise` turns them into fractions.
     """
     policy_loss = losses.get(loss_name)
@@ -123,7 +125,8 @@ def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy:
         old = shift("old_logprobs") if "old_logprobs" in batch else jax.lax.stop_gradient(logp)
         loss, m = policy_loss(logp, old, shift("advantages"), mask,
                               behaviour_logprobs=shift("behaviour_logprobs"), ref_logprobs=ref,
-                              normalizer=normalizer, **loss_kwargs)
+                              normalizer=normalizer, eps_low=eps_low, eps_high=eps_high,
+                              is_cap=is_cap, kl_coef=kl_coef)
         n = mask.sum()  # policy tokens before behaviour-IS masking
         sums = {"policy_tokens": n,
                 "clipped_tokens": m["clip_fraction"] * m["policy_tokens"],

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data_agents.domains import load
-from data_agents.engine import Engine, EngineConfig, instance_key
+from data_agents.synthesis import SynthesisEngine, SynthesisConfig, instance_key
 from data_agents.journal import iter_records, read_journals
 from tests.data_agents.agents.fake_llm import FakeLLM, completion
 
@@ -32,8 +32,8 @@ def test_run_journals_everything_and_reports(domain, tmp_path):
     reject_half = {"task_verify": lambda m, t, g: completion(
         '{"policy_consistent": true, "solvable": true}' if "/s0000/" in g
         else "not json")}
-    cfg = EngineConfig(num_rounds=2, plans_per_round=2, tasks_per_plan=2, poll_s=0.01)
-    report = asyncio.run(Engine(FakeLLM(reject_half), domain, tmp_path, cfg).run())
+    cfg = SynthesisConfig(num_rounds=2, plans_per_round=2, tasks_per_plan=2, poll_s=0.01)
+    report = asyncio.run(SynthesisEngine(FakeLLM(reject_half), domain, tmp_path, cfg).run())
     recs = records(tmp_path)
     assert sorted(r.key for r in recs) == sorted(instance_key(r, s, t) for r in range(2)
                                                  for s in range(2) for t in range(2))
@@ -59,8 +59,8 @@ def test_run_journals_everything_and_reports(domain, tmp_path):
 def test_round_below_best_is_rolled_back(domain, tmp_path):
     fail_round1 = {"task_verify": lambda m, t, g: completion(
         "nope" if g.startswith("r001") else '{"policy_consistent": true, "solvable": true}')}
-    cfg = EngineConfig(num_rounds=3, plans_per_round=1, tasks_per_plan=2, poll_s=0.01)
-    report = asyncio.run(Engine(FakeLLM(fail_round1), domain, tmp_path, cfg).run())
+    cfg = SynthesisConfig(num_rounds=3, plans_per_round=1, tasks_per_plan=2, poll_s=0.01)
+    report = asyncio.run(SynthesisEngine(FakeLLM(fail_round1), domain, tmp_path, cfg).run())
     rates = [r["acceptance_rate"] for r in report["rounds"]]
     assert rates == [1.0, 0.0, 1.0]
     refl1 = json.loads((tmp_path / "rounds" / "r001" / "reflection.json").read_text())
@@ -71,10 +71,10 @@ def test_round_below_best_is_rolled_back(domain, tmp_path):
 
 
 def test_two_workers_shard_streams_and_share_rounds(domain, tmp_path):
-    cfg = EngineConfig(num_rounds=2, plans_per_round=3, tasks_per_plan=1, poll_s=0.01)
+    cfg = SynthesisConfig(num_rounds=2, plans_per_round=3, tasks_per_plan=1, poll_s=0.01)
 
     async def both():
-        return await asyncio.gather(*(Engine(FakeLLM(), domain, tmp_path, cfg, worker_index=i,
+        return await asyncio.gather(*(SynthesisEngine(FakeLLM(), domain, tmp_path, cfg, worker_index=i,
                                              num_workers=2).run() for i in (0, 1)))
     lead, other = asyncio.run(both())
     per_worker = {p.name: [r.provenance["stream"] for r in iter_records(p)]
@@ -92,9 +92,9 @@ def test_engine_propagates_server_loss(domain, tmp_path):
 
     def down(m, t, g):
         raise LLMUnavailableError("http://x/v1/chat/completions", 5, "connection refused")
-    cfg = EngineConfig(num_rounds=1, plans_per_round=2, tasks_per_plan=1, poll_s=0.01)
+    cfg = SynthesisConfig(num_rounds=1, plans_per_round=2, tasks_per_plan=1, poll_s=0.01)
     with pytest.raises(ExceptionGroup) as e:
-        asyncio.run(Engine(FakeLLM({"task_synth": down}), domain, tmp_path, cfg).run())
+        asyncio.run(SynthesisEngine(FakeLLM({"task_synth": down}), domain, tmp_path, cfg).run())
     assert e.group_contains(LLMUnavailableError)
     assert records(tmp_path) == []  # nothing half-written
 
@@ -137,9 +137,9 @@ def test_hostile_llm_output_is_a_failed_instance_and_resume_does_not_crash(domai
     hostile = {"task_verify": lambda m, t, g: completion(
         nested if "/s0000/" in g else huge if "/s0001/" in g else
         '{"policy_consistent": true, "solvable": true}')}
-    cfg = EngineConfig(num_rounds=1, plans_per_round=3, tasks_per_plan=1, poll_s=0.01)
+    cfg = SynthesisConfig(num_rounds=1, plans_per_round=3, tasks_per_plan=1, poll_s=0.01)
     for _ in range(2):  # the first run, then the resume
-        asyncio.run(Engine(FakeLLM(hostile), domain, tmp_path, cfg).run())
+        asyncio.run(SynthesisEngine(FakeLLM(hostile), domain, tmp_path, cfg).run())
         recs = records(tmp_path)
         assert len(recs) == 3 and len({r.key for r in recs}) == 3
         by_stream = {r.provenance["stream"]: r for r in recs}

@@ -37,14 +37,14 @@ from data_agents.agents import (
 )
 from data_agents.domains.base import Domain
 from data_agents.journal import Journal, read_journals
-from data_agents.llm.sharding import owns
+from data_agents.llm.work_split import owns
 from data_agents.prompts import BASE_VERSION, PromptStore
 from data_agents.records import DialogueRecord
 from data_agents.report import failures_of, summarize_round, write_report
 
 
 @dataclasses.dataclass
-class EngineConfig:
+class SynthesisConfig:
     """Science knobs of a generation run (bound from gin by `launch/generate_data.py`)."""
 
     num_rounds: int = 2
@@ -66,9 +66,9 @@ class EngineConfig:
         for name in ("num_rounds", "plans_per_round", "tasks_per_plan", "max_explore_steps",
                      "max_concurrency"):
             if getattr(self, name) < 1:
-                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"SynthesisConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_dialogue_steps < 2:
-            raise ValueError(f"EngineConfig.max_dialogue_steps must be >= 2, "
+            raise ValueError(f"SynthesisConfig.max_dialogue_steps must be >= 2, "
                              f"got {self.max_dialogue_steps}")
 
     @property
@@ -98,16 +98,16 @@ def instance_key(round_index: int, stream: int, task_index: int) -> str:
     return f"r{round_index:03d}/s{stream:04d}/t{task_index:03d}"
 
 
-class Engine:
+class SynthesisEngine:
     """One worker of a generation run. `await engine.run()` returns the final report (worker 0)
     or this worker's counts (others)."""
 
     def __init__(self, llm: Any, domain: Domain, out_dir: str | os.PathLike,
-                 config: EngineConfig | None = None, *, domain_name: str | None = None,
+                 config: SynthesisConfig | None = None, *, domain_name: str | None = None,
                  worker_index: int = 0, num_workers: int = 1, model_name: str | None = None,
                  on_record: Callable[[DialogueRecord], None] | None = None):
         owns(0, worker_index, num_workers)  # validates the pair
-        self.llm, self.domain, self.config = llm, domain, config or EngineConfig()
+        self.llm, self.domain, self.config = llm, domain, config or SynthesisConfig()
         self.domain_name = domain_name or domain.name
         self.out = Path(out_dir)
         self.worker_index, self.num_workers = worker_index, num_workers

@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from eigen_jax.models import Transformer, get_config
-from eigen_jax.rl.batching import (batch_shape, cheapest_train_batch, layout_token_count,
+from eigen_jax.rl.train_batch import (batch_shape, cheapest_train_batch, layout_token_count,
                                    make_train_batch, model_cost, pad_batch)
 from eigen_jax.rl.episode import Episode
-from eigen_jax.rl.grpo_step import make_grpo_loss, make_logprob_fn
+from eigen_jax.rl.learner_fns import make_grpo_loss, make_logprob_fn
 from eigen_jax.train.state import split_model
 
 

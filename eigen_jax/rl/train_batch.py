@@ -33,7 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from eigen_jax.rl.episode import Episode
-from eigen_jax.train.logprobs import bucket, score_index  # noqa: F401  (re-exported)
+from eigen_jax.padding import bucket
+from eigen_jax.train.logprobs import score_index  # noqa: F401  (re-exported)
 
 LAYOUTS = ("trajectory", "per_turn")
 

@@ -8,7 +8,7 @@ import pytest
 
 from eigen_jax.sampling import Engine, SamplingParams, generate
 from eigen_jax.serve import EngineFailure, EngineLoop, RequestError
-from eigen_jax.serve.batching import MAX_CONSECUTIVE_STEP_FAILURES
+from eigen_jax.serve.engine_loop import MAX_CONSECUTIVE_STEP_FAILURES
 
 PROMPTS = [[5, 17, 42, 99, 7], [300, 12, 8], [64, 65, 66, 67, 68, 69, 70], [9, 9, 9, 1]]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=10)
