@@ -2,7 +2,8 @@
 
 Same output as the LLM engine — checker-verified dialogue records in a durable journal, published
 as TFDS — so the whole pipeline runs offline (quickstart, tests). Only domains that ship a
-reference solver support it (the built-in `outfitter`). Resumable: keys already journaled are
+reference solver (`Domain.reference_dialogue`) support it (the built-in `outfitter`, and any
+registered domain that implements it). Resumable: keys already journaled are
 skipped.
 """
 from __future__ import annotations
@@ -11,16 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from data_agents import checkers
-from data_agents.domains import load
+from data_agents.domains import Domain, load
 from data_agents.journal import Journal
 from data_agents.records import DialogueRecord
-
-
-def _solver(domain_name: str) -> Callable:
-    if domain_name == "outfitter":
-        from data_agents.domains.outfitter.dialogue import run_reference_dialogue
-        return run_reference_dialogue
-    raise ValueError(f"domain {domain_name!r} has no reference solver; use an LLM backend")
 
 
 def generate_reference(domain_name: str, journal_path: str | Path,
@@ -29,7 +23,8 @@ def generate_reference(domain_name: str, journal_path: str | Path,
                        **domain_kwargs) -> dict[str, int]:
     """Solve the first `num_tasks[split]` tasks of each split; returns accepted/rejected counts."""
     domain = load(domain_name, **domain_kwargs)
-    solve = _solver(domain_name)
+    if type(domain).reference_dialogue is Domain.reference_dialogue:
+        raise ValueError(f"domain {domain_name!r} has no reference solver; use an LLM backend")
     counts = {"accepted": 0, "rejected": 0, "skipped": 0}
     with Journal(journal_path) as journal:
         for split, n in (num_tasks or {"train": None, "test": None}).items():
@@ -38,7 +33,7 @@ def generate_reference(domain_name: str, journal_path: str | Path,
                 if key in journal:
                     counts["skipped"] += 1
                     continue
-                out = solve(domain, task)
+                out = domain.reference_dialogue(task)
                 verdict = checkers.check(domain, task, out["final_env"], out["messages"])
                 ok = verdict.status == "pass"
                 record = DialogueRecord(

@@ -110,7 +110,7 @@ def evaluate_checkpoint(agent_hf_dir: str, output_dir: str, domain: str = "outfi
     chat = ChatTemplate.from_pretrained(agent_hf_dir)
     engine = (sampler or scopes.configured(SamplerConfig, scopes.EVAL)).engine(model, mesh)
     config = rollout or scopes.configured(RolloutConfig, scopes.EVAL)
-    user = user or make_user_simulator()
+    user = user or make_user_simulator(domain=dom)  # the domain's scripted user
     worker = RolloutWorker(engine, chat, dom, user, config)
     identity = {"weights_sha256": checkpoint_digest(agent_hf_dir), "domain": domain,
                 "domain_kwargs": domain_kwargs, "split": split, "user": user_identity(user),

@@ -164,8 +164,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         temperature=rollout.temperature, grad_accum_steps=grad_accum_steps,
         shape_slack=sampler.shape_slack)
     domain = _load_domain(domain)
-    worker = RolloutWorker(engine, chat, domain, _user(user, user_hf_dir, user_urls, sample_mesh),
-                           rollout, checker=checker)
+    worker = RolloutWorker(engine, chat, domain,
+                           _user(user, user_hf_dir, user_urls, sample_mesh, domain), rollout,
+                           checker=checker)
     stream = TaskStream((task_source or TaskSource()).tasks(domain, train_split), seed)
     loop = TrainLoop(workdir, num_steps, metrics_prefix="grpo/",
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -198,10 +199,11 @@ def _timed_rollouts(worker, stream, algorithm: GRPOConfig, seed: int):
     return groups, dict(stats, rollout_s=time.perf_counter() - t0)
 
 
-def _user(user: str | UserSimulator, hf_dir: str | None, urls, mesh) -> UserSimulator:
+def _user(user: str | UserSimulator, hf_dir: str | None, urls, mesh, domain) -> UserSimulator:
+    """`user="reference"` is `domain`'s scripted user (`Domain.reference_user`)."""
     if not isinstance(user, str):
         return user
-    return make_user_simulator(user, hf_dir=hf_dir, urls=urls, mesh=mesh)
+    return make_user_simulator(user, hf_dir=hf_dir, urls=urls, mesh=mesh, domain=domain)
 
 
 def _load_domain(domain: Any):

@@ -111,22 +111,36 @@ def _task_dict(task: Any) -> dict[str, Any]:
     return task.model_dump(mode="json") if hasattr(task, "model_dump") else dict(task)
 
 
+def _as_task(task: Any) -> Any:
+    """A `Task` (what a domain's reference user takes) from a task or its JSON dict."""
+    if hasattr(task, "model_dump"):
+        return task
+    from data_agents.domains.task import Task
+
+    return Task.model_validate(task)
+
+
 def _seed(key: str, turn: int, base: int) -> int:
     return zlib.crc32(f"{base}/{key}/{turn}".encode()) % (2 ** 32)
 
 
 class ReferenceUserSimulator(UserSimulator):
-    """The outfitter domain's scripted `ReferenceUser` (deterministic; tests and offline runs)."""
+    """A domain's scripted user (`Domain.reference_user`; deterministic; tests and offline runs).
+    Without a domain: the outfitter domain's `ReferenceUser`."""
 
-    def __init__(self, max_turns: int | None = None):
-        from data_agents.domains.outfitter.reference_user import ReferenceUser
+    def __init__(self, max_turns: int | None = None, domain: Any = None):
+        if domain is None:
+            from data_agents.domains.outfitter.reference_user import ReferenceUser
 
-        self._cls, self.max_turns = ReferenceUser, max_turns
+            self._make = ReferenceUser
+        else:
+            self._make = domain.reference_user
+        self.max_turns = max_turns
 
     def respond(self, turns: Sequence[UserTurn]) -> list[str]:
         out = []
         for turn in turns:
-            user = self._cls(turn.task, self.max_turns)
+            user = self._make(_as_task(turn.task), self.max_turns)
             out.append(user.first_message() if not turn.messages else user.respond(turn.messages))
         return out
 
@@ -248,12 +262,13 @@ class ServedUserSimulator(UserSimulator):
 
 @gin.configurable
 def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
-                        urls: str | Sequence[str] | None = None, mesh=None,
+                        urls: str | Sequence[str] | None = None, mesh=None, domain: Any = None,
                         **kwargs) -> UserSimulator:
-    """`reference` (the domain's scripted user), `model` (in-process, from `hf_dir`) or `served`
-    (an OpenAI-compatible server at `urls`)."""
+    """`reference` (the scripted user of `domain`, `Domain.reference_user`; outfitter's when no
+    domain is given), `model` (in-process, from `hf_dir`) or `served` (an OpenAI-compatible server
+    at `urls`)."""
     if kind == "reference":
-        return ReferenceUserSimulator(**kwargs)
+        return ReferenceUserSimulator(domain=domain, **kwargs)
     if kind == "model":
         if not hf_dir:
             raise ValueError("a 'model' user simulator needs hf_dir (the user-SFT checkpoint)")

@@ -53,6 +53,16 @@ class OutfitterDomain(Domain):
     def tasks(self, split: str = "test") -> list[Task]:
         return [t.model_copy(deep=True) for t in self._split(split)]
 
+    def reference_user(self, task: Task, max_turns: int | None = None):
+        from data_agents.domains.outfitter.reference_user import ReferenceUser
+
+        return ReferenceUser(task, max_turns)
+
+    def reference_dialogue(self, task: Task) -> dict:
+        from data_agents.domains.outfitter.dialogue import run_reference_dialogue
+
+        return run_reference_dialogue(self, task)
+
     def _split(self, split: str) -> tuple[Task, ...]:
         if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; outfitter has 'train' and 'test'")

@@ -6,8 +6,14 @@ ragged tensors (which need TensorFlow) is kept as JSON text: tool calls per mess
 tool schemas, the verdict and provenance. Reading needs no TensorFlow:
 `tfds.data_source("eigen_dialogues/<config>", data_dir=...)` or `builder.as_data_source()`.
 
-    tfds build data_agents/tfds/eigen_dialogues --manual_dir JOURNALS --data_dir OUT \
-        --file_format array_record [--config NAME]
+    python -m data_agents.tfds build data_agents/tfds/eigen_dialogues --manual_dir JOURNALS \
+        --data_dir OUT --file_format array_record [--config NAME]
+
+is `tfds build` with the same flags (`tfds build` itself imports TensorFlow; see
+`data_agents/tfds/__main__.py`); `--manual_dir data_agents/tfds/eigen_dialogues/dummy_data`
+builds the folder's fake data (2 train, 1 test). The folder is laid out as `tfds new` lays one
+out (README.md, CITATIONS.bib, TAGS.txt, checksums.tsv, dummy_data/); its builder test, which
+runs without TensorFlow, is tests/data_agents/tfds/test_builder_folder.py.
 """
 from __future__ import annotations
 
