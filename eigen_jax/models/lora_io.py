@@ -85,6 +85,11 @@ def merge_adapters(model: Transformer) -> Transformer:
     return nnx.merge(graphdef, nnx.from_flat_state(base))
 
 
+def peft_exportable(config: ModelConfig) -> bool:
+    """Whether the adapters have a PEFT layout (not MoE experts/router)."""
+    return config.lora is not None and not set(config.lora.targets) & {"experts", "router"}
+
+
 def _peft_entries(config: ModelConfig):
     """(our A path, PEFT module name, layer) for every exported adapter; refuses MoE ones."""
     lora = config.lora

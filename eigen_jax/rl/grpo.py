@@ -51,6 +51,7 @@ from eigen_jax.train.checkpoint import (
     save_or_stop,
 )
 from eigen_jax.train.metrics import MetricsWriter
+from eigen_jax.train.model_init import with_adapters
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
 from eigen_jax.train.sft import export_pretrained, to_global_batch, write_result
 
@@ -147,7 +148,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              keep_checkpoints: int = 2, seed: int = 0, export_hf: bool = True, log_every: int = 1,
              checker: Any = None, shape_slack: float = 4.0, max_prefill_len: int = 2048,
              share_prefix: bool = True, router_aux_loss_coef: float = 0.0,
-             save_episodes: bool = False) -> dict[str, Any]:
+             save_episodes: bool = False, lora: Any = None, init_adapter_dir: str | None = None,
+             export_merged: bool = True) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -161,7 +163,10 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `rl.batching.cheapest_train_batch`), with `grad_accum_steps == 1` and one process only.
     `router_aux_loss_coef`: an MoE policy's load-balancing loss weight (HF's definition; the paper
     states none, released Qwen3-MoE configs carry 0.001). `save_episodes`: pickle each process's
-    kept groups per step under `workdir/episodes`.
+    kept groups per step under `workdir/episodes`. `lora`, `init_adapter_dir`, `export_merged`:
+    LoRA on the frozen policy as in `run_sft`; the sampler runs base + adapters (new adapters
+    in place after each update, the base shared with the learner: no second copy) and the KL
+    reference is the base itself.
     """
     check_counts("run_grpo", num_steps=(num_steps, 1), num_slots=(num_slots, 1),
                  max_new_tokens=(max_new_tokens, 1), max_len=(max_len, 2),
@@ -171,7 +176,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     mesh = shd.make_mesh(mesh_shape)
     sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
-    model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
+    model = with_adapters(models.from_pretrained(policy_hf_dir, mesh=mesh)[0], mesh, lora,
+                          init_adapter_dir)
+    config = model.config
     if config.vocab_size != len(chat.tokenizer):
         raise ValueError(f"policy vocab {config.vocab_size} != tokenizer {len(chat.tokenizer)}")
     engine = Engine(mproc.local_model(model, sample_mesh), num_slots, max_len, sample_mesh,
@@ -209,8 +216,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     writer.close()
     result = progress.result(learner_updates=int(state.step))
     if export_hf and progress.step >= num_steps:
-        result["hf_dir"] = learner.export(state, config, workdir / "hf",
-                                          str(tokenizer_dir or policy_hf_dir))
+        result.update(learner.export(state, config, workdir / "hf",
+                                     str(tokenizer_dir or policy_hf_dir), export_merged))
     return write_result(workdir, result)
 
 
@@ -315,10 +322,9 @@ class _Learner:
         metrics["learner_updates"] = float(int(state.step))
         return state, metrics
 
-    def export(self, state, config, hf_dir, tokenizer_dir: str) -> str:
-        export_pretrained(nnx.merge(self.graphdef, state.params, self.rest), config, hf_dir,
-                          tokenizer_dir)
-        return str(hf_dir)
+    def export(self, state, config, hf_dir, tokenizer_dir: str, merged: bool = True) -> dict:
+        return export_pretrained(nnx.merge(self.graphdef, state.params, self.rest), config,
+                                 hf_dir, tokenizer_dir, merged=merged)
 
 
 def _make_learner(model, config, mesh, num_steps: int, learning_rate: float,
@@ -333,17 +339,20 @@ def _make_learner(model, config, mesh, num_steps: int, learning_rate: float,
         share_prefix = False
     tx = make_optimizer(make_schedule(learning_rate=learning_rate, schedule="constant",
                                       warmup_steps=0, total_steps=num_steps))
-    graphdef, params, rest = state_lib.split_model(model)
+    graphdef, params, frozen, rest = state_lib.split_trainable(model)  # LoRA: base frozen
     copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
     state = state_lib.init_train_state(copy(params), tx, mesh)
     step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
                                         state_sharding=state_lib.state_shardings(state),
-                                        grad_accum_steps=grad_accum_steps)
+                                        grad_accum_steps=grad_accum_steps, frozen=frozen)
     dp = shd._mesh_axis_sizes(mesh)
+    logprobs = lambda adapters=True: state_lib.MeshBound(make_logprob_fn(  # noqa: E731
+        graphdef, rest, temperature=temperature, frozen=frozen, adapters=adapters), mesh)
+    # The KL reference: a copy of the initial weights, or a LoRA policy's base (adapters off).
+    ref = None if kl_coef <= 0 else copy(params) if frozen is None else logprobs(False)
     return state, _Learner(
-        graphdef, rest, step_fn,
-        state_lib.MeshBound(make_logprob_fn(graphdef, rest, temperature=temperature), mesh),
-        copy(params) if kl_coef > 0 else None,  # the frozen KL reference
+        graphdef, rest if frozen is None else nnx.merge_state(frozen, rest), step_fn,
+        logprobs(), ref,
         ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack),
         advantages_lib.get(advantage), layout, max_len,
         dp.get("data", 1) * dp.get("fsdp", 1) * grad_accum_steps, mesh, ppo_epochs,
@@ -391,7 +400,8 @@ def _update(state, groups, adv_fn, layout, max_len, row_multiple, mesh, logprob_
     if ppo_epochs > 1:  # later passes need the rollout-time policy's log-probs, frozen
         batch["old_logprobs"] = logprob_fn(state.params, batch)
     if ref_params is not None:
-        batch["ref_logprobs"] = logprob_fn(ref_params, batch)
+        batch["ref_logprobs"] = (ref_params(state.params, batch) if callable(ref_params)
+                                 else logprob_fn(ref_params, batch))
     for _ in range(ppo_epochs):
         state, sums = step_fn(state, batch)
     out = summarise(jax.device_get(sums))

@@ -15,12 +15,12 @@ import gin
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from eigen_jax import models
 from eigen_jax import multihost, paths
 from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset
+from eigen_jax.models import lora_io
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.checkpoint import (
     Checkpointer,
@@ -31,7 +31,7 @@ from eigen_jax.train.checkpoint import (
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 from eigen_jax.train.logprobs import score_index
 from eigen_jax.train.metrics import MetricsWriter
-from eigen_jax.train.model_init import init_model
+from eigen_jax.train.model_init import init_model, with_adapters
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
 from eigen_jax.train.router_aux import router_metrics
 from eigen_jax.train.sft_loss import sft_loss
@@ -62,7 +62,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             export_hf: bool = True, log_every: int = 10,
             peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
             project_scored_only: bool = True, init_hf_dir: str | None = None,
-            router_aux_loss_coef: float = 0.0) -> dict[str, Any]:
+            router_aux_loss_coef: float = 0.0, lora: Any = None,
+            init_adapter_dir: str | None = None,
+            export_merged: bool = True) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
 
     The model comes from `init_model` (gin: a preset or an HF checkpoint); `init_hf_dir`, when
@@ -73,6 +75,10 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     trained role's tokens; `logprobs.score_index`), same loss and gradient. The index width is
     computed on the global batch, which every process reads, so it is one global shape.
     `router_aux_loss_coef`: an MoE model's load-balancing loss weight (HF's definition).
+    `lora` (`@LoraConfig()`): train LoRA adapters on the frozen base instead of every weight;
+    `init_adapter_dir`: a PEFT adapter to continue training. With adapters the export writes
+    the PEFT adapter to `workdir/adapter` and, when `export_merged`, the merged checkpoint to
+    `workdir/hf` (what later stages load).
     """
     check_counts("run_sft", num_steps=(num_steps, 1), batch_size=(batch_size, 1),
                  seq_len=(seq_len, 2), grad_accum_steps=(grad_accum_steps, 1),
@@ -84,8 +90,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
         raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp={batch_shards} "
                          f"of mesh {dict(mesh.shape)}")
     model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
+    model = with_adapters(model, mesh, lora, init_adapter_dir)
     schedule = make_schedule(total_steps=num_steps)
-    graphdef, rest, state, step_fn, eval_fn = _programs(
+    graphdef, (frozen, rest), state, step_fn, eval_fn = _programs(
         model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
     ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints,
                         save_interval_steps=checkpoint_every)
@@ -130,9 +137,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
                               "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
                               "seconds": seconds_before + time.perf_counter() - t_start}
     if export_hf and int(state.step) >= num_steps:
-        result["hf_dir"] = str(workdir / "hf")
-        export_pretrained(nnx.merge(graphdef, state.params, rest), config, result["hf_dir"],
-                          tokenizer_dir)
+        result.update(export_pretrained(state_lib.merge(graphdef, state.params, frozen, rest),
+                                        config, workdir / "hf", tokenizer_dir,
+                                        merged=export_merged, base_model=init_hf_dir))
     return write_result(workdir, result)
 
 
@@ -146,17 +153,19 @@ def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: in
 
 
 def _programs(model, tx, mesh, grad_accum_steps: int, router_aux_loss_coef: float):
-    """(graphdef, rest, train state, jitted train step, held-out loss fn), the latter two
-    traced under the mesh."""
-    graphdef, params, rest = state_lib.split_model(model)
+    """(graphdef, (frozen, rest), train state, jitted train step, held-out loss fn), the
+    latter two traced under the mesh; `frozen` is a LoRA model's base (else None), an argument
+    of both programs."""
+    graphdef, params, frozen, rest = state_lib.split_trainable(model)
     state = state_lib.init_train_state(params, tx, mesh)
     loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
     step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
                                         state_sharding=state_lib.state_shardings(state),
-                                        grad_accum_steps=grad_accum_steps)
-    eval_fn = state_lib.MeshBound(
-        jax.jit(lambda p, b: sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]), mesh)
-    return graphdef, rest, state, step_fn, eval_fn
+                                        grad_accum_steps=grad_accum_steps, frozen=frozen)
+    eval_fn = state_lib.FrozenBound(state_lib.MeshBound(jax.jit(
+        lambda p, b, f=None: sft_loss(state_lib.merge(graphdef, p, f, rest), b, 1.0)[1]),
+        mesh), frozen)
+    return graphdef, (frozen, rest), state, step_fn, eval_fn
 
 
 def _initial_model(mesh, tokenizer_dir: str, init_hf_dir: str | None):
@@ -220,16 +229,31 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str) -> None:
+def export_pretrained(model, config, hf_dir, tokenizer_dir: str, merged: bool = True,
+                      base_model: str | None = None) -> dict[str, str]:
     """HF safetensors + config + tokenizer in `hf_dir` (any epath scheme): every process takes
     part in the gathers, process 0 writes. `models.save_pretrained` writes a local folder, so a
-    remote destination is staged locally and copied."""
+    remote destination is staged locally and copied. A model with LoRA adapters writes them
+    in the PEFT layout to `adapter` beside `hf_dir` (unless they have none: MoE experts) and
+    its merged weights to `hf_dir` when `merged`. Returns {"hf_dir", "adapter_dir"} written."""
     hf_dir = paths.resolve(hf_dir)
+    out = {}
+    if lora_io.has_adapters(model):
+        if lora_io.peft_exportable(model.config):
+            out["adapter_dir"] = str(hf_dir.parent / "adapter")
+            with paths.local_staging(paths.resolve(out["adapter_dir"]), "adapter") as local:
+                lora_io.save_adapter(model, str(local), base_model)
+            multihost.barrier("adapter_export")
+        if not merged:
+            return out
+        model = lora_io.merge_adapters(model)
+        config = model.config
     with paths.local_staging(hf_dir, "hf_export") as local:
         models.save_pretrained(model, config, str(local))
         if multihost.is_primary():
             _copy_tokenizer(tokenizer_dir, paths.resolve(local))
     multihost.barrier("hf_export")
+    return dict(out, hf_dir=str(hf_dir))
 
 
 def _copy_tokenizer(src: str, dst) -> None:
