@@ -16,6 +16,7 @@ from flax import nnx
 from eigen_jax.models import lora
 from eigen_jax.models.attention import CACHE_ROW_AXIS
 from eigen_jax.rl import losses
+from eigen_jax.sharding import with_logical_constraint
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
 from eigen_jax.train.router_aux import add_router_aux, forward_with_router_stats, router_metrics
@@ -102,7 +103,8 @@ def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 
         with contextlib.nullcontext() if adapters else lora.adapters_off():
             lp = policy_logprobs(state_lib.merge(graphdef, params, frozen, rest), batch,
                                  chunk_size, temperature=temperature)
-        return jnp.pad(lp, ((0, 0), (1, 0)))
+        # Batch-sharded like the batch it joins (the train step's in_shardings require it).
+        return with_logical_constraint(jnp.pad(lp, ((0, 0), (1, 0))), ("batch", None))
 
     return state_lib.FrozenBound(fn, frozen)
 
