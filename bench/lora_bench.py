@@ -61,8 +61,8 @@ def bench_variant(preset: str, variant: str, seq: int, batch: int, rank: int,
     mem = step.lower(state, batch_arrays).compile().memory_analysis()
     peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
             + mem.temp_size_in_bytes)
-    for _ in range(2):  # compile + warm up (the first output's step counter is committed to
-        state, _ = step(state, batch_arrays)  # the device, the initial one not: 2 programs)
+    for _ in range(2):  # compile + warm up
+        state, _ = step(state, batch_arrays)
     jax.block_until_ready(state)
     times = []
     for _ in range(repeats):

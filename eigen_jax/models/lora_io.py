@@ -15,9 +15,9 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import SingleDeviceSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -41,10 +41,9 @@ def has_adapters(model: nnx.Module) -> bool:
 
 
 def _placement(mesh, abstract_state):
-    if mesh is None:
-        device = SingleDeviceSharding(jax.devices()[0])
-        return jax.tree.map(lambda _: device, abstract_state)
-    return state_shardings(abstract_state, mesh)
+    """The adapters' shardings on `mesh`; without one, left to jit (uncommitted, like a model
+    built eagerly: a mix of committed and uncommitted state would compile a step twice)."""
+    return None if mesh is None else state_shardings(abstract_state, mesh)
 
 
 def add_lora(model: Transformer, lora: LoraConfig, mesh=None) -> Transformer:
@@ -194,6 +193,7 @@ def load_adapter(model: Transformer, adapter_dir: str, mesh=None,
         raise ValueError(f"{adapter_dir}: tensors this model has no adapter for: {extra[:4]}")
     for path, var in variables.items():
         value = var.get_value()
-        var.set_value(jax.device_put(host[path].astype(value.dtype), value.sharding))
+        x = host[path].astype(value.dtype)
+        var.set_value(jnp.asarray(x) if mesh is None else jax.device_put(x, value.sharding))
     nnx.update(model, nnx.from_flat_state(variables))
     return model
