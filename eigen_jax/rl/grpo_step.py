@@ -11,7 +11,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from eigen_jax.models import lora
 from eigen_jax.models.attention import CACHE_ROW_AXIS
