@@ -170,3 +170,25 @@ def test_bad_config_is_one_clear_error():
         LoraConfig(targets=("qproj",))
     with pytest.raises(ValueError, match="rank"):
         LoraConfig(rank=0)
+
+
+def test_adapter_dropout_only_under_a_training_key():
+    """Dropout acts only inside `dropout_key` (the train step's); evaluation and sampling trace
+    without one and are deterministic. With zero-B adapters dropout cannot change the output."""
+    from eigen_jax.models.lora import dropout_key
+
+    base = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(0))
+    model = lora_io.add_lora(base, LoraConfig(rank=4, dropout=0.5))
+    fwd = jax.jit(lambda m, key=None: m(IDS) if key is None else _with_key(m, key))
+
+    def _with_key(m, key):
+        with dropout_key(key):
+            return m(IDS)
+
+    np.testing.assert_array_equal(np.asarray(fwd(model, jax.random.key(0))),
+                                  np.asarray(base(IDS)))
+    nnx.update(model, jax.tree.map(lambda x: x + 0.05, nnx.state(model, LoRA)))
+    plain = np.asarray(fwd(model))
+    np.testing.assert_array_equal(plain, np.asarray(fwd(model)))
+    a, b = np.asarray(fwd(model, jax.random.key(1))), np.asarray(fwd(model, jax.random.key(2)))
+    assert np.abs(a - plain).max() > 1e-3 and np.abs(a - b).max() > 1e-3
