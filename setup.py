@@ -42,9 +42,11 @@ EXTRAS = {
     # jax[tpu] brings libtpu (matched to jax): launch/compile.py and its tests compile for TPU
     # topologies on a CPU-only machine.
     # gcp-storage-emulator + gcsfs: tests/launch/test_gcs_workdir.py runs a gs:// workdir
-    # offline against an in-memory GCS emulator.
+    # offline against an in-memory GCS emulator; peft: the reference that loads our exported LoRA
+    # adapters (tests/eigen_jax/models); ruff: `make lint`.
     "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0",
-             "jax[tpu]", "gcsfs>=2024.6", "gcp-storage-emulator>=2024.8"],
+             "jax[tpu]", "gcsfs>=2024.6", "gcp-storage-emulator>=2024.8", "peft>=0.17",
+             "ruff>=0.15,<0.18"],
     # `--workdir gs://...`: etils.epath reaches GCS through fsspec's gcsfs when TensorFlow is
     # absent (orbax's arrays go through tensorstore's own GCS driver).
     "gcs": ["gcsfs>=2024.6"],

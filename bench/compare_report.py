@@ -47,12 +47,15 @@ def table(results, peaks) -> list[dict]:
         train_keys = [k for k in ours if k.startswith("train")]
         for key, label, field, lower_better in ROWS:
             for ours_key in (train_keys if key == "train" else [key]):
+                # LoRA steps (`train_lora`) are set against Tunix's LoRA step (qwix).
+                their_key = "train_lora" if ours_key == "train_lora" else key
                 if ours_key in ours:
-                    their = theirs[key][field] if key in theirs else None
+                    their = theirs[their_key][field] if their_key in theirs else None
                     rows.append(_row(name, label + ours_key[len(key):], ours[ours_key][field],
                                      their, lower_better))
-        for key in train_keys:
-            rows += _train_rows(name, key, ours[key], theirs, peaks[r["spec"]["dtype"]])
+        for key in train_keys:  # MFU counts full-parameter FLOPs: not for the LoRA step
+            if key != "train_lora":
+                rows += _train_rows(name, key, ours[key], theirs, peaks[r["spec"]["dtype"]])
     return rows
 
 

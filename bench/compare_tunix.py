@@ -17,8 +17,11 @@ Workloads (same shapes on both sides; medians of `repeats` after warm-up, compil
           matmul rate measured in this run in the model's dtype (a large jitted matmul).
           `--attention_impls cudnn,xla` measures eigen-jax's step once per training attention
           on the same weights (the first is the one set against Tunix's ratio).
+  train_lora  the same step training rank-16 LoRA adapters on every attention projection and
+          MLP over the frozen weights (eigen-jax's `models.lora` vs Tunix's qwix LoRA).
 
     python bench/compare_tunix.py [--config cpu|gpu-1b] [--attention_impls cudnn,xla]
+        [--metrics grpo,decode,train,train_lora]
         [--no_tunix] [--out bench/results/compare_tunix.json]
 """
 from __future__ import annotations
@@ -47,7 +50,9 @@ from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # no
 
 from compare_report import report  # noqa: E402
 from eigen_jax import models  # noqa: E402
+from eigen_jax.models import lora_io  # noqa: E402
 from eigen_jax.models.config import ATTENTION_IMPLS  # noqa: E402
+from eigen_jax.models.lora import LoraConfig  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
 from eigen_jax.rl.train_batch import cheapest_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
@@ -60,7 +65,7 @@ from eigen_jax.train.optimizer import make_optimizer, make_schedule  # noqa: E40
 from eigen_jax.train.sft_loss import sft_loss  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_BASE = dict(seed=0, repeats=5, clip_eps=0.2)
+_BASE = dict(seed=0, repeats=5, clip_eps=0.2, lora_rank=16)
 # Tunix 0.1.7's Qwen3 `apply_rope` ignores `ModelConfig.rope_theta` (always 1e6, the released
 # Qwen3 value), so every model here uses 1e6 or the two stacks would compute different functions.
 _ROPE = {"rope_theta": 1_000_000.0}
@@ -134,11 +139,15 @@ def _optimizer():
     return make_optimizer(make_schedule(learning_rate=1e-5))
 
 
-def bench_train(model, spec, peak: float) -> dict:
-    graphdef, params, rest = state_lib.split_model(model)
+def bench_train(model, spec, peak: float, lora_rank: int | None = None) -> dict:
+    """The SFT step; with `lora_rank`, LoRA adapters (rank r, alpha 2r, attention + MLP) train
+    over the frozen weights (`train_lora`: the same against Tunix's qwix LoRA)."""
+    if lora_rank:
+        model = lora_io.add_lora(model, LoraConfig(rank=lora_rank, alpha=2.0 * lora_rank))
+    graphdef, params, frozen, rest = state_lib.split_trainable(model)
     params = jax.tree.map(jnp.copy, params)  # the step donates its state
     state = state_lib.init_train_state(params, _optimizer())
-    step = state_lib.make_train_step(graphdef, rest, _optimizer(), sft_loss)
+    step = state_lib.make_train_step(graphdef, rest, _optimizer(), sft_loss, frozen=frozen)
     b, t = spec["train_batch"], spec["train_seq"]
     rng = np.random.RandomState(spec["seed"] + 1)
     batch = {"tokens": jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
@@ -258,6 +267,8 @@ def bench_ours(model, spec, metrics, peak) -> dict:
             print(f"[eigen-jax] {spec['name']} {key} ...", flush=True)
             out[key] = {"decode": lambda: bench_decode(model, spec),
                         "train": lambda: bench_train(with_attention(model, impl), spec, peak),
+                        "train_lora": lambda: bench_train(model, spec, peak,
+                                                          spec["lora_rank"]),
                         "grpo": lambda: bench_grpo(model, spec)}[name]()
     return out
 

@@ -172,6 +172,18 @@ def bench_train(model, spec) -> dict:
             "compile_s": it.stamps[1] - it.stamps[0]}
 
 
+def bench_train_lora(model, spec) -> dict:
+    """`bench_train` with qwix LoRA (Tunix's own) on the attention projections and MLPs; the
+    PEFT trainer then trains only the adapters."""
+    import qwix
+    rank = spec["lora_rank"]
+    provider = qwix.LoraProvider(
+        module_path=".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        rank=rank, alpha=2.0 * rank)
+    model = qwix.apply_lora_to_model(model, provider, **model.get_model_input())
+    return bench_train(model, spec)
+
+
 def reward_fn(prompts, completions, **_):
     """1 if more than half the completion's ids are even, else 0: binary like a checker, yet it
     varies within a group, so the update does real work (same rule on the eigen-jax side)."""
@@ -251,6 +263,9 @@ def main():
             elif name == "train":
                 result["train"] = bench_train(load_model(spec["checkpoint"], dtype, mesh)[0],
                                               spec)
+            elif name == "train_lora":
+                result["train_lora"] = bench_train_lora(
+                    load_model(spec["checkpoint"], dtype, mesh)[0], spec)
             elif name == "grpo":
                 result["grpo"] = bench_grpo(load_model(spec["checkpoint"], dtype, mesh)[0], cfg,
                                             spec, mesh)

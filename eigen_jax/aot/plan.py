@@ -13,11 +13,13 @@ from typing import Any, Sequence
 
 import gin
 import jax.numpy as jnp
+from flax import nnx
 
 from eigen_jax import scopes
 from eigen_jax import sharding as shd
 from eigen_jax.aot import programs as P
 from eigen_jax.models import ModelConfig, get_config
+from eigen_jax.models.lora import LoRA
 from eigen_jax.sampling.config import SamplerConfig
 
 
@@ -106,14 +108,14 @@ def programs_from_gin(devices: list, only: Sequence[str] = ()) -> list[P.Program
     for scope in sft_scopes:
         arg = lambda n, scope=scope: gin_arg(run_sft, n, scope)  # noqa: E731
         shape = (arg("batch_size"), arg("seq_len"), arg("grad_accum_steps"),
-                 tuple(arg("mesh_shape")))
+                 tuple(arg("mesh_shape")), arg("lora"))
         name = f"sft_{scope}" if scope else "sft"
         if shape in seen:  # the same program: compiled once
             seen[shape].name += f"+{scope}"
             continue
         mesh = make_mesh(shape[3], devices, f"{scope + '/' if scope else ''}run_sft")
-        seen[shape] = P.train_program(name, config, mesh, tx, sft_loss, shape[0], shape[1],
-                                      shape[2])
+        seen[shape] = P.train_program(name, config.replace(lora=arg("lora")), mesh, tx,
+                                      sft_loss, shape[0], shape[1], shape[2])
         out.append(seen[shape])
     if any(s.endswith("grpo_stage") for s in stages):
         out += grpo_programs(config, devices, tx, run_grpo)
@@ -136,14 +138,17 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
     sampler = _config(run_grpo, "sampler", SamplerConfig, scopes.GRPO)
     rollout = _config(run_grpo, "rollout", RolloutConfig, scopes.GRPO)
     mesh = make_mesh(gin_arg(run_grpo, "mesh_shape"), devices, "run_grpo")
+    config = config.replace(lora=gin_arg(run_grpo, "lora"))  # the policy's adapters, if any
     grad_accum = gin_arg(run_grpo, "grad_accum_steps")
     multiple = shd.data_parallel_size(mesh) * grad_accum
     rows = -(-algorithm.tasks_per_step * algorithm.group_size // multiple) * multiple
     keys = dict(P.GRPO_KEYS, **({"ref_logprobs": jnp.float32} if algorithm.kl_coef > 0 else {}))
     num_slots, max_len = sampler.num_slots, sampler.max_len
     _, engine_params, engine_cache = P.sampler_arrays(config, mesh, num_slots, max_len)
+    if config.lora is not None:  # the sampler's base IS the step's frozen argument: count once
+        engine_params = nnx.filter_state(engine_params, LoRA)
     engine = [engine_params, engine_cache]
-    engine += _user_engine(config, mesh, "grpo_stage", "model")
+    engine += _user_engine(config.replace(lora=None), mesh, "grpo_stage", "model")
     step = P.train_program("grpo_step", config, mesh, tx,
                            grpo_loss_fn(algorithm, rollout.temperature), rows, max_len,
                            grad_accum, keys=keys, resident=engine)

@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from eigen_jax import sharding as shd
 from eigen_jax.models import ModelConfig, Transformer
 from eigen_jax.models.attention import CACHE_LOGICAL_AXES
+from eigen_jax.models.lora import LoRA
 from eigen_jax.sampling import steps
 from eigen_jax.train import state as state_lib
 from eigen_jax.train.flops import train_flops_per_token
@@ -110,12 +111,18 @@ GRPO_KEYS = dict(SFT_KEYS, advantages=jnp.float32, behaviour_logprobs=jnp.float3
 def train_program(name: str, config: ModelConfig, mesh, tx, loss_fn, rows: int, length: int,
                   grad_accum_steps: int = 1, keys=SFT_KEYS, resident=None) -> Program:
     """A train step (`make_train_step` with `loss_fn`) on a `[rows, length]` batch whose every
-    position is scored (the largest `score_index` the run can build)."""
-    graphdef, params, rest = abstract_model(config, mesh, nnx.Param, ...)
+    position is scored (the largest `score_index` the run can build). With `config.lora` the
+    state holds the adapters and their optimizer moments, and the frozen base is an argument
+    (`train.state.split_trainable`)."""
+    if config.lora is None:
+        graphdef, params, rest = abstract_model(config, mesh, nnx.Param, ...)
+        frozen = None
+    else:
+        graphdef, params, frozen, rest = abstract_model(config, mesh, LoRA, nnx.Param, ...)
     state = abstract_train_state(params, tx, mesh)
     step = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
                                      state_sharding=jax.tree.map(lambda x: x.sharding, state),
-                                     grad_accum_steps=grad_accum_steps)
+                                     grad_accum_steps=grad_accum_steps, frozen=frozen)
     return Program(name, step, (state, _batch(mesh, rows, length, keys, length - 1)),
                    resident=resident, mesh=mesh,
                    model_flops=train_flops_per_token(config, length) * rows * length)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from eigen_jax.models import cudnn_attention, splash
+from eigen_jax.models import cudnn_attention, lora as lora_lib, splash
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
 from eigen_jax.models.rope import apply_rope, inverse_frequencies
@@ -151,6 +151,11 @@ class Attention(nnx.Module):
                             ("embed", "kv_heads", "head_dim"))
         self.o = make_param(rngs, default_kernel_init, (h, hd, d), pdt,
                             ("heads", "head_dim", "embed"))
+        adapter = functools.partial(lora_lib.make_adapter, config.lora, rngs=rngs)
+        self.q_lora = adapter("q_proj", (d,), (h, hd), ("embed",), ("heads", "head_dim"))
+        self.k_lora = adapter("k_proj", (d,), (kv, hd), ("embed",), ("kv_heads", "head_dim"))
+        self.v_lora = adapter("v_proj", (d,), (kv, hd), ("embed",), ("kv_heads", "head_dim"))
+        self.o_lora = adapter("o_proj", (h, hd), (d,), ("heads", "head_dim"), ("embed",))
         if config.attention_bias:
             zeros = nnx.initializers.zeros
             self.q_bias = make_param(rngs, zeros, (h, hd), pdt, ("heads", "head_dim"))
@@ -178,8 +183,9 @@ class Attention(nnx.Module):
             return "cudnn"
         return "xla"
 
-    def _project(self, x, kernel, bias, axes):
+    def _project(self, x, kernel, bias, adapter, axes):
         y = jnp.einsum("btd,dnh->btnh", x, kernel[...].astype(self.dtype))
+        y = lora_lib.add_delta(y, adapter, x, self.dtype)
         if bias is not None:
             y = y + bias[...].astype(self.dtype)
         return with_logical_constraint(y, axes)
@@ -190,9 +196,11 @@ class Attention(nnx.Module):
                  ) -> tuple[jax.Array, Cache | None]:
         """`cache` is the whole stacked cache: batch row b reads and writes plane `layer`, row
         `cache_rows[b]` (default b), attending its slots [0, kv_len) (default all)."""
-        q = self._project(x, self.q, self.q_bias, ("batch", "length", "heads", "head_dim"))
-        k = self._project(x, self.k, self.k_bias, ("batch", "length", "kv_heads", "head_dim"))
-        v = self._project(x, self.v, self.v_bias, ("batch", "length", "kv_heads", "head_dim"))
+        heads, kv_heads = ("batch", "length", "heads", "head_dim"), ("batch", "length",
+                                                                     "kv_heads", "head_dim")
+        q = self._project(x, self.q, self.q_bias, self.q_lora, heads)
+        k = self._project(x, self.k, self.k_bias, self.k_lora, kv_heads)
+        v = self._project(x, self.v, self.v_bias, self.v_lora, kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, positions, self.inv_freq)
@@ -218,7 +226,8 @@ class Attention(nnx.Module):
             out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]),
                                     self.head_dim ** -0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype)), new_cache
+        y = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype))
+        return lora_lib.add_delta(y, self.o_lora, out, self.dtype), new_cache
 
 
 def init_cache(num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,

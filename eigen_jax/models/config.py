@@ -15,6 +15,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from eigen_jax.models.lora import LoraConfig
+
 # family -> (HF model_type, HF architecture class name)
 FAMILIES = {
     "llama": ("llama", "LlamaForCausalLM"),
@@ -68,6 +70,8 @@ class ModelConfig:
     reference the tests compare with) or "auto": ragged when compiled for a TPU or GPU (where
     `ragged_dot` is a grouped-matmul kernel), tiled on a CPU (whose `ragged_dot` is slower than
     even the dense reference: `bench/moe_bench.py`).
+
+    `lora`: LoRA adapters on the weights it targets (`models.lora`); not part of the HF config.
     """
 
     family: str
@@ -100,6 +104,7 @@ class ModelConfig:
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
     moe_impl: str = "auto"
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -124,6 +129,8 @@ class ModelConfig:
             raise ValueError(f"qk_norm={self.qk_norm} does not match family {self.family!r} "
                              f"(only {QK_NORM_FAMILIES} normalise q and k)")
         self._check_moe()
+        if self.lora is not None and not isinstance(self.lora, LoraConfig):
+            object.__setattr__(self, "lora", LoraConfig(**dict(self.lora)))
         if self.attention_block < 0:
             raise ValueError(f"attention_block must be >= 0, got {self.attention_block}")
         if self.attention_impl not in ATTENTION_IMPLS:

@@ -259,6 +259,9 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
     process must call this (the gathers are collective); only process 0 writes. Returns the
     written safetensors file names.
     """
+    if config.lora is not None or getattr(model.config, "lora", None) is not None:
+        raise ValueError("save_pretrained: the model carries LoRA adapters; merge them first "
+                         "(models.lora_io.merge_adapters) or save them (lora_io.save_adapter)")
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     plan: list[list[TensorMapping]] = [[]]
     shard_bytes = 0

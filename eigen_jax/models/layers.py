@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from eigen_jax.models import lora as lora_lib
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.sharding import with_logical_constraint
 
@@ -53,10 +54,18 @@ class MLP(nnx.Module):
         self.gate = make_param(rngs, default_kernel_init, (d, f), pdt, ("embed", "mlp"))
         self.up = make_param(rngs, default_kernel_init, (d, f), pdt, ("embed", "mlp"))
         self.down = make_param(rngs, default_kernel_init, (f, d), pdt, ("mlp", "embed"))
+        adapter = lambda name, i, o, ia, oa: lora_lib.make_adapter(  # noqa: E731
+            config.lora, name, (i,), (o,), (ia,), (oa,), rngs)
+        self.gate_lora = adapter("gate_proj", d, f, "embed", "mlp")
+        self.up_lora = adapter("up_proj", d, f, "embed", "mlp")
+        self.down_lora = adapter("down_proj", f, d, "mlp", "embed")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = self.dtype
         gate = jnp.einsum("btd,df->btf", x, self.gate[...].astype(dt))
-        up = jnp.einsum("btd,df->btf", x, self.up[...].astype(dt))
+        gate = lora_lib.add_delta(gate, self.gate_lora, x, dt)
+        up = lora_lib.add_delta(jnp.einsum("btd,df->btf", x, self.up[...].astype(dt)),
+                                self.up_lora, x, dt)
         hidden = with_logical_constraint(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return jnp.einsum("btf,fd->btd", hidden, self.down[...].astype(dt))
+        out = jnp.einsum("btf,fd->btd", hidden, self.down[...].astype(dt))
+        return lora_lib.add_delta(out, self.down_lora, hidden, dt)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from eigen_jax.models import lora as lora_lib
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import default_kernel_init, make_param
 from eigen_jax.sharding import logical_to_spec
@@ -144,12 +145,23 @@ class SparseMoE(nnx.Module):
         self.gate = make_param(rngs, default_kernel_init, (e, d, f), pdt, EXPERT_IN_AXES)
         self.up = make_param(rngs, default_kernel_init, (e, d, f), pdt, EXPERT_IN_AXES)
         self.down = make_param(rngs, default_kernel_init, (e, f, d), pdt, EXPERT_OUT_AXES)
+        # Adapters merged into the weights per layer (`models.lora`): the kernels take weights.
+        adapter = lambda name, i, o, ia, oa, experts=e: lora_lib.make_adapter(  # noqa: E731
+            config.lora, name, (i,), (o,), (ia,), (oa,), rngs,
+            experts=experts if name == "experts" else 0)
+        self.router_lora = adapter("router", d, e, "embed", None)
+        self.gate_lora = adapter("experts", d, f, "embed", "mlp")
+        self.up_lora = adapter("experts", d, f, "embed", "mlp")
+        self.down_lora = adapter("experts", f, d, "mlp", "embed")
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, RouterStats]:
         """x [B, T, D], mask [B, T] (1 = real token, counted in the statistics)."""
         dt = self.dtype
-        weights = [self.router[...], self.gate[...].astype(dt), self.up[...].astype(dt),
-                   self.down[...].astype(dt)]
+        merge = lora_lib.merged_weight
+        weights = [merge(self.router[...], self.router_lora),
+                   merge(self.gate[...], self.gate_lora).astype(dt),
+                   merge(self.up[...], self.up_lora).astype(dt),
+                   merge(self.down[...], self.down_lora).astype(dt)]
         mesh = jax.sharding.get_abstract_mesh()
         if mesh is None or mesh.empty:
             return self._local(x, mask.astype(jnp.float32), *weights, reduce=None)

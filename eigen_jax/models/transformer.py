@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from eigen_jax.models import lora as lora_lib
 from eigen_jax.models.attention import Attention, Cache, init_cache
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import MLP, RMSNorm, default_kernel_init, make_param
@@ -74,10 +75,11 @@ class DecoderBlock(nnx.Module):
                  kv_len=None, sparse=False):
         """`sparse` (a bool, traced under scan) picks the MoE in a mixed model. Returns
         (x, cache, router statistics or None)."""
-        attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache, layer,
-                                        cache_rows, kv_len)
-        x = with_logical_constraint(x + attn_out, _ACT)
-        mlp_out, stats = self._mlp(self.mlp_norm(x), segment_ids, sparse)
+        with lora_lib.for_layer(layer):  # per-layer adapter dropout masks (training only)
+            attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache,
+                                            layer, cache_rows, kv_len)
+            x = with_logical_constraint(x + attn_out, _ACT)
+            mlp_out, stats = self._mlp(self.mlp_norm(x), segment_ids, sparse)
         x = with_logical_constraint(x + mlp_out, _ACT)
         return x, new_cache, stats
 

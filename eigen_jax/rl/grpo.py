@@ -41,6 +41,7 @@ from eigen_jax.rl.user_sim import UserSimulator, make_user_simulator
 from eigen_jax.sampling.config import SamplerConfig
 from eigen_jax.train.checkpoint import check_counts
 from eigen_jax.train.loop import TrainLoop, export_pretrained
+from eigen_jax.train.model_init import with_adapters
 
 
 # One concise console line per step: reward, signal, how episodes ended, loss, where time went.
@@ -133,8 +134,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
              rollout: RolloutConfig | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
              grad_accum_steps: int = 1, checkpoint_every: int = 10, keep_checkpoints: int = 2,
              seed: int = 0, export_hf: bool = True, log_every: int = 1, checker: Any = None,
-             save_episodes: bool = False,
-             task_source: TaskSource | None = None) -> dict[str, Any]:
+             save_episodes: bool = False, task_source: TaskSource | None = None,
+             lora: Any = None, init_adapter_dir: str | None = None,
+             export_merged: bool = True) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -146,7 +148,10 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     `UserSimulator`; `checker`: defaults to `data_agents.checkers.check`. `seed`: the task
     order and the rollouts' sampling seeds. `save_episodes`: pickle each process's kept groups
     per step under `workdir/episodes`. `task_source`: the domain's `train_split` or a published
-    dataset's synthesised tasks (`rl.task_source`).
+    dataset's synthesised tasks (`rl.task_source`). `lora`, `init_adapter_dir`, `export_merged`:
+    LoRA on the frozen policy as in `run_sft`; the sampler runs base + adapters (new adapters in
+    place after each update, the base shared with the learner: no second copy) and the KL
+    reference is the base itself.
     """
     algorithm = algorithm or GRPOConfig()
     sampler = sampler or scopes.configured(SamplerConfig, scopes.GRPO)
@@ -155,7 +160,9 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     mesh = shd.make_mesh(mesh_shape)
     sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
-    model, config = models.from_pretrained(policy_hf_dir, mesh=mesh)
+    model = with_adapters(models.from_pretrained(policy_hf_dir, mesh=mesh)[0], mesh, lora,
+                          init_adapter_dir)
+    config = model.config
     if config.vocab_size != len(chat.tokenizer):
         raise ValueError(f"policy vocab {config.vocab_size} != tokenizer {len(chat.tokenizer)}")
     engine = sampler.engine(mproc.local_model(model, sample_mesh), sample_mesh)
@@ -184,7 +191,8 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
 
     state = loop.run(state, progress.step, step, lambda: progress.data_state(stream))
     export = functools.partial(export_pretrained, learner.model(state), config,
-                               tokenizer_dir=str(tokenizer_dir or policy_hf_dir))
+                               tokenizer_dir=str(tokenizer_dir or policy_hf_dir),
+                               merged=export_merged)
     return loop.finish(progress.result(learner_updates=int(state.step)),
                        progress.step >= num_steps, export if export_hf else None)
 

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from flax import nnx
 
 from eigen_jax import sharding as shd
 from eigen_jax.rl import advantages as advantages_lib
@@ -47,7 +48,7 @@ class GRPOLearner:
     rest: Any
     step_fn: Any
     logprob_fn: Any
-    ref_params: Any  # the frozen KL reference (None without a KL term)
+    ref_params: Any  # the KL reference: initial params, or a LoRA base's log-prob fn, or None
     batch_shapes: ShapePlanner
     max_len: int
     row_multiple: int
@@ -67,19 +68,23 @@ class GRPOLearner:
             share_prefix = False
         tx = make_optimizer(make_schedule(learning_rate=config.learning_rate, schedule="constant",
                                           warmup_steps=0, total_steps=num_steps))
-        graphdef, params, rest = state_lib.split_model(model)
+        # LoRA: the adapters train, the base is a frozen argument shared with the sampler.
+        graphdef, params, frozen, rest = state_lib.split_trainable(model)
         copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
         state = state_lib.init_train_state(copy(params), tx, mesh)
         step_fn = state_lib.make_train_step(graphdef, rest, tx,
                                             grpo_loss_fn(config, temperature), mesh=mesh,
                                             state_sharding=state_lib.state_shardings(state),
-                                            grad_accum_steps=grad_accum_steps)
-        logprob_fn = state_lib.MeshBound(
-            make_logprob_fn(graphdef, rest, temperature=temperature or 1.0), mesh)
+                                            grad_accum_steps=grad_accum_steps, frozen=frozen)
+        logprobs = lambda adapters=True: state_lib.MeshBound(make_logprob_fn(  # noqa: E731
+            graphdef, rest, temperature=temperature or 1.0, frozen=frozen, adapters=adapters),
+            mesh)
+        # The KL reference: a copy of the initial weights, or a LoRA policy's base (adapters off).
+        ref = None if config.kl_coef <= 0 else copy(params) if frozen is None else logprobs(False)
         planner = ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack)
-        return state, cls(config, graphdef, rest, step_fn, logprob_fn,
-                          copy(params) if config.kl_coef > 0 else None, planner, max_len,
-                          shd.data_parallel_size(mesh) * grad_accum_steps, mesh,
+        return state, cls(config, graphdef, rest if frozen is None else
+                          nnx.merge_state(frozen, rest), step_fn, logprobs(), ref, planner,
+                          max_len, shd.data_parallel_size(mesh) * grad_accum_steps, mesh,
                           token_cost_of(model_config) if share_prefix else None)
 
     def update(self, state, groups: list[list[Episode]]) -> tuple[Any, dict[str, float]]:
@@ -99,7 +104,9 @@ class GRPOLearner:
         batch = shd.to_global_batch(host, self.mesh)
         if self.config.ppo_epochs > 1:  # later passes need the rollout policy's log-probs
             batch["old_logprobs"] = self.logprob_fn(state.params, batch)
-        if self.ref_params is not None:
+        if callable(self.ref_params):  # a LoRA policy's base: the same program, adapters off
+            batch["ref_logprobs"] = self.ref_params(state.params, batch)
+        elif self.ref_params is not None:
             batch["ref_logprobs"] = self.logprob_fn(self.ref_params, batch)
         for _ in range(self.config.ppo_epochs):
             state, sums = self.step_fn(state, batch)
@@ -131,6 +138,4 @@ class GRPOLearner:
         mproc.sync_engine_params(engine, self.graphdef, state.params, self.rest)
 
     def model(self, state):
-        from flax import nnx
-
         return nnx.merge(self.graphdef, state.params, self.rest)

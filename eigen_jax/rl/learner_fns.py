@@ -6,14 +6,17 @@ token they score; the model predicts token t+1 at position t, so everything is s
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
+from eigen_jax.models import lora
 from eigen_jax.models.attention import CACHE_ROW_AXIS
 from eigen_jax.rl import losses
+from eigen_jax.sharding import with_logical_constraint
+from eigen_jax.train import state as state_lib
 from eigen_jax.train.logprobs import chunked_token_logprobs, shifted_targets, valid_index
 from eigen_jax.train.router_aux import add_router_aux, forward_with_router_stats, router_metrics
 
@@ -87,17 +90,22 @@ def shared_prefix_hidden(model, batch: dict[str, jax.Array], return_router_stats
     return (hidden, stats) if return_router_stats else hidden
 
 
-def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0):
+def make_logprob_fn(graphdef, rest, chunk_size: int = 256, temperature: float = 1.0,
+                    frozen=None, adapters: bool = True):
     """Jitted `(params, batch) -> [rows, length]` log-probs aligned with the tokens (column 0 is
-    0): the rollout-time policy's log-probs (π_old) and the frozen reference's."""
+    0): the rollout-time policy's log-probs (π_old) and the frozen reference's. `frozen`: a
+    LoRA model's base (`train.state.split_trainable`), an argument of the program;
+    `adapters=False` scores with the base alone (the KL reference of a LoRA policy)."""
 
     @jax.jit
-    def fn(params, batch):
-        lp = policy_logprobs(nnx.merge(graphdef, params, rest), batch, chunk_size,
-                             temperature=temperature)
-        return jnp.pad(lp, ((0, 0), (1, 0)))
+    def fn(params, batch, frozen=None):
+        with contextlib.nullcontext() if adapters else lora.adapters_off():
+            lp = policy_logprobs(state_lib.merge(graphdef, params, frozen, rest), batch,
+                                 chunk_size, temperature=temperature)
+        # Batch-sharded like the batch it joins (the train step's in_shardings require it).
+        return with_logical_constraint(jnp.pad(lp, ((0, 0), (1, 0))), ("batch", None))
 
-    return fn
+    return state_lib.FrozenBound(fn, frozen)
 
 
 def make_grpo_loss(loss_name: str = "grpo", chunk_size: int = 256, with_entropy: bool = True,

@@ -77,13 +77,12 @@ class TrainLoop:
         return state
 
     def finish(self, result: dict[str, Any], finished: bool,
-               export: Callable[[Any], None] | None = None) -> dict[str, Any]:
-        """`result` + `seconds` (+ `hf_dir` when `finished` and an `export(hf_dir)` is given),
-        written once as `result.json`."""
+               export: Callable[[Any], dict[str, str]] | None = None) -> dict[str, Any]:
+        """`result` + `seconds` (+ the folders `export(workdir / "hf")` wrote, e.g. `hf_dir`,
+        when `finished`), written once as `result.json`."""
         result = dict(result, seconds=self.seconds())
         if export is not None and finished:
-            result["hf_dir"] = str(self.workdir / "hf")
-            export(self.workdir / "hf")
+            result.update(export(self.workdir / "hf"))
         return write_result(self.workdir, result)
 
 
@@ -95,17 +94,30 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str = "agent") -> None:
+def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str = "agent",
+                      merged: bool = True, base_model: str | None = None) -> dict[str, str]:
     """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
     tokenizer + the prompt format it was trained with (`chat.prompt_format`: an agent records
     gin's `agent_prompt` mode, a user simulator the full flipped view) in `hf_dir` (any epath
-    scheme): every process takes part in the gathers, process 0 writes.
-    `models.save_pretrained` writes a local folder, so a remote destination is staged locally
-    and copied."""
+    scheme). A model with LoRA adapters also writes them in the PEFT layout to `adapter` beside
+    `hf_dir` (unless they have none: MoE experts), and its merged weights to `hf_dir` only when
+    `merged`. Every process takes part in the gathers, process 0 writes; local-only writers are
+    staged and copied. Returns the folders written: {"hf_dir", "adapter_dir"}."""
     from eigen_jax.chat import prompt_format
     from eigen_jax.chat.generation_config import write_generation_files
+    from eigen_jax.models import lora_io
 
-    hf_dir = paths.resolve(hf_dir)
+    hf_dir, out = paths.resolve(hf_dir), {}
+    if lora_io.has_adapters(model):
+        if lora_io.peft_exportable(model.config):
+            out["adapter_dir"] = str(hf_dir.parent / "adapter")
+            with paths.local_staging(paths.resolve(out["adapter_dir"]), "adapter") as local:
+                lora_io.save_adapter(model, str(local), base_model)
+            multihost.barrier("adapter_export")
+        if not merged:
+            return out
+        model = lora_io.merge_adapters(model)
+        config = model.config
     with paths.local_staging(hf_dir, "hf_export") as local:
         models.save_pretrained(model, config, str(local))
         if multihost.is_primary():
@@ -114,6 +126,7 @@ def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str 
             prompt_format.write(local, prompt_format.current() if objective == "agent" else
                                 prompt_format.PromptFormat("full"))
     multihost.barrier("hf_export")
+    return dict(out, hf_dir=str(hf_dir))
 
 
 TOKENIZER_FILES = ("special_tokens_map.json", "generation_config.json", "vocab.json",

@@ -8,6 +8,11 @@ from flax import nnx
 
 from eigen_jax import models
 from eigen_jax import sharding as shd
+from eigen_jax.models import lora_io
+from eigen_jax.models.lora import LoraConfig as _LoraConfig
+
+# `run_sft.lora = @LoraConfig()` / `run_grpo.lora = @LoraConfig()`; `LoraConfig.rank = 16`, ...
+LoraConfig = gin.external_configurable(_LoraConfig, "LoraConfig")
 
 
 @gin.configurable
@@ -34,3 +39,13 @@ def init_model(mesh, hf_dir: str | None = None, preset: str | None = None,
     config = models.get_config(preset, **overrides)
     model = models.Transformer(config, rngs=nnx.Rngs(seed))
     return shd.shard_model(model, mesh), config
+
+
+def with_adapters(model, mesh, lora=None, adapter_dir: str | None = None):
+    """`model` with LoRA adapters: a PEFT adapter directory's (to continue training it; `lora`
+    may set its dtype, dropout and seed) or fresh ones from `lora`; unchanged when neither."""
+    if adapter_dir:
+        return lora_io.load_adapter(model, adapter_dir, mesh, lora)
+    if lora is not None:
+        return lora_io.add_lora(model, lora, mesh)
+    return model

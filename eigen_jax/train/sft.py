@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import gin
 import jax
 import numpy as np
-from flax import nnx
 
 from eigen_jax import multihost
 from eigen_jax import sharding as shd
@@ -23,7 +22,7 @@ from eigen_jax.train.checkpoint import check_counts
 from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token
 from eigen_jax.train.logprobs import score_index
 from eigen_jax.train.loop import TrainLoop, export_pretrained
-from eigen_jax.train.model_init import init_model
+from eigen_jax.train.model_init import init_model, with_adapters
 from eigen_jax.train.optimizer import make_optimizer, make_schedule
 from eigen_jax.train.router_aux import router_metrics
 from eigen_jax.train.sft_loss import sft_loss
@@ -48,7 +47,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
             export_hf: bool = True, log_every: int = 10,
             peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
             project_scored_only: bool = True, init_hf_dir: str | None = None,
-            router_aux_loss_coef: float = 0.0) -> dict[str, Any]:
+            router_aux_loss_coef: float = 0.0, lora: Any = None,
+            init_adapter_dir: str | None = None,
+            export_merged: bool = True) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
 
     The model comes from `init_model` (gin: a preset or an HF checkpoint); `init_hf_dir`, when
@@ -59,6 +60,10 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     trained role's tokens; `logprobs.score_index`), same loss and gradient. The index width is
     computed on the global batch, which every process reads, so it is one global shape.
     `router_aux_loss_coef`: an MoE model's load-balancing loss weight (HF's definition).
+    `lora` (`@LoraConfig()`): train LoRA adapters on the frozen base instead of every weight;
+    `init_adapter_dir`: a PEFT adapter to continue training. With adapters the export writes
+    the PEFT adapter to `workdir/adapter` and, when `export_merged`, the merged checkpoint to
+    `workdir/hf` (what later stages load).
     """
     check_counts("run_sft", num_steps=(num_steps, 1), batch_size=(batch_size, 1),
                  seq_len=(seq_len, 2), grad_accum_steps=(grad_accum_steps, 1),
@@ -68,8 +73,9 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
         raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp="
                          f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}")
     model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
+    model = with_adapters(model, mesh, lora, init_adapter_dir)
     schedule = make_schedule(total_steps=num_steps)
-    graphdef, rest, state, step_fn, eval_fn = _programs(
+    graphdef, (frozen, rest), state, step_fn, eval_fn = _programs(
         model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
     loop = TrainLoop(workdir, num_steps, metrics_prefix=f"sft_{objective}/",
                      checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -107,9 +113,10 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
 
     state = loop.run(state, int(state.step), step,
                      lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace})
-    export = functools.partial(export_pretrained, nnx.merge(graphdef, state.params, rest),
-                               config, tokenizer_dir=tokenizer_dir,
-                               objective=objective) if export_hf else None
+    export = functools.partial(
+        export_pretrained, state_lib.merge(graphdef, state.params, frozen, rest), config,
+        tokenizer_dir=tokenizer_dir, objective=objective, merged=export_merged,
+        base_model=init_hf_dir) if export_hf else None
     return loop.finish({"steps": int(state.step), "eval_loss": eval_trace,
                         "final_eval_loss": eval_trace[-1][1] if eval_trace else None},
                        int(state.step) >= num_steps, export)
@@ -125,17 +132,19 @@ def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: in
 
 
 def _programs(model, tx, mesh, grad_accum_steps: int, router_aux_loss_coef: float):
-    """(graphdef, rest, train state, jitted train step, held-out loss fn), the latter two
-    traced under the mesh."""
-    graphdef, params, rest = state_lib.split_model(model)
+    """(graphdef, (frozen, rest), train state, jitted train step, held-out loss fn), the
+    latter two traced under the mesh; `frozen` is a LoRA model's base (else None), an argument
+    of both programs."""
+    graphdef, params, frozen, rest = state_lib.split_trainable(model)
     state = state_lib.init_train_state(params, tx, mesh)
     loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
     step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
                                         state_sharding=state_lib.state_shardings(state),
-                                        grad_accum_steps=grad_accum_steps)
-    eval_fn = state_lib.MeshBound(
-        jax.jit(lambda p, b: sft_loss(nnx.merge(graphdef, p, rest), b, 1.0)[1]), mesh)
-    return graphdef, rest, state, step_fn, eval_fn
+                                        grad_accum_steps=grad_accum_steps, frozen=frozen)
+    eval_fn = state_lib.FrozenBound(state_lib.MeshBound(jax.jit(
+        lambda p, b, f=None: sft_loss(state_lib.merge(graphdef, p, f, rest), b, 1.0)[1]),
+        mesh), frozen)
+    return graphdef, (frozen, rest), state, step_fn, eval_fn
 
 
 def _initial_model(mesh, tokenizer_dir: str, init_hf_dir: str | None):

@@ -130,3 +130,20 @@ def test_moe_model_compiles_with_grouped_matmuls_for_tpu(tmp_path):
         lowered = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, jnp.ones(x.shape[:2]))[0]
                           ).lower(state, x)
     assert "ragged_dot" in lowered.as_text()
+
+
+def test_lora_programs_compile_with_the_base_as_an_argument(cli_report, tmp_path):
+    """`run_sft.lora` / `run_grpo.lora`: the steps compile with the adapters (and their
+    moments) as the state and the frozen base as an argument: fewer argument bytes than the
+    full-parameter step's weights + two moments."""
+    proc, path = _compile_cli(tmp_path, "--gin_file", GIN, "--programs", "sft,grpo_step",
+                              "--gin_bindings=run_sft.lora=@LoraConfig()",
+                              "--gin_bindings=run_grpo.lora=@LoraConfig()",
+                              "--gin_bindings=LoraConfig.rank=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lora = {p["name"]: p for p in json.loads(path.read_text())["programs"]}
+    full = {p["name"]: p for p in cli_report[1]["programs"]}
+    assert sorted(lora) == ["grpo_step", "sft_agent+user"]
+    for name in lora:
+        assert lora[name]["fits"]
+        assert lora[name]["argument_bytes"] < 0.8 * full[name]["argument_bytes"], name

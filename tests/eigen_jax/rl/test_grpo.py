@@ -220,3 +220,32 @@ def test_out_of_range_counts_are_refused_before_any_work(tmp_path):
 def test_configs_refuse_out_of_range_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+def test_run_grpo_with_lora_exports_adapter_and_merged_policy(tmp_path, policy_hf_dir,
+                                                              outfitter):
+    """`run_grpo(lora=...)` with the KL term on: one update, the PEFT adapter and the merged
+    policy exported, and merged = the SFT policy + that adapter."""
+    import gin
+
+    from eigen_jax import models
+    from eigen_jax.models import lora_io
+    from eigen_jax.models.lora import LoraConfig
+
+    with gin.unlock_config():
+        gin.bind_parameter("agent_prompt.mode", "compact")
+    try:
+        result = run_grpo(str(tmp_path), policy_hf_dir=str(policy_hf_dir), domain=outfitter,
+                          user=StopOnSecondMessage(), num_steps=1,
+                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
+                                               learning_rate=1e-2, kl_coef=0.05),
+                          sampler=SamplerConfig(max_len=512, num_slots=8),
+                          rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+                          checker=mixed_checker, lora=LoraConfig(rank=4, alpha=8, dropout=0.1))
+    finally:
+        gin.clear_config()
+    assert result["learner_updates"] == 1
+    base, _ = models.from_pretrained(str(policy_hf_dir))
+    merged, _ = models.from_pretrained(result["hf_dir"])
+    again = lora_io.merge_adapters(lora_io.load_adapter(base, result["adapter_dir"]))
+    ids = np.arange(1, 25, dtype=np.int32)[None]
+    np.testing.assert_allclose(np.asarray(again(ids)), np.asarray(merged(ids)), atol=1e-5)
+    assert np.abs(np.asarray(base(ids)) - np.asarray(merged(ids))).max() > 1e-4
