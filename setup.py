@@ -1,11 +1,14 @@
 """eigen-jax: post-train multi-turn tool-using LLM agents with JAX (EigenData recipe)."""
+
 import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
-VERSION = re.search(r'__version__ = "([^"]+)"',
-                    Path(__file__).with_name("eigen_jax").joinpath("__init__.py").read_text())[1]
+VERSION = re.search(
+    r'__version__ = "([^"]+)"',
+    Path(__file__).with_name("eigen_jax").joinpath("__init__.py").read_text(),
+)[1]
 
 INSTALL_REQUIRES = [
     "jax>=0.10",
@@ -44,9 +47,17 @@ EXTRAS = {
     # gcp-storage-emulator + gcsfs: tests/launch/test_gcs_workdir.py runs a gs:// workdir
     # offline against an in-memory GCS emulator; peft: the reference that loads our exported LoRA
     # adapters (tests/eigen_jax/models); ruff: `make lint`.
-    "test": ["pytest>=8,<9.2", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "torch==2.13.0",
-             "jax[tpu]", "gcsfs>=2024.6", "gcp-storage-emulator>=2024.8", "peft>=0.17",
-             "ruff>=0.15,<0.18"],
+    "test": [
+        "pytest>=8,<9.2",
+        "pytest-timeout>=2.3",
+        "pytest-xdist>=3.6",
+        "torch==2.13.0",
+        "jax[tpu]",
+        "gcsfs>=2024.6",
+        "gcp-storage-emulator>=2024.8",
+        "peft>=0.17",
+        "ruff==0.17.6",
+    ],
     # `--workdir gs://...`: etils.epath reaches GCS through fsspec's gcsfs when TensorFlow is
     # absent (orbax's arrays go through tensorstore's own GCS driver).
     "gcs": ["gcsfs>=2024.6"],
@@ -63,10 +74,19 @@ setup(
     license="Apache-2.0",
     description="JAX/Flax post-training of multi-turn tool-using agents: synthetic data, SFT, GRPO.",
     packages=find_packages(include=["eigen_jax*", "data_agents*"]),
-    package_data={"data_agents": ["**/*.md", "**/*.json", "**/*.txt", "**/*.jinja", "**/*.bib",
-                                  "**/*.tsv", "tfds/eigen_dialogues/dummy_data/*.jsonl",
-                                  "py.typed"],
-                  "eigen_jax": ["py.typed"]},
+    package_data={
+        "data_agents": [
+            "**/*.md",
+            "**/*.json",
+            "**/*.txt",
+            "**/*.jinja",
+            "**/*.bib",
+            "**/*.tsv",
+            "tfds/eigen_dialogues/dummy_data/*.jsonl",
+            "py.typed",
+        ],
+        "eigen_jax": ["py.typed"],
+    },
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -24,6 +24,7 @@ Workloads (same shapes on both sides; medians of `repeats` after warm-up, compil
         [--metrics grpo,decode,train,train_lora]
         [--no_tunix] [--out bench/results/compare_tunix.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,21 +47,21 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # noqa: E402
-
 from compare_report import report  # noqa: E402
+
 from eigen_jax import models  # noqa: E402
 from eigen_jax.models import lora_io  # noqa: E402
 from eigen_jax.models.config import ATTENTION_IMPLS  # noqa: E402
 from eigen_jax.models.lora import LoraConfig  # noqa: E402
 from eigen_jax.rl import advantages as adv_lib  # noqa: E402
-from eigen_jax.rl.train_batch import cheapest_train_batch  # noqa: E402
 from eigen_jax.rl.episode import Episode  # noqa: E402
 from eigen_jax.rl.learner_fns import make_grpo_loss  # noqa: E402
 from eigen_jax.rl.rollout import sync_engine_params  # noqa: E402
+from eigen_jax.rl.train_batch import cheapest_train_batch  # noqa: E402
 from eigen_jax.sampling import Engine, Request, SamplingParams, generate  # noqa: E402
 from eigen_jax.sampling.shapes import token_cost_of  # noqa: E402
 from eigen_jax.train import state as state_lib  # noqa: E402
+from eigen_jax.train.flops import matmul_peak_flops, train_flops_per_token  # noqa: E402
 from eigen_jax.train.optimizer import make_optimizer, make_schedule  # noqa: E402
 from eigen_jax.train.sft_loss import sft_loss  # noqa: E402
 
@@ -73,28 +74,83 @@ _ROPE = {"rope_theta": 1_000_000.0}
 # well under 20 minutes for both stacks; `gpu-1b` is ~1B parameters in bf16 for GPU hosts.
 CONFIGS = {
     "cpu": [
-        dict(_BASE, name="tiny-qwen3", preset="tiny-qwen3", overrides=_ROPE, dtype="float32",
-             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=80,
-             train_batch=4, train_seq=128, group_size=8, grpo_prompts=2, grpo_new_tokens=32),
-        dict(_BASE, name="bench-25m", preset="bench-25m", overrides=_ROPE, dtype="float32",
-             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=64,
-             train_batch=2, train_seq=256, group_size=8, grpo_prompts=1, grpo_new_tokens=32),
+        dict(
+            _BASE,
+            name="tiny-qwen3",
+            preset="tiny-qwen3",
+            overrides=_ROPE,
+            dtype="float32",
+            batch=8,
+            prompt_len=32,
+            max_len=256,
+            decode_short=16,
+            decode_long=80,
+            train_batch=4,
+            train_seq=128,
+            group_size=8,
+            grpo_prompts=2,
+            grpo_new_tokens=32,
+        ),
+        dict(
+            _BASE,
+            name="bench-25m",
+            preset="bench-25m",
+            overrides=_ROPE,
+            dtype="float32",
+            batch=8,
+            prompt_len=32,
+            max_len=256,
+            decode_short=16,
+            decode_long=64,
+            train_batch=2,
+            train_seq=256,
+            group_size=8,
+            grpo_prompts=1,
+            grpo_new_tokens=32,
+        ),
     ],
     # The issue's ~100M row (MFU >= 50% of the measured matmul peak); a separate config because
     # it roughly doubles the `cpu` run's wall time on a 2-core machine.
     "cpu-100m": [
-        dict(_BASE, name="bench-100m", preset="bench-100m", overrides=_ROPE, dtype="float32",
-             batch=8, prompt_len=32, max_len=256, decode_short=16, decode_long=64,
-             train_batch=2, train_seq=256, group_size=8, grpo_prompts=1, grpo_new_tokens=32,
-             repeats=3),
+        dict(
+            _BASE,
+            name="bench-100m",
+            preset="bench-100m",
+            overrides=_ROPE,
+            dtype="float32",
+            batch=8,
+            prompt_len=32,
+            max_len=256,
+            decode_short=16,
+            decode_long=64,
+            train_batch=2,
+            train_seq=256,
+            group_size=8,
+            grpo_prompts=1,
+            grpo_new_tokens=32,
+            repeats=3,
+        ),
     ],
     # Batch sized to fit each stack's < half of an H200 (measured: train batch 8 x 2048 asked
     # XLA for a 47.8 GiB temp buffer, GRPO with 64 x 512 tokens 50.5 GiB, both out of memory).
     "gpu-1b": [
-        dict(_BASE, name="qwen3-1b", preset="qwen3-1.7b", overrides={"num_layers": 14},
-             dtype="bfloat16", batch=64, prompt_len=256, max_len=1024, decode_short=64,
-             decode_long=320, train_batch=4, train_seq=2048, group_size=16, grpo_prompts=2,
-             grpo_new_tokens=256),
+        dict(
+            _BASE,
+            name="qwen3-1b",
+            preset="qwen3-1.7b",
+            overrides={"num_layers": 14},
+            dtype="bfloat16",
+            batch=64,
+            prompt_len=256,
+            max_len=1024,
+            decode_short=64,
+            decode_long=320,
+            train_batch=4,
+            train_seq=2048,
+            group_size=16,
+            grpo_prompts=2,
+            grpo_new_tokens=256,
+        ),
     ],
 }
 
@@ -122,16 +178,24 @@ def bench_decode(model, spec) -> dict:
     runs = {}
     for n in (spec["decode_short"], spec["decode_long"]):
         params = SamplingParams(temperature=1.0, max_new_tokens=n)
-        fn = lambda: generate(model, prompts, params, max_len=spec["max_len"],  # noqa: E731
-                              steps_per_sync=spec.get("steps_per_sync"))
+        fn = lambda: generate(
+            model,
+            prompts,
+            params,
+            max_len=spec["max_len"],  # noqa: E731
+            steps_per_sync=spec.get("steps_per_sync"),
+        )
         first, med, times = _median_time(fn, spec["repeats"])
         assert all(c.num_tokens == n for c in fn())
         runs[n] = {"compile_s": first, "s": med, "all_s": times}
     short, long_ = runs[spec["decode_short"]], runs[spec["decode_long"]]
     extra = spec["batch"] * (spec["decode_long"] - spec["decode_short"])
-    return {"generate_tok_s": spec["batch"] * spec["decode_long"] / long_["s"],
-            "decode_tok_s": extra / max(long_["s"] - short["s"], 1e-9),
-            "compile_s": short["compile_s"], "runs": runs}
+    return {
+        "generate_tok_s": spec["batch"] * spec["decode_long"] / long_["s"],
+        "decode_tok_s": extra / max(long_["s"] - short["s"], 1e-9),
+        "compile_s": short["compile_s"],
+        "runs": runs,
+    }
 
 
 def _optimizer():
@@ -150,10 +214,12 @@ def bench_train(model, spec, peak: float, lora_rank: int | None = None) -> dict:
     step = state_lib.make_train_step(graphdef, rest, _optimizer(), sft_loss, frozen=frozen)
     b, t = spec["train_batch"], spec["train_seq"]
     rng = np.random.RandomState(spec["seed"] + 1)
-    batch = {"tokens": jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
-             "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
-             "segment_ids": jnp.ones((b, t), jnp.int32),
-             "loss_mask": jnp.ones((b, t), jnp.int32)}
+    batch = {
+        "tokens": jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
+        "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
+        "segment_ids": jnp.ones((b, t), jnp.int32),
+        "loss_mask": jnp.ones((b, t), jnp.int32),
+    }
     holder = [state]
 
     def run():
@@ -163,8 +229,14 @@ def bench_train(model, spec, peak: float, lora_rank: int | None = None) -> dict:
     first, med, times = _median_time(run, spec["repeats"])
     tokens_per_s = b * t / med
     flops = train_flops_per_token(model.config, t)
-    return {"step_s": med, "all_s": times, "compile_s": first, "tokens_per_s": tokens_per_s,
-            "flops_per_token": flops, "mfu": tokens_per_s * flops / peak}
+    return {
+        "step_s": med,
+        "all_s": times,
+        "compile_s": first,
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": flops,
+        "mfu": tokens_per_s * flops / peak,
+    }
 
 
 def reward_of(tokens) -> float:
@@ -183,8 +255,9 @@ def bench_grpo(model, spec) -> dict:
     graphdef, params, rest = state_lib.split_model(model)
     params = jax.tree.map(jnp.copy, params)
     state = state_lib.init_train_state(params, _optimizer())
-    loss = make_grpo_loss("grpo", eps_low=spec["clip_eps"], eps_high=spec["clip_eps"],
-                          is_cap=None, with_entropy=False)
+    loss = make_grpo_loss(
+        "grpo", eps_low=spec["clip_eps"], eps_high=spec["clip_eps"], is_cap=None, with_entropy=False
+    )
     step_fn = state_lib.make_train_step(graphdef, rest, _optimizer(), loss)
     engine = Engine(model, g * n_prompts, spec["max_len"])
     token_cost = token_cost_of(model.config)
@@ -194,30 +267,54 @@ def bench_grpo(model, spec) -> dict:
 
     def one_step():
         counter[0] += 1
-        prompts = [rng.randint(3, model.config.vocab_size, spec["prompt_len"]).tolist()
-                   for _ in range(n_prompts)]
+        prompts = [
+            rng.randint(3, model.config.vocab_size, spec["prompt_len"]).tolist()
+            for _ in range(n_prompts)
+        ]
         sync_engine_params(engine, graphdef, holder[0].params, rest)
-        reqs = [Request((p, k), prompts[p], sampling, seed=counter[0] * 10_000 + p * g + k)
-                for p in range(n_prompts) for k in range(g)]
+        reqs = [
+            Request((p, k), prompts[p], sampling, seed=counter[0] * 10_000 + p * g + k)
+            for p in range(n_prompts)
+            for k in range(g)
+        ]
         episodes = []
         for c in engine.run(reqs):
             p, k = c.session_id
             n = len(prompts[p])
             mask = np.r_[np.zeros(n, bool), np.ones(c.num_tokens, bool)]
-            episodes.append(Episode(
-                f"p{p}", p, k, np.r_[prompts[p], c.token_ids], mask,
-                np.r_[np.zeros(n), c.logprobs], [(n, n + c.num_tokens)],
-                reward_of(c.token_ids), "agent_stop", []))
+            episodes.append(
+                Episode(
+                    f"p{p}",
+                    p,
+                    k,
+                    np.r_[prompts[p], c.token_ids],
+                    mask,
+                    np.r_[np.zeros(n), c.logprobs],
+                    [(n, n + c.num_tokens)],
+                    reward_of(c.token_ids),
+                    "agent_stop",
+                    [],
+                )
+            )
         rewards = np.array([e.reward for e in episodes], np.float32).reshape(n_prompts, g)
         adv = np.asarray(adv_lib.get("grpo")(rewards)).reshape(-1)
-        batch = {k: jnp.asarray(v) for k, v in cheapest_train_batch(
-            episodes, adv, "trajectory", token_cost, max_len=spec["max_len"]).items()}
+        batch = {
+            k: jnp.asarray(v)
+            for k, v in cheapest_train_batch(
+                episodes, adv, "trajectory", token_cost, max_len=spec["max_len"]
+            ).items()
+        }
         holder[0], sums = step_fn(holder[0], batch)
         return sums["pg_loss"]
 
     first, med, times = _median_time(one_step, spec["repeats"])
-    return {"step_s": med, "all_s": times, "compile_s": first, "sequences": g * n_prompts,
-            "new_tokens_per_s": g * n_prompts * new / med}
+    return {
+        "step_s": med,
+        "all_s": times,
+        "compile_s": first,
+        "sequences": g * n_prompts,
+        "new_tokens_per_s": g * n_prompts * new / med,
+    }
 
 
 def probe_ids(spec, vocab) -> list[list[int]]:
@@ -231,9 +328,19 @@ def run_tunix(spec, workdir: str, venv: str) -> dict:
     python = os.path.join(venv, "bin", "python")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as here
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.run([python, os.path.join(HERE, "peers", "tunix_bench.py"), "--spec",
-                           spec_path, "--out", out_path], env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [
+            python,
+            os.path.join(HERE, "peers", "tunix_bench.py"),
+            "--spec",
+            spec_path,
+            "--out",
+            out_path,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"tunix_bench failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
     with open(out_path) as f:
@@ -265,47 +372,63 @@ def bench_ours(model, spec, metrics, peak) -> dict:
         for impl in (spec.get("attention_impls") or [None]) if name == "train" else [None]:
             key = train_key(impl) if name == "train" else name
             print(f"[eigen-jax] {spec['name']} {key} ...", flush=True)
-            out[key] = {"decode": lambda: bench_decode(model, spec),
-                        "train": lambda: bench_train(with_attention(model, impl), spec, peak),
-                        "train_lora": lambda: bench_train(model, spec, peak,
-                                                          spec["lora_rank"]),
-                        "grpo": lambda: bench_grpo(model, spec)}[name]()
+            out[key] = {
+                "decode": lambda: bench_decode(model, spec),
+                "train": lambda: bench_train(with_attention(model, impl), spec, peak),
+                "train_lora": lambda: bench_train(model, spec, peak, spec["lora_rank"]),
+                "grpo": lambda: bench_grpo(model, spec),
+            }[name]()
     return out
 
 
 def bench_model(spec, metrics, venv, peak, workdir) -> dict:
     """eigen-jax's figures, then Tunix's on the same weights (skipped when `venv` is None)."""
-    config = models.get_config(spec["preset"], dtype=spec["dtype"], param_dtype="float32",
-                               **spec["overrides"])
+    config = models.get_config(
+        spec["preset"], dtype=spec["dtype"], param_dtype="float32", **spec["overrides"]
+    )
     model = models.Transformer(config, rngs=nnx.Rngs(spec["seed"]))
     ckpt = os.path.join(workdir, "ckpt")
     if venv is not None:  # the checkpoint is how Tunix gets the same weights
         models.save_pretrained(model, config, ckpt)
     ids = probe_ids(spec, config.vocab_size)
     spec = dict(spec, checkpoint=ckpt, probe_ids=ids, metrics=metrics)
-    ours = {"params": config.num_params(),
-            "probe_logits": np.asarray(model(jnp.asarray(ids, jnp.int32)), np.float32)}
+    ours = {
+        "params": config.num_params(),
+        "probe_logits": np.asarray(model(jnp.asarray(ids, jnp.int32)), np.float32),
+    }
     ours.update(bench_ours(model, spec, metrics, peak))
     ours_logits = ours.pop("probe_logits")
     if venv is None:
-        return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
-                "eigen_jax": ours, "tunix": {"skipped": "no Tunix venv (--no_tunix)"}}
+        return {
+            "spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+            "eigen_jax": ours,
+            "tunix": {"skipped": "no Tunix venv (--no_tunix)"},
+        }
     print(f"[tunix] {spec['name']} ...", flush=True)
     try:
         theirs = run_tunix(spec, workdir, venv)
     except RuntimeError as e:  # keep eigen-jax's figures: they cost minutes to measure
         print(f"[tunix] {spec['name']} FAILED; reporting eigen-jax alone:\n{e}", flush=True)
-        return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
-                "eigen_jax": ours, "tunix": {"error": str(e)[-4000:]}}
+        return {
+            "spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+            "eigen_jax": ours,
+            "tunix": {"error": str(e)[-4000:]},
+        }
     their_logits = np.asarray(theirs.pop("probe_logits"), np.float32)
     diff = float(np.abs(ours_logits - their_logits).max())
     scale = max(float(np.abs(their_logits).max()), 1.0)
     tol = 1e-3 if spec["dtype"] == "float32" else 5e-2
     if not diff <= tol * scale:
-        raise RuntimeError(f"{spec['name']}: eigen-jax and Tunix logits differ by {diff:.3g} "
-                           "on the same checkpoint; the comparison would not be like for like")
-    return {"spec": {k: v for k, v in spec.items() if k != "probe_ids"},
-            "logit_max_abs_diff": float(diff), "eigen_jax": ours, "tunix": theirs}
+        raise RuntimeError(
+            f"{spec['name']}: eigen-jax and Tunix logits differ by {diff:.3g} "
+            "on the same checkpoint; the comparison would not be like for like"
+        )
+    return {
+        "spec": {k: v for k, v in spec.items() if k != "probe_ids"},
+        "logit_max_abs_diff": float(diff),
+        "eigen_jax": ours,
+        "tunix": theirs,
+    }
 
 
 def select_specs(args) -> list[dict]:
@@ -331,8 +454,9 @@ def select_specs(args) -> list[dict]:
         for item in args.override:
             field, sep, value = item.partition("=")
             if not sep or field not in {f.name for f in dataclasses.fields(models.ModelConfig)}:
-                raise SystemExit(f"--override {item!r}: expected FIELD=VALUE with a ModelConfig "
-                                 "field")
+                raise SystemExit(
+                    f"--override {item!r}: expected FIELD=VALUE with a ModelConfig field"
+                )
             extra[field] = json.loads(value)
         specs = [dict(s, overrides={**s["overrides"], **extra}) for s in specs]
     return specs
@@ -344,18 +468,33 @@ def main():
     parser.add_argument("--models", default=None, help="comma list of names in the config")
     parser.add_argument("--metrics", default="grpo,decode,train")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--steps_per_sync", type=int, default=None,
-                        help="eigen-jax decode steps per host sync in the decode workload "
-                             "(default: generate's, the whole budget in one device loop)")
-    parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
-                        help="eigen-jax ModelConfig field (VALUE as JSON), e.g. attention_block=0 "
-                             "for an A/B of one eigen-jax choice; repeatable")
-    parser.add_argument("--attention_impls", default=None,
-                        help="comma list of attention_impl values (e.g. cudnn,xla): one "
-                             "eigen-jax train measurement each, same weights")
+    parser.add_argument(
+        "--steps_per_sync",
+        type=int,
+        default=None,
+        help="eigen-jax decode steps per host sync in the decode workload "
+        "(default: generate's, the whole budget in one device loop)",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="eigen-jax ModelConfig field (VALUE as JSON), e.g. attention_block=0 "
+        "for an A/B of one eigen-jax choice; repeatable",
+    )
+    parser.add_argument(
+        "--attention_impls",
+        default=None,
+        help="comma list of attention_impl values (e.g. cudnn,xla): one "
+        "eigen-jax train measurement each, same weights",
+    )
     parser.add_argument("--venv", default=None, help="Tunix venv (default: make_venv.sh's)")
-    parser.add_argument("--no_tunix", action="store_true",
-                        help="eigen-jax alone: no Tunix venv is made or used, no checkpoint")
+    parser.add_argument(
+        "--no_tunix",
+        action="store_true",
+        help="eigen-jax alone: no Tunix venv is made or used, no checkpoint",
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results", "compare_tunix.json"))
     args = parser.parse_args()
 

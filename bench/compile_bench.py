@@ -10,6 +10,7 @@ shared machine).
 
     python bench/compile_bench.py [--topology v5p-64] [--preset qwen3-8b] [--layers 8,36]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,25 @@ def tpu_depth(args) -> list[dict]:
         for scan in (True, False):
             if not scan and layers > args.max_unrolled:
                 continue
-            cfg = get_config(args.preset, num_layers=layers, dtype="bfloat16",
-                             param_dtype="float32", remat="full", scan_layers=scan)
+            cfg = get_config(
+                args.preset,
+                num_layers=layers,
+                dtype="bfloat16",
+                param_dtype="float32",
+                remat="full",
+                scan_layers=scan,
+            )
             program = P.train_program("sft", cfg, mesh, tx, sft_loss, args.batch, args.seq)
             report, _ = compile_program(program, topo.chip)
-            rows.append({"layers": layers, "scan": scan, "compile_s": report.compile_seconds,
-                         "temp_gib": report.temp_bytes / 2 ** 30,
-                         "peak_gib": report.peak_bytes_per_chip / 2 ** 30})
+            rows.append(
+                {
+                    "layers": layers,
+                    "scan": scan,
+                    "compile_s": report.compile_seconds,
+                    "temp_gib": report.temp_bytes / 2**30,
+                    "peak_gib": report.peak_bytes_per_chip / 2**30,
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -84,8 +97,11 @@ def cpu_scan_vs_unrolled(args) -> list[dict]:
             step_s = _median_time(lambda: train(params), args.repeats)
             cache = model.init_cache(8, 512)
             state = steps.SlotState.empty(8, 1)._replace(
-                active=np.ones(8, bool), max_new=np.full(8, 10 ** 6, np.int32),
-                position=np.full(8, 64, np.int32), temperature=np.ones(8, np.float32))
+                active=np.ones(8, bool),
+                max_new=np.full(8, 10**6, np.int32),
+                position=np.full(8, 64, np.int32),
+                temperature=np.ones(8, np.float32),
+            )
             decode = lambda c: steps.decode_steps(graphdef, params, c, state, 8)  # noqa: E731
             cache = jax.block_until_ready(decode(cache))[0]
             times = []
@@ -93,8 +109,15 @@ def cpu_scan_vs_unrolled(args) -> list[dict]:
                 t0 = time.perf_counter()
                 cache = jax.block_until_ready(decode(cache))[0]
                 times.append(time.perf_counter() - t0)
-            rows.append({"preset": preset, "scan": scan, "train_compile_s": compile_s,
-                         "train_step_s": step_s, "decode_call_s": statistics.median(times)})
+            rows.append(
+                {
+                    "preset": preset,
+                    "scan": scan,
+                    "train_compile_s": compile_s,
+                    "train_step_s": step_s,
+                    "decode_call_s": statistics.median(times),
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -120,8 +143,10 @@ def main():
     scanned = [r for r in out["tpu_depth"] if r["scan"]]
     if len(scanned) >= 2:
         out["compile_growth"] = scanned[-1]["compile_s"] / scanned[0]["compile_s"]
-        print(f"scanned SFT compile, {scanned[-1]['layers']} vs {scanned[0]['layers']} layers: "
-              f"{out['compile_growth']:.2f}x")
+        print(
+            f"scanned SFT compile, {scanned[-1]['layers']} vs {scanned[0]['layers']} layers: "
+            f"{out['compile_growth']:.2f}x"
+        )
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)

@@ -15,6 +15,7 @@ or tool message, that the system prompt and tool schemas do not contain and that
 `--max_doc_freq` of the probed dialogues, e.g. a name or a street number) and all other
 assistant tokens; it prints mean probability and top-1 accuracy of each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ import json
 import numpy as np
 
 
-def copy_positions(tokens: np.ndarray, assistant: np.ndarray, context: np.ndarray,
-                   prompt_ids: set[int], is_entity) -> np.ndarray:
+def copy_positions(
+    tokens: np.ndarray, assistant: np.ndarray, context: np.ndarray, prompt_ids: set[int], is_entity
+) -> np.ndarray:
     """Bool [T]: assistant tokens that repeat an entity-like id seen earlier in `context`.
 
     tokens [T] ids; assistant [T] bool (trained positions); context [T] bool (user and tool
@@ -49,14 +51,18 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, default=30)
     ap.add_argument("--seq_len", type=int, default=1024)
     ap.add_argument("--prompt_mode", default="compact", help="agent_prompt.mode of the SFT run")
-    ap.add_argument("--max_doc_freq", type=float, default=0.2,
-                    help="copy tokens: ids in at most this fraction of the dialogues' contexts")
+    ap.add_argument(
+        "--max_doc_freq",
+        type=float,
+        default=0.2,
+        help="copy tokens: ids in at most this fraction of the dialogues' contexts",
+    )
     args = ap.parse_args()
 
-    import gin
     import jax
     import jax.numpy as jnp
 
+    import gin
     from eigen_jax import models
     from eigen_jax.chat import views
     from eigen_jax.chat.conversation import Origin
@@ -67,6 +73,7 @@ def main() -> None:
     gin.bind_parameter("agent_prompt.mode", args.prompt_mode)
     model, _ = models.from_pretrained(args.checkpoint)
     chat = ChatTemplate.from_pretrained(args.checkpoint)
+
     def is_entity(i: int) -> bool:  # a word or number of 2+ characters, not punctuation
         s = chat.decode([i]).strip()
         return len(s) >= 2 and s.replace(".", "").isalnum()
@@ -78,10 +85,11 @@ def main() -> None:
         d = decode_example(src[i])
         conv = render_for_objective(chat, d, "agent")
         system, tools = views.agent_prompt(d.get("policy", ""), d.get("tools"))
-        tokens = np.asarray(conv.tokens, np.int32)[:args.seq_len]
-        origin = np.asarray(conv.origins)[:len(tokens)]
-        convs.append((tokens, origin, set(chat.render([{"role": "system", "content": system}],
-                                                      tools))))
+        tokens = np.asarray(conv.tokens, np.int32)[: args.seq_len]
+        origin = np.asarray(conv.origins)[: len(tokens)]
+        convs.append(
+            (tokens, origin, set(chat.render([{"role": "system", "content": system}], tools)))
+        )
     # Entity ids are rare across dialogues (a name, a street number); "2025", "mail" or a month
     # recur in most and are predictable without looking back.
     df: dict[int, int] = {}
@@ -92,20 +100,26 @@ def main() -> None:
     stats = {"copy": [], "other": []}
     for tokens, origin, prompt_ids in convs:
         assistant = origin == Origin.ASSISTANT
-        copy = copy_positions(tokens, assistant, np.isin(origin, [Origin.USER, Origin.TOOL]),
-                              prompt_ids, rare)
+        copy = copy_positions(
+            tokens, assistant, np.isin(origin, [Origin.USER, Origin.TOOL]), prompt_ids, rare
+        )
         # right-padded to one length: one compiled program; causal, so padding changes nothing
         padded = np.zeros((1, args.seq_len), np.int32)
-        padded[0, :len(tokens)] = tokens
-        lp = np.asarray(forward(jnp.asarray(padded))[0, :len(tokens) - 1])
+        padded[0, : len(tokens)] = tokens
+        lp = np.asarray(forward(jnp.asarray(padded))[0, : len(tokens) - 1])
         target = tokens[1:]
         prob = np.exp(lp[np.arange(len(target)), target])
         top1 = lp.argmax(-1) == target
         for name, sel in (("copy", copy[1:]), ("other", assistant[1:] & ~copy[1:])):
             stats[name] += list(zip(prob[sel], top1[sel]))
-    rows = {k: {"tokens": len(v), "mean_prob": float(np.mean([p for p, _ in v])) if v else None,
-                "top1": float(np.mean([a for _, a in v])) if v else None}
-            for k, v in stats.items()}
+    rows = {
+        k: {
+            "tokens": len(v),
+            "mean_prob": float(np.mean([p for p, _ in v])) if v else None,
+            "top1": float(np.mean([a for _, a in v])) if v else None,
+        }
+        for k, v in stats.items()
+    }
     print(f"{'assistant tokens':<20}{'count':>8}{'mean p':>9}{'top-1':>8}")
     for k, r in rows.items():
         print(f"{k:<20}{r['tokens']:>8}{r['mean_prob'] or 0:>9.3f}{r['top1'] or 0:>8.3f}")

@@ -10,6 +10,7 @@ public model/sampler API is used, so it runs on trees before and after the scann
     python bench/cpu_ab.py /tmp/old bench-25m; python bench/cpu_ab.py . bench-25m
     python bench/cpu_ab.py . bench-100m --scan false --max_len 128 --no_train
 """
+
 import argparse
 import json
 import statistics
@@ -47,8 +48,13 @@ def median_s(fn, n):
 kw = {} if args.scan == "default" else {"scan_layers": args.scan == "true"}
 model = Transformer(get_config(args.preset, **kw), rngs=nnx.Rngs(0))
 graphdef, params = nnx.split(model)
-out = {"tree": args.tree, "preset": args.preset, "scan": args.scan, "max_len": args.max_len,
-       "split": not args.no_split}
+out = {
+    "tree": args.tree,
+    "preset": args.preset,
+    "scan": args.scan,
+    "max_len": args.max_len,
+    "split": not args.no_split,
+}
 if not args.no_train:
     ids = jnp.asarray(np.random.RandomState(0).randint(3, 1000, (2, 512)))
 
@@ -63,8 +69,11 @@ if not args.no_train:
     out["train_step_s"] = round(median_s(lambda: jax.block_until_ready(train(params)), 5), 4)
 cache = [model.init_cache(8, args.max_len)]
 state = steps.SlotState.empty(8, 1)._replace(
-    active=np.ones(8, bool), max_new=np.full(8, 10 ** 6, np.int32),
-    position=np.full(8, 64, np.int32), temperature=np.ones(8, np.float32))
+    active=np.ones(8, bool),
+    max_new=np.full(8, 10**6, np.int32),
+    position=np.full(8, 64, np.int32),
+    temperature=np.ones(8, np.float32),
+)
 
 
 # What a CPU engine passes: per-layer weights split once (trees that have it).
@@ -74,7 +83,8 @@ extra = {"layer_params": split(graphdef, params)} if split else {}
 
 def decode():
     cache[0] = jax.block_until_ready(
-        steps.decode_steps(graphdef, params, cache[0], state, 8, **extra))[0]
+        steps.decode_steps(graphdef, params, cache[0], state, 8, **extra)
+    )[0]
 
 
 decode()

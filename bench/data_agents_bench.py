@@ -21,6 +21,7 @@ design: a round's instances need its plans) separately from its instance phase.
 
 Prints a table and writes JSON (--out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,6 @@ import httpx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from data_agents.domains import load
-from data_agents.synthesis import SynthesisEngine, SynthesisConfig
-from data_agents.llm import LLMClient
-from data_agents.llm.client import CHAT_PATH
-
 from bench.sglang_bench_server import (  # noqa: E402
     BENCH_MODEL_SPEC,
     BENCH_VOCAB,
@@ -51,6 +47,10 @@ from bench.sglang_bench_server import (  # noqa: E402
     bench_tokenizer_corpus,
     build_scripted_model,
 )
+from data_agents.domains import load
+from data_agents.llm import LLMClient
+from data_agents.llm.client import CHAT_PATH
+from data_agents.synthesis import SynthesisConfig, SynthesisEngine
 
 
 class RecordingClient(LLMClient):
@@ -68,8 +68,14 @@ class RecordingClient(LLMClient):
             return await super()._cached_post(path, payload, use_cache, cache_tag, parse)
         finally:
             if path == CHAT_PATH:
-                self.sent.append({"payload": payload, "stage": stage_of(cache_tag),
-                                  "start": start, "end": time.perf_counter() - self.t0})
+                self.sent.append(
+                    {
+                        "payload": payload,
+                        "stage": stage_of(cache_tag),
+                        "start": start,
+                        "end": time.perf_counter() - self.t0,
+                    }
+                )
 
 
 def stage_of(cache_tag: str | None) -> str:
@@ -92,10 +98,16 @@ def in_flight(spans: list[tuple[float, float]], wall: float) -> float:
 
 
 async def bench_engine(url: str, args) -> dict:
-    cfg = SynthesisConfig(num_rounds=1, plans_per_round=args.plans, tasks_per_plan=args.tasks,
-                       max_concurrency=args.concurrency, max_tokens=args.max_tokens,
-                       judge_max_tokens=args.max_tokens, max_explore_steps=args.explore_steps,
-                       max_dialogue_steps=args.dialogue_steps)
+    cfg = SynthesisConfig(
+        num_rounds=1,
+        plans_per_round=args.plans,
+        tasks_per_plan=args.tasks,
+        max_concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        judge_max_tokens=args.max_tokens,
+        max_explore_steps=args.explore_steps,
+        max_dialogue_steps=args.dialogue_steps,
+    )
     out = tempfile.mkdtemp(prefix="da_bench_")
     async with RecordingClient(url, max_concurrency=args.concurrency, max_retries=1) as llm:
         llm.t0 = t0 = time.perf_counter()
@@ -107,18 +119,24 @@ async def bench_engine(url: str, args) -> dict:
         stages: dict[str, int] = {}
         for r in sent:
             stages[r["stage"]] = stages.get(r["stage"], 0) + 1
-        return {"wall_s": wall, "instances": report["total"], "accepted": report["accepted"],
-                "requests": llm.usage.requests, "payloads": [r["payload"] for r in sent],
-                "prompt_tokens": llm.usage.prompt_tokens,
-                "completion_tokens": llm.usage.completion_tokens,
-                "requests_by_stage": stages,
-                "planner_phase_s": plan_end,
-                "instance_phase_s": wall - plan_end,
-                "instance_phase_requests": len(after),
-                "mean_in_flight": in_flight([(r["start"], r["end"]) for r in sent], wall),
-                "instance_phase_mean_in_flight": in_flight(
-                    [(r["start"], r["end"]) for r in after], wall - plan_end),
-                "failures": report["rounds"][0]["failures_by_category"]}
+        return {
+            "wall_s": wall,
+            "instances": report["total"],
+            "accepted": report["accepted"],
+            "requests": llm.usage.requests,
+            "payloads": [r["payload"] for r in sent],
+            "prompt_tokens": llm.usage.prompt_tokens,
+            "completion_tokens": llm.usage.completion_tokens,
+            "requests_by_stage": stages,
+            "planner_phase_s": plan_end,
+            "instance_phase_s": wall - plan_end,
+            "instance_phase_requests": len(after),
+            "mean_in_flight": in_flight([(r["start"], r["end"]) for r in sent], wall),
+            "instance_phase_mean_in_flight": in_flight(
+                [(r["start"], r["end"]) for r in after], wall - plan_end
+            ),
+            "failures": report["rounds"][0]["failures_by_category"],
+        }
 
 
 async def bench_raw(url: str, payloads: list[dict], concurrency: int) -> dict:
@@ -146,8 +164,13 @@ async def bench_raw(url: str, payloads: list[dict], concurrency: int) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"wall_s": wall, "requests": len(payloads), "statuses": statuses, **tokens,
-            "mean_in_flight": in_flight([(s - t0, e - t0) for s, e in spans], wall)}
+    return {
+        "wall_s": wall,
+        "requests": len(payloads),
+        "statuses": statuses,
+        **tokens,
+        "mean_in_flight": in_flight([(s - t0, e - t0) for s, e in spans], wall),
+    }
 
 
 def server_facts(url: str) -> dict:
@@ -159,10 +182,22 @@ def server_facts(url: str) -> dict:
         except (httpx.HTTPError, ValueError) as err:
             facts[route] = {"error": str(err)}
     info = facts.get("/get_server_info") or {}
-    keep = ("context_length", "max_running_requests", "max_total_tokens", "chunked_prefill_size",
-            "precompile_token_paddings", "precompile_bs_paddings", "disable_precompile",
-            "attention_backend", "device", "dtype", "disable_radix_cache", "page_size",
-            "schedule_policy", "version")
+    keep = (
+        "context_length",
+        "max_running_requests",
+        "max_total_tokens",
+        "chunked_prefill_size",
+        "precompile_token_paddings",
+        "precompile_bs_paddings",
+        "disable_precompile",
+        "attention_backend",
+        "device",
+        "dtype",
+        "disable_radix_cache",
+        "page_size",
+        "schedule_policy",
+        "version",
+    )
     facts["/get_server_info"] = {k: info[k] for k in keep if k in info}
     return facts
 
@@ -198,20 +233,31 @@ def run(url: str, args) -> dict:
     inst_rps = total(engine_runs, "instance_phase_requests") / inst_s if inst_s > 0 else 0.0
     e_tok = total(engine_runs, "prompt_tokens") + total(engine_runs, "completion_tokens")
     r_tok = total(raw_runs, "prompt_tokens") + total(raw_runs, "completion_tokens")
-    return {"config": vars(args), "engine_runs": engine_runs, "raw_runs": raw_runs,
-            "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "loadavg_before": load_before, "loadavg_after": load_after},
-            "server": server_facts(url),
-            "instances_per_min": 60 * total(engine_runs, "instances") / e_wall,
-            "engine_requests_per_s": engine_rps, "raw_requests_per_s": raw_rps,
-            "engine_over_raw": engine_rps / raw_rps,
-            "per_pair_engine_over_raw": [
-                (e["requests"] / e["wall_s"]) / (r["requests"] / r["wall_s"])
-                for e, r in zip(engine_runs, raw_runs)],
-            "engine_instance_phase_requests_per_s": inst_rps,
-            "engine_instance_phase_over_raw": inst_rps / raw_rps,
-            "engine_tokens_per_s": e_tok / e_wall, "raw_tokens_per_s": r_tok / r_wall}
+    return {
+        "config": vars(args),
+        "engine_runs": engine_runs,
+        "raw_runs": raw_runs,
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+        },
+        "server": server_facts(url),
+        "instances_per_min": 60 * total(engine_runs, "instances") / e_wall,
+        "engine_requests_per_s": engine_rps,
+        "raw_requests_per_s": raw_rps,
+        "engine_over_raw": engine_rps / raw_rps,
+        "per_pair_engine_over_raw": [
+            (e["requests"] / e["wall_s"]) / (r["requests"] / r["wall_s"])
+            for e, r in zip(engine_runs, raw_runs)
+        ],
+        "engine_instance_phase_requests_per_s": inst_rps,
+        "engine_instance_phase_over_raw": inst_rps / raw_rps,
+        "engine_tokens_per_s": e_tok / e_wall,
+        "raw_tokens_per_s": r_tok / r_wall,
+    }
 
 
 def _avg(runs: list[dict], key: str, weight: str) -> float:
@@ -222,52 +268,86 @@ def _avg(runs: list[dict], key: str, weight: str) -> float:
 def print_table(result: dict, url: str) -> None:
     engs, raws, c = result["engine_runs"], result["raw_runs"], result["config"]
     eng, raw = engs[0], raws[0]
-    in_flight_text = (f"{_avg(engs, 'mean_in_flight', 'wall_s'):.2f} / "
-                      f"{_avg(raws, 'mean_in_flight', 'wall_s'):.2f} (engine instance phase "
-                      f"{_avg(engs, 'instance_phase_mean_in_flight', 'instance_phase_s'):.2f})")
+    in_flight_text = (
+        f"{_avg(engs, 'mean_in_flight', 'wall_s'):.2f} / "
+        f"{_avg(raws, 'mean_in_flight', 'wall_s'):.2f} (engine instance phase "
+        f"{_avg(engs, 'instance_phase_mean_in_flight', 'instance_phase_s'):.2f})"
+    )
     rows = [
-        ("runs per side", (f"{len(engs)} (engine walls {[round(e['wall_s'], 1) for e in engs]}, "
-                           f"raw walls {[round(r['wall_s'], 1) for r in raws]})")),
+        (
+            "runs per side",
+            (
+                f"{len(engs)} (engine walls {[round(e['wall_s'], 1) for e in engs]}, "
+                f"raw walls {[round(r['wall_s'], 1) for r in raws]})"
+            ),
+        ),
         ("instances (accepted)", f"{eng['instances']} ({eng['accepted']})"),
         ("requests (engine = raw)", f"{eng['requests']}  by stage {eng['requests_by_stage']}"),
-        ("engine wall, first run (s)", (f"{eng['wall_s']:.1f}  (planner "
-                                        f"{eng['planner_phase_s']:.1f}, instances "
-                                        f"{eng['instance_phase_s']:.1f})")),
+        (
+            "engine wall, first run (s)",
+            (
+                f"{eng['wall_s']:.1f}  (planner "
+                f"{eng['planner_phase_s']:.1f}, instances "
+                f"{eng['instance_phase_s']:.1f})"
+            ),
+        ),
         ("instances/min", f"{result['instances_per_min']:.2f}"),
         ("engine req/s", f"{result['engine_requests_per_s']:.4f}"),
         ("raw req/s (same requests, same concurrency)", f"{result['raw_requests_per_s']:.4f}"),
-        ("engine / raw", (f"{result['engine_over_raw']:.2f}  (per pair "
-                          f"{[round(x, 2) for x in result['per_pair_engine_over_raw']]})")),
-        ("engine instance-phase req/s / raw",
-         (f"{result['engine_instance_phase_requests_per_s']:.4f} / "
-          f"{result['raw_requests_per_s']:.4f} = {result['engine_instance_phase_over_raw']:.2f}")),
+        (
+            "engine / raw",
+            (
+                f"{result['engine_over_raw']:.2f}  (per pair "
+                f"{[round(x, 2) for x in result['per_pair_engine_over_raw']]})"
+            ),
+        ),
+        (
+            "engine instance-phase req/s / raw",
+            (
+                f"{result['engine_instance_phase_requests_per_s']:.4f} / "
+                f"{result['raw_requests_per_s']:.4f} = {result['engine_instance_phase_over_raw']:.2f}"
+            ),
+        ),
         ("mean requests in flight engine / raw", in_flight_text),
-        ("tokens/s (prompt+completion) engine / raw",
-         f"{result['engine_tokens_per_s']:.1f} / {result['raw_tokens_per_s']:.1f}"),
+        (
+            "tokens/s (prompt+completion) engine / raw",
+            f"{result['engine_tokens_per_s']:.1f} / {result['raw_tokens_per_s']:.1f}",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"data_agents bench  server={url}  model={c['model'] if c['start_server'] else 'given'}  "
-          f"concurrency={c['concurrency']}  plans={c['plans']}  tasks={c['tasks']}  "
-          f"max_tokens={c['max_tokens']}  dialogue_steps={c['dialogue_steps']}")
+    print(
+        f"data_agents bench  server={url}  model={c['model'] if c['start_server'] else 'given'}  "
+        f"concurrency={c['concurrency']}  plans={c['plans']}  tasks={c['tasks']}  "
+        f"max_tokens={c['max_tokens']}  dialogue_steps={c['dialogue_steps']}"
+    )
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     m = result["machine"]
     print(f"  failures: {eng['failures']}  raw statuses: {raw['statuses']}")
-    print(f"  load average before {m['loadavg_before'][0]:.1f}, after {m['loadavg_after'][0]:.1f}"
-          f" ({m['cpus']} CPUs)")
+    print(
+        f"  load average before {m['loadavg_before'][0]:.1f}, after {m['loadavg_after'][0]:.1f}"
+        f" ({m['cpus']} CPUs)"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--server_url")
-    target.add_argument("--start_server", action="store_true",
-                        help="start a CPU sglang-jax server on the random bench model, stop it after")
+    target.add_argument(
+        "--start_server",
+        action="store_true",
+        help="start a CPU sglang-jax server on the random bench model, stop it after",
+    )
     p.add_argument("--context_length", type=int, default=4096, help="with --start_server")
-    p.add_argument("--model", choices=("scripted", "random"), default="scripted",
-                   help="with --start_server: the scripted model (full-depth instances, see "
-                        "build_scripted_model) or the random one (every instance ends at its "
-                        "first request: invalid JSON)")
+    p.add_argument(
+        "--model",
+        choices=("scripted", "random"),
+        default="scripted",
+        help="with --start_server: the scripted model (full-depth instances, see "
+        "build_scripted_model) or the random one (every instance ends at its "
+        "first request: invalid JSON)",
+    )
     p.add_argument("--domain", default="outfitter")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--plans", type=int, default=4)
@@ -275,8 +355,9 @@ def main() -> None:
     p.add_argument("--max_tokens", type=int, default=16)
     p.add_argument("--explore_steps", type=int, default=3)
     p.add_argument("--dialogue_steps", type=int, default=6)
-    p.add_argument("--repeats", type=int, default=2,
-                   help="engine/raw pairs, alternating which side goes first")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="engine/raw pairs, alternating which side goes first"
+    )
     p.add_argument("--out", default="bench/results/data_agents_bench.json")
     args = p.parse_args()
     if args.server_url:
@@ -284,9 +365,12 @@ def main() -> None:
     else:
         from tests.fixtures import sglang_server as fx
 
-        model_dir = fx.build_tiny_qwen3(spec=BENCH_MODEL_SPEC, vocab_size=BENCH_VOCAB,
-                                        corpus=bench_tokenizer_corpus(args.domain),
-                                        name="bench-qwen3")
+        model_dir = fx.build_tiny_qwen3(
+            spec=BENCH_MODEL_SPEC,
+            vocab_size=BENCH_VOCAB,
+            corpus=bench_tokenizer_corpus(args.domain),
+            name="bench-qwen3",
+        )
         if args.model == "scripted":
             model_dir = build_scripted_model(model_dir)
         flags = bench_server_flags(args.concurrency, args.context_length)

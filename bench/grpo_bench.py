@@ -10,6 +10,7 @@ dynamic filtering off (random policies give all-zero groups). One warm-up step c
 next `--steps` are timed. Also reports the learner-token saving of the trajectory layout over the
 per-turn layout, measured on the domain's reference dialogues cut to their first 10 agent turns.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ def layout_saving(chat, domain, num_tasks: int, turns: int = 10) -> dict[str, fl
     from data_agents.domains.outfitter.dialogue import run_reference_dialogue
     from eigen_jax.chat import views
     from eigen_jax.chat.conversation import render_dialogue
-    from eigen_jax.rl.train_batch import layout_token_count
     from eigen_jax.rl.episode import Episode
+    from eigen_jax.rl.train_batch import layout_token_count
 
     system, tools = views.agent_prompt(domain.policy, domain.make_env().tools_schema("assistant"))
     eps = []
@@ -40,7 +41,7 @@ def layout_saving(chat, domain, num_tasks: int, turns: int = 10) -> dict[str, fl
         spans = []
         for t in conv.turns:
             if t.role == "assistant":
-                idx = np.where(mask[t.start:t.end])[0]
+                idx = np.where(mask[t.start : t.end])[0]
                 spans.append((t.start + int(idx[0]), t.start + int(idx[-1]) + 1))
         if len(spans) < turns:
             continue
@@ -48,13 +49,18 @@ def layout_saving(chat, domain, num_tasks: int, turns: int = 10) -> dict[str, fl
         m = np.zeros(len(conv), bool)
         for s, e in spans:
             m[s:e] = True
-        eps.append(Episode(task.id, 0, 0, conv.tokens, m, np.zeros(len(m)), spans, 0.0,
-                           "user_stop", []))
+        eps.append(
+            Episode(task.id, 0, 0, conv.tokens, m, np.zeros(len(m)), spans, 0.0, "user_stop", [])
+        )
     if not eps:
         return {"dialogues": 0}
     traj, per_turn = (layout_token_count(eps, lay) for lay in ("trajectory", "per_turn"))
-    return {"dialogues": len(eps), "trajectory_tokens": traj, "per_turn_tokens": per_turn,
-            "per_turn_over_trajectory": per_turn / traj}
+    return {
+        "dialogues": len(eps),
+        "trajectory_tokens": traj,
+        "per_turn_tokens": per_turn,
+        "per_turn_over_trajectory": per_turn / traj,
+    }
 
 
 def bench_one(preset, chat, domain, args) -> dict[str, float]:
@@ -68,23 +74,40 @@ def bench_one(preset, chat, domain, args) -> dict[str, float]:
     from eigen_jax.sampling import Engine
 
     mesh = shd.make_mesh((1, -1, 1))
-    config = models.get_config(preset, vocab_size=len(chat.tokenizer),
-                               max_position_embeddings=8192)
+    config = models.get_config(preset, vocab_size=len(chat.tokenizer), max_position_embeddings=8192)
     model = shd.shard_model(models.Transformer(config, rngs=nnx.Rngs(0)), mesh)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    engine = Engine(model, args.slots, args.max_len, mesh, max_prefill_len=args.max_len,
-                    min_prefill_len=args.max_len)
+    engine = Engine(
+        model,
+        args.slots,
+        args.max_len,
+        mesh,
+        max_prefill_len=args.max_len,
+        min_prefill_len=args.max_len,
+    )
     state, learner = GRPOLearner.create(
-        model, config, mesh, GRPOConfig(learning_rate=1e-5, share_prefix=False),
-        num_steps=args.steps + 1, max_len=args.max_len * 2, temperature=1.0)
-    worker = RolloutWorker(engine, chat, domain, ReferenceUserSimulator(),
-                           RolloutConfig(max_new_tokens=args.max_new_tokens))
+        model,
+        config,
+        mesh,
+        GRPOConfig(learning_rate=1e-5, share_prefix=False),
+        num_steps=args.steps + 1,
+        max_len=args.max_len * 2,
+        temperature=1.0,
+    )
+    worker = RolloutWorker(
+        engine,
+        chat,
+        domain,
+        ReferenceUserSimulator(),
+        RolloutConfig(max_new_tokens=args.max_new_tokens),
+    )
     stream = TaskStream(domain.tasks("train"), 0)
     rows = []
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
-        groups, stats = collect_groups(worker, stream, args.tasks, args.group_size,
-                                       dynamic_filtering=False, seed=step)
+        groups, stats = collect_groups(
+            worker, stream, args.tasks, args.group_size, dynamic_filtering=False, seed=step
+        )
         t_roll = time.perf_counter() - t0
         t1 = time.perf_counter()
         state, m = learner.update(state, groups)
@@ -93,11 +116,19 @@ def bench_one(preset, chat, domain, args) -> dict[str, float]:
         t_upd = time.perf_counter() - t1
         gen = sum(e.num_policy_tokens for g in groups for e in g)
         if step > 0:  # step 0 compiles
-            rows.append({"rollout_s": t_roll - stats["reward_s"], "reward_s": stats["reward_s"],
-                         "user_s": stats["user_s"], "update_s": t_upd,
-                         "step_s": t_roll + t_upd, "generated_tokens": gen,
-                         "train_tokens": m["train_tokens"], "episodes": stats["episodes"],
-                         "episode_turns": stats["episode_turns"]})
+            rows.append(
+                {
+                    "rollout_s": t_roll - stats["reward_s"],
+                    "reward_s": stats["reward_s"],
+                    "user_s": stats["user_s"],
+                    "update_s": t_upd,
+                    "step_s": t_roll + t_upd,
+                    "generated_tokens": gen,
+                    "train_tokens": m["train_tokens"],
+                    "episodes": stats["episodes"],
+                    "episode_turns": stats["episode_turns"],
+                }
+            )
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["rollout_tokens_per_s"] = out["generated_tokens"] / out["rollout_s"]
     out["update_tokens_per_s"] = out["train_tokens"] / out["update_s"]
@@ -139,8 +170,17 @@ def main() -> None:
     gin.bind_parameter("agent_prompt.mode", "compact")
     results["layout_saving_10_turns_compact_prompt"] = layout_saving(chat, domain, 32)
 
-    cols = ("params", "step_s", "rollout_s", "reward_s", "update_s", "generated_tokens",
-            "rollout_tokens_per_s", "train_tokens", "update_tokens_per_s")
+    cols = (
+        "params",
+        "step_s",
+        "rollout_s",
+        "reward_s",
+        "update_s",
+        "generated_tokens",
+        "rollout_tokens_per_s",
+        "train_tokens",
+        "update_tokens_per_s",
+    )
     print(f"{'preset':12s} " + " ".join(f"{c:>20s}" for c in cols))
     for preset in args.presets.split(","):
         r = results[preset]

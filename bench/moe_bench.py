@@ -11,6 +11,7 @@ forward+backward, median of `--repeats` after warm-up, all in one run. Table + J
     python bench/moe_bench.py [--tokens 4096] [--hidden 512] [--experts 32] [--top_k 4]
                               [--moe_ffn 256] [--out bench/results/moe_bench.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,24 +47,39 @@ def _measure(layer, x, call, repeats: int) -> dict[str, float]:
     fwd = nnx.jit(lambda m, x: call(m, x))
     train = nnx.jit(nnx.grad(lambda m, x: jnp.sum(call(m, x) ** 2)))
     n = x.shape[0] * x.shape[1]
-    return {"forward_tokens_per_s": n / _median_s(fwd, layer, x, repeats=repeats),
-            "train_tokens_per_s": n / _median_s(train, layer, x, repeats=repeats)}
+    return {
+        "forward_tokens_per_s": n / _median_s(fwd, layer, x, repeats=repeats),
+        "train_tokens_per_s": n / _median_s(train, layer, x, repeats=repeats),
+    }
 
 
 def run_ours(args) -> list[dict]:
-    config = get_config("tiny-qwen3-moe", hidden_size=args.hidden, num_experts=args.experts,
-                        num_experts_per_tok=args.top_k, moe_intermediate_size=args.moe_ffn,
-                        intermediate_size=args.top_k * args.moe_ffn)
+    config = get_config(
+        "tiny-qwen3-moe",
+        hidden_size=args.hidden,
+        num_experts=args.experts,
+        num_experts_per_tok=args.top_k,
+        moe_intermediate_size=args.moe_ffn,
+        intermediate_size=args.top_k * args.moe_ffn,
+    )
     x = jax.random.normal(jax.random.key(0), (args.tokens // 512, 512, args.hidden))
     mask = jnp.ones(x.shape[:2])
     rows = []
     for impl in ("ragged", "tiled", "dense"):
         layer = moe.SparseMoE(config.replace(moe_impl=impl), rngs=nnx.Rngs(0))
-        rows.append({"layer": f"eigen-jax moe {impl}",
-                     **_measure(layer, x, lambda m, x: m(x, mask)[0], args.repeats)})
+        rows.append(
+            {
+                "layer": f"eigen-jax moe {impl}",
+                **_measure(layer, x, lambda m, x: m(x, mask)[0], args.repeats),
+            }
+        )
     dense = MLP(config, rngs=nnx.Rngs(0))  # intermediate = top_k * moe_ffn: equal active FLOPs
-    rows.append({"layer": "eigen-jax dense, equal active FLOPs",
-                 **_measure(dense, x, lambda m, x: m(x), args.repeats)})
+    rows.append(
+        {
+            "layer": "eigen-jax dense, equal active FLOPs",
+            **_measure(dense, x, lambda m, x: m(x), args.repeats),
+        }
+    )
     return rows
 
 
@@ -72,8 +88,12 @@ def run_tunix(args) -> list[dict]:
         return [{"layer": "tunix moe", "skipped": f"no Tunix venv at {TUNIX_VENV}"}]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "tunix.json")
-        cmd = [os.path.join(TUNIX_VENV, "bin", "python"),
-               os.path.join(os.path.dirname(__file__), "peers", "tunix_moe.py"), "--out", out]
+        cmd = [
+            os.path.join(TUNIX_VENV, "bin", "python"),
+            os.path.join(os.path.dirname(__file__), "peers", "tunix_moe.py"),
+            "--out",
+            out,
+        ]
         for k in ("tokens", "hidden", "experts", "top_k", "moe_ffn", "repeats"):
             cmd += [f"--{k}", str(getattr(args, k))]
         subprocess.run(cmd, check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
@@ -100,12 +120,17 @@ def main(argv=None) -> None:
             continue
         r["forward_vs_dense"] = r["forward_tokens_per_s"] / base["forward_tokens_per_s"]
         r["train_vs_dense"] = r["train_tokens_per_s"] / base["train_tokens_per_s"]
-        print(f"{r['layer']:<38}{r['forward_tokens_per_s']:>12.0f}{r['train_tokens_per_s']:>13.0f}"
-              f"{r['forward_vs_dense']:>8.2f}{r['train_vs_dense']:>9.2f}")
+        print(
+            f"{r['layer']:<38}{r['forward_tokens_per_s']:>12.0f}{r['train_tokens_per_s']:>13.0f}"
+            f"{r['forward_vs_dense']:>8.2f}{r['train_vs_dense']:>9.2f}"
+        )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "backend": jax.default_backend(), "rows": rows,
-                   "argv": sys.argv}, f, indent=1)
+        json.dump(
+            {"args": vars(args), "backend": jax.default_backend(), "rows": rows, "argv": sys.argv},
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 engine's prompts, its tokenizer corpus, the "scripted" variant that answers every prompt with one
 fixed JSON text (so every task runs its full chain of dependent requests), and the launch flags.
 """
+
 from __future__ import annotations
 
 import glob
@@ -44,15 +45,21 @@ def bench_server_flags(concurrency: int, context_length: int) -> dict[str, objec
 
 
 def bench_tokenizer_corpus(domain_name: str) -> list[str]:
-    from data_agents.prompts import seed_plans
     from data_agents.domains import load
+    from data_agents.prompts import seed_plans
     from tests.fixtures.sglang_server import _CORPUS_LINES
 
     domain = load(domain_name)
     prompts = sorted(glob.glob(os.path.join(ROOT, "data_agents", "prompts", "v0", "*.md")))
-    return (list(_CORPUS_LINES) + [pathlib.Path(p).read_text(encoding="utf-8") for p in prompts]
-            + [domain.policy, json.dumps(domain.make_env().tools_schema("assistant")),
-               json.dumps(seed_plans())])
+    return (
+        list(_CORPUS_LINES)
+        + [pathlib.Path(p).read_text(encoding="utf-8") for p in prompts]
+        + [
+            domain.policy,
+            json.dumps(domain.make_env().tools_schema("assistant")),
+            json.dumps(seed_plans()),
+        ]
+    )
 
 
 # The scripted model's one answer: a single added token whose text is a JSON object that parses as
@@ -60,13 +67,21 @@ def bench_tokenizer_corpus(domain_name: str) -> list[str]:
 # it (no "plans": seed plans are used) and, with no ###STOP###, every dialogue runs the full
 # --dialogue_steps, so an instance is 1 synthesis + 1 task-judge + dialogue_steps requests, each
 # depending on the previous one, like a real one (but with a 2-token answer).
-SCRIPTED_ANSWER = json.dumps({
-    "policy_consistent": True, "solvable": True, "passed": True, "attribution": "trajectory",
-    "reason": "The request is clear and consistent with the policy.",
-    "persona": "A returning customer who prefers short answers.",
-    "reason_for_call": "You want to know how long you have to return a rented item.",
-    "task_instructions": "Ask the agent about the return window for a rental.",
-    "communicate_info": ["returns are accepted"], "actions": []}, sort_keys=True)
+SCRIPTED_ANSWER = json.dumps(
+    {
+        "policy_consistent": True,
+        "solvable": True,
+        "passed": True,
+        "attribution": "trajectory",
+        "reason": "The request is clear and consistent with the policy.",
+        "persona": "A returning customer who prefers short answers.",
+        "reason_for_call": "You want to know how long you have to return a rented item.",
+        "task_instructions": "Ask the agent about the return window for a rental.",
+        "communicate_info": ["returns are accepted"],
+        "actions": [],
+    },
+    sort_keys=True,
+)
 
 
 def build_scripted_model(base_dir: pathlib.Path) -> pathlib.Path:
@@ -94,8 +109,10 @@ def build_scripted_model(base_dir: pathlib.Path) -> pathlib.Path:
     tok.add_tokens([AddedToken(SCRIPTED_ANSWER, special=False, normalized=False)])
     answer = tok.convert_tokens_to_ids(SCRIPTED_ANSWER)
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    convs = [[{"role": "user", "content": "hi"}],
-             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a b"}]]
+    convs = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "a b"}],
+    ]
     last = {tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs}
     last_ids = {tok(text)["input_ids"][-1] for text in last}
     if len(last_ids) != 1:

@@ -14,6 +14,7 @@ the call. tau2 semantics followed here: a user message carrying tool calls is no
 keeps the turn after its own tool results; the agent never sees the user's tool calls or results;
 the user never sees the agent's tool calls or results.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,11 @@ from typing import Any
 
 # tau2's stop signals (tau2.user.base) and the terminations they mean. All three end the episode
 # as a user stop that the checker scores (tau2's TerminationReason.USER_STOP).
-STOP_SIGNALS = {"###STOP###": "user_stop", "###TRANSFER###": "transfer",
-                "###OUT-OF-SCOPE###": "out_of_scope"}
+STOP_SIGNALS = {
+    "###STOP###": "user_stop",
+    "###TRANSFER###": "transfer",
+    "###OUT-OF-SCOPE###": "out_of_scope",
+}
 GREETING = "Hi! How can I help you today?"  # tau2's DEFAULT_FIRST_AGENT_MESSAGE
 
 # For domains without tau2's guidelines (outfitter). tau2 domains use tau2's own files.
@@ -38,8 +42,14 @@ TAU2_DOMAINS = ("airline", "retail", "telecom")
 
 # Episode ends. Natural ends are scored by the checker; every other end scores 0 without it.
 SCORED_FINISHES = ("user_stop", "agent_stop")
-LIMIT_FINISHES = ("max_steps", "max_errors", "max_context", "turn_truncated", "agent_error",
-                  "user_error")
+LIMIT_FINISHES = (
+    "max_steps",
+    "max_errors",
+    "max_context",
+    "turn_truncated",
+    "agent_error",
+    "user_error",
+)
 
 
 def stop_signal(text: str | None) -> str | None:
@@ -57,8 +67,9 @@ def termination_of(text: str | None) -> str | None:
 
 
 def is_tau2_domain(name: str) -> bool:
-    return name.removeprefix("tau2:") in TAU2_DOMAINS and (name.startswith("tau2:") or
-                                                           name in TAU2_DOMAINS)
+    return name.removeprefix("tau2:") in TAU2_DOMAINS and (
+        name.startswith("tau2:") or name in TAU2_DOMAINS
+    )
 
 
 def user_guidelines(domain_name: str, has_user_tools: bool) -> str:
@@ -84,8 +95,10 @@ def scenario_text(task: Any) -> str:
     if scen.get("persona") is not None:
         lines += ["Persona:", _indent(scen["persona"])]
     if isinstance(ins, dict):
-        body = [f"Domain: {ins.get('domain')}",
-                f"Reason for call:\n{_indent(ins.get('reason_for_call', ''))}"]
+        body = [
+            f"Domain: {ins.get('domain')}",
+            f"Reason for call:\n{_indent(ins.get('reason_for_call', ''))}",
+        ]
         for key, title in (("known_info", "Known info"), ("unknown_info", "Unknown info")):
             if ins.get(key) is not None:
                 body.append(f"{title}:\n{_indent(ins[key])}")
@@ -125,8 +138,9 @@ def agent_view(messages: Sequence[dict[str, Any]], system: str) -> list[dict[str
     return view
 
 
-def user_view(messages: Sequence[dict[str, Any]], system: str,
-              greeting: bool = True) -> list[dict[str, Any]]:
+def user_view(
+    messages: Sequence[dict[str, Any]], system: str, greeting: bool = True
+) -> list[dict[str, Any]]:
     """The user simulator's role-flipped view (tau2's `UserState.flip_roles`): the greeting and
     the agent's texts become "user" messages, the user's own messages (tool calls included)
     "assistant" messages, its own tool results stay; consecutive agent texts are merged."""
@@ -148,8 +162,13 @@ def user_view(messages: Sequence[dict[str, Any]], system: str,
             else:
                 view.append({"role": "user", "content": m["content"]})
         elif role == "tool" and owners.get(str(m.get("tool_call_id"))) == "user":
-            view.append({"role": "tool", "content": m.get("content") or "",
-                         "tool_call_id": m["tool_call_id"]})
+            view.append(
+                {
+                    "role": "tool",
+                    "content": m.get("content") or "",
+                    "tool_call_id": m["tool_call_id"],
+                }
+            )
     return view
 
 
@@ -160,10 +179,19 @@ def to_wire(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in messages:
         w: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
         if m.get("tool_calls"):
-            w["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
-                "name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False,
-                                                           sort_keys=True, default=str)}}
-                for c in m["tool_calls"]]
+            w["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {
+                        "name": c["name"],
+                        "arguments": json.dumps(
+                            c["arguments"], ensure_ascii=False, sort_keys=True, default=str
+                        ),
+                    },
+                }
+                for c in m["tool_calls"]
+            ]
         if m.get("tool_call_id"):
             w["tool_call_id"] = m["tool_call_id"]
         out.append(w)
@@ -226,8 +254,10 @@ def turn_from_message(message: Any, prefix: str = "call") -> Turn:
     if isinstance(message, dict):
         from types import SimpleNamespace as NS
 
-        calls = [NS(id=c.get("id"), function=NS(**c.get("function", {})))
-                 for c in message.get("tool_calls") or []]
+        calls = [
+            NS(id=c.get("id"), function=NS(**c.get("function", {})))
+            for c in message.get("tool_calls") or []
+        ]
         message = NS(content=message.get("content"), tool_calls=calls)
     return Turn((message.content or "").strip(), tuple(parse_tool_calls(message, prefix)))
 
@@ -300,8 +330,9 @@ class Dialogue:
 Speaker = Callable[[list[dict[str, Any]]], Awaitable[Turn]]  # its view -> its turn
 
 
-async def play(dialogue: Dialogue, agent: Speaker, user: Speaker, agent_system: str,
-               user_system: str) -> Dialogue:
+async def play(
+    dialogue: Dialogue, agent: Speaker, user: Speaker, agent_system: str, user_system: str
+) -> Dialogue:
     """Drive `dialogue` to its end: the user opens (after tau2's greeting), each side speaks on
     its own view; a speaker raising `EpisodeEnd` ends the episode with that finish."""
     who: str | None = "user"

@@ -6,6 +6,7 @@ tool raising all come back with `error=True`, and the episode goes on. Every cal
 Error texts go back into the dialogue, so argument values echoed in them are cut short
 (`bounded_error_text`): a 5 MB argument must not become a 5 MB tool message.
 """
+
 from __future__ import annotations
 
 import abc
@@ -37,8 +38,13 @@ def _long_strings(value: Any) -> list[str]:
     """String leaves of an argument value (nested lists/dicts) too long to echo whole."""
     if isinstance(value, str):
         return [value] if len(value) > ECHO_LIMIT else []
-    items = value.values() if isinstance(value, dict) else value if isinstance(
-        value, (list, tuple)) else ()
+    items = (
+        value.values()
+        if isinstance(value, dict)
+        else value
+        if isinstance(value, (list, tuple))
+        else ()
+    )
     return [s for v in items for s in _long_strings(v)]
 
 
@@ -93,8 +99,11 @@ class Environment(abc.ABC):
 
     def call(self, name: str, arguments: Any, requestor: Requestor = "assistant") -> ToolResult:
         if not isinstance(arguments, dict):
-            result = ToolResult(f"Error: arguments for {name!r} must be a JSON object, got "
-                                f"{type(arguments).__name__}", error=True)
+            result = ToolResult(
+                f"Error: arguments for {name!r} must be a JSON object, got "
+                f"{type(arguments).__name__}",
+                error=True,
+            )
         else:
             try:
                 result = self._execute(name, arguments, requestor)
@@ -102,8 +111,11 @@ class Environment(abc.ABC):
                 result = ToolResult(f"Error: {type(e).__name__}: {e}", error=True)
         if result.error:
             result = ToolResult(bounded_error_text(result.content, name, arguments), error=True)
-        self.call_log.append(ToolCallRecord(requestor, name, dict(arguments) if isinstance(
-            arguments, dict) else {}, result))
+        self.call_log.append(
+            ToolCallRecord(
+                requestor, name, dict(arguments) if isinstance(arguments, dict) else {}, result
+            )
+        )
         return result
 
     def db_hash(self, requestor: Requestor = "assistant") -> str:

@@ -3,12 +3,14 @@
 A crash (even SIGKILL) can at worst leave one partial last line; opening the journal drops that
 torn tail, so a restart sees exactly the records that were fully written and can skip their keys.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from etils import epath
 
@@ -71,7 +73,7 @@ class Journal:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc) -> None:

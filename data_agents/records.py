@@ -5,6 +5,7 @@ A record carries the task (tau2 format), the tools' JSON schemas, the policy, th
 verdict and provenance. Rejected instances are records too (status "rejected", with the failure
 reason and its attribution to the task or the trajectory), so nothing produced is ever lost.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,9 @@ def validate_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             args = c.get("arguments", {})
             if not isinstance(args, dict):
                 raise RecordError(f"messages[{i}].tool_calls[{j}].arguments must be an object")
-            norm_calls.append({"id": str(c.get("id") or f"call_{i}_{j}"), "name": c["name"],
-                               "arguments": args})
+            norm_calls.append(
+                {"id": str(c.get("id") or f"call_{i}_{j}"), "name": c["name"], "arguments": args}
+            )
         if norm_calls:
             msg["tool_calls"] = norm_calls
         if role == "tool":
@@ -54,16 +56,16 @@ def validate_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclasses.dataclass
 class DialogueRecord:
-    key: str                                  # unique, stable: stream/round/index
+    key: str  # unique, stable: stream/round/index
     status: Status
     domain: str
-    task: dict[str, Any]                      # tau2-format task JSON
-    tools: list[dict[str, Any]]               # OpenAI function schemas (agent side)
+    task: dict[str, Any]  # tau2-format task JSON
+    tools: list[dict[str, Any]]  # OpenAI function schemas (agent side)
     policy: str
     messages: list[dict[str, Any]]
-    verdict: dict[str, Any] | None = None     # Verdict.to_json()
+    verdict: dict[str, Any] | None = None  # Verdict.to_json()
     checker_source: str | None = None
-    failure: dict[str, Any] | None = None     # {"stage", "reason", "attribution": task|trajectory}
+    failure: dict[str, Any] | None = None  # {"stage", "reason", "attribution": task|trajectory}
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     split: str = "train"
     user_tools: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -81,7 +83,7 @@ class DialogueRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "DialogueRecord":
+    def from_json(cls, d: dict[str, Any]) -> DialogueRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

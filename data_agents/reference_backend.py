@@ -6,10 +6,11 @@ reference solver (`Domain.reference_dialogue`) support it (the built-in `outfitt
 registered domain that implements it). Resumable: keys already journaled are
 skipped.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from data_agents import checkers
 from data_agents.domains import Domain, load
@@ -17,10 +18,13 @@ from data_agents.journal import Journal
 from data_agents.records import DialogueRecord
 
 
-def generate_reference(domain_name: str, journal_path: str | Path,
-                       num_tasks: dict[str, int] | None = None,
-                       on_record: Callable[[DialogueRecord], None] | None = None,
-                       **domain_kwargs) -> dict[str, int]:
+def generate_reference(
+    domain_name: str,
+    journal_path: str | Path,
+    num_tasks: dict[str, int] | None = None,
+    on_record: Callable[[DialogueRecord], None] | None = None,
+    **domain_kwargs,
+) -> dict[str, int]:
     """Solve the first `num_tasks[split]` tasks of each split; returns accepted/rejected counts."""
     domain = load(domain_name, **domain_kwargs)
     if type(domain).reference_dialogue is Domain.reference_dialogue:
@@ -37,16 +41,31 @@ def generate_reference(domain_name: str, journal_path: str | Path,
                 verdict = checkers.check(domain, task, out["final_env"], out["messages"])
                 ok = verdict.status == "pass"
                 record = DialogueRecord(
-                    key=key, status="accepted" if ok else "rejected", domain=domain_name,
-                    task=task.to_json(), tools=out["tools"], policy=domain.policy,
-                    messages=out["messages"], verdict=verdict.to_json(),
+                    key=key,
+                    status="accepted" if ok else "rejected",
+                    domain=domain_name,
+                    task=task.to_json(),
+                    tools=out["tools"],
+                    policy=domain.policy,
+                    messages=out["messages"],
+                    verdict=verdict.to_json(),
                     checker_source=task.checker_source,
-                    failure=None if ok else {"stage": "trajectory_verify",
-                                             "reason": verdict.reason or "checker failed",
-                                             "attribution": "trajectory"},
-                    provenance={"backend": "reference", "round": 0, "stream": "reference",
-                                "prompt_version": "n/a", "termination": out["termination"]},
-                    split=split)
+                    failure=None
+                    if ok
+                    else {
+                        "stage": "trajectory_verify",
+                        "reason": verdict.reason or "checker failed",
+                        "attribution": "trajectory",
+                    },
+                    provenance={
+                        "backend": "reference",
+                        "round": 0,
+                        "stream": "reference",
+                        "prompt_version": "n/a",
+                        "termination": out["termination"],
+                    },
+                    split=split,
+                )
                 journal.append(record)
                 counts[record.status] += 1
                 if on_record:

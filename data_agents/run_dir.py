@@ -12,6 +12,7 @@ line before anything is written:
 - `record_config(out, config)`: the run's configuration and its fingerprint are written once to
   `out/journals/config.json`, beside the journals they describe; a later run must match it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -45,8 +46,10 @@ def hold_lock(out: str | os.PathLike, role: str) -> Path:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise OutputInUse(f"{out} is in use: another run holds {path} (pid {holder}); wait for "
-                          "it to finish or use another --out") from None
+        raise OutputInUse(
+            f"{out} is in use: another run holds {path} (pid {holder}); wait for "
+            "it to finish or use another --out"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[str(path)] = fd
@@ -88,10 +91,15 @@ def record_config(out: str | os.PathLike, config: dict[str, Any]) -> str:
     recorded = json.loads(path.read_text(encoding="utf-8"))
     if recorded["fingerprint"] != body["fingerprint"]:
         old, new = recorded["config"], config
-        diff = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
-                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        raise ConfigMismatch(f"{out} was generated with another configuration (fingerprint "
-                             f"{recorded['fingerprint']}, now {body['fingerprint']}): "
-                             f"{'; '.join(diff)}; resume with the recorded configuration or "
-                             "use another --out")
+        diff = [
+            f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        ]
+        raise ConfigMismatch(
+            f"{out} was generated with another configuration (fingerprint "
+            f"{recorded['fingerprint']}, now {body['fingerprint']}): "
+            f"{'; '.join(diff)}; resume with the recorded configuration or "
+            "use another --out"
+        )
     return body["fingerprint"]

@@ -14,6 +14,7 @@ Resumption: every file above is written atomically and every step checks for its
 so a restart after SIGKILL skips journaled keys and written plans/reflections; LLM calls carry a
 cache tag per (instance, step), so with the client's response cache resumed work is not re-paid.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,24 +53,30 @@ class SynthesisConfig:
     tasks_per_plan: int = 2
     max_explore_steps: int = 8
     max_dialogue_steps: int = 30
-    max_concurrency: int = 16          # instances in flight per worker
+    max_concurrency: int = 16  # instances in flight per worker
     use_task_judge: bool = True
     use_trajectory_judge: bool = True
-    temperature: float = 0.8           # planner, synthesiser, assistant, user simulator
-    judge_temperature: float = 0.0     # verifiers and reflection
+    temperature: float = 0.8  # planner, synthesiser, assistant, user simulator
+    judge_temperature: float = 0.0  # verifiers and reflection
     max_tokens: int = 1024
     judge_max_tokens: int = 512
     barrier_timeout_s: float = 6 * 3600.0
     poll_s: float = 1.0
 
     def __post_init__(self):
-        for name in ("num_rounds", "plans_per_round", "tasks_per_plan", "max_explore_steps",
-                     "max_concurrency"):
+        for name in (
+            "num_rounds",
+            "plans_per_round",
+            "tasks_per_plan",
+            "max_explore_steps",
+            "max_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"SynthesisConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_dialogue_steps < 2:
-            raise ValueError(f"SynthesisConfig.max_dialogue_steps must be >= 2, "
-                             f"got {self.max_dialogue_steps}")
+            raise ValueError(
+                f"SynthesisConfig.max_dialogue_steps must be >= 2, got {self.max_dialogue_steps}"
+            )
 
     @property
     def creative(self) -> Sampling:
@@ -102,10 +109,19 @@ class SynthesisEngine:
     """One worker of a generation run. `await engine.run()` returns the final report (worker 0)
     or this worker's counts (others)."""
 
-    def __init__(self, llm: Any, domain: Domain, out_dir: str | os.PathLike,
-                 config: SynthesisConfig | None = None, *, domain_name: str | None = None,
-                 worker_index: int = 0, num_workers: int = 1, model_name: str | None = None,
-                 on_record: Callable[[DialogueRecord], None] | None = None):
+    def __init__(
+        self,
+        llm: Any,
+        domain: Domain,
+        out_dir: str | os.PathLike,
+        config: SynthesisConfig | None = None,
+        *,
+        domain_name: str | None = None,
+        worker_index: int = 0,
+        num_workers: int = 1,
+        model_name: str | None = None,
+        on_record: Callable[[DialogueRecord], None] | None = None,
+    ):
         owns(0, worker_index, num_workers)  # validates the pair
         self.llm, self.domain, self.config = llm, domain, config or SynthesisConfig()
         self.domain_name = domain_name or domain.name
@@ -115,8 +131,9 @@ class SynthesisEngine:
         self.model_name = model_name
         self.on_record = on_record
         self.store = PromptStore(self.out / "prompts")
-        self.journal_path = (self.out / "journals" /
-                             f"worker-{worker_index:03d}-of-{num_workers:03d}.jsonl")
+        self.journal_path = (
+            self.out / "journals" / f"worker-{worker_index:03d}-of-{num_workers:03d}.jsonl"
+        )
         self.counts = {"accepted": 0, "rejected": 0, "skipped": 0}
 
     # ----------------------------------------------------------------------------- files
@@ -128,26 +145,38 @@ class SynthesisEngine:
         while not all(p.exists() for p in paths):
             if time.monotonic() > deadline:
                 missing = [str(p) for p in paths if not p.exists()]
-                raise TimeoutError(f"waited {self.config.barrier_timeout_s:g}s for {what}: "
-                                   f"missing {missing}")
+                raise TimeoutError(
+                    f"waited {self.config.barrier_timeout_s:g}s for {what}: missing {missing}"
+                )
             await asyncio.sleep(self.config.poll_s)
 
     def _usage(self) -> dict[str, int]:
         u = getattr(self.llm, "usage", None)
         if u is None:
             return {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        return {"requests": u.requests, "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens}
+        return {
+            "requests": u.requests,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+        }
 
     # ----------------------------------------------------------------------------- rounds
     async def _plans(self, r: int) -> dict[str, Any]:
         path = self._round_dir(r) / "plans.json"
         if not path.exists() and self.leader:
-            version = BASE_VERSION if r == 0 else _read_json(
-                self._round_dir(r - 1) / "reflection.json")["next_version"]
-            made = await make_plans(self.llm, self.domain, self.store.get(version),
-                                    self.config.plans_per_round, sampling=self.config.creative,
-                                    cache_tag=f"plan/r{r:03d}")
+            version = (
+                BASE_VERSION
+                if r == 0
+                else _read_json(self._round_dir(r - 1) / "reflection.json")["next_version"]
+            )
+            made = await make_plans(
+                self.llm,
+                self.domain,
+                self.store.get(version),
+                self.config.plans_per_round,
+                sampling=self.config.creative,
+                cache_tag=f"plan/r{r:03d}",
+            )
             _write_json(path, {"round": r, "prompt_version": version, **made})
         await self._wait_for([path], f"round {r} plans from worker 0")
         return _read_json(path)
@@ -162,44 +191,85 @@ class SynthesisEngine:
         failure = None
         synth_calls = 0
         try:
-            synth = await synthesize_task(self.llm, self.domain, plan, prompts, task_id=task_id,
-                                          sampling=cfg.creative, max_steps=cfg.max_explore_steps,
-                                          cache_tag=f"{key}/synth")
+            synth = await synthesize_task(
+                self.llm,
+                self.domain,
+                plan,
+                prompts,
+                task_id=task_id,
+                sampling=cfg.creative,
+                max_steps=cfg.max_explore_steps,
+                cache_tag=f"{key}/synth",
+            )
             task, synth_calls = synth.task, synth.tool_calls
-            facts = await verify_task(self.llm, self.domain, task, prompts, sampling=cfg.judging,
-                                      cache_tag=f"{key}/task_verify",
-                                      use_judge=cfg.use_task_judge)
-            rollout = await run_dialogue(self.llm, self.domain, task, prompts,
-                                         assistant_sampling=cfg.creative,
-                                         user_sampling=cfg.creative,
-                                         max_steps=cfg.max_dialogue_steps,
-                                         cache_tag=f"{key}/rollout")
-            result = await verify_trajectory(self.llm, self.domain, task, rollout, prompts,
-                                             sampling=cfg.judging,
-                                             cache_tag=f"{key}/trajectory_verify",
-                                             use_judge=cfg.use_trajectory_judge)
+            facts = await verify_task(
+                self.llm,
+                self.domain,
+                task,
+                prompts,
+                sampling=cfg.judging,
+                cache_tag=f"{key}/task_verify",
+                use_judge=cfg.use_task_judge,
+            )
+            rollout = await run_dialogue(
+                self.llm,
+                self.domain,
+                task,
+                prompts,
+                assistant_sampling=cfg.creative,
+                user_sampling=cfg.creative,
+                max_steps=cfg.max_dialogue_steps,
+                cache_tag=f"{key}/rollout",
+            )
+            result = await verify_trajectory(
+                self.llm,
+                self.domain,
+                task,
+                rollout,
+                prompts,
+                sampling=cfg.judging,
+                cache_tag=f"{key}/trajectory_verify",
+                use_judge=cfg.use_trajectory_judge,
+            )
         except StageFailure as f:
             failure = f.to_json()
         return DialogueRecord(
-            key=key, status="rejected" if failure else "accepted", domain=self.domain_name,
-            task=task.to_json() if task is not None else {}, tools=env_tools,
-            policy=self.domain.policy, messages=rollout.messages if rollout else [],
+            key=key,
+            status="rejected" if failure else "accepted",
+            domain=self.domain_name,
+            task=task.to_json() if task is not None else {},
+            tools=env_tools,
+            policy=self.domain.policy,
+            messages=rollout.messages if rollout else [],
             verdict=result.verdict.to_json() if result else None,
-            checker_source=task.checker_source if task is not None else None, failure=failure,
-            provenance={"backend": "llm", "round": r, "stream": s, "task_index": t,
-                        "plan": plan, "prompt_version": version, "worker": self.worker_index,
-                        "model": self.model_name, "task_facts": facts,
-                        "synth_tool_calls": synth_calls,
-                        "termination": rollout.termination if rollout else None,
-                        "judge": result.judge if result else None},
-            user_tools=rollout.user_tools if rollout else [])
+            checker_source=task.checker_source if task is not None else None,
+            failure=failure,
+            provenance={
+                "backend": "llm",
+                "round": r,
+                "stream": s,
+                "task_index": t,
+                "plan": plan,
+                "prompt_version": version,
+                "worker": self.worker_index,
+                "model": self.model_name,
+                "task_facts": facts,
+                "synth_tool_calls": synth_calls,
+                "termination": rollout.termination if rollout else None,
+                "judge": result.judge if result else None,
+            },
+            user_tools=rollout.user_tools if rollout else [],
+        )
 
     async def _run_round(self, r: int, journal: Journal) -> None:
         plans = await self._plans(r)
         version = plans["prompt_version"]
-        todo = [(s, t) for s in range(len(plans["plans"])) if owns(s, self.worker_index,
-                                                                    self.num_workers)
-                for t in range(self.config.tasks_per_plan)]
+        todo = [
+            (s, t)
+            for s in range(len(plans["plans"]))
+            if owns(s, self.worker_index, self.num_workers)
+            for t in range(self.config.tasks_per_plan)
+        ]
         gate = asyncio.Semaphore(self.config.max_concurrency)
         usage_before = self._usage()
 
@@ -234,8 +304,9 @@ class SynthesisEngine:
             for marker in rd.glob("done-w*.json"):
                 for k, v in _read_json(marker).items():
                     tokens[k] = tokens.get(k, 0) + int(v)
-            extra: dict[str, Any] = {"prompt_version": _read_json(rd / "plans.json")[
-                "prompt_version"]}
+            extra: dict[str, Any] = {
+                "prompt_version": _read_json(rd / "plans.json")["prompt_version"]
+            }
             if (rd / "reflection.json").exists():
                 refl = _read_json(rd / "reflection.json")
                 extra.update(next_version=refl["next_version"], rolled_back=refl["rolled_back"])
@@ -255,19 +326,40 @@ class SynthesisEngine:
             earlier = summaries[:r]
             best = max(earlier, key=lambda s: s["acceptance_rate"], default=None)
             rolled_back = best is not None and current["acceptance_rate"] < best["acceptance_rate"]
-            parent = self.store.get(best["prompt_version"] if rolled_back
-                                    else current["prompt_version"])
+            parent = self.store.get(
+                best["prompt_version"] if rolled_back else current["prompt_version"]
+            )
             version, log = await reflect(
-                self.llm, self.store, parent, domain_name=self.domain_name, round_index=r,
-                accepted=current["accepted"], total=current["total"],
-                failures=failures_of(current["_records"]), sampling=self.config.judging,
-                cache_tag=f"reflection/r{r:03d}")
-            _write_json(path, {"round": r, "next_version": version.name,
-                               "rolled_back": rolled_back, "parent": parent.name, "log": log})
+                self.llm,
+                self.store,
+                parent,
+                domain_name=self.domain_name,
+                round_index=r,
+                accepted=current["accepted"],
+                total=current["total"],
+                failures=failures_of(current["_records"]),
+                sampling=self.config.judging,
+                cache_tag=f"reflection/r{r:03d}",
+            )
+            _write_json(
+                path,
+                {
+                    "round": r,
+                    "next_version": version.name,
+                    "rolled_back": rolled_back,
+                    "parent": parent.name,
+                    "log": log,
+                },
+            )
             summaries = self._round_summaries(r)
         rounds = [{k: v for k, v in s.items() if k != "_records"} for s in summaries]
-        write_report(self.out, rounds, domain=self.domain_name, num_workers=self.num_workers,
-                     prompt_versions=self.store.versions())
+        write_report(
+            self.out,
+            rounds,
+            domain=self.domain_name,
+            num_workers=self.num_workers,
+            prompt_versions=self.store.versions(),
+        )
 
     async def run(self) -> dict[str, Any]:
         with Journal(self.journal_path) as journal:

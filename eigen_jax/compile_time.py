@@ -5,6 +5,7 @@ seconds to compile, so "where did the time go" needs the compile share measured,
 JAX reports every trace / lowering / backend compile through `jax.monitoring`; one listener,
 registered once per process, adds the durations to every open timer.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,7 @@ EVENTS = {
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
     "/jax/core/compile/backend_compile_duration": "compile_s",
 }
-_open: list["CompileTimer"] = []
+_open: list[CompileTimer] = []
 _lock = threading.Lock()
 _registered = False
 
@@ -45,7 +46,7 @@ class CompileTimer:
     def total_s(self) -> float:
         return sum(self.seconds.values())
 
-    def __enter__(self) -> "CompileTimer":
+    def __enter__(self) -> CompileTimer:
         global _registered
         with _lock:
             if not _registered:

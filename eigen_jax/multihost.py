@@ -6,6 +6,7 @@ tokenizer, reports, metrics, HF export) runs on process 0 while the others wait 
 then read what it wrote. These helpers are the few collectives that make that safe; in a single
 process each of them is a no-op or the identity, so the same code runs on a laptop.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,22 @@ import jax
 import numpy as np
 
 # Launcher environments in which `jax.distributed.initialize()` finds its arguments by itself.
-AUTO_DETECT_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID",
-                   "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
-                   "MEGASCALE_COORDINATOR_ADDRESS")
+AUTO_DETECT_ENV = (
+    "JAX_COORDINATOR_ADDRESS",
+    "COORDINATOR_ADDRESS",
+    "SLURM_JOB_ID",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+)
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, **kwargs) -> bool:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs,
+) -> bool:
     """`jax.distributed.initialize` from explicit flags, or from a launcher's environment (TPU VM,
     SLURM, Open MPI) when no flag is given. Returns True when this is a multi-process run.
 
@@ -32,20 +42,31 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     single-process run. CPU processes talk through gloo collectives (XLA's CPU client has none
     by default in older jax).
     """
-    given = {k: v for k, v in (("coordinator_address", coordinator_address),
-                               ("num_processes", num_processes),
-                               ("process_id", process_id)) if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("coordinator_address", coordinator_address),
+            ("num_processes", num_processes),
+            ("process_id", process_id),
+        )
+        if v is not None
+    }
     if num_processes == 1:
         return False
     if not given and not any(os.environ.get(k) for k in AUTO_DETECT_ENV):
         return False
     if given and not any(os.environ.get(k) for k in AUTO_DETECT_ENV) and len(given) < 3:
         missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(given))
-        raise ValueError(f"multi-process run without a launcher environment needs "
-                         f"--coordinator_address, --num_processes and --process_id; missing "
-                         f"{missing}")
-    if num_processes is not None and process_id is not None and not (
-            0 <= process_id < num_processes):
+        raise ValueError(
+            f"multi-process run without a launcher environment needs "
+            f"--coordinator_address, --num_processes and --process_id; missing "
+            f"{missing}"
+        )
+    if (
+        num_processes is not None
+        and process_id is not None
+        and not (0 <= process_id < num_processes)
+    ):
         raise ValueError(f"process_id={process_id} is not in [0, {num_processes})")
     if jax.distributed.is_initialized():
         return True
@@ -82,8 +103,12 @@ def primary_first(name: str, fn: Callable[[], Any]) -> Any:
             result = fn()
         except BaseException as e:  # noqa: BLE001 - tell the others, then re-raise
             error = e
-    message = broadcast_json({"error": repr(error) if error is not None else None,
-                              "result": result if error is None else None})
+    message = broadcast_json(
+        {
+            "error": repr(error) if error is not None else None,
+            "result": result if error is None else None,
+        }
+    )
     if error is not None:
         raise error
     if message["error"]:
@@ -110,9 +135,9 @@ def allgather_json(value: Any) -> list[Any]:
     data = np.frombuffer(json.dumps(value).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int64)))
     padded = np.zeros(int(sizes.max()), np.uint8)
-    padded[:data.size] = data
+    padded[: data.size] = data
     gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
-    return [json.loads(bytes(row[:int(n)]).decode()) for row, n in zip(gathered, sizes.ravel())]
+    return [json.loads(bytes(row[: int(n)]).decode()) for row, n in zip(gathered, sizes.ravel())]
 
 
 def broadcast_json(value: Any) -> Any:
@@ -120,8 +145,9 @@ def broadcast_json(value: Any) -> Any:
     return allgather_json(value)[0]
 
 
-def split_evenly(items: Sequence[Any], index: int | None = None,
-                 count: int | None = None) -> list[Any]:
+def split_evenly(
+    items: Sequence[Any], index: int | None = None, count: int | None = None
+) -> list[Any]:
     """This process's share of `items`: every `count`-th item from `index` (disjoint, covering,
     sizes differing by at most one)."""
     index = jax.process_index() if index is None else index
@@ -129,8 +155,9 @@ def split_evenly(items: Sequence[Any], index: int | None = None,
     return list(items)[index::count]
 
 
-def global_batch_from_host(batch: dict[str, np.ndarray], sharding_for: Callable[[np.ndarray], Any]
-                           ) -> dict[str, jax.Array]:
+def global_batch_from_host(
+    batch: dict[str, np.ndarray], sharding_for: Callable[[np.ndarray], Any]
+) -> dict[str, jax.Array]:
     """A batch every process holds in full → global arrays; each process transfers only the rows
     its own devices hold (whatever the device order of the mesh)."""
     out = {}

@@ -3,6 +3,7 @@
 Every distinct array shape is one XLA compilation; rounding lengths and row counts up to a power
 of two bounds how many shapes varying prompts, dialogues and batches can cause.
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ is a bucket prefix, not a local folder named `gs:`.
 Local paths are made absolute (orbax wants absolute paths; a relative one would move with the
 working directory); URLs are left as they are.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,8 +39,9 @@ def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def local_staging(dst: str | os.PathLike, prefix: str = "stage",
-                  pull: bool = False) -> Iterator[str]:
+def local_staging(
+    dst: str | os.PathLike, prefix: str = "stage", pull: bool = False
+) -> Iterator[str]:
     """A local folder to write into for libraries that only write local files (safetensors,
     tokenizers, the data stage's journal and TFDS build): `dst` itself when local, else a
     temporary folder copied to `dst` on exit (by the process that wrote it; an empty one copies

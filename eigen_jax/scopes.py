@@ -4,6 +4,7 @@
 value binds it in its own scope only (`user/SamplerConfig.num_slots = 8`,
 `grpo/RolloutConfig.max_errors = 4`) and inherits everything else.
 """
+
 from __future__ import annotations
 
 from typing import TypeVar

@@ -6,6 +6,7 @@ layout is then a mesh shape, never a model edit. Resolution is shape-aware: a di
 mapped mesh axes do not divide (e.g. 2 kv heads on a 4-way tensor axis), or a mesh axis already
 used by an earlier dimension, falls back to replication for that dimension instead of failing.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,11 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
 LogicalAxes = Sequence[str | None]
 
 
-def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] | None = None,
-              axis_names: Sequence[str] = MESH_AXES) -> Mesh:
+def make_mesh(
+    shape: Sequence[int] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    axis_names: Sequence[str] = MESH_AXES,
+) -> Mesh:
     """A mesh with `Auto` axis types (NNX sharding annotations need Auto, not Explicit).
 
     `shape` defaults to all devices on `fsdp`; one entry may be -1 (inferred).
@@ -53,19 +57,20 @@ def make_mesh(shape: Sequence[int] | None = None, devices: Sequence[jax.Device] 
         known = math.prod(s for s in shape if s != -1)
         shape[shape.index(-1)] = len(devices) // known if known else 0
     if math.prod(shape) != len(devices) or min(shape) < 1:
-        raise ValueError(f"mesh shape {tuple(shape)} does not use exactly the {len(devices)} "
-                         "available devices")
+        raise ValueError(
+            f"mesh shape {tuple(shape)} does not use exactly the {len(devices)} available devices"
+        )
     axis_types = (AxisType.Auto,) * len(axis_names)
     try:
-        return jax.make_mesh(tuple(shape), tuple(axis_names), axis_types=axis_types,
-                             devices=devices)
+        return jax.make_mesh(
+            tuple(shape), tuple(axis_names), axis_types=axis_types, devices=devices
+        )
     except NotImplementedError:
         # A logical axis that is no product of whole torus axes (tensor 4 on a v6e 8x16): split
         # a physical axis rather than refuse the mesh (launch/compile.py found this).
         from jax.experimental import mesh_utils
 
-        grid = mesh_utils.create_device_mesh(tuple(shape), devices,
-                                             allow_split_physical_axes=True)
+        grid = mesh_utils.create_device_mesh(tuple(shape), devices, allow_split_physical_axes=True)
         return Mesh(grid, tuple(axis_names), axis_types=axis_types)
 
 
@@ -73,8 +78,12 @@ def _mesh_axis_sizes(mesh) -> dict[str, int]:
     return dict(zip(mesh.axis_names, mesh.axis_sizes))
 
 
-def logical_to_spec(logical_axes: LogicalAxes, shape: Sequence[int] | None = None,
-                    mesh: Mesh | None = None, rules=LOGICAL_AXIS_RULES) -> PartitionSpec:
+def logical_to_spec(
+    logical_axes: LogicalAxes,
+    shape: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+    rules=LOGICAL_AXIS_RULES,
+) -> PartitionSpec:
     """Resolve logical names to a `PartitionSpec` for an array of `shape` on `mesh`.
 
     Without `shape`/`mesh` no divisibility check is made. Each mesh axis is used at most once;
@@ -98,8 +107,11 @@ def logical_to_spec(logical_axes: LogicalAxes, shape: Sequence[int] | None = Non
             cand = axes[:n]
             if used.intersection(cand):
                 continue
-            if shape is not None and sizes is not None and shape[dim] % math.prod(
-                    sizes[a] for a in cand):
+            if (
+                shape is not None
+                and sizes is not None
+                and shape[dim] % math.prod(sizes[a] for a in cand)
+            ):
                 continue
             keep = cand
             break
@@ -108,13 +120,18 @@ def logical_to_spec(logical_axes: LogicalAxes, shape: Sequence[int] | None = Non
     return PartitionSpec(*out)
 
 
-def logical_to_sharding(logical_axes: LogicalAxes, mesh: Mesh, shape: Sequence[int] | None = None,
-                        rules=LOGICAL_AXIS_RULES) -> NamedSharding:
+def logical_to_sharding(
+    logical_axes: LogicalAxes,
+    mesh: Mesh,
+    shape: Sequence[int] | None = None,
+    rules=LOGICAL_AXIS_RULES,
+) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(logical_axes, shape, mesh, rules))
 
 
-def with_logical_constraint(x: jax.Array, logical_axes: LogicalAxes,
-                            rules=LOGICAL_AXIS_RULES) -> jax.Array:
+def with_logical_constraint(
+    x: jax.Array, logical_axes: LogicalAxes, rules=LOGICAL_AXIS_RULES
+) -> jax.Array:
     """Sharding constraint by logical names; a no-op when no mesh is set (`jax.set_mesh`)."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
@@ -149,8 +166,9 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> nnx.
     return model
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2, rules=LOGICAL_AXIS_RULES,
-                   shape: Sequence[int] | None = None) -> NamedSharding:
+def batch_sharding(
+    mesh: Mesh, ndim: int = 2, rules=LOGICAL_AXIS_RULES, shape: Sequence[int] | None = None
+) -> NamedSharding:
     """Sharding of a `[batch, ...]` array: batch on the batch mesh axes, the rest replicated."""
     return logical_to_sharding(("batch",) + (None,) * (ndim - 1), mesh, shape, rules)
 
@@ -167,15 +185,19 @@ def data_parallel_size(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> int:
 def to_global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Process-local `[rows, ...]` host arrays → global arrays sharded on the batch axes: each
     process contributes its own rows (the multi-host contract of every train step)."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)),
-                                                      np.asarray(v))
-            for k, v in batch.items()}
+    return {
+        k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+        for k, v in batch.items()
+    }
 
 
 # ---------------------------------------------------------------------------- multi-host
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None, process_id: int | None = None,
-                           **kwargs) -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs,
+) -> bool:
     """`jax.distributed.initialize` from the launch flags when given, else from a multi-host
     launcher's environment (TPU VM, SLURM, Open MPI); True when this is a multi-process run.
 

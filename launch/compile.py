@@ -10,6 +10,7 @@ prints XLA's per-chip memory, FLOPs and compile time (`compile_report.json` in -
 Exits non-zero with one line when a program does not fit, and before any compile when the
 topology is unknown, the mesh does not match it, or the gin file names no model size.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,21 +58,32 @@ def main(argv):
         reports.append(report)
         logging.info("%s: %.1f s", program.name, report.compile_seconds)
     hbm = topology.chip.hbm_bytes
-    print(f"{topology.name}: {topology.chips} x {topology.chip.kind}, "
-          f"{hbm / 2 ** 30:.0f} GiB HBM per chip")
+    print(
+        f"{topology.name}: {topology.chips} x {topology.chip.kind}, "
+        f"{hbm / 2**30:.0f} GiB HBM per chip"
+    )
     print(render_table(reports, hbm))
     os.makedirs(FLAGS.workdir, exist_ok=True)
     path = os.path.join(FLAGS.workdir, "compile_report.json")
-    write_report(path, topology.name, topology.chips, hbm, reports,
-                 gin_files=list(FLAGS.gin_file), gin_bindings=list(FLAGS.gin_bindings))
+    write_report(
+        path,
+        topology.name,
+        topology.chips,
+        hbm,
+        reports,
+        gin_files=list(FLAGS.gin_file),
+        gin_bindings=list(FLAGS.gin_bindings),
+    )
     print(f"wrote {path}")
     for r in reports:
         if not r.fits:
-            gib = lambda b: f"{b / 2 ** 30:.2f} GiB"  # noqa: E731
-            sys.exit(f"compile: program {r.name} does not fit: peak "
-                     f"{gib(r.peak_bytes_per_chip + r.resident_bytes)} per chip (incl. "
-                     f"{gib(r.resident_bytes)} resident) > {gib(hbm)} HBM of a "
-                     f"{topology.chip.kind} chip")
+            gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+            sys.exit(
+                f"compile: program {r.name} does not fit: peak "
+                f"{gib(r.peak_bytes_per_chip + r.resident_bytes)} per chip (incl. "
+                f"{gib(r.resident_bytes)} resident) > {gib(hbm)} HBM of a "
+                f"{topology.chip.kind} chip"
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Imports every module that registers gin configurables, so gin files can bind them."""
+
 # isort: off
 import launch.pipeline  # noqa: F401  run_pipeline and the stages
 import eigen_jax.chat.views  # noqa: F401  agent_prompt

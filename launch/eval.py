@@ -12,6 +12,7 @@ refused (context overflow: HTTP 400) is scored as failed and the run goes on.
 The user simulator defaults to the domain's reference user where one exists (outfitter). Sampling
 temperature, token limits etc. are gin knobs (`evaluate_checkpoint.*`, `eval/RolloutConfig.*`, `eval/SamplerConfig.*`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,13 +39,25 @@ flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
 flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
 flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
 flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
-flags.DEFINE_integer("max_steps", None, "episode limit: messages after the system prompt "
-                     "(default: gin RolloutConfig.max_steps); reaching it fails the trial.")
-flags.DEFINE_integer("max_errors", None, "episode limit: tool errors allowed (default: gin "
-                     "RolloutConfig.max_errors); one more fails the trial.")
-flags.DEFINE_string("baseline", None, "an earlier evaluation's --output_dir on the same tasks: "
-                    "also print Δ pass^k against it with a paired-bootstrap CI "
-                    "(written to OUTPUT_DIR/comparison.json).")
+flags.DEFINE_integer(
+    "max_steps",
+    None,
+    "episode limit: messages after the system prompt "
+    "(default: gin RolloutConfig.max_steps); reaching it fails the trial.",
+)
+flags.DEFINE_integer(
+    "max_errors",
+    None,
+    "episode limit: tool errors allowed (default: gin "
+    "RolloutConfig.max_errors); one more fails the trial.",
+)
+flags.DEFINE_string(
+    "baseline",
+    None,
+    "an earlier evaluation's --output_dir on the same tasks: "
+    "also print Δ pass^k against it with a paired-bootstrap CI "
+    "(written to OUTPUT_DIR/comparison.json).",
+)
 
 
 def fail(msg: str) -> None:
@@ -79,8 +92,7 @@ def _sampler(concurrency: int):
     from eigen_jax import scopes
     from eigen_jax.sampling.config import SamplerConfig
 
-    return dataclasses.replace(scopes.configured(SamplerConfig, scopes.EVAL),
-                               num_slots=concurrency)
+    return dataclasses.replace(scopes.configured(SamplerConfig, scopes.EVAL), num_slots=concurrency)
 
 
 def main(argv):
@@ -115,10 +127,17 @@ def main(argv):
     if FLAGS.checkpoint:
         from eigen_jax.eval.evaluate import evaluate_checkpoint
 
-        result = evaluate_checkpoint(FLAGS.checkpoint, FLAGS.output_dir, domain=FLAGS.domain,
-                                     split=FLAGS.split, num_trials=FLAGS.num_trials,
-                                     max_tasks=FLAGS.max_tasks, user=user,
-                                     sampler=_sampler(FLAGS.concurrency), rollout=config)
+        result = evaluate_checkpoint(
+            FLAGS.checkpoint,
+            FLAGS.output_dir,
+            domain=FLAGS.domain,
+            split=FLAGS.split,
+            num_trials=FLAGS.num_trials,
+            max_tasks=FLAGS.max_tasks,
+            user=user,
+            sampler=_sampler(FLAGS.concurrency),
+            rollout=config,
+        )
         name = "checkpoint"
     else:
         result, name = _eval_served(domain, user, config), "served"
@@ -134,7 +153,6 @@ def _rollout_config():
     """gin's `RolloutConfig` after binding --max_steps / --max_errors into it (unset: gin's
     value), so the in-process evaluation, which builds its own, gets the same limits."""
     import gin
-
     from eigen_jax import scopes
     from eigen_jax.rl.rollout import RolloutConfig
 
@@ -183,28 +201,54 @@ def _eval_served(domain, user, config):
     from eigen_jax.eval.served_agent import evaluate_served
     from eigen_jax.eval.tau2_results import write_tau2_results
 
-    identity = {"agent_url": FLAGS.agent_url, "agent_model": FLAGS.agent_model,
-                "domain": FLAGS.domain, "split": FLAGS.split, "user": user_identity(user),
-                "limits": str(config.limits())}
+    identity = {
+        "agent_url": FLAGS.agent_url,
+        "agent_model": FLAGS.agent_model,
+        "domain": FLAGS.domain,
+        "split": FLAGS.split,
+        "user": user_identity(user),
+        "limits": str(config.limits()),
+    }
     log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity=identity)
     trajectories = TrialLog(Path(FLAGS.output_dir) / "trajectories.jsonl", identity=identity)
     from eigen_jax.rl.task_source import TaskSource
 
-    tasks = TaskSource().tasks(domain, FLAGS.split)[:FLAGS.max_tasks]  # gin: TaskSource.*
+    tasks = TaskSource().tasks(domain, FLAGS.split)[: FLAGS.max_tasks]  # gin: TaskSource.*
     try:
-        asyncio.run(evaluate_served(FLAGS.agent_url, domain, tasks, user, FLAGS.num_trials, log,
-                                    check, concurrency=FLAGS.concurrency,
-                                    model=FLAGS.agent_model, limits=config.limits(),
-                                    messages_log=trajectories))
+        asyncio.run(
+            evaluate_served(
+                FLAGS.agent_url,
+                domain,
+                tasks,
+                user,
+                FLAGS.num_trials,
+                log,
+                check,
+                concurrency=FLAGS.concurrency,
+                model=FLAGS.agent_model,
+                limits=config.limits(),
+                messages_log=trajectories,
+            )
+        )
     except LLMError as e:
         fail(f"agent server unreachable or failing: {e}")
-    result = summarize(log, FLAGS.domain, FLAGS.num_trials,
-                       {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
-                       task_ids=[t.id for t in tasks])
+    result = summarize(
+        log,
+        FLAGS.domain,
+        FLAGS.num_trials,
+        {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
+        task_ids=[t.id for t in tasks],
+    )
     write_results(FLAGS.output_dir, "served", result)
-    write_tau2_results(FLAGS.output_dir, domain, tasks, result, limits=config.limits(),
-                       agent={"llm": FLAGS.agent_model or ",".join(FLAGS.agent_url)},
-                       user=identity["user"])
+    write_tau2_results(
+        FLAGS.output_dir,
+        domain,
+        tasks,
+        result,
+        limits=config.limits(),
+        agent={"llm": FLAGS.agent_model or ",".join(FLAGS.agent_url)},
+        user=identity["user"],
+    )
     return result
 
 

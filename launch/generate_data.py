@@ -12,6 +12,7 @@ Bad input (unknown domain, unreachable server) ends the run at once with one lin
 second copy of a worker on the same --workdir while the first runs, or a resume under a configuration
 other than the one recorded in OUT/journals/config.json (`data_agents/run_dir.py`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gin
-from data_agents.synthesis import SynthesisEngine, SynthesisConfig
+from data_agents.synthesis import SynthesisConfig, SynthesisEngine
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin config files.")
@@ -76,27 +77,47 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-async def _llm_run(domain, config: SynthesisConfig, out: Path, client_concurrency: int,
-                   timeout_s: float, use_cache: bool) -> dict:
+async def _llm_run(
+    domain,
+    config: SynthesisConfig,
+    out: Path,
+    client_concurrency: int,
+    timeout_s: float,
+    use_cache: bool,
+) -> dict:
     from data_agents.llm import LLMClient
 
     if not FLAGS.server_url:
         fail("--backend=llm needs at least one --server_url")
     cache = out / f"llm_cache-w{FLAGS.worker_index:03d}.sqlite" if use_cache else None
     out.mkdir(parents=True, exist_ok=True)
-    async with LLMClient(FLAGS.server_url, max_concurrency=client_concurrency,
-                         timeout_s=timeout_s, cache=cache, model=FLAGS.model) as llm:
+    async with LLMClient(
+        FLAGS.server_url,
+        max_concurrency=client_concurrency,
+        timeout_s=timeout_s,
+        cache=cache,
+        model=FLAGS.model,
+    ) as llm:
         health = await llm.health()
         down = [u for u, ok in health.items() if not ok]
         if down and len(down) == len(health):
             fail(f"cannot reach any LLM server ({', '.join(down)}): /health did not answer 200")
-        own = sum(1 for s in range(config.plans_per_round)
-                  if s % FLAGS.num_workers == FLAGS.worker_index)
+        own = sum(
+            1 for s in range(config.plans_per_round) if s % FLAGS.num_workers == FLAGS.worker_index
+        )
         bar = Progress(own * config.tasks_per_plan * config.num_rounds, llm, FLAGS.progress)
         try:
-            return await SynthesisEngine(llm, domain, out, config, domain_name=FLAGS.domain,
-                                worker_index=FLAGS.worker_index, num_workers=FLAGS.num_workers,
-                                model_name=FLAGS.model, on_record=bar).run()
+            return await SynthesisEngine(
+                llm,
+                domain,
+                out,
+                config,
+                domain_name=FLAGS.domain,
+                worker_index=FLAGS.worker_index,
+                num_workers=FLAGS.num_workers,
+                model_name=FLAGS.model,
+                on_record=bar,
+            ).run()
         finally:
             bar.close()
 
@@ -122,12 +143,21 @@ def run_config(synthesis_config: SynthesisConfig, **knobs) -> dict:
     between resumes (infrastructure); the domain, backend, sharding, model and every science knob
     may not.
     """
-    config = {"--domain": FLAGS.domain, "--backend": FLAGS.backend,
-              "--num_workers": FLAGS.num_workers, "--model": FLAGS.model}
+    config = {
+        "--domain": FLAGS.domain,
+        "--backend": FLAGS.backend,
+        "--num_workers": FLAGS.num_workers,
+        "--model": FLAGS.model,
+    }
     config.update({f"run_generation.{k}": v for k, v in knobs.items()})
     if FLAGS.backend == "llm":
-        config.update({f"SynthesisConfig.{k}": v for k, v in dataclasses.asdict(synthesis_config).items()
-                       if k not in OPERATIONAL})
+        config.update(
+            {
+                f"SynthesisConfig.{k}": v
+                for k, v in dataclasses.asdict(synthesis_config).items()
+                if k not in OPERATIONAL
+            }
+        )
     return config
 
 
@@ -135,8 +165,11 @@ def _claim_output(out: Path, config: dict) -> None:
     """Lock this worker's role on --workdir, then check/record the configuration (one line if not)."""
     from data_agents import run_dir
 
-    role = ("reference" if FLAGS.backend == "reference"
-            else f"worker-{FLAGS.worker_index:03d}-of-{FLAGS.num_workers:03d}")
+    role = (
+        "reference"
+        if FLAGS.backend == "reference"
+        else f"worker-{FLAGS.worker_index:03d}-of-{FLAGS.num_workers:03d}"
+    )
     try:
         run_dir.hold_lock(out, role)
         run_dir.record_config(out, config)
@@ -145,31 +178,44 @@ def _claim_output(out: Path, config: dict) -> None:
 
 
 @gin.configurable
-def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_concurrency: int = 32,
-                   request_timeout_s: float = 300.0, use_response_cache: bool = True,
-                   reference_num_train: int = 400, reference_num_test: int = 0,
-                   domain_kwargs: dict | None = None) -> dict:
+def run_generation(
+    synthesis_config: SynthesisConfig | None = None,
+    *,
+    client_concurrency: int = 32,
+    request_timeout_s: float = 300.0,
+    use_response_cache: bool = True,
+    reference_num_train: int = 400,
+    reference_num_test: int = 0,
+    domain_kwargs: dict | None = None,
+) -> dict:
     """Run this worker's share of generation; optionally publish. Returns the summary."""
     from data_agents import domains
 
     out = Path(FLAGS.workdir)
-    for name, value, least in (("reference_num_train", reference_num_train, 0),
-                               ("reference_num_test", reference_num_test, 0),
-                               ("client_concurrency", client_concurrency, 1)):
+    for name, value, least in (
+        ("reference_num_train", reference_num_train, 0),
+        ("reference_num_test", reference_num_test, 0),
+        ("client_concurrency", client_concurrency, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             fail(f"run_generation.{name} must be an integer >= {least}, got {value!r}")
     if not request_timeout_s > 0:
         fail(f"run_generation.request_timeout_s must be > 0, got {request_timeout_s!r}")
     if FLAGS.backend == "reference" and reference_num_train + reference_num_test == 0:
-        fail("run_generation.reference_num_train and reference_num_test are both 0: nothing to "
-             "generate")
+        fail(
+            "run_generation.reference_num_train and reference_num_test are both 0: nothing to "
+            "generate"
+        )
     try:
         domain = domains.load(FLAGS.domain, **(domain_kwargs or {}))
     except (ValueError, ImportError) as e:
         fail(str(e))
     synthesis_config = synthesis_config or SynthesisConfig()
-    reference = {"reference_num_train": reference_num_train,
-                 "reference_num_test": reference_num_test} if FLAGS.backend == "reference" else {}
+    reference = (
+        {"reference_num_train": reference_num_train, "reference_num_test": reference_num_test}
+        if FLAGS.backend == "reference"
+        else {}
+    )
     _claim_output(out, run_config(synthesis_config, domain_kwargs=domain_kwargs or {}, **reference))
     if FLAGS.backend == "reference":
         if FLAGS.num_workers != 1:
@@ -181,19 +227,36 @@ def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_co
         journal = out / "journals" / "reference.jsonl"
         bar = Progress(reference_num_train + reference_num_test, enabled=FLAGS.progress)
         try:
-            counts = generate_reference(FLAGS.domain, journal, {"train": reference_num_train,
-                                                                "test": reference_num_test},
-                                        on_record=bar, **(domain_kwargs or {}))
+            counts = generate_reference(
+                FLAGS.domain,
+                journal,
+                {"train": reference_num_train, "test": reference_num_test},
+                on_record=bar,
+                **(domain_kwargs or {}),
+            )
         except ValueError as e:
             fail(str(e))
         finally:
             bar.close()
-        summary = write_report(out, [summarize_round(iter_records(journal), 0)],
-                               domain=FLAGS.domain, backend="reference", counts=counts)
+        summary = write_report(
+            out,
+            [summarize_round(iter_records(journal), 0)],
+            domain=FLAGS.domain,
+            backend="reference",
+            counts=counts,
+        )
     else:
         _require_checker_sandbox()
-        summary = asyncio.run(_llm_run(domain, synthesis_config, out,
-                                       client_concurrency, request_timeout_s, use_response_cache))
+        summary = asyncio.run(
+            _llm_run(
+                domain,
+                synthesis_config,
+                out,
+                client_concurrency,
+                request_timeout_s,
+                use_response_cache,
+            )
+        )
     if FLAGS.publish:  # a new dataset version whenever the journals changed since the last one
         from data_agents import run_dir
         from data_agents.tfds import build_dataset
@@ -204,8 +267,11 @@ def run_generation(synthesis_config: SynthesisConfig | None = None, *, client_co
             fail(str(e))
         data_dir = FLAGS.data_dir or str(out / "tfds")
         builder = build_dataset(out / "journals", data_dir)
-        summary["published"] = {"data_dir": data_dir, "version": str(builder.version),
-                                "splits": {k: v.num_examples for k, v in builder.info.splits.items()}}
+        summary["published"] = {
+            "data_dir": data_dir,
+            "version": str(builder.version),
+            "splits": {k: v.num_examples for k, v in builder.info.splits.items()},
+        }
     return summary
 
 

@@ -13,17 +13,19 @@ inside. The workdir may be a URL (`gs://bucket/run`): paths go through `etils.ep
 This module lives in launch/ because it joins both halves: data_agents (dataset generation,
 reference backend) and eigen_jax (training, RL, evaluation).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-import gin
 from absl import logging
 
+import gin
 from eigen_jax import multihost, paths
 
 
@@ -54,16 +56,19 @@ class RunContext:
         """`field`, or one line saying which stage must run before `stage`."""
         value = getattr(self, field)
         if not value:
-            raise ValueError(f"{stage} needs the {producer} stage before it (no {field} in the "
-                             "pipeline context)")
+            raise ValueError(
+                f"{stage} needs the {producer} stage before it (no {field} in the pipeline context)"
+            )
         return value
 
     def hf_dir(self, role: str, stage: str) -> str:
         """The `role` checkpoint, or one line naming the stage that makes it."""
         if not self.hf_dirs.get(role):
             producer = {"agent": "agent-SFT", "user": "user-SFT"}.get(role, role)
-            raise ValueError(f"{stage} needs the {producer} stage before it (no {role} "
-                             "checkpoint in the pipeline context)")
+            raise ValueError(
+                f"{stage} needs the {producer} stage before it (no {role} "
+                "checkpoint in the pipeline context)"
+            )
         return self.hf_dirs[role]
 
 
@@ -71,8 +76,9 @@ Stage = Callable[[RunContext], str | None]
 
 
 @gin.configurable(denylist=["workdir", "rerun_changed"])
-def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED,
-                 rerun_changed: bool = False) -> RunContext:
+def run_pipeline(
+    workdir: str, stages: Sequence[Stage] = gin.REQUIRED, rerun_changed: bool = False
+) -> RunContext:
     """Run `stages` in order over one context. A stage that finished in an earlier run with
     other gin bindings stops the run (or, with `rerun_changed`, runs again with every stage
     after it: `launch.stage_records`)."""
@@ -92,25 +98,36 @@ def run_pipeline(workdir: str, stages: Sequence[Stage] = gin.REQUIRED,
             label = stage(ctx) or label
         ctx.timings[label] = round(time.perf_counter() - t0, 2)
         ctx.compile_s[label] = round(compile_timer.total_s, 2)
-        logging.info("=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)", label,
-                     ctx.timings[label], compile_timer.total_s, compile_timer.compiles)
+        logging.info(
+            "=== stage %s done in %.1fs (%.1fs tracing/compiling %d programs)",
+            label,
+            ctx.timings[label],
+            compile_timer.total_s,
+            compile_timer.compiles,
+        )
         records.write(index, label, used)
         if multihost.is_primary():
             ctx.path("pipeline.json").write_text(
-                json.dumps(dataclasses.asdict(ctx), indent=1, default=str))
+                json.dumps(dataclasses.asdict(ctx), indent=1, default=str)
+            )
     run_info.write_end(ctx.workdir)
     return ctx
 
 
 # --------------------------------------------------------------------------- data
 @gin.configurable
-def reference_data_stage(ctx: RunContext, domain: str = "outfitter",
-                         num_train: int | None = None, num_test: int | None = None,
-                         domain_kwargs: dict[str, Any] | None = None) -> str:
+def reference_data_stage(
+    ctx: RunContext,
+    domain: str = "outfitter",
+    num_train: int | None = None,
+    num_test: int | None = None,
+    domain_kwargs: dict[str, Any] | None = None,
+) -> str:
     """Dialogues from the domain's reference solver → journal → TFDS (offline); written by
     process 0, read by all."""
-    splits = multihost.primary_first("data", lambda: _reference_data(
-        ctx, domain, num_train, num_test, domain_kwargs))
+    splits = multihost.primary_first(
+        "data", lambda: _reference_data(ctx, domain, num_train, num_test, domain_kwargs)
+    )
     root = ctx.path("data")
     ctx.data_dir, ctx.journal_dir = str(root / "tfds"), str(root / "journals")
     ctx.dataset_splits, ctx.domain, ctx.domain_kwargs = splits, domain, dict(domain_kwargs or {})
@@ -123,9 +140,12 @@ def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str
 
     root = ctx.path("data")
     with paths.local_staging(root, "data", pull=True) as local:  # journal + TFDS: local files
-        counts = generate_reference(domain, Path(local) / "journals" / "reference.jsonl",
-                                    {"train": num_train, "test": num_test},
-                                    **(domain_kwargs or {}))
+        counts = generate_reference(
+            domain,
+            Path(local) / "journals" / "reference.jsonl",
+            {"train": num_train, "test": num_test},
+            **(domain_kwargs or {}),
+        )
         builder = build_dataset(Path(local) / "journals", Path(local) / "tfds")
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     logging.info("dataset: %s (journal counts %s)", splits, counts)
@@ -133,9 +153,12 @@ def _reference_data(ctx, domain, num_train, num_test, domain_kwargs) -> dict[str
 
 
 @gin.configurable
-def external_data_stage(ctx: RunContext, data_dir: str = gin.REQUIRED,
-                        domain: str = "outfitter",
-                        domain_kwargs: dict[str, Any] | None = None) -> str:
+def external_data_stage(
+    ctx: RunContext,
+    data_dir: str = gin.REQUIRED,
+    domain: str = "outfitter",
+    domain_kwargs: dict[str, Any] | None = None,
+) -> str:
     """Train on an already published `eigen_dialogues` dataset (e.g. `generate_data.py
     --publish` output), evaluating and running RL on `domain`."""
     if not paths.resolve(data_dir).joinpath("eigen_dialogues").is_dir():
@@ -145,12 +168,18 @@ def external_data_stage(ctx: RunContext, data_dir: str = gin.REQUIRED,
 
 
 @gin.configurable
-def tokenizer_stage(ctx: RunContext, vocab_size: int = 1024, tokenizer_dir: str | None = None,
-                    split_digits: bool = False, isolate_spaces: bool = False) -> str:
+def tokenizer_stage(
+    ctx: RunContext,
+    vocab_size: int = 1024,
+    tokenizer_dir: str | None = None,
+    split_digits: bool = False,
+    isolate_spaces: bool = False,
+) -> str:
     """Use `tokenizer_dir` (e.g. a real model's) or train a small BPE on the journals' text
     (process 0 trains it, the others read it)."""
     ctx.tokenizer_dir = tokenizer_dir or multihost.primary_first(
-        "tokenizer", lambda: _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces))
+        "tokenizer", lambda: _train_tokenizer(ctx, vocab_size, split_digits, isolate_spaces)
+    )
     return "tokenizer"
 
 
@@ -170,23 +199,33 @@ def _train_tokenizer(ctx: RunContext, vocab_size, split_digits, isolate_spaces) 
                     yield r.policy
                     yield json.dumps(r.tools)
                     yield views.user_system_prompt(
-                        r.task, views.user_guidelines(r.domain, r.user_tools))
+                        r.task, views.user_guidelines(r.domain, r.user_tools)
+                    )
                     for m in r.messages:
                         yield m["content"]
                         for c in m.get("tool_calls", []):
                             yield json.dumps({"name": c["name"], "arguments": c["arguments"]})
 
         with paths.local_staging(out, "tokenizer") as local:
-            train_tiny_tokenizer(corpus(), vocab_size, local, split_digits=split_digits,
-                                 isolate_spaces=isolate_spaces)
+            train_tiny_tokenizer(
+                corpus(),
+                vocab_size,
+                local,
+                split_digits=split_digits,
+                isolate_spaces=isolate_spaces,
+            )
     return str(out)
 
 
 # --------------------------------------------------------------------------- SFT
 @gin.configurable
-def sft_stage(ctx: RunContext, objective: str = "agent", name: str | None = None,
-              init_from: str | None = None,
-              run: Callable[..., dict[str, Any]] | None = None) -> str:
+def sft_stage(
+    ctx: RunContext,
+    objective: str = "agent",
+    name: str | None = None,
+    init_from: str | None = None,
+    run: Callable[..., dict[str, Any]] | None = None,
+) -> str:
     """Agent SFT or user-simulator SFT (`objective`), via `eigen_jax.train.sft.run_sft`.
 
     `init_from="agent"` starts from this pipeline's agent-SFT checkpoint instead of `init_model`'s
@@ -200,10 +239,13 @@ def sft_stage(ctx: RunContext, objective: str = "agent", name: str | None = None
     kwargs = {}
     if init_from is not None:
         kwargs["init_hf_dir"] = ctx.hf_dir(init_from, f"sft_stage(init_from={init_from!r})")
-    result = (run or run_sft)(workdir=str(ctx.path(name)),
-                              data_dir=ctx.need("data_dir", "sft_stage", "data"),
-                              tokenizer_dir=ctx.need("tokenizer_dir", "sft_stage", "tokenizer"),
-                              objective=objective, **kwargs)
+    result = (run or run_sft)(
+        workdir=str(ctx.path(name)),
+        data_dir=ctx.need("data_dir", "sft_stage", "data"),
+        tokenizer_dir=ctx.need("tokenizer_dir", "sft_stage", "tokenizer"),
+        objective=objective,
+        **kwargs,
+    )
     if result.get("hf_dir"):
         ctx.hf_dirs[objective] = result["hf_dir"]
     ctx.results[name] = result
@@ -223,10 +265,14 @@ def grpo_stage(ctx: RunContext, user: str = "model", name: str = "grpo") -> str:
         user_dir = ctx.hf_dir("user", "grpo_stage(user='model')")
     elif user == "untrained":
         kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
-    result = run_grpo(workdir=str(ctx.path(name)),
-                      policy_hf_dir=ctx.hf_dir("agent", "grpo_stage"),
-                      tokenizer_dir=ctx.tokenizer_dir, domain=_domain(ctx), user=kind,
-                      user_hf_dir=user_dir)
+    result = run_grpo(
+        workdir=str(ctx.path(name)),
+        policy_hf_dir=ctx.hf_dir("agent", "grpo_stage"),
+        tokenizer_dir=ctx.tokenizer_dir,
+        domain=_domain(ctx),
+        user=kind,
+        user_hf_dir=user_dir,
+    )
     if result.get("hf_dir"):
         ctx.hf_dirs["grpo"] = result["hf_dir"]
     ctx.results[name] = result
@@ -245,8 +291,8 @@ def random_init_checkpoint(ctx: RunContext, name: str = "random_init") -> str:
     if not (out / "config.json").exists():  # the same answer on every process
         from eigen_jax import sharding as shd
         from eigen_jax.chat.template import ChatTemplate
-        from eigen_jax.train.model_init import init_model
         from eigen_jax.train.loop import export_pretrained
+        from eigen_jax.train.model_init import init_model
 
         tokenizer_dir = ctx.need("tokenizer_dir", "random_init_checkpoint", "tokenizer")
         vocab = len(ChatTemplate.from_pretrained(tokenizer_dir).tokenizer)
@@ -257,22 +303,30 @@ def random_init_checkpoint(ctx: RunContext, name: str = "random_init") -> str:
 
 # --------------------------------------------------------------------------- evaluation
 @gin.configurable
-def eval_stage(ctx: RunContext, checkpoints: Sequence[str] = ("random", "sft", "grpo"),
-               user: str = "reference") -> str:
+def eval_stage(
+    ctx: RunContext, checkpoints: Sequence[str] = ("random", "sft", "grpo"), user: str = "reference"
+) -> str:
     """pass^k on held-out tasks for each named checkpoint: random init, agent SFT, GRPO."""
     from eigen_jax.eval.evaluate import evaluate_checkpoint
     from eigen_jax.rl.user_sim import make_user_simulator
 
-    dirs = {"random": lambda: random_init_checkpoint(ctx),
-            "sft": lambda: ctx.hf_dir("agent", "eval_stage"),
-            "grpo": lambda: ctx.hf_dir("grpo", "eval_stage")}
+    dirs = {
+        "random": lambda: random_init_checkpoint(ctx),
+        "sft": lambda: ctx.hf_dir("agent", "eval_stage"),
+        "grpo": lambda: ctx.hf_dir("grpo", "eval_stage"),
+    }
     for name in checkpoints:
         if name not in dirs:
             raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(dirs)}")
         sim = make_user_simulator(user, hf_dir=ctx.hf_dirs.get("user"))
-        result = evaluate_checkpoint(dirs[name](), str(ctx.path("eval", name)),
-                                     domain=ctx.domain, domain_kwargs=ctx.domain_kwargs,
-                                     user=sim, name=name)
+        result = evaluate_checkpoint(
+            dirs[name](),
+            str(ctx.path("eval", name)),
+            domain=ctx.domain,
+            domain_kwargs=ctx.domain_kwargs,
+            user=sim,
+            name=name,
+        )
         result.pop("tasks", None)  # per-trial detail stays in results.json
         ctx.evals[name] = result
     return "eval"
@@ -284,9 +338,19 @@ def report_stage(ctx: RunContext) -> str:
     """WORKDIR/report.json + report.md (`eigen_jax.eval.report`), written by process 0."""
     from eigen_jax.eval.report import write_report
 
-    out = multihost.primary_first("report", lambda: str(write_report(
-        ctx.workdir, evals=ctx.evals, runs=ctx.results, timings=ctx.timings,
-        compile_s=ctx.compile_s, dataset_splits=ctx.dataset_splits)))
+    out = multihost.primary_first(
+        "report",
+        lambda: str(
+            write_report(
+                ctx.workdir,
+                evals=ctx.evals,
+                runs=ctx.results,
+                timings=ctx.timings,
+                compile_s=ctx.compile_s,
+                dataset_splits=ctx.dataset_splits,
+            )
+        ),
+    )
     logging.info("report: %s", out)
     ctx.report = out
     return "report"

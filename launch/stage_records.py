@@ -8,6 +8,7 @@ are read from the current config; any difference stops the run with one line nam
 and the changed bindings, or, when asked (`rerun_changed=True`), moves that stage's outputs and
 every later stage's aside (`LABEL.stale-N`, nothing deleted) and runs them anew.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import gin
 import gin.config as gin_config
 
+import gin
 from eigen_jax import multihost, paths
 
 
@@ -60,8 +61,11 @@ def bound_values(used: set[tuple[str, str]] | list) -> dict[str, str]:
 
 def changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
     """`binding: old -> new` for each binding added, removed or changed."""
-    return [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}"
-            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
 
 
 class StageRecords:
@@ -90,9 +94,11 @@ class StageRecords:
         if not rerun_changed:
             raise StageConfigChanged(
                 f"stage {record['label']} finished with other settings ({'; '.join(diff)}); "
-                "restore them, use a new --workdir, or pass --rerun_changed_stages")
-        multihost.primary_first(f"stale_{index}", lambda: self._set_aside(
-            index, [record["label"]] + later_labels))
+                "restore them, use a new --workdir, or pass --rerun_changed_stages"
+            )
+        multihost.primary_first(
+            f"stale_{index}", lambda: self._set_aside(index, [record["label"]] + later_labels)
+        )
 
     def _set_aside(self, index: int, labels: list[str]) -> None:
         workdir = self.dir.parent
@@ -111,17 +117,29 @@ class StageRecords:
         """Labels of the recorded stages after `index` (what a rerun of `index` invalidates)."""
         if not self.dir.exists():
             return []
-        return [json.loads(f.read_text())["label"] for f in sorted(self.dir.glob("*.json"))
-                if int(f.name[:2]) > index]
+        return [
+            json.loads(f.read_text())["label"]
+            for f in sorted(self.dir.glob("*.json"))
+            if int(f.name[:2]) > index
+        ]
 
-    def write(self, index: int, label: str, used: set[tuple[str, str]],
-              extra: dict[str, Any] | None = None) -> None:
+    def write(
+        self,
+        index: int,
+        label: str,
+        used: set[tuple[str, str]],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """The record of a finished stage (process 0)."""
         if not multihost.is_primary():
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        record = {"label": label, "used": sorted(used), "bindings": bound_values(used),
-                  **(extra or {})}
+        record = {
+            "label": label,
+            "used": sorted(used),
+            "bindings": bound_values(used),
+            **(extra or {}),
+        }
         (self.dir / f"{index:02d}_{label}.json").write_text(json.dumps(record, indent=1))
 
 

@@ -4,6 +4,7 @@ absl flags carry infrastructure only; gin chooses the stage(s) and every scienti
 files bind `launch.pipeline.run_pipeline.stages` (agent SFT, user SFT, GRPO, evaluation, or a
 pipeline of them). An unknown binding fails here, before any compute.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,12 @@ from launch import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 common.define_infra_flags()
-flags.DEFINE_bool("rerun_changed_stages", False,
-                  "when a finished stage's gin bindings changed since it ran, move its outputs "
-                  "(and every later stage's) aside and run them again instead of stopping.")
+flags.DEFINE_bool(
+    "rerun_changed_stages",
+    False,
+    "when a finished stage's gin bindings changed since it ran, move its outputs "
+    "(and every later stage's) aside and run them again instead of stopping.",
+)
 
 
 def main(argv):

@@ -1,4 +1,5 @@
 """Shared test set-up: 8 fake CPU devices, set before jax is imported anywhere."""
+
 import os
 
 import pytest
@@ -14,8 +15,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Modules whose tests (with their module fixtures) take minutes: handed to workers first, so
 # none of them starts last and leaves one core idle (`make test` prints the slowest tests).
-RUN_FIRST = ("tests/launch/test_quickstart.py", "tests/eigen_jax/rl/test_learner_fns.py",
-             "tests/eigen_jax/rl/test_rollout.py", "tests/eigen_jax/rl/test_grpo.py")
+RUN_FIRST = (
+    "tests/launch/test_quickstart.py",
+    "tests/eigen_jax/rl/test_learner_fns.py",
+    "tests/eigen_jax/rl/test_rollout.py",
+    "tests/eigen_jax/rl/test_grpo.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into groups
@@ -25,9 +30,11 @@ def pytest_collection_modifyitems(config, items):
     and every test that needs the real sglang-jax server shares one group, so one worker starts
     one server (its scheduler busy-spins a core). Serial runs ignore the marks; the heavy-first
     order applies to them too."""
+
     def group(item):
-        return ("sglang-server" if "sglang_server" in item.fixturenames
-                else item.nodeid.split("::")[0])
+        return (
+            "sglang-server" if "sglang_server" in item.fixturenames else item.nodeid.split("::")[0]
+        )
 
     rank = {path: i for i, path in enumerate(RUN_FIRST)}
     items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: the rest keep order

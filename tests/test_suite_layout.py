@@ -1,5 +1,6 @@
 """The test suite's own scheduling table points at real modules (a renamed module would silently
 drop out of the heavy-first order `make test` relies on)."""
+
 from pathlib import Path
 
 from tests.conftest import RUN_FIRST

@@ -13,6 +13,7 @@ Measured, each with the spec's shapes (median of `repeats` after warm-up; compil
 
     python bench/peers/tunix_bench.py --spec spec.json --out tunix.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,19 +56,28 @@ class IdTokenizer:
 
 def tunix_config(hf: dict, dtype):
     from tunix.models.qwen3 import model as qwen3
+
     if hf.get("model_type") != "qwen3":
         raise ValueError(f"tunix_bench supports Qwen3 checkpoints, got {hf.get('model_type')!r}")
     return qwen3.ModelConfig(
-        num_layers=hf["num_hidden_layers"], vocab_size=hf["vocab_size"],
-        embed_dim=hf["hidden_size"], hidden_dim=hf["intermediate_size"],
-        num_heads=hf["num_attention_heads"], head_dim=hf["head_dim"],
-        num_kv_heads=hf["num_key_value_heads"], rope_theta=int(hf["rope_theta"]),
-        norm_eps=hf["rms_norm_eps"], use_tied_embedding=hf.get("tie_word_embeddings", False),
-        dtype=dtype, param_dtype=jnp.float32)
+        num_layers=hf["num_hidden_layers"],
+        vocab_size=hf["vocab_size"],
+        embed_dim=hf["hidden_size"],
+        hidden_dim=hf["intermediate_size"],
+        num_heads=hf["num_attention_heads"],
+        head_dim=hf["head_dim"],
+        num_kv_heads=hf["num_key_value_heads"],
+        rope_theta=int(hf["rope_theta"]),
+        norm_eps=hf["rms_norm_eps"],
+        use_tied_embedding=hf.get("tie_word_embeddings", False),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+    )
 
 
 def load_model(ckpt: str, dtype, mesh):
     from tunix.models.qwen3 import params as qwen3_params
+
     with open(f"{ckpt}/config.json") as f:
         hf = json.load(f)
     cfg = tunix_config(hf, dtype)
@@ -78,9 +88,9 @@ def causal_inputs(tokens):
     """(positions, attention_mask) for right-padded [B, T] ids with pad 0, as Tunix's examples
     build them for training and scoring."""
     from tunix.generate import utils
+
     mask = tokens != 0
-    return utils.build_positions_from_mask(mask), utils.make_causal_attn_mask(mask,
-                                                                             tokens.shape[1])
+    return utils.build_positions_from_mask(mask), utils.make_causal_attn_mask(mask, tokens.shape[1])
 
 
 def probe_logits(model, probe_ids) -> list:
@@ -92,22 +102,34 @@ def probe_logits(model, probe_ids) -> list:
 
 def prompts_text(spec, vocab) -> list[str]:
     rng = np.random.RandomState(spec["seed"])
-    return [" ".join(map(str, rng.randint(3, vocab, spec["prompt_len"])))
-            for _ in range(spec["batch"])]
+    return [
+        " ".join(map(str, rng.randint(3, vocab, spec["prompt_len"]))) for _ in range(spec["batch"])
+    ]
 
 
 def bench_decode(model, cfg, spec) -> dict:
     from tunix.generate import sampler as sampler_lib
+
     tok = IdTokenizer(cfg.vocab_size)  # an id the model can never sample: fixed-length decoding
-    cache = sampler_lib.CacheConfig(cache_size=spec["max_len"], num_layers=cfg.num_layers,
-                                    num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim)
+    cache = sampler_lib.CacheConfig(
+        cache_size=spec["max_len"],
+        num_layers=cfg.num_layers,
+        num_kv_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+    )
     sampler = sampler_lib.Sampler(model, tok, cache)
     prompts = prompts_text(spec, cfg.vocab_size)
     out = {}
     for n in (spec["decode_short"], spec["decode_long"]):
-        call = lambda: sampler(prompts, max_generation_steps=n,  # noqa: E731
-                               max_prompt_length=spec["prompt_len"], temperature=1.0, top_p=1.0,
-                               seed=0, return_logprobs=True)
+        call = lambda: sampler(
+            prompts,
+            max_generation_steps=n,  # noqa: E731
+            max_prompt_length=spec["prompt_len"],
+            temperature=1.0,
+            top_p=1.0,
+            seed=0,
+            return_logprobs=True,
+        )
         start = time.perf_counter()
         res = call()
         compile_s = time.perf_counter() - start
@@ -120,9 +142,12 @@ def bench_decode(model, cfg, spec) -> dict:
         out[n] = {"compile_s": compile_s, "s": statistics.median(times), "all_s": times}
     short, long_ = out[spec["decode_short"]], out[spec["decode_long"]]
     extra = spec["batch"] * (spec["decode_long"] - spec["decode_short"])
-    return {"generate_tok_s": spec["batch"] * spec["decode_long"] / long_["s"],
-            "decode_tok_s": extra / max(long_["s"] - short["s"], 1e-9),
-            "compile_s": short["compile_s"], "runs": out}
+    return {
+        "generate_tok_s": spec["batch"] * spec["decode_long"] / long_["s"],
+        "decode_tok_s": extra / max(long_["s"] - short["s"], 1e-9),
+        "compile_s": short["compile_s"],
+        "runs": out,
+    }
 
 
 class TimedIterator:
@@ -146,40 +171,58 @@ def step_times(stamps, end, warmup):
 
 def bench_train(model, spec) -> dict:
     from tunix.sft import peft_trainer
+
     rng = np.random.RandomState(spec["seed"] + 1)
     b, t = spec["train_batch"], spec["train_seq"]
     warmup, steps = 2, spec["repeats"] + 1
-    batches = [peft_trainer.TrainingInput(
-        input_tokens=jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
-        input_mask=jnp.ones((b, t), jnp.bool_)) for _ in range(warmup + steps)]
+    batches = [
+        peft_trainer.TrainingInput(
+            input_tokens=jnp.asarray(rng.randint(3, model.config.vocab_size, (b, t)), jnp.int32),
+            input_mask=jnp.ones((b, t), jnp.bool_),
+        )
+        for _ in range(warmup + steps)
+    ]
 
     def model_input(x):
         positions, attn = causal_inputs(x.input_tokens)
-        return {"input_tokens": x.input_tokens, "input_mask": x.input_mask,
-                "positions": positions, "attention_mask": attn}
+        return {
+            "input_tokens": x.input_tokens,
+            "input_mask": x.input_mask,
+            "positions": positions,
+            "attention_mask": attn,
+        }
 
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01))
-    config = peft_trainer.TrainingConfig(eval_every_n_steps=10 ** 9, max_steps=warmup + steps,
-                                         pbar_description=None)
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01)
+    )
+    config = peft_trainer.TrainingConfig(
+        eval_every_n_steps=10**9, max_steps=warmup + steps, pbar_description=None
+    )
     trainer = peft_trainer.PeftTrainer(model, tx, config).with_gen_model_input_fn(model_input)
     it = TimedIterator(batches)
     trainer.train(it)
     jax.block_until_ready(nnx.state(model))
     times = step_times(it.stamps, time.perf_counter(), warmup)
     step_s = statistics.median(times)
-    return {"step_s": step_s, "all_s": times, "tokens_per_s": b * t / step_s,
-            "compile_s": it.stamps[1] - it.stamps[0]}
+    return {
+        "step_s": step_s,
+        "all_s": times,
+        "tokens_per_s": b * t / step_s,
+        "compile_s": it.stamps[1] - it.stamps[0],
+    }
 
 
 def bench_train_lora(model, spec) -> dict:
     """`bench_train` with qwix LoRA (Tunix's own) on the attention projections and MLPs; the
     PEFT trainer then trains only the adapters."""
     import qwix
+
     rank = spec["lora_rank"]
     provider = qwix.LoraProvider(
         module_path=".*(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        rank=rank, alpha=2.0 * rank)
+        rank=rank,
+        alpha=2.0 * rank,
+    )
     model = qwix.apply_lora_to_model(model, provider, **model.get_model_input())
     return bench_train(model, spec)
 
@@ -198,33 +241,65 @@ def bench_grpo(model, cfg, spec, mesh) -> dict:
     from tunix.rl import rl_cluster as rl_cluster_lib
     from tunix.rl.grpo import grpo_learner
     from tunix.rl.rollout import base_rollout
+
     g, n_prompts = spec["group_size"], spec["grpo_prompts"]
     warmup, steps = 2, spec["repeats"] + 1
     rng = np.random.RandomState(spec["seed"] + 2)
     # An array, not a list: Tunix repeats array leaves per sample (a list's strings would each
     # become a [G] array).
-    data = [{"prompts": np.array([" ".join(map(str, rng.randint(3, cfg.vocab_size,
-                                                                spec["prompt_len"])))
-                                  for _ in range(n_prompts)])} for _ in range(warmup + steps)]
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01))
+    data = [
+        {
+            "prompts": np.array(
+                [
+                    " ".join(map(str, rng.randint(3, cfg.vocab_size, spec["prompt_len"])))
+                    for _ in range(n_prompts)
+                ]
+            )
+        }
+        for _ in range(warmup + steps)
+    ]
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01)
+    )
     training = rl_cluster_lib.RLTrainingConfig(
-        actor_optimizer=tx, eval_every_n_steps=10 ** 9, max_steps=warmup + steps,
-        pbar_description=None)
+        actor_optimizer=tx,
+        eval_every_n_steps=10**9,
+        max_steps=warmup + steps,
+        pbar_description=None,
+    )
     rollout = base_rollout.RolloutConfig(
-        max_tokens_to_generate=spec["grpo_new_tokens"], max_prompt_length=spec["prompt_len"],
-        kv_cache_size=spec["max_len"], temperature=1.0, top_p=1.0, top_k=None,
-        eos_tokens=[cfg.vocab_size])
+        max_tokens_to_generate=spec["grpo_new_tokens"],
+        max_prompt_length=spec["prompt_len"],
+        kv_cache_size=spec["max_len"],
+        temperature=1.0,
+        top_p=1.0,
+        top_k=None,
+        eos_tokens=[cfg.vocab_size],
+    )
     cluster_cfg = rl_cluster_lib.ClusterConfig(
-        role_to_mesh={rl_cluster_lib.Role.ACTOR: mesh, rl_cluster_lib.Role.REFERENCE: mesh,
-                      rl_cluster_lib.Role.ROLLOUT: mesh},
-        rollout_engine="vanilla", offload_to_cpu=False, training_config=training,
-        rollout_config=rollout)
-    cluster = rl_cluster_lib.RLCluster(actor=model, reference=None,
-                                       tokenizer=IdTokenizer(cfg.vocab_size),
-                                       cluster_config=cluster_cfg)
-    algo = grpo_learner.GRPOConfig(num_generations=g, num_iterations=1, beta=0.0,
-                                   epsilon=spec["clip_eps"], loss_agg_mode="token-mean")
+        role_to_mesh={
+            rl_cluster_lib.Role.ACTOR: mesh,
+            rl_cluster_lib.Role.REFERENCE: mesh,
+            rl_cluster_lib.Role.ROLLOUT: mesh,
+        },
+        rollout_engine="vanilla",
+        offload_to_cpu=False,
+        training_config=training,
+        rollout_config=rollout,
+    )
+    cluster = rl_cluster_lib.RLCluster(
+        actor=model,
+        reference=None,
+        tokenizer=IdTokenizer(cfg.vocab_size),
+        cluster_config=cluster_cfg,
+    )
+    algo = grpo_learner.GRPOConfig(
+        num_generations=g,
+        num_iterations=1,
+        beta=0.0,
+        epsilon=spec["clip_eps"],
+        loss_agg_mode="token-mean",
+    )
     learner = grpo_learner.GRPOLearner(cluster, algo, reward_fns=[reward_fn])
     it = TimedIterator(data)
     learner.train(it)
@@ -232,11 +307,16 @@ def bench_grpo(model, cfg, spec, mesh) -> dict:
     times = step_times(it.stamps, time.perf_counter(), warmup)
     step_s = statistics.median(times)
     if cluster.actor_trainer.train_steps != warmup + steps:
-        raise RuntimeError(f"Tunix ran {cluster.actor_trainer.train_steps} updates, expected "
-                           f"{warmup + steps}")
-    return {"step_s": step_s, "all_s": times, "compile_s": it.stamps[1] - it.stamps[0],
-            "sequences": g * n_prompts,
-            "new_tokens_per_s": g * n_prompts * spec["grpo_new_tokens"] / step_s}
+        raise RuntimeError(
+            f"Tunix ran {cluster.actor_trainer.train_steps} updates, expected {warmup + steps}"
+        )
+    return {
+        "step_s": step_s,
+        "all_s": times,
+        "compile_s": it.stamps[1] - it.stamps[0],
+        "sequences": g * n_prompts,
+        "new_tokens_per_s": g * n_prompts * spec["grpo_new_tokens"] / step_s,
+    }
 
 
 def main():
@@ -249,10 +329,18 @@ def main():
         spec = json.load(f)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[spec["dtype"]]
     import tunix
-    mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), devices=jax.devices()[:1],
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    result = {"tunix": getattr(tunix, "__version__", "?"), "jax": jax.__version__,
-              "device": str(jax.devices()[0])}
+
+    mesh = jax.make_mesh(
+        (1, 1),
+        ("fsdp", "tp"),
+        devices=jax.devices()[:1],
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    )
+    result = {
+        "tunix": getattr(tunix, "__version__", "?"),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+    }
     with jax.set_mesh(mesh):
         model, cfg = load_model(spec["checkpoint"], dtype, mesh)
         result["probe_logits"] = probe_logits(model, spec["probe_ids"])
@@ -261,14 +349,15 @@ def main():
             if name == "decode":
                 result["decode"] = bench_decode(model, cfg, spec)
             elif name == "train":
-                result["train"] = bench_train(load_model(spec["checkpoint"], dtype, mesh)[0],
-                                              spec)
+                result["train"] = bench_train(load_model(spec["checkpoint"], dtype, mesh)[0], spec)
             elif name == "train_lora":
                 result["train_lora"] = bench_train_lora(
-                    load_model(spec["checkpoint"], dtype, mesh)[0], spec)
+                    load_model(spec["checkpoint"], dtype, mesh)[0], spec
+                )
             elif name == "grpo":
-                result["grpo"] = bench_grpo(load_model(spec["checkpoint"], dtype, mesh)[0], cfg,
-                                            spec, mesh)
+                result["grpo"] = bench_grpo(
+                    load_model(spec["checkpoint"], dtype, mesh)[0], cfg, spec, mesh
+                )
             else:
                 raise ValueError(f"unknown metric {name!r}")
     with open(args.out, "w") as f:

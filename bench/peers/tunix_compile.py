@@ -37,6 +37,7 @@ what the constraints do on a real TPU. `--no-activation-constraints` keeps Tunix
 peak_bytes_per_chip = argument + output - alias + temp (`compiled.memory_analysis()`), the
 eigen-jax formula (`eigen_jax/aot/report.py`).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,19 +59,24 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-V5P_HBM_BYTES = 95 * 2 ** 30
+V5P_HBM_BYTES = 95 * 2**30
 CHIP_CONFIG = {"v4": "megacore", "v5p": "megacore", "v5e": "default", "v6e": "default"}
 
 
 def topology_devices(name: str) -> list:
     """`v5p:2x4x4` -> the slice's chips as deviceless devices (hosts of 2x2x1 chips)."""
     from jax.experimental import topologies
+
     kind, shape = name.split(":")
     dims = [int(s) for s in shape.split("x")]
     host = tuple(min(h, s) for h, s in zip((2, 2, 1), dims)) + (1,) * (3 - min(3, len(dims)))
     desc = topologies.get_topology_desc(
-        platform="tpu", topology_name=name, chip_config_name=CHIP_CONFIG[kind],
-        chips_per_host_bounds=host[:3], num_slices=1)
+        platform="tpu",
+        topology_name=name,
+        chip_config_name=CHIP_CONFIG[kind],
+        chips_per_host_bounds=host[:3],
+        num_slices=1,
+    )
     return list(desc.devices)
 
 
@@ -90,11 +96,15 @@ def patch_activation_constraints():
 
 def model_config(args):
     from tunix.models.qwen3 import model as qwen3
+
     cfg = qwen3.ModelConfig.qwen3_8b()
     cfg.dtype = jnp.bfloat16
     cfg.param_dtype = jnp.float32
-    cfg.remat_config = {"decoder": qwen3.RematConfig.DECODER, "block": qwen3.RematConfig.BLOCK,
-                        "none": qwen3.RematConfig.NONE}[args.remat]
+    cfg.remat_config = {
+        "decoder": qwen3.RematConfig.DECODER,
+        "block": qwen3.RematConfig.BLOCK,
+        "none": qwen3.RematConfig.NONE,
+    }[args.remat]
     cfg.use_flash_attention = args.attention == "flash"
     cfg.flash_attention_block_size = args.flash_block
     return cfg
@@ -103,27 +113,35 @@ def model_config(args):
 def model_input(x):
     """`tunix_bench.py`'s gen_model_input_fn: right-padded ids -> positions + causal mask."""
     from tunix.generate import utils
+
     mask = x["input_mask"]
-    return {"input_tokens": x["input_tokens"], "input_mask": mask,
-            "positions": utils.build_positions_from_mask(mask),
-            "attention_mask": utils.make_causal_attn_mask(mask, mask.shape[1])}
+    return {
+        "input_tokens": x["input_tokens"],
+        "input_mask": mask,
+        "positions": utils.build_positions_from_mask(mask),
+        "attention_mask": utils.make_causal_attn_mask(mask, mask.shape[1]),
+    }
 
 
 def with_sharding(tree, mesh):
     """Abstract nnx state -> the same tree of ShapeDtypeStructs carrying Tunix's shardings."""
     shardings = nnx.get_named_sharding(tree, mesh)
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        tree, shardings)
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings
+    )
 
 
 def memory_of(compiled) -> dict:
     m = compiled.memory_analysis()
-    out = {"argument_bytes": int(m.argument_size_in_bytes),
-           "output_bytes": int(m.output_size_in_bytes),
-           "alias_bytes": int(m.alias_size_in_bytes),
-           "temp_bytes": int(m.temp_size_in_bytes)}
-    out["peak_bytes_per_chip"] = (out["argument_bytes"] + out["output_bytes"]
-                                  - out["alias_bytes"] + out["temp_bytes"])
+    out = {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+    }
+    out["peak_bytes_per_chip"] = (
+        out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
+    )
     return out
 
 
@@ -146,8 +164,11 @@ def main(argv=None):
     ap.add_argument("--attention", choices=("flash", "xla"), default="flash")
     ap.add_argument("--flash-block", type=int, default=1024)
     ap.add_argument("--remat", choices=("decoder", "block", "none"), default="decoder")
-    ap.add_argument("--no-activation-constraints", action="store_true",
-                    help="keep Tunix's CPU no-op `shard` (no activation sharding constraints)")
+    ap.add_argument(
+        "--no-activation-constraints",
+        action="store_true",
+        help="keep Tunix's CPU no-op `shard` (no activation sharding constraints)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -158,30 +179,40 @@ def main(argv=None):
         patch_activation_constraints()
     devices = topology_devices(args.topology_name)
     n = len(devices)
-    mesh = jax.make_mesh((n // args.tp, args.tp), ("fsdp", "tp"),
-                         axis_types=(jax.sharding.AxisType.Auto,) * 2, devices=devices)
+    mesh = jax.make_mesh(
+        (n // args.tp, args.tp),
+        ("fsdp", "tp"),
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        devices=devices,
+    )
     cfg = model_config(args)
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01))
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(1e-5, b1=0.9, b2=0.95, weight_decay=0.01)
+    )
 
     def build():
         model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(params=0))
         return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     # PeftTrainer._train_step, bound to a stand-in for the trainer's four fields it reads.
-    trainer = types.SimpleNamespace(loss_fn=peft_trainer._default_loss_fn,
-                                    gen_model_input_fn=model_input, _lora_enabled=False,
-                                    _has_aux=False)
+    trainer = types.SimpleNamespace(
+        loss_fn=peft_trainer._default_loss_fn,
+        gen_model_input_fn=model_input,
+        _lora_enabled=False,
+        _has_aux=False,
+    )
     train_step = nnx.jit(
         lambda model, optimizer, inputs: peft_trainer.PeftTrainer._train_step(
-            trainer, model, optimizer, inputs),
-        donate_argnames=("optimizer",))
+            trainer, model, optimizer, inputs
+        ),
+        donate_argnames=("optimizer",),
+    )
 
     data = NamedSharding(mesh, P("fsdp"))  # TrainingConfig.data_sharding_axis = ("fsdp",)
-    inputs = {"input_tokens": jax.ShapeDtypeStruct((args.batch, args.seq), jnp.int32,
-                                                   sharding=data),
-              "input_mask": jax.ShapeDtypeStruct((args.batch, args.seq), jnp.bool_,
-                                                 sharding=data)}
+    inputs = {
+        "input_tokens": jax.ShapeDtypeStruct((args.batch, args.seq), jnp.int32, sharding=data),
+        "input_mask": jax.ShapeDtypeStruct((args.batch, args.seq), jnp.bool_, sharding=data),
+    }
 
     t0 = time.perf_counter()
     with mesh:
@@ -203,27 +234,39 @@ def main(argv=None):
     cost = cost or {}
     n_params = sum(x.size for x in jax.tree.leaves(state_m))
     report = {
-        "side": "tunix", "topology": args.topology_name, "chips": n,
+        "side": "tunix",
+        "topology": args.topology_name,
+        "chips": n,
         "mesh": dict(zip(mesh.axis_names, mesh.axis_sizes)),
-        "batch": args.batch, "seq": args.seq, "params": int(n_params),
-        "dtype": "bfloat16", "param_dtype": "float32", "remat": args.remat,
-        "attention": args.attention, "flash_block": args.flash_block,
+        "batch": args.batch,
+        "seq": args.seq,
+        "params": int(n_params),
+        "dtype": "bfloat16",
+        "param_dtype": "float32",
+        "remat": args.remat,
+        "attention": args.attention,
+        "flash_block": args.flash_block,
         "activation_constraints": not args.no_activation_constraints,
         **mem,
         "compile_seconds": round(t3 - t0, 2),  # eval_shape + trace + lower + XLA compile
-        "lower_seconds": round(t2 - t1, 2), "xla_compile_seconds": round(t3 - t2, 2),
+        "lower_seconds": round(t2 - t1, 2),
+        "xla_compile_seconds": round(t3 - t2, 2),
         "fits_v5p_hbm": mem["peak_bytes_per_chip"] <= V5P_HBM_BYTES,
         "xla_flops_per_chip": float(cost.get("flops", 0.0)),
         "xla_bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
         "versions": versions(),
     }
-    gb = lambda b: f"{b / 2 ** 30:7.2f}"
-    print(f"{'program (GiB/chip)':<22} {'peak':>8} {'args':>8} {'out':>8} {'alias':>8} "
-          f"{'temp':>8} {'compile s':>9}")
-    print(f"{'tunix_sft':<22} {gb(mem['peak_bytes_per_chip']):>8} "
-          f"{gb(mem['argument_bytes']):>8} {gb(mem['output_bytes']):>8} "
-          f"{gb(mem['alias_bytes']):>8} {gb(mem['temp_bytes']):>8} "
-          f"{report['compile_seconds']:9.1f}")
+    gb = lambda b: f"{b / 2**30:7.2f}"
+    print(
+        f"{'program (GiB/chip)':<22} {'peak':>8} {'args':>8} {'out':>8} {'alias':>8} "
+        f"{'temp':>8} {'compile s':>9}"
+    )
+    print(
+        f"{'tunix_sft':<22} {gb(mem['peak_bytes_per_chip']):>8} "
+        f"{gb(mem['argument_bytes']):>8} {gb(mem['output_bytes']):>8} "
+        f"{gb(mem['alias_bytes']):>8} {gb(mem['temp_bytes']):>8} "
+        f"{report['compile_seconds']:9.1f}"
+    )
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "versions"}))

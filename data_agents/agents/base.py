@@ -5,6 +5,7 @@ instance and is journaled as its failure; a server that stays unreachable after 
 retries (`LLMUnavailableError`) concerns the whole run, so it propagates and the run stops,
 to be resumed later without losing anything journaled.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,14 @@ from data_agents.llm.errors import LLMHTTPError, LLMResponseError
 class ChatLLM(Protocol):
     """The part of `data_agents.llm.LLMClient` the agents use (fakes implement just this)."""
 
-    async def chat(self, messages: Sequence[dict], *, tools: Sequence[dict] | None = None,
-                   cache_tag: str | None = None, **params: Any) -> Any: ...
+    async def chat(
+        self,
+        messages: Sequence[dict],
+        *,
+        tools: Sequence[dict] | None = None,
+        cache_tag: str | None = None,
+        **params: Any,
+    ) -> Any: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +48,21 @@ class Sampling:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
 
-async def chat(llm: ChatLLM, messages: list[dict], *, stage: str, sampling: Sampling,
-               cache_tag: str, tools: list[dict] | None = None,
-               attribution: Attribution = "task") -> Any:
+async def chat(
+    llm: ChatLLM,
+    messages: list[dict],
+    *,
+    stage: str,
+    sampling: Sampling,
+    cache_tag: str,
+    tools: list[dict] | None = None,
+    attribution: Attribution = "task",
+) -> Any:
     """One chat request; per-instance protocol errors become a StageFailure(`llm_error`)."""
     try:
-        return await llm.chat(to_wire(messages), tools=tools or None, cache_tag=cache_tag,
-                              **sampling.params())
+        return await llm.chat(
+            to_wire(messages), tools=tools or None, cache_tag=cache_tag, **sampling.params()
+        )
     except (LLMHTTPError, LLMResponseError) as e:
         raise StageFailure(stage, "llm_error", str(e)[:500], attribution) from None
 

@@ -5,6 +5,7 @@ arguments that are not JSON, or answer with the right JSON of the wrong shape. N
 crash a run: every problem becomes a `StageFailure` whose `category` feeds the failure taxonomy
 and whose `reason` names what was wrong, and the instance is journaled as rejected.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,13 +30,15 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-def check_json_bounds(text: str, max_chars: int = MAX_JSON_CHARS,
-                      max_depth: int = MAX_JSON_DEPTH) -> None:
+def check_json_bounds(
+    text: str, max_chars: int = MAX_JSON_CHARS, max_depth: int = MAX_JSON_DEPTH
+) -> None:
     """Raise ValueError if `text` is longer than `max_chars` or nests brackets (outside string
     literals) deeper than `max_depth`. Conservative: an unterminated string's brackets count."""
     if len(text) > max_chars:
-        raise ValueError(f"output too large to parse as JSON: {len(text)} characters "
-                         f"(limit {max_chars})")
+        raise ValueError(
+            f"output too large to parse as JSON: {len(text)} characters (limit {max_chars})"
+        )
     depth = deepest = 0
     for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
         depth = depth + 1 if ch in "[{" else max(0, depth - 1)
@@ -68,8 +71,12 @@ class StageFailure(Exception):
         return f"{self.stage}/{self.category}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
-        out = {"stage": self.stage, "category": self.category, "reason": self.reason,
-               "attribution": self.attribution}
+        out = {
+            "stage": self.stage,
+            "category": self.category,
+            "reason": self.reason,
+            "attribution": self.attribution,
+        }
         if self.raw is not None:
             out["raw"] = self.raw[:MAX_EXCERPT]
         return out
@@ -104,8 +111,9 @@ def extract_json(text: str | None) -> Any:
     raise ValueError(f"invalid JSON: {last_error.msg} at char {last_error.pos}")
 
 
-def parse_model(text: str | None, model: type[M], *, stage: str,
-                attribution: Attribution = "task") -> M:
+def parse_model(
+    text: str | None, model: type[M], *, stage: str, attribution: Attribution = "task"
+) -> M:
     """Parse `text` as `model`; problems raise StageFailure (`invalid_json` or `schema`)."""
     try:
         data = extract_json(text)
@@ -156,7 +164,9 @@ def parse_tool_calls(message: Any, prefix: str = "call") -> list[ParsedCall]:
             if isinstance(value, dict):
                 args = value
             elif error is None:
-                error = f"Error: arguments of {name} must be a JSON object, got {type(value).__name__}"
+                error = (
+                    f"Error: arguments of {name} must be a JSON object, got {type(value).__name__}"
+                )
         out.append(ParsedCall(str(getattr(call, "id", None) or f"{prefix}_{i}"), name, args, error))
     return out
 

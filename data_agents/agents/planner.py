@@ -6,6 +6,7 @@ plan fixes the rubric and failure taxonomy the verifiers use. When the model's a
 (bad JSON, wrong shape, too few plans) the round still runs: the gap is filled from the shipped
 seed plans and the planner's failure is recorded with the plans.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -41,8 +42,16 @@ class PlannerOutput(pydantic.BaseModel):
     plans: list[PlanPair] = pydantic.Field(min_length=1)
 
 
-async def make_plans(llm: ChatLLM, domain: Domain, prompts: PromptSet, num_plans: int, *,
-                     sampling: Sampling, cache_tag: str, attempts: int = 2) -> dict[str, Any]:
+async def make_plans(
+    llm: ChatLLM,
+    domain: Domain,
+    prompts: PromptSet,
+    num_plans: int,
+    *,
+    sampling: Sampling,
+    cache_tag: str,
+    attempts: int = 2,
+) -> dict[str, Any]:
     """Return {"plans": [num_plans plan dicts], "sources": ["llm"|"seed"...], "failures": [...]}.
 
     Up to `attempts` requests (each with its own cache tag); valid plans are kept in order and
@@ -51,20 +60,32 @@ async def make_plans(llm: ChatLLM, domain: Domain, prompts: PromptSet, num_plans
     if num_plans < 1:
         raise ValueError(f"num_plans must be >= 1, got {num_plans}")
     schemas = domain.make_env().tools_schema("assistant")
-    prompt = prompts.render("planner", domain=domain.name, policy=domain.policy,
-                            tool_list=tool_list(schemas), num_plans=num_plans)
+    prompt = prompts.render(
+        "planner",
+        domain=domain.name,
+        policy=domain.policy,
+        tool_list=tool_list(schemas),
+        num_plans=num_plans,
+    )
     plans: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     for attempt in range(attempts):
         if len(plans) >= num_plans:
             break
         try:
-            completion = await chat(llm, [{"role": "system", "content": prompt},
-                                          {"role": "user", "content": "Write the plans now."}],
-                                    stage=STAGE, sampling=sampling,
-                                    cache_tag=f"{cache_tag}/attempt{attempt}")
-            parsed = parse_model(first_message(completion, STAGE).content, PlannerOutput,
-                                 stage=STAGE)
+            completion = await chat(
+                llm,
+                [
+                    {"role": "system", "content": prompt},
+                    {"role": "user", "content": "Write the plans now."},
+                ],
+                stage=STAGE,
+                sampling=sampling,
+                cache_tag=f"{cache_tag}/attempt{attempt}",
+            )
+            parsed = parse_model(
+                first_message(completion, STAGE).content, PlannerOutput, stage=STAGE
+            )
             plans += [p.model_dump() for p in parsed.plans]
         except StageFailure as f:
             failures.append(f.to_json())

@@ -7,6 +7,7 @@ failures to the task synthesiser, trajectory-attributed ones to the assistant an
 So every round stores a new version even when the model is weak, and the digest never drifts
 from the journal. Rollback (choosing the parent) is the engine's decision, not this module's.
 """
+
 from __future__ import annotations
 
 import collections
@@ -59,8 +60,10 @@ def failure_digests(failures: list[dict[str, Any]]) -> dict[str, str]:
             example.setdefault((agent, label), str(f.get("reason", ""))[:160])
     out = {}
     for agent, counts in by_agent.items():
-        lines = [f"- {label}: {n}x, e.g. {example[(agent, label)]}"
-                 for label, n in counts.most_common(TOP_K)]
+        lines = [
+            f"- {label}: {n}x, e.g. {example[(agent, label)]}"
+            for label, n in counts.most_common(TOP_K)
+        ]
         out[agent] = DIGEST_HEADER + "\n" + "\n".join(lines)
     return out
 
@@ -70,38 +73,71 @@ def _strip_digest(text: str) -> str:
 
 
 def failure_table(failures: list[dict[str, Any]]) -> str:
-    counts = collections.Counter((f.get("stage"), f.get("category"), f.get("attribution"))
-                                 for f in failures)
+    counts = collections.Counter(
+        (f.get("stage"), f.get("category"), f.get("attribution")) for f in failures
+    )
     return "\n".join(f"- {s}/{c} [{a}]: {n}" for (s, c, a), n in counts.most_common()) or "(none)"
 
 
-async def reflect(llm: ChatLLM, store: PromptStore, parent: PromptSet, *, domain_name: str,
-                  round_index: int, accepted: int, total: int, failures: list[dict[str, Any]],
-                  sampling: Sampling, cache_tag: str) -> tuple[PromptSet, dict[str, Any]]:
+async def reflect(
+    llm: ChatLLM,
+    store: PromptStore,
+    parent: PromptSet,
+    *,
+    domain_name: str,
+    round_index: int,
+    accepted: int,
+    total: int,
+    failures: list[dict[str, Any]],
+    sampling: Sampling,
+    cache_tag: str,
+) -> tuple[PromptSet, dict[str, Any]]:
     """Commit the next prompt version derived from `parent`; return it and a reflection log."""
     current = {a: _strip_digest(parent.guidance.get(a, "")) for a in AGENTS}
-    examples = "\n".join(f"- [{f.get('stage')}/{f.get('category')}] {str(f.get('reason'))[:200]}"
-                         for f in failures[:12]) or "(none)"
-    prompt = parent.render("reflection", domain=domain_name, accepted=accepted, total=total,
-                           failure_table=failure_table(failures), examples=examples,
-                           current_guidance=dumps(current))
+    examples = (
+        "\n".join(
+            f"- [{f.get('stage')}/{f.get('category')}] {str(f.get('reason'))[:200]}"
+            for f in failures[:12]
+        )
+        or "(none)"
+    )
+    prompt = parent.render(
+        "reflection",
+        domain=domain_name,
+        accepted=accepted,
+        total=total,
+        failure_table=failure_table(failures),
+        examples=examples,
+        current_guidance=dumps(current),
+    )
     log: dict[str, Any] = {"parent": parent.name, "round": round_index}
     advice = dict(current)
     try:
-        completion = await chat(llm, [{"role": "system", "content": prompt},
-                                      {"role": "user", "content": "Write the new guidance."}],
-                                stage=STAGE, sampling=sampling, cache_tag=cache_tag)
+        completion = await chat(
+            llm,
+            [
+                {"role": "system", "content": prompt},
+                {"role": "user", "content": "Write the new guidance."},
+            ],
+            stage=STAGE,
+            sampling=sampling,
+            cache_tag=cache_tag,
+        )
         out = parse_model(first_message(completion, STAGE).content, ReflectionOutput, stage=STAGE)
         advice.update({k: v.strip() for k, v in out.guidance.items()})
         log["analysis"] = out.analysis
     except StageFailure as f:
         log["failure"] = f.to_json()
     digests = failure_digests(failures)
-    guidance = {a: "\n\n".join(p for p in (advice.get(a, ""), digests.get(a, "")) if p)
-                for a in AGENTS if a != "reflection"}
+    guidance = {
+        a: "\n\n".join(p for p in (advice.get(a, ""), digests.get(a, "")) if p)
+        for a in AGENTS
+        if a != "reflection"
+    }
     guidance = {a: g for a, g in guidance.items() if g}
-    reason = (f"reflection on round {round_index}: {accepted}/{total} accepted"
-              + (" (model output unusable; digest only)" if "failure" in log else ""))
+    reason = f"reflection on round {round_index}: {accepted}/{total} accepted" + (
+        " (model output unusable; digest only)" if "failure" in log else ""
+    )
     version = store.commit(parent.name, guidance, round_index=round_index, reason=reason)
     log["version"] = version.name
     return version, log

@@ -8,6 +8,7 @@ simulator ends the dialogue with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE##
 The returned messages follow the record contract and start with the assistant's system prompt,
 so an accepted dialogue is directly an SFT example.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,16 +38,33 @@ class Rollout:
 def user_prompt(prompts: PromptSet, task: Task) -> str:
     ins = task.user_scenario.instructions
     if isinstance(ins, StructuredUserInstructions):
-        fields = {"reason_for_call": ins.reason_for_call, "known_info": ins.known_info or "",
-                      "unknown_info": ins.unknown_info or "", "task_instructions": ins.task_instructions}
+        fields = {
+            "reason_for_call": ins.reason_for_call,
+            "known_info": ins.known_info or "",
+            "unknown_info": ins.unknown_info or "",
+            "task_instructions": ins.task_instructions,
+        }
     else:
-        fields = {"reason_for_call": "", "known_info": "", "unknown_info": "", "task_instructions": ins}
+        fields = {
+            "reason_for_call": "",
+            "known_info": "",
+            "unknown_info": "",
+            "task_instructions": ins,
+        }
     return prompts.render("user_sim", persona=task.user_scenario.persona or "", **fields)
 
 
-async def run_dialogue(llm: ChatLLM, domain: Domain, task: Task, prompts: PromptSet, *,
-                       assistant_sampling: Sampling, user_sampling: Sampling, max_steps: int,
-                       cache_tag: str) -> Rollout:
+async def run_dialogue(
+    llm: ChatLLM,
+    domain: Domain,
+    task: Task,
+    prompts: PromptSet,
+    *,
+    assistant_sampling: Sampling,
+    user_sampling: Sampling,
+    max_steps: int,
+    cache_tag: str,
+) -> Rollout:
     """Play one dialogue. `max_steps` bounds model calls of both sides together.
 
     Raises StageFailure (trajectory) when the simulator produces nothing usable; everything the
@@ -65,20 +83,42 @@ async def run_dialogue(llm: ChatLLM, domain: Domain, task: Task, prompts: Prompt
             if calls >= max_steps:  # synthesis bounds model calls, not messages
                 raise protocol.EpisodeEnd("max_steps")
             calls += 1
-            completion = await chat(llm, view, stage=STAGE, sampling=sampling,
-                                    cache_tag=f"{cache_tag}/step{calls - 1}", tools=side_tools,
-                                    attribution="trajectory")
-            turn = protocol.turn_from_message(first_message(completion, STAGE, "trajectory"),
-                                              prefix=f"{side[0]}{calls}")
+            completion = await chat(
+                llm,
+                view,
+                stage=STAGE,
+                sampling=sampling,
+                cache_tag=f"{cache_tag}/step{calls - 1}",
+                tools=side_tools,
+                attribution="trajectory",
+            )
+            turn = protocol.turn_from_message(
+                first_message(completion, STAGE, "trajectory"), prefix=f"{side[0]}{calls}"
+            )
             if side == "user" and not turn.content and not turn.calls:
-                raise StageFailure(STAGE, "user_empty", "the user simulator produced an empty "
-                                   f"message at step {calls}", "trajectory")
+                raise StageFailure(
+                    STAGE,
+                    "user_empty",
+                    f"the user simulator produced an empty message at step {calls}",
+                    "trajectory",
+                )
             return turn
+
         return speak
 
-    state = protocol.Dialogue(env, protocol.Limits(max_steps=10 ** 9, max_errors=10 ** 9))
-    await protocol.play(state, speaker("assistant", assistant_sampling, tools),
-                        speaker("user", user_sampling, user_tools), a_system,
-                        user_prompt(prompts, task))
-    return Rollout([{"role": "system", "content": a_system}] + state.messages, env,
-                   state.termination or "max_steps", calls, tools, user_tools)
+    state = protocol.Dialogue(env, protocol.Limits(max_steps=10**9, max_errors=10**9))
+    await protocol.play(
+        state,
+        speaker("assistant", assistant_sampling, tools),
+        speaker("user", user_sampling, user_tools),
+        a_system,
+        user_prompt(prompts, task),
+    )
+    return Rollout(
+        [{"role": "system", "content": a_system}] + state.messages,
+        env,
+        state.termination or "max_steps",
+        calls,
+        tools,
+        user_tools,
+    )

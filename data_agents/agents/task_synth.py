@@ -5,6 +5,7 @@ the synthesiser looks them up with the same tools the agent will have, on a priv
 environment (nothing it does persists). Only read tools are offered where the environment says
 which tools read; the final answer is parsed defensively into `data_agents.domains.task.Task`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,17 +76,30 @@ class SynthesizedTask(pydantic.BaseModel):
             user_scenario=UserScenario(
                 persona=self.persona,
                 instructions=StructuredUserInstructions(
-                    domain=domain, reason_for_call=self.reason_for_call,
-                    known_info=self.known_info, unknown_info=self.unknown_info,
-                    task_instructions=self.task_instructions)),
+                    domain=domain,
+                    reason_for_call=self.reason_for_call,
+                    known_info=self.known_info,
+                    unknown_info=self.unknown_info,
+                    task_instructions=self.task_instructions,
+                ),
+            ),
             evaluation_criteria=EvaluationCriteria(
-                actions=[Action(action_id=f"{task_id}_{i}", requestor=a.requestor, name=a.name,
-                                arguments=a.arguments) for i, a in enumerate(self.actions)],
+                actions=[
+                    Action(
+                        action_id=f"{task_id}_{i}",
+                        requestor=a.requestor,
+                        name=a.name,
+                        arguments=a.arguments,
+                    )
+                    for i, a in enumerate(self.actions)
+                ],
                 env_assertions=[EnvAssertion(**a.model_dump()) for a in self.env_assertions]
                 or None,
                 communicate_info=list(self.communicate_info),
-                reward_basis=basis),
-            checker_source=self.checker_source or None)
+                reward_basis=basis,
+            ),
+            checker_source=self.checker_source or None,
+        )
 
 
 @dataclasses.dataclass
@@ -105,25 +119,44 @@ def read_tool_schemas(domain: Domain) -> list[dict[str, Any]]:
     return [s for s in schemas if kinds.get(s["function"]["name"]) == "read"]
 
 
-async def synthesize_task(llm: ChatLLM, domain: Domain, plan: dict[str, Any], prompts: PromptSet,
-                          *, task_id: str, sampling: Sampling, max_steps: int,
-                          cache_tag: str) -> SynthResult:
+async def synthesize_task(
+    llm: ChatLLM,
+    domain: Domain,
+    plan: dict[str, Any],
+    prompts: PromptSet,
+    *,
+    task_id: str,
+    sampling: Sampling,
+    max_steps: int,
+    cache_tag: str,
+) -> SynthResult:
     """Run the explore-then-write loop; raises StageFailure (attributed to the task)."""
     env = domain.make_env()
     all_schemas = env.tools_schema("assistant")
     read_schemas = read_tool_schemas(domain)
     read_names = {s["function"]["name"] for s in read_schemas}
-    system = prompts.render("task_synth", domain=domain.name, policy=domain.policy,
-                            synthesis_plan=dumps(plan.get("synthesis", {})),
-                            evaluation_plan=dumps(plan.get("evaluation", {})),
-                            tool_list=tool_list(all_schemas))
+    system = prompts.render(
+        "task_synth",
+        domain=domain.name,
+        policy=domain.policy,
+        synthesis_plan=dumps(plan.get("synthesis", {})),
+        evaluation_plan=dumps(plan.get("evaluation", {})),
+        tool_list=tool_list(all_schemas),
+    )
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
-        {"role": "user", "content": "Explore the database with the tools, then write the task."}]
+        {"role": "user", "content": "Explore the database with the tools, then write the task."},
+    ]
     n_calls = 0
     for step in range(max_steps):
-        completion = await chat(llm, messages, stage=STAGE, sampling=sampling,
-                                cache_tag=f"{cache_tag}/step{step}", tools=read_schemas)
+        completion = await chat(
+            llm,
+            messages,
+            stage=STAGE,
+            sampling=sampling,
+            cache_tag=f"{cache_tag}/step{step}",
+            tools=read_schemas,
+        )
         message = first_message(completion, STAGE)
         calls = parse_tool_calls(message, prefix=f"synth{step}")
         if not calls:
@@ -134,8 +167,13 @@ async def synthesize_task(llm: ChatLLM, domain: Domain, plan: dict[str, Any], pr
                 raise StageFailure(STAGE, "schema", str(e)[:400], "task", message.content) from None
             messages.append({"role": "assistant", "content": message.content or ""})
             return SynthResult(task, messages, n_calls)
-        messages.append({"role": "assistant", "content": message.content or "",
-                         "tool_calls": [c.record() for c in calls]})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": message.content or "",
+                "tool_calls": [c.record() for c in calls],
+            }
+        )
         for c in calls:
             n_calls += 1
             if c.error:
@@ -145,5 +183,8 @@ async def synthesize_task(llm: ChatLLM, domain: Domain, plan: dict[str, Any], pr
             else:
                 content = env.call(c.name, c.arguments, "assistant").content
             messages.append({"role": "tool", "content": content, "tool_call_id": c.id})
-    raise StageFailure(STAGE, "exploration_budget",
-                       f"no task after {max_steps} exploration steps ({n_calls} tool calls)")
+    raise StageFailure(
+        STAGE,
+        "exploration_budget",
+        f"no task after {max_steps} exploration steps ({n_calls} tool calls)",
+    )

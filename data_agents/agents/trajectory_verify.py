@@ -7,6 +7,7 @@ dialogue fail; the reflection then fixes synthesis) or to the TRAJECTORY (the ag
 simulator misbehaved; the reflection fixes the rollout prompts). A dialogue that hit the step
 limit scores 0, as in the paper, without paying for a judge.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,35 +63,64 @@ def render_transcript(messages: list[dict[str, Any]]) -> str:
     return text
 
 
-async def verify_trajectory(llm: ChatLLM, domain: Domain, task: Task, rollout: Rollout,
-                            prompts: PromptSet, *, sampling: Sampling, cache_tag: str,
-                            use_judge: bool = True) -> TrajectoryResult:
+async def verify_trajectory(
+    llm: ChatLLM,
+    domain: Domain,
+    task: Task,
+    rollout: Rollout,
+    prompts: PromptSet,
+    *,
+    sampling: Sampling,
+    cache_tag: str,
+    use_judge: bool = True,
+) -> TrajectoryResult:
     """Return the verdict (and judge opinion) of an accepted dialogue; raise StageFailure else."""
     if rollout.termination == "max_steps":
-        raise StageFailure(STAGE, "max_steps", f"dialogue hit the step limit ({rollout.steps} "
-                           "steps) without the user ending it", "trajectory")
+        raise StageFailure(
+            STAGE,
+            "max_steps",
+            f"dialogue hit the step limit ({rollout.steps} steps) without the user ending it",
+            "trajectory",
+        )
     verdict = run_checker(domain, task, rollout)
     judge: TrajectoryJudgement | None = None
     judge_error: StageFailure | None = None
     if use_judge:
         prompt = prompts.render(
-            "trajectory_verify", domain=domain.name, policy=domain.policy,
+            "trajectory_verify",
+            domain=domain.name,
+            policy=domain.policy,
             task_json=task.model_dump_json(exclude_none=True, indent=1),
             transcript=render_transcript(rollout.messages),
-            checker_result=f"{verdict.status} ({verdict.reason or 'all criteria met'})")
+            checker_result=f"{verdict.status} ({verdict.reason or 'all criteria met'})",
+        )
         try:
-            completion = await chat(llm, [{"role": "system", "content": prompt},
-                                          {"role": "user", "content": "Audit the dialogue."}],
-                                    stage=STAGE, sampling=sampling, cache_tag=cache_tag,
-                                    attribution="trajectory")
-            judge = parse_model(first_message(completion, STAGE, "trajectory").content,
-                                TrajectoryJudgement, stage=STAGE, attribution="trajectory")
+            completion = await chat(
+                llm,
+                [
+                    {"role": "system", "content": prompt},
+                    {"role": "user", "content": "Audit the dialogue."},
+                ],
+                stage=STAGE,
+                sampling=sampling,
+                cache_tag=cache_tag,
+                attribution="trajectory",
+            )
+            judge = parse_model(
+                first_message(completion, STAGE, "trajectory").content,
+                TrajectoryJudgement,
+                stage=STAGE,
+                attribution="trajectory",
+            )
         except StageFailure as f:
             judge_error = f
     if verdict.status != "pass":
         category = "checker_error" if verdict.status == "error" else "checker_failed"
-        attribution = judge.attribution if judge is not None else (
-            "task" if verdict.status == "error" else "trajectory")
+        attribution = (
+            judge.attribution
+            if judge is not None
+            else ("task" if verdict.status == "error" else "trajectory")
+        )
         reason = f"checker {verdict.status}: {verdict.reason or 'no reason'}"
         if judge is not None:
             reason += f" | judge ({judge.attribution}): {judge.reason}"
@@ -98,6 +128,7 @@ async def verify_trajectory(llm: ChatLLM, domain: Domain, task: Task, rollout: R
     if judge_error is not None:
         raise judge_error
     if judge is not None and not judge.passed:
-        raise StageFailure(STAGE, "judge_rejected", f"judge: {judge.reason}"[:600],
-                           judge.attribution)
+        raise StageFailure(
+            STAGE, "judge_rejected", f"judge: {judge.reason}"[:600], judge.attribution
+        )
     return TrajectoryResult(verdict, None if judge is None else judge.model_dump())

@@ -12,6 +12,7 @@ and may rewrite any module, so nothing below is what keeps it in — the OS wall
    False, b"E" + reason otherwise. The trusted parent alone turns that into a verdict, and only
    b"T" from a clean exit is a pass; nothing the checker prints on stdout counts.
 """
+
 import base64
 import json
 import os
@@ -20,37 +21,127 @@ import sys
 
 VIOLATION_EXIT = 86
 ALLOWED_MODULES = (
-    "json", "re", "math", "cmath", "datetime", "_strptime", "time", "calendar", "collections",
-    "collections.abc", "itertools", "functools", "operator", "statistics", "decimal", "fractions",
-    "string", "typing", "dataclasses", "copy", "enum", "difflib", "unicodedata", "textwrap",
-    "numbers", "heapq", "bisect", "random", "hashlib", "base64", "zoneinfo", "pprint",
-    "encodings.idna", "encodings.utf_8", "encodings.latin_1", "encodings.ascii",
-    "gc", "signal", "threading",  # harmless to import; what they can do that is not is audited
+    "json",
+    "re",
+    "math",
+    "cmath",
+    "datetime",
+    "_strptime",
+    "time",
+    "calendar",
+    "collections",
+    "collections.abc",
+    "itertools",
+    "functools",
+    "operator",
+    "statistics",
+    "decimal",
+    "fractions",
+    "string",
+    "typing",
+    "dataclasses",
+    "copy",
+    "enum",
+    "difflib",
+    "unicodedata",
+    "textwrap",
+    "numbers",
+    "heapq",
+    "bisect",
+    "random",
+    "hashlib",
+    "base64",
+    "zoneinfo",
+    "pprint",
+    "encodings.idna",
+    "encodings.utf_8",
+    "encodings.latin_1",
+    "encodings.ascii",
+    "gc",
+    "signal",
+    "threading",  # harmless to import; what they can do that is not is audited
 )
 # Audit events (PEP 578) a checker has no business raising.
-FORBIDDEN_PREFIXES = ("socket.", "ctypes.", "subprocess.", "os.exec", "os.spawn",
-                      "os.posix_spawn", "os.fork", "os.kill", "os.killpg", "signal.pthread_kill",
-                      "shutil.", "gc.get_",
-                      "sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
-                      "sys.remote_exec", "resource.setrlimit", "resource.prlimit", "pty.", "mmap.",
-                      "os.chdir", "os.chmod", "os.chown", "os.chflags", "os.link", "os.symlink",
-                      "os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.utime",
-                      "os.listdir", "os.scandir", "os.walk", "os.fwalk", "glob.", "os.system",
-                      "os.startfile", "import", "builtins.input", "sys.addaudithook",
-                      "cpython.run_", "code.__new__", "sqlite3.", "webbrowser.", "winreg.",
-                      "urllib.", "http.", "ftplib.", "smtplib.", "poplib.", "imaplib.",
-                      "telnetlib.")
+FORBIDDEN_PREFIXES = (
+    "socket.",
+    "ctypes.",
+    "subprocess.",
+    "os.exec",
+    "os.spawn",
+    "os.posix_spawn",
+    "os.fork",
+    "os.kill",
+    "os.killpg",
+    "signal.pthread_kill",
+    "shutil.",
+    "gc.get_",
+    "sys._getframe",
+    "sys._current_frames",
+    "sys.settrace",
+    "sys.setprofile",
+    "sys.remote_exec",
+    "resource.setrlimit",
+    "resource.prlimit",
+    "pty.",
+    "mmap.",
+    "os.chdir",
+    "os.chmod",
+    "os.chown",
+    "os.chflags",
+    "os.link",
+    "os.symlink",
+    "os.rename",
+    "os.remove",
+    "os.rmdir",
+    "os.mkdir",
+    "os.truncate",
+    "os.utime",
+    "os.listdir",
+    "os.scandir",
+    "os.walk",
+    "os.fwalk",
+    "glob.",
+    "os.system",
+    "os.startfile",
+    "import",
+    "builtins.input",
+    "sys.addaudithook",
+    "cpython.run_",
+    "code.__new__",
+    "sqlite3.",
+    "webbrowser.",
+    "winreg.",
+    "urllib.",
+    "http.",
+    "ftplib.",
+    "smtplib.",
+    "poplib.",
+    "imaplib.",
+    "telnetlib.",
+)
 # Attribute reads audited as `object.__getattr__` that lead to frames (so to main()'s locals).
-FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back",
-                              "f_locals", "f_globals", "f_builtins"})
+FRAME_ATTRIBUTES = frozenset(
+    {
+        "tb_frame",
+        "gi_frame",
+        "cr_frame",
+        "ag_frame",
+        "f_back",
+        "f_locals",
+        "f_globals",
+        "f_builtins",
+    }
+)
 
 
 def _set_limits(limits):
-    for res, value in ((resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1)),
-                       (resource.RLIMIT_AS, (limits["memory_bytes"],) * 2),
-                       (resource.RLIMIT_FSIZE, (limits["file_bytes"],) * 2),
-                       (resource.RLIMIT_NOFILE, (32, 32)),
-                       (resource.RLIMIT_CORE, (0, 0))):
+    for res, value in (
+        (resource.RLIMIT_CPU, (limits["cpu_s"], limits["cpu_s"] + 1)),
+        (resource.RLIMIT_AS, (limits["memory_bytes"],) * 2),
+        (resource.RLIMIT_FSIZE, (limits["file_bytes"],) * 2),
+        (resource.RLIMIT_NOFILE, (32, 32)),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ):
         resource.setrlimit(res, value)
 
 
@@ -85,9 +176,18 @@ def _inside(path, prefix, _type=type, _str=str):
     return ("/" + "/".join(parts) + "/").startswith(prefix)
 
 
-def _make_guard(prefix, _write=os.write, _exit=os._exit, _inside=_inside, _str=str,
-                _repr=repr, _forbidden=FORBIDDEN_PREFIXES, _frames=FRAME_ATTRIBUTES):
+def _make_guard(
+    prefix,
+    _write=os.write,
+    _exit=os._exit,
+    _inside=_inside,
+    _str=str,
+    _repr=repr,
+    _forbidden=FORBIDDEN_PREFIXES,
+    _frames=FRAME_ATTRIBUTES,
+):
     """The audit hook; every name it uses is bound here, at creation, not looked up later."""
+
     def guard(event, hook_args):
         if event == "open":
             if _inside(hook_args[0], prefix):
@@ -101,6 +201,7 @@ def _make_guard(prefix, _write=os.write, _exit=os._exit, _inside=_inside, _str=s
             return
         _write(2, ("\nsandbox violation: " + why + "\n").encode())
         _exit(VIOLATION_EXIT)
+
     return guard
 
 

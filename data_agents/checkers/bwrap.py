@@ -17,6 +17,7 @@ As root, the caller first switches to a throw-away uid (`sandbox.py`), so bwrap 
 unprivileged there too. Where bwrap is missing or the host forbids user namespaces, `probe()`
 raises `SandboxUnavailable` with one line, and no checker runs: the sandbox fails closed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,9 +48,11 @@ class SandboxUnavailable(RuntimeError):
 def bwrap_binary() -> str:
     path = shutil.which("bwrap", path="/usr/bin:/bin:/usr/local/bin")
     if path is None:
-        raise SandboxUnavailable("checker sandbox unavailable: bubblewrap (bwrap) is not "
-                                 "installed; `make sysdeps` installs it (Debian: apt-get install "
-                                 "bubblewrap)")
+        raise SandboxUnavailable(
+            "checker sandbox unavailable: bubblewrap (bwrap) is not "
+            "installed; `make sysdeps` installs it (Debian: apt-get install "
+            "bubblewrap)"
+        )
     return path
 
 
@@ -63,14 +66,34 @@ def _interpreter_binds(interpreter: str) -> list[str]:
     return ["--ro-bind", prefix, prefix]
 
 
-def command(interpreter: str, scratch: str, runner: str, seccomp_fd: int,
-            result_fd: int, info_fd: int | None = None) -> list[str]:
+def command(
+    interpreter: str,
+    scratch: str,
+    runner: str,
+    seccomp_fd: int,
+    result_fd: int,
+    info_fd: int | None = None,
+) -> list[str]:
     """The bwrap argv that runs `interpreter -I -S -B runner SCRATCH RESULT_FD` in the walls;
     bwrap reads the seccomp program from `seccomp_fd` (inherited, like `result_fd`) and writes
     the sandbox init's host pid to `info_fd` (see `reap`)."""
-    argv = [bwrap_binary(), "--unshare-all", "--unshare-user", "--disable-userns",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
-            "--uid", "65534", "--gid", "65534", "--hostname", "checker"]
+    argv = [
+        bwrap_binary(),
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--hostname",
+        "checker",
+    ]
     for path in LIBRARY_DIRS:
         if os.path.isdir(path) and not os.path.islink(path):
             argv += ["--ro-bind", path, path]
@@ -80,14 +103,35 @@ def command(interpreter: str, scratch: str, runner: str, seccomp_fd: int,
         elif os.path.isdir(link):
             argv += ["--ro-bind", link, link]
     argv += _interpreter_binds(interpreter)
-    argv += ["--dev", "/dev", "--bind", scratch, SCRATCH, "--ro-bind", runner, RUNNER_PATH,
-             "--chdir", SCRATCH, "--setenv", "HOME", SCRATCH, "--setenv", "TMPDIR", SCRATCH,
-             "--setenv", "LC_ALL", "C.UTF-8", "--setenv", "PYTHONHASHSEED", "0",
-             "--seccomp", str(seccomp_fd)]
+    argv += [
+        "--dev",
+        "/dev",
+        "--bind",
+        scratch,
+        SCRATCH,
+        "--ro-bind",
+        runner,
+        RUNNER_PATH,
+        "--chdir",
+        SCRATCH,
+        "--setenv",
+        "HOME",
+        SCRATCH,
+        "--setenv",
+        "TMPDIR",
+        SCRATCH,
+        "--setenv",
+        "LC_ALL",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONHASHSEED",
+        "0",
+        "--seccomp",
+        str(seccomp_fd),
+    ]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
-    argv += [             os.path.realpath(interpreter), "-I", "-S", "-B", RUNNER_PATH, SCRATCH,
-             str(result_fd)]
+    argv += [os.path.realpath(interpreter), "-I", "-S", "-B", RUNNER_PATH, SCRATCH, str(result_fd)]
     return argv
 
 
@@ -143,13 +187,13 @@ def seccomp_pipe() -> int:
     return read_end
 
 
-def popen(argv: list[str], uid: int | None, pass_fds: tuple[int, ...], **kw
-          ) -> subprocess.Popen:
+def popen(argv: list[str], uid: int | None, pass_fds: tuple[int, ...], **kw) -> subprocess.Popen:
     """Start bwrap in its own session (its process group is what the parent kills) and, as root,
     as the throw-away `uid` with no supplementary groups."""
     ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
-    return subprocess.Popen(argv, start_new_session=True, close_fds=True, pass_fds=pass_fds,
-                            **ids, **kw)
+    return subprocess.Popen(
+        argv, start_new_session=True, close_fds=True, pass_fds=pass_fds, **ids, **kw
+    )
 
 
 def throwaway_uid() -> int | None:
@@ -187,7 +231,7 @@ def prepare_dirs(uid: int | None, runner_source: str) -> tuple[str, str, str]:
     return top, scratch, runner
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe(euid: int, runner_source: str) -> str:
     """Find an interpreter that starts inside the sandbox for this euid, or say in one line why
     none can (cached per euid: a host's ability does not change within a process)."""
@@ -202,8 +246,15 @@ def probe(euid: int, runner_source: str) -> str:
             argv = command(interpreter, scratch, runner, filter_fd, 1)
             argv[-3:] = ["-c", "import json, zoneinfo, ctypes"]
             try:
-                proc = popen(argv, uid, (filter_fd,), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+                proc = popen(
+                    argv,
+                    uid,
+                    (filter_fd,),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd="/",
+                )
             finally:
                 os.close(filter_fd)
             _, err = proc.communicate(timeout=30)
@@ -215,6 +266,7 @@ def probe(euid: int, runner_source: str) -> str:
             reasons.append(f"{interpreter}: {e}")
         finally:
             shutil.rmtree(top, ignore_errors=True)
-    raise SandboxUnavailable("checker sandbox unavailable: bubblewrap cannot start a sandbox "
-                             "here (are unprivileged user namespaces enabled?): "
-                             + "; ".join(reasons))
+    raise SandboxUnavailable(
+        "checker sandbox unavailable: bubblewrap cannot start a sandbox "
+        "here (are unprivileged user namespaces enabled?): " + "; ".join(reasons)
+    )

@@ -16,9 +16,11 @@ trajectories are replayed with it; we replay the gold actions through `Environme
 trajectory, so a gold trajectory always matches its own replay. This can change only the DB
 component of telecom, whose reward basis never contains DB.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from data_agents.checkers.verdict import Verdict
 from data_agents.domains.base import Domain
@@ -54,8 +56,12 @@ def validate_transcript(transcript: Any) -> list[dict[str, Any]]:
 
 def tool_calls(transcript: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """All tool calls made in the dialogue (assistant's and user's), in order."""
-    return [call for msg in transcript if msg.get("role") in ("assistant", "user")
-            for call in (msg.get("tool_calls") or [])]
+    return [
+        call
+        for msg in transcript
+        if msg.get("role") in ("assistant", "user")
+        for call in (msg.get("tool_calls") or [])
+    ]
 
 
 def action_matches(action: Action, call: dict[str, Any]) -> bool:
@@ -73,8 +79,12 @@ def action_matches(action: Action, call: dict[str, Any]) -> bool:
 
 def communicated(info: str, transcript: Iterable[dict[str, Any]]) -> bool:
     needle = info.lower()
-    return any(msg.get("role") == "assistant" and (msg.get("content") or "").strip()
-               and needle in msg["content"].lower().replace(",", "") for msg in transcript)
+    return any(
+        msg.get("role") == "assistant"
+        and (msg.get("content") or "").strip()
+        and needle in msg["content"].lower().replace(",", "")
+        for msg in transcript
+    )
 
 
 def db_matches(domain: Domain, task: Task, final_env: Environment) -> tuple[bool, str | None]:
@@ -91,8 +101,9 @@ def db_matches(domain: Domain, task: Task, final_env: Environment) -> tuple[bool
     return True, None
 
 
-def check_declarative(domain: Domain, task: Task, final_env: Environment,
-                      transcript: Sequence[dict[str, Any]]) -> Verdict:
+def check_declarative(
+    domain: Domain, task: Task, final_env: Environment, transcript: Sequence[dict[str, Any]]
+) -> Verdict:
     """Evaluate the declarative criteria in `task.evaluation_criteria.reward_basis`.
 
     `final_env` is the environment the dialogue ran in; `transcript` its messages. A basis this
@@ -116,12 +127,15 @@ def check_declarative(domain: Domain, task: Task, final_env: Environment,
         if "ENV_ASSERTION" in basis:
             failed = [a for a in criteria.env_assertions or [] if not final_env.run_assertion(a)]
             components["ENV_ASSERTION"] = float(not failed)
-            reasons += [f"env assertion failed: {a.func_name}({a.arguments}) != {a.assert_value}"
-                        for a in failed]
+            reasons += [
+                f"env assertion failed: {a.func_name}({a.arguments}) != {a.assert_value}"
+                for a in failed
+            ]
         if "ACTION" in basis:
             calls = tool_calls(transcript)
-            missing = [a for a in criteria.actions or []
-                       if not any(action_matches(a, c) for c in calls)]
+            missing = [
+                a for a in criteria.actions or [] if not any(action_matches(a, c) for c in calls)
+            ]
             components["ACTION"] = float(not missing)
             reasons += [f"gold action not taken: {a.name}({a.arguments})" for a in missing]
         if "COMMUNICATE" in basis:

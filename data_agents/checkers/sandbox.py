@@ -17,6 +17,7 @@ the verdict is only as right as the checker, which is why task verification prob
 gold replay, the initial state and a partial replay: `agents/task_verify.probe_code_checker`.)
 Where the host can run no sandbox, `SandboxUnavailable` is raised: checkers never run unguarded.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,6 @@ import time
 from typing import Any
 
 from data_agents.checkers import bwrap, seccomp
-from data_agents.checkers.bwrap import SandboxUnavailable
 from data_agents.checkers.verdict import Verdict
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
@@ -50,8 +50,9 @@ class SandboxLimits:
     def __post_init__(self):
         for field in ("cpu_s", "wall_s", "memory_bytes", "file_bytes", "output_bytes"):
             if not getattr(self, field) > 0:
-                raise ValueError(f"SandboxLimits.{field} must be positive, got "
-                                 f"{getattr(self, field)!r}")
+                raise ValueError(
+                    f"SandboxLimits.{field} must be positive, got {getattr(self, field)!r}"
+                )
 
 
 def _kill_uid(uid: int) -> None:
@@ -75,8 +76,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _collect(proc: subprocess.Popen, result_fd: int, limits: SandboxLimits
-             ) -> tuple[bytes, bytes, bytes, str | None]:
+def _collect(
+    proc: subprocess.Popen, result_fd: int, limits: SandboxLimits
+) -> tuple[bytes, bytes, bytes, str | None]:
     """Read stdout, stderr and the result pipe until all close, the wall clock or a size cap;
     say which stopped it."""
     out, err, result = bytearray(), bytearray(), bytearray()
@@ -130,16 +132,19 @@ def _describe_exit(code: int, err: bytes, limits: SandboxLimits) -> str:
         return f"killed by {sig}"
     last = tail[-1][:300] if tail else ""
     return f"checker process exited with code {code} without a result" + (
-        f"; stderr: {last}" if last else "")
+        f"; stderr: {last}" if last else ""
+    )
 
 
-def _describe_result(code: int, result: bytes, err: bytes, limits: SandboxLimits
-                     ) -> Verdict:
+def _describe_result(code: int, result: bytes, err: bytes, limits: SandboxLimits) -> Verdict:
     """The trusted side of the boundary: the runner's one-byte code becomes a verdict here."""
     if code == 0 and result in (b"T", b"F"):
         passed = result == b"T"
-        return Verdict("pass" if passed else "fail", {"CODE": float(passed)},
-                       None if passed else "code checker returned False")
+        return Verdict(
+            "pass" if passed else "fail",
+            {"CODE": float(passed)},
+            None if passed else "code checker returned False",
+        )
     if code == 0 and result.startswith(b"E"):
         return Verdict("error", {"CODE": 0.0}, result[1:].decode(errors="replace"))
     if code == 0 and result:
@@ -147,9 +152,13 @@ def _describe_result(code: int, result: bytes, err: bytes, limits: SandboxLimits
     return Verdict("error", {"CODE": 0.0}, _describe_exit(code, err, limits))
 
 
-def run_code_checker(source: str, initial_db: Any, final_db: Any,
-                     transcript: list[dict[str, Any]],
-                     limits: SandboxLimits | None = None) -> Verdict:
+def run_code_checker(
+    source: str,
+    initial_db: Any,
+    final_db: Any,
+    transcript: list[dict[str, Any]],
+    limits: SandboxLimits | None = None,
+) -> Verdict:
     """Run `check(initial_db, final_db, transcript)` from `source` in the sandbox.
 
     Returns pass/fail for a clean boolean answer (`components={"CODE": 1.0 | 0.0}`), else an
@@ -160,11 +169,18 @@ def run_code_checker(source: str, initial_db: Any, final_db: Any,
     if not isinstance(source, str) or not source.strip():
         raise ValueError("checker source must be a non-empty string")
     try:  # one C-encoder pass (json.dump to a file would use the slow pure-Python encoder)
-        payload = json.dumps({
-            "source": source, "args": [initial_db, final_db, transcript],
-            "no_spawn_filter": base64.b64encode(seccomp.no_spawn_filter()).decode(),
-            "limits": {"cpu_s": limits.cpu_s, "memory_bytes": limits.memory_bytes,
-                       "file_bytes": limits.file_bytes}})
+        payload = json.dumps(
+            {
+                "source": source,
+                "args": [initial_db, final_db, transcript],
+                "no_spawn_filter": base64.b64encode(seccomp.no_spawn_filter()).decode(),
+                "limits": {
+                    "cpu_s": limits.cpu_s,
+                    "memory_bytes": limits.memory_bytes,
+                    "file_bytes": limits.file_bytes,
+                },
+            }
+        )
     except (TypeError, ValueError) as e:
         raise TypeError(f"checker inputs must be JSON-serialisable: {e}") from e
     interpreter = bwrap.probe(os.geteuid(), RUNNER)
@@ -192,9 +208,15 @@ def _run(interpreter: str, scratch: str, runner: str, uid: int | None, limits: S
     filter_fd = bwrap.seccomp_pipe()
     try:
         argv = bwrap.command(interpreter, scratch, runner, filter_fd, result_write, info_write)
-        proc = bwrap.popen(argv, uid, (filter_fd, result_write, info_write),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, cwd="/")
+        proc = bwrap.popen(
+            argv,
+            uid,
+            (filter_fd, result_write, info_write),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+        )
     except BaseException:
         os.close(result_read)
         os.close(info_read)

@@ -1,4 +1,5 @@
 """The verdict contract: a checker's output. reward ∈ {0, 1}; an error never counts as a pass."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,9 +19,13 @@ class Verdict:
         return 1.0 if self.status == "pass" else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "reward": self.reward, "components": self.components,
-                "reason": self.reason}
+        return {
+            "status": self.status,
+            "reward": self.reward,
+            "components": self.components,
+            "reason": self.reason,
+        }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Verdict":
+    def from_json(cls, d: dict[str, Any]) -> Verdict:
         return cls(d["status"], dict(d.get("components") or {}), d.get("reason"))

@@ -11,6 +11,7 @@ domains that live outside this package, without editing it (docs/domains.md):
 
 A factory takes the domain's keyword arguments and returns a `Domain`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,9 @@ _SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 def register(name: str, factory: Callable[..., Domain]) -> None:
     """Make `load(name, **kwargs)` call `factory(**kwargs)`. Built-in names cannot be taken."""
     if name in BUILTIN or name.startswith("tau2:") or ":" in name:
-        raise ValueError(f"cannot register domain {name!r}: built-in names, 'tau2:' and ':' "
-                         "are reserved")
+        raise ValueError(
+            f"cannot register domain {name!r}: built-in names, 'tau2:' and ':' are reserved"
+        )
     if not callable(factory):
         raise TypeError(f"domain factory for {name!r} is not callable: {factory!r}")
     _REGISTERED[name] = factory
@@ -45,7 +47,8 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
 
 def names() -> list[str]:
     return sorted(set(BUILTIN) | set(_REGISTERED) | set(_entry_points())) + [
-        f"tau2:{n}" for n in TAU2]
+        f"tau2:{n}" for n in TAU2
+    ]
 
 
 def _from_spec(spec: str) -> Callable[..., Domain]:
@@ -53,8 +56,7 @@ def _from_spec(spec: str) -> Callable[..., Domain]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"domain spec {spec!r}: cannot import module {module_name!r}: {e}") \
-            from e
+        raise ValueError(f"domain spec {spec!r}: cannot import module {module_name!r}: {e}") from e
     if not hasattr(module, attr):
         raise ValueError(f"domain spec {spec!r}: module {module_name!r} has no {attr!r}")
     return getattr(module, attr)
@@ -70,8 +72,9 @@ def _factory(name: str) -> Callable[..., Domain]:
     entry_points = _entry_points()
     if name in entry_points:
         return entry_points[name].load()
-    raise ValueError(f"unknown domain {name!r}; known: {', '.join(names())}, or a "
-                     "'module:factory' spec")
+    raise ValueError(
+        f"unknown domain {name!r}; known: {', '.join(names())}, or a 'module:factory' spec"
+    )
 
 
 def load(name: str, **kwargs) -> Domain:
@@ -87,8 +90,10 @@ def load(name: str, **kwargs) -> Domain:
         return Tau2Domain(sub, **kwargs)
     domain = _factory(name)(**kwargs)
     if not isinstance(domain, Domain):
-        raise TypeError(f"domain {name!r}: its factory returned {type(domain).__name__}, not a "
-                        "data_agents.domains.Domain")
+        raise TypeError(
+            f"domain {name!r}: its factory returned {type(domain).__name__}, not a "
+            "data_agents.domains.Domain"
+        )
     return domain
 
 

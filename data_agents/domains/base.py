@@ -2,6 +2,7 @@
 eigen_jax may import. A `Domain` owns tools, a database factory, a policy and tasks;
 `Domain.make_env(task)` returns an `data_agents.env.Environment`.
 """
+
 from __future__ import annotations
 
 import abc
@@ -44,5 +45,6 @@ class Domain(abc.ABC):
         """One solved dialogue of `task`: {"messages", "tools" (the agent's schemas),
         "final_env", "termination"} — what `reference_backend` journals (the offline data
         stage, `reference_data_stage`)."""
-        raise NotImplementedError(f"domain {self.name!r} has no reference solver; use an LLM "
-                                  "backend")
+        raise NotImplementedError(
+            f"domain {self.name!r} has no reference solver; use an LLM backend"
+        )

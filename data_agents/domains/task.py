@@ -3,6 +3,7 @@
 Models are permissive (`extra="allow"`) so tau2 tasks round-trip through `Task.model_validate`
 / `Task.model_dump(mode="json", exclude_none=True)` without losing fields we do not interpret.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -9,13 +9,15 @@ Why the pristine databases are cached as JSON: tau2's constructors re-read and r
 files on every call; validating the cached JSON is cheaper than both that and a deep copy of the
 pydantic model, never shares mutable state between environments, and rollouts build many envs.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 import itertools
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from loguru import logger as _tau2_logger
 
@@ -68,19 +70,27 @@ def to_tau2_messages(transcript: Sequence[dict[str, Any]]) -> list[tau2_message.
                     raise ValueError(f"message {i}: tool_calls[{j}].arguments must be a dict")
                 call_id = str(tc.get("id") or f"call_{i}_{j}")
                 requestor_of_call[call_id] = role
-                calls.append(tau2_message.ToolCall(id=call_id, name=tc["name"],
-                                                   arguments=tc["arguments"], requestor=role))
-            cls = (tau2_message.AssistantMessage if role == "assistant"
-                   else tau2_message.UserMessage)
+                calls.append(
+                    tau2_message.ToolCall(
+                        id=call_id, name=tc["name"], arguments=tc["arguments"], requestor=role
+                    )
+                )
+            cls = tau2_message.AssistantMessage if role == "assistant" else tau2_message.UserMessage
             out.append(cls(role=role, content=msg.get("content"), tool_calls=calls or None))
         elif role == "tool":
             call_id = msg.get("tool_call_id")
             if call_id not in requestor_of_call:
                 raise ValueError(f"message {i}: tool_call_id {call_id!r} answers no earlier call")
             content = msg.get("content")
-            out.append(tau2_message.ToolMessage(
-                id=call_id, role="tool", content=content, requestor=requestor_of_call[call_id],
-                error=bool(msg.get("error", False))))
+            out.append(
+                tau2_message.ToolMessage(
+                    id=call_id,
+                    role="tool",
+                    content=content,
+                    requestor=requestor_of_call[call_id],
+                    error=bool(msg.get("error", False)),
+                )
+            )
         else:
             raise ValueError(f"message {i}: unknown role {role!r} (system/user/assistant/tool)")
     return out
@@ -96,31 +106,36 @@ def from_tau2_messages(messages: Sequence[tau2_message.Message]) -> list[dict[st
         elif msg.role in ("assistant", "user"):
             m: dict[str, Any] = {"role": msg.role, "content": msg.content or ""}
             if msg.tool_calls:
-                m["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments}
-                                   for c in msg.tool_calls]
+                m["tool_calls"] = [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments} for c in msg.tool_calls
+                ]
             out.append(m)
         elif msg.role == "tool":
             out.append({"role": "tool", "content": msg.content or "", "tool_call_id": msg.id})
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pristine(name: str) -> tuple[Any, str, Any, str | None, str]:
     """A tau2 domain's default agent DB and user DB (class + JSON) and policy, loaded once."""
     env = tau2_registry.get_env_constructor(name)()
     user_db = env.user_tools.db if env.user_tools is not None else None
-    return (type(env.tools.db), env.tools.db.model_dump_json(),
-            type(user_db), user_db.model_dump_json() if user_db is not None else None,
-            env.get_policy())
+    return (
+        type(env.tools.db),
+        env.tools.db.model_dump_json(),
+        type(user_db),
+        user_db.model_dump_json() if user_db is not None else None,
+        env.get_policy(),
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _all_tasks(name: str) -> tuple[tau2_tasks.Task, ...]:
     """Every task of the domain, in file order, parsed once (telecom's file holds 2285)."""
     return tuple(tau2_registry.get_tasks_loader(name)(None))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task_splits(name: str) -> dict[str, frozenset[str]]:
     loader = tau2_registry.get_task_splits_loader(name)
     if loader is None:
@@ -151,9 +166,11 @@ class Tau2Environment(Environment):
         state = self.tau2_task.initial_state if self.tau2_task is not None else None
         if state is not None:
             # tau2 replays the task's message history and checks each recorded tool output.
-            self.tau2_env.set_state(initialization_data=state.initialization_data,
-                                    initialization_actions=state.initialization_actions,
-                                    message_history=state.message_history or [])
+            self.tau2_env.set_state(
+                initialization_data=state.initialization_data,
+                initialization_actions=state.initialization_actions,
+                message_history=state.message_history or [],
+            )
 
     def tools_schema(self, requestor: Requestor = "assistant") -> list[dict[str, Any]]:
         if requestor not in ("assistant", "user"):
@@ -166,8 +183,9 @@ class Tau2Environment(Environment):
     def _execute(self, name: str, arguments: dict[str, Any], requestor: Requestor) -> ToolResult:
         if requestor not in ("assistant", "user"):
             return ToolResult(f"Error: unknown requestor {requestor!r}", error=True)
-        call = tau2_message.ToolCall(id=f"call_{next(self._ids)}", name=name,
-                                     arguments=arguments, requestor=requestor)
+        call = tau2_message.ToolCall(
+            id=f"call_{next(self._ids)}", name=name, arguments=arguments, requestor=requestor
+        )
         response = self.tau2_env.get_response(call)
         return ToolResult(response.content or "", error=response.error)
 
@@ -179,8 +197,11 @@ class Tau2Environment(Environment):
 
     def tau2_db_hash(self, requestor: Requestor = "assistant") -> str | None:
         """tau2's own hash (`get_db_hash` / `get_user_db_hash`), for cross-checks."""
-        return (self.tau2_env.get_db_hash() if requestor == "assistant"
-                else self.tau2_env.get_user_db_hash())
+        return (
+            self.tau2_env.get_db_hash()
+            if requestor == "assistant"
+            else self.tau2_env.get_user_db_hash()
+        )
 
     def run_assertion(self, assertion: EnvAssertion) -> bool:
         tau2_assertion = tau2_tasks.EnvAssertion.model_validate(assertion.model_dump(mode="json"))
@@ -211,8 +232,9 @@ class Tau2Domain(Domain):
     def _tau2_tasks(self, split: str) -> list[tau2_tasks.Task]:
         splits = _task_splits(self.name)
         if split not in splits:
-            raise ValueError(f"unknown split {split!r} for tau2:{self.name}; known: "
-                             f"{', '.join(sorted(splits))}")
+            raise ValueError(
+                f"unknown split {split!r} for tau2:{self.name}; known: {', '.join(sorted(splits))}"
+            )
         members = splits[split]
         return [t for t in _all_tasks(self.name) if t.id in members]
 

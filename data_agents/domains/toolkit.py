@@ -21,6 +21,7 @@ are validated by a pydantic model built from the same signature, so schema and v
 `Annotated` constraints (pattern, length, bounds) appear in both.
 Domain-level failures raise `ToolError`; the environment turns every failure into an error result.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,9 +65,10 @@ class Tool:
         params = _strip_titles(self.args_model.model_json_schema())
         params.setdefault("properties", {})
         params.setdefault("required", [])
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description,
-                             "parameters": params}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": params},
+        }
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Validated, coerced keyword arguments; raises `pydantic.ValidationError`."""
@@ -77,16 +79,20 @@ class Tool:
         return self.func(db, **self.validate(arguments))
 
 
-def tool(func: Callable[..., Any] | None = None, *, kind: ToolKind = "read",
-         name: str | None = None) -> Any:
+def tool(
+    func: Callable[..., Any] | None = None, *, kind: ToolKind = "read", name: str | None = None
+) -> Any:
     """Decorator: turn a `(db, **args)` function into a `Tool` (usable bare or with options)."""
+
     def wrap(f: Callable[..., Any]) -> Tool:
         return make_tool(f, kind=kind, name=name)
+
     return wrap(func) if func is not None else wrap
 
 
-def make_tool(func: Callable[..., Any], *, kind: ToolKind = "read",
-              name: str | None = None) -> Tool:
+def make_tool(
+    func: Callable[..., Any], *, kind: ToolKind = "read", name: str | None = None
+) -> Tool:
     """Build a `Tool` from a function; the first parameter is the database and is not exposed."""
     if kind not in ("read", "write", "generic"):
         raise ValueError(f"tool kind must be 'read', 'write' or 'generic', got {kind!r}")
@@ -97,8 +103,10 @@ def make_tool(func: Callable[..., Any], *, kind: ToolKind = "read",
         raise ValueError(f"tool {name!r} needs a docstring: it is the model's only description")
     arg_docs = {p.arg_name: p.description for p in doc.params}
     params = list(inspect.signature(func).parameters.values())
-    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY,
-                                             params[0].POSITIONAL_OR_KEYWORD):
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
         raise ValueError(f"tool {name!r}: the first parameter must receive the database")
     # include_extras: `Annotated[str, StringConstraints(pattern=...)]` must keep its metadata, or
     # the constraint vanishes from both the schema and the validation (a zip "ABCDEFGH" is stored).
@@ -111,16 +119,20 @@ def make_tool(func: Callable[..., Any], *, kind: ToolKind = "read",
             raise ValueError(f"tool {name!r}: parameter {p.name!r} needs a type hint")
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (hints[p.name], pydantic.Field(default, description=arg_docs.get(p.name)))
-    model = pydantic.create_model(f"{name}_arguments",
-                                  __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+    model = pydantic.create_model(
+        f"{name}_arguments", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+    )
     return Tool(func=func, name=name, kind=kind, description=description, args_model=model)
 
 
 def _strip_titles(schema: Any) -> Any:
     """Drop pydantic's auto-generated `title`s: noise for the model, tokens for nothing."""
     if isinstance(schema, dict):
-        return {k: _strip_titles(v) for k, v in schema.items()
-                if not (k == "title" and isinstance(v, str))}
+        return {
+            k: _strip_titles(v)
+            for k, v in schema.items()
+            if not (k == "title" and isinstance(v, str))
+        }
     if isinstance(schema, list):
         return [_strip_titles(v) for v in schema]
     return schema
@@ -171,21 +183,29 @@ class ToolkitEnvironment(Environment):
     `run_assertion`. The databases passed in are deep-copied: the caller's objects never change.
     """
 
-    def __init__(self, db: pydantic.BaseModel, tools: Iterable[Callable[..., Any] | Tool], *,
-                 user_db: pydantic.BaseModel | None = None,
-                 user_tools: Iterable[Callable[..., Any] | Tool] = (),
-                 assertions: Iterable[Callable[..., Any] | Tool] = (),
-                 user_assertions: Iterable[Callable[..., Any] | Tool] = ()) -> None:
+    def __init__(
+        self,
+        db: pydantic.BaseModel,
+        tools: Iterable[Callable[..., Any] | Tool],
+        *,
+        user_db: pydantic.BaseModel | None = None,
+        user_tools: Iterable[Callable[..., Any] | Tool] = (),
+        assertions: Iterable[Callable[..., Any] | Tool] = (),
+        user_assertions: Iterable[Callable[..., Any] | Tool] = (),
+    ) -> None:
         super().__init__()
         self.db = db.model_copy(deep=True)
         self.user_db = user_db.model_copy(deep=True) if user_db is not None else None
         self._tools: dict[Requestor, dict[str, Tool]] = {
-            "assistant": _index(tools, "tool"), "user": _index(user_tools, "user tool")}
+            "assistant": _index(tools, "tool"),
+            "user": _index(user_tools, "user tool"),
+        }
         if self._tools["user"] and self.user_db is None:
             raise ValueError("user_tools need a user_db to act on")
         self._assertions: dict[Requestor, dict[str, Tool]] = {
             "assistant": _index(assertions, "assertion"),
-            "user": _index(user_assertions, "user assertion")}
+            "user": _index(user_assertions, "user assertion"),
+        }
 
     # -- the Environment contract -------------------------------------------------------------
     def tools_schema(self, requestor: Requestor = "assistant") -> list[dict[str, Any]]:
@@ -203,8 +223,9 @@ class ToolkitEnvironment(Environment):
         t = self._tools[side].get(name)
         if t is None:
             known = ", ".join(sorted(self._tools[side])) or "none"
-            return ToolResult(f"Error: unknown tool {name!r} for the {side}; known tools: {known}",
-                              error=True)
+            return ToolResult(
+                f"Error: unknown tool {name!r} for the {side}; known tools: {known}", error=True
+            )
         try:
             kwargs = t.validate(arguments)
         except pydantic.ValidationError as e:
@@ -243,8 +264,9 @@ class ToolkitEnvironment(Environment):
         for action in state.initialization_actions or []:
             result = self.call(action.func_name, action.arguments, action.env_type)
             if result.error:
-                raise ValueError(f"initialization action {action.func_name} failed: "
-                                 f"{result.content}")
+                raise ValueError(
+                    f"initialization action {action.func_name} failed: {result.content}"
+                )
         self.call_log.clear()  # set-up is not part of the episode
 
     def _db(self, requestor: Requestor) -> pydantic.BaseModel | None:

@@ -8,6 +8,7 @@ The key is a SHA-256 of the endpoint path, a caller-chosen namespace and the can
 the payload (sorted keys). The server URL is deliberately *not* part of the key: the same request
 sent to any replica behind a balancer or router is the same request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,9 @@ CREATE TABLE IF NOT EXISTS responses (
 def canonical_json(payload: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces); raises TypeError naming a non-JSON value."""
     try:
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        return json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as err:
         raise TypeError(f"LLM request payload is not JSON-serialisable: {err}") from err
 

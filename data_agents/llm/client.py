@@ -11,6 +11,7 @@ on-disk response cache so a crashed run resumes without paying again, and token 
         out = await llm.generate("Hello", sampling_params={"max_new_tokens": 16})
         chat = await llm.chat([{"role": "user", "content": "hi"}], tools=tools)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,11 +89,13 @@ class LLMClient:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if backoff_base_s < 0 or backoff_max_s < backoff_base_s:
-            raise ValueError(f"need 0 <= backoff_base_s <= backoff_max_s, got "
-                             f"{backoff_base_s}, {backoff_max_s}")
+            raise ValueError(
+                f"need 0 <= backoff_base_s <= backoff_max_s, got {backoff_base_s}, {backoff_max_s}"
+            )
         url_list = [urls] if isinstance(urls, str) else list(urls)
-        self.pool = ServerPool([_base_url(u) for u in url_list], probe=self._probe,
-                               cooldown_s=health_cooldown_s)
+        self.pool = ServerPool(
+            [_base_url(u) for u in url_list], probe=self._probe, cooldown_s=health_cooldown_s
+        )
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.backoff_base_s = float(backoff_base_s)
@@ -111,8 +114,9 @@ class LLMClient:
         self._http = httpx.AsyncClient(
             headers=all_headers,
             timeout=httpx.Timeout(self.timeout_s),
-            limits=httpx.Limits(max_connections=max_concurrency + 8,
-                                max_keepalive_connections=max_concurrency),
+            limits=httpx.Limits(
+                max_connections=max_concurrency + 8, max_keepalive_connections=max_concurrency
+            ),
         )
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -129,7 +133,7 @@ class LLMClient:
 
     # ----------------------------------------------------------------------------- transport
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt)
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
         delay *= random.uniform(0.5, 1.0)
         if retry_after:
             try:
@@ -156,7 +160,8 @@ class LLMClient:
                     # httpx's timeout bounds each read; this bounds the whole attempt (a body
                     # trickled a byte at a time would otherwise hold it for ever).
                     response = await asyncio.wait_for(
-                        self._http.request(method, url, json=payload), self.timeout_s)
+                        self._http.request(method, url, json=payload), self.timeout_s
+                    )
                 except (httpx.TimeoutException, TimeoutError) as err:
                     self.pool.release(server, ok=False)
                     cause = f"timed out after {self.timeout_s:g}s ({type(err).__name__})"
@@ -183,8 +188,14 @@ class LLMClient:
                 retry_after = response.headers.get("retry-after")
         raise LLMUnavailableError(f"{method} {url}", self.max_retries + 1, cause)
 
-    async def _cached_post(self, path: str, payload: dict, use_cache: bool,
-                           cache_tag: str | None, parse: Callable[[Any], T]) -> tuple[T, bool]:
+    async def _cached_post(
+        self,
+        path: str,
+        payload: dict,
+        use_cache: bool,
+        cache_tag: str | None,
+        parse: Callable[[Any], T],
+    ) -> tuple[T, bool]:
         """POST through the cache; returns (parsed response, was_cache_hit).
 
         A response is parsed before it is stored, so a malformed answer is never cached.
@@ -253,8 +264,9 @@ class LLMClient:
         if return_logprob:
             payload["return_logprob"] = True
         payload.update(extra)
-        out, hit = await self._cached_post(GENERATE_PATH, payload, use_cache, cache_tag,
-                                           GenerateOutput.from_response)
+        out, hit = await self._cached_post(
+            GENERATE_PATH, payload, use_cache, cache_tag, GenerateOutput.from_response
+        )
         (self.cached_usage if hit else self.usage).add(out.prompt_tokens, out.completion_tokens)
         return out
 
@@ -275,8 +287,10 @@ class LLMClient:
         """
         if not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise ValueError("messages must be a non-empty list of dicts, each with a 'role'")
-        payload: dict[str, Any] = {"model": model or self.model or "default",
-                                   "messages": list(messages)}
+        payload: dict[str, Any] = {
+            "model": model or self.model or "default",
+            "messages": list(messages),
+        }
         if tools is not None:
             payload["tools"] = list(tools)
         if tool_choice is not None:
@@ -284,8 +298,9 @@ class LLMClient:
                 raise ValueError("tool_choice given without tools")
             payload["tool_choice"] = tool_choice
         payload.update(params)
-        completion, hit = await self._cached_post(CHAT_PATH, payload, use_cache, cache_tag,
-                                                  _parse_chat_completion)
+        completion, hit = await self._cached_post(
+            CHAT_PATH, payload, use_cache, cache_tag, _parse_chat_completion
+        )
         usage = completion.usage
         (self.cached_usage if hit else self.usage).add(
             usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0

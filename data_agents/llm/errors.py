@@ -1,4 +1,5 @@
 """Errors raised by the LLM client: each names the URL and the cause, so a failed run says why."""
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ again; a failed probe doubles its cooldown (capped). If every server is unhealth
 returns the one due back soonest, so the caller's retry/backoff loop, not the pool, decides when
 to give up — a single-URL pool (e.g. an sglang-router) therefore behaves like a plain client.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,7 +64,9 @@ class ServerPool:
         if len(set(normalized)) != len(normalized):
             raise ValueError(f"duplicate server URLs: {normalized}")
         if cooldown_s <= 0 or max_cooldown_s < cooldown_s:
-            raise ValueError(f"need 0 < cooldown_s <= max_cooldown_s, got {cooldown_s}, {max_cooldown_s}")
+            raise ValueError(
+                f"need 0 < cooldown_s <= max_cooldown_s, got {cooldown_s}, {max_cooldown_s}"
+            )
         self._servers = [ServerState(u) for u in normalized]
         self._probe = probe
         self._cooldown_s = cooldown_s
@@ -84,15 +87,17 @@ class ServerPool:
     async def _reprobe_due(self) -> None:
         """Probe every unhealthy server whose cooldown has passed (concurrently, once each)."""
         now = self._clock()
-        due = [s for s in self._servers
-               if not s.healthy and not s.probing and s.unhealthy_until <= now]
+        due = [
+            s for s in self._servers if not s.healthy and not s.probing and s.unhealthy_until <= now
+        ]
         if not due:
             return
         for server in due:
             server.probing = True
         try:
-            results = await asyncio.gather(*(self._probe(s.url) for s in due),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._probe(s.url) for s in due), return_exceptions=True
+            )
         finally:
             for server in due:
                 server.probing = False
@@ -100,7 +105,9 @@ class ServerPool:
             if ok is True:
                 server.healthy, server.failures, server.cooldown_s = True, 0, 0.0
             else:
-                server.cooldown_s = min(self._max_cooldown_s, max(server.cooldown_s, self._cooldown_s) * 2)
+                server.cooldown_s = min(
+                    self._max_cooldown_s, max(server.cooldown_s, self._cooldown_s) * 2
+                )
                 server.unhealthy_until = self._clock() + server.cooldown_s
 
     async def acquire(self) -> str:
@@ -110,8 +117,9 @@ class ServerPool:
         if healthy:
             n = len(self._servers)
             # Rotate the starting point so ties go round-robin.
-            order = sorted(healthy, key=lambda s: (s.outstanding,
-                                                    (self._servers.index(s) - self._next) % n))
+            order = sorted(
+                healthy, key=lambda s: (s.outstanding, (self._servers.index(s) - self._next) % n)
+            )
             chosen = order[0]
             self._next = (self._servers.index(chosen) + 1) % n
         else:

@@ -4,6 +4,7 @@ Chat completions are parsed into the ``openai`` package's own ``ChatCompletion``
 OpenAI-compatible server speaks it); SGLang's native ``/generate`` has no such package type, so
 ``GenerateOutput`` is defined here from its documented response shape.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,9 @@ from data_agents.llm.errors import LLMResponseError
 def _logprob_column(entries: Any, field: str) -> tuple[list[float | None], list[int]]:
     """SGLang logprob entries are ``[logprob, token_id, token_text_or_None]`` triples."""
     if not isinstance(entries, list):
-        raise LLMResponseError(f"/generate meta_info.{field} should be a list, got {entries!r:.200}")
+        raise LLMResponseError(
+            f"/generate meta_info.{field} should be a list, got {entries!r:.200}"
+        )
     logprobs, ids = [], []
     for entry in entries:
         if not isinstance(entry, (list, tuple)) or len(entry) < 2:

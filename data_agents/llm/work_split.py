@@ -4,6 +4,7 @@ Worker ``i`` of ``n`` owns the items whose index satisfies ``index % n == i``. I
 contiguous blocks) keeps the workers' loads even when item cost drifts along the list, and a
 worker's share is a pure function of (i, n), so a crashed worker can be restarted alone.
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ templates plus `guidance.json` (the reflection's per-agent advice, substituted i
 and `meta.json` (parent, round, why). Versions are content-addressed on commit: committing the
 same content on the same parent twice (a resumed run) returns the existing version.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -16,8 +17,15 @@ import string
 from pathlib import Path
 from typing import Any
 
-AGENTS = ("planner", "task_synth", "task_verify", "user_sim", "assistant", "trajectory_verify",
-          "reflection")
+AGENTS = (
+    "planner",
+    "task_synth",
+    "task_verify",
+    "user_sim",
+    "assistant",
+    "trajectory_verify",
+    "reflection",
+)
 BASE_VERSION = "v0"
 
 
@@ -45,8 +53,13 @@ def _atomic_write(path: Path, text: str) -> None:
 class PromptSet:
     """One version: templates + guidance. `render(agent, **values)` fills a template."""
 
-    def __init__(self, name: str, templates: dict[str, str], guidance: dict[str, str],
-                 meta: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        templates: dict[str, str],
+        guidance: dict[str, str],
+        meta: dict[str, Any] | None = None,
+    ):
         missing = [a for a in AGENTS if a not in templates]
         if missing:
             raise ValueError(f"prompt version {name!r} lacks templates for {missing}")
@@ -60,11 +73,14 @@ class PromptSet:
         reflection that writes `$x` cannot crash a round.
         """
         if agent not in self.templates:
-            raise KeyError(f"no prompt template for agent {agent!r}; known: {sorted(self.templates)}")
+            raise KeyError(
+                f"no prompt template for agent {agent!r}; known: {sorted(self.templates)}"
+            )
         advice = self.guidance.get(agent, "").strip()
         values.setdefault("guidance", f"Additional guidance:\n{advice}" if advice else "")
         text = string.Template(self.templates[agent]).safe_substitute(
-            {k: str(v) for k, v in values.items()})
+            {k: str(v) for k, v in values.items()}
+        )
         return text.strip() + "\n"
 
 
@@ -75,12 +91,19 @@ class PromptStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / BASE_VERSION / "meta.json").exists():
-            self._write(BASE_VERSION, builtin_templates(), {},
-                        {"parent": None, "round": None, "reason": "built-in"})
+            self._write(
+                BASE_VERSION,
+                builtin_templates(),
+                {},
+                {"parent": None, "round": None, "reason": "built-in"},
+            )
 
     def versions(self) -> list[str]:
-        names = [p.name for p in self.root.iterdir()
-                 if p.is_dir() and (p / "meta.json").exists() and p.name[1:].isdigit()]
+        names = [
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and (p / "meta.json").exists() and p.name[1:].isdigit()
+        ]
         return sorted(names, key=lambda n: int(n[1:]))
 
     def get(self, name: str) -> PromptSet:
@@ -92,27 +115,41 @@ class PromptStore:
         meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
         return PromptSet(name, templates, guidance, meta)
 
-    def commit(self, parent: str, guidance: dict[str, str], *, round_index: int,
-               reason: str, templates: dict[str, str] | None = None) -> PromptSet:
+    def commit(
+        self,
+        parent: str,
+        guidance: dict[str, str],
+        *,
+        round_index: int,
+        reason: str,
+        templates: dict[str, str] | None = None,
+    ) -> PromptSet:
         """Store a new version derived from `parent`; identical content returns the existing one."""
         base = self.get(parent)
         templates = {**base.templates, **(templates or {})}
         guidance = {k: str(v) for k, v in guidance.items() if k in AGENTS}
         for name in self.versions():
             other = self.get(name)
-            if (other.meta.get("parent") == parent and other.templates == templates
-                    and other.guidance == guidance):
+            if (
+                other.meta.get("parent") == parent
+                and other.templates == templates
+                and other.guidance == guidance
+            ):
                 return other
         name = f"v{int(self.versions()[-1][1:]) + 1}"
-        self._write(name, templates, guidance,
-                    {"parent": parent, "round": round_index, "reason": reason})
+        self._write(
+            name, templates, guidance, {"parent": parent, "round": round_index, "reason": reason}
+        )
         return self.get(name)
 
-    def _write(self, name: str, templates: dict[str, str], guidance: dict[str, str],
-               meta: dict[str, Any]) -> None:
+    def _write(
+        self, name: str, templates: dict[str, str], guidance: dict[str, str], meta: dict[str, Any]
+    ) -> None:
         d = self.root / name
         d.mkdir(parents=True, exist_ok=True)
         for agent, text in templates.items():
             _atomic_write(d / f"{agent}.md", text)
         _atomic_write(d / "guidance.json", json.dumps(guidance, indent=1, sort_keys=True))
-        _atomic_write(d / "meta.json", json.dumps(meta, indent=1, sort_keys=True))  # last: marks done
+        _atomic_write(
+            d / "meta.json", json.dumps(meta, indent=1, sort_keys=True)
+        )  # last: marks done

@@ -7,6 +7,7 @@ when they have changed since the last publish, the dataset is built again as the
 version (1.0.0, 1.0.1, ...), and unchanged journals reuse the published version. Readers that do
 not name a version get the newest one (`eigen_jax.data.dialogues.dialogue_source`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ def journals_digest(journal_dir: str | Path) -> str:
     for path in sorted(root.rglob("*.jsonl")):
         data = path.read_bytes()
         h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(data[:data.rfind(b"\n") + 1] + b"\0")
+        h.update(data[: data.rfind(b"\n") + 1] + b"\0")
     return h.hexdigest()
 
 
@@ -44,9 +45,12 @@ def _builder_class(version: tfds.core.Version):
     if version == Builder.VERSION:
         return Builder
     notes = {**Builder.RELEASE_NOTES, str(version): "Republished: the journals changed."}
-    return type("Builder", (Builder,), {"VERSION": version, "RELEASE_NOTES": notes,
-                                        "__module__": Builder.__module__},
-                skip_registration=True)
+    return type(
+        "Builder",
+        (Builder,),
+        {"VERSION": version, "RELEASE_NOTES": notes, "__module__": Builder.__module__},
+        skip_registration=True,
+    )
 
 
 def build_dataset(journal_dir: str | Path, data_dir: str | Path, config: str = "default"):
@@ -69,10 +73,12 @@ def build_dataset(journal_dir: str | Path, data_dir: str | Path, config: str = "
         version = tfds.core.Version(f"{newest.major}.{newest.minor}.{newest.patch + 1}")
     else:
         version = Builder.VERSION
-    builder = _builder_class(version)(config=config, data_dir=str(data_dir),
-                                      file_format="array_record")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(journal_dir)))
+    builder = _builder_class(version)(
+        config=config, data_dir=str(data_dir), file_format="array_record"
+    )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(journal_dir))
+    )
     state[config] = {"journals_digest": digest, "version": str(version)}
     tmp = state_path.with_name(f".{state_path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")

@@ -4,17 +4,19 @@ Reads the same bindings `launch/train.py` would act on — `init_model` (the mod
 stages, `run_sft` per stage scope, `run_grpo`, the user simulator's engine — without running
 anything, and turns them into `programs.Program`s on a mesh of the target's devices.
 """
+
 from __future__ import annotations
 
 import inspect
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import gin
 import jax.numpy as jnp
 from flax import nnx
 
+import gin
 from eigen_jax import scopes
 from eigen_jax import sharding as shd
 from eigen_jax.aot import programs as P
@@ -65,8 +67,10 @@ def model_config_from_gin() -> ModelConfig:
             return ModelConfig.from_hf_config(json.load(f), **overrides)
     if not preset:
         where = f"init_model.hf_dir={hf_dir!r} has no config.json here and " if hf_dir else ""
-        raise PlanError(f"the gin files name no model size: {where}no init_model.preset is "
-                        "bound (bind the preset of the checkpoint's size, e.g. 'qwen3-8b')")
+        raise PlanError(
+            f"the gin files name no model size: {where}no init_model.preset is "
+            "bound (bind the preset of the checkpoint's size, e.g. 'qwen3-8b')"
+        )
     try:
         return get_config(preset, **overrides)
     except KeyError as e:
@@ -107,15 +111,21 @@ def programs_from_gin(devices: list, only: Sequence[str] = ()) -> list[P.Program
     seen = {}
     for scope in sft_scopes:
         arg = lambda n, scope=scope: gin_arg(run_sft, n, scope)  # noqa: E731
-        shape = (arg("batch_size"), arg("seq_len"), arg("grad_accum_steps"),
-                 tuple(arg("mesh_shape")), arg("lora"))
+        shape = (
+            arg("batch_size"),
+            arg("seq_len"),
+            arg("grad_accum_steps"),
+            tuple(arg("mesh_shape")),
+            arg("lora"),
+        )
         name = f"sft_{scope}" if scope else "sft"
         if shape in seen:  # the same program: compiled once
             seen[shape].name += f"+{scope}"
             continue
         mesh = make_mesh(shape[3], devices, f"{scope + '/' if scope else ''}run_sft")
-        seen[shape] = P.train_program(name, config.replace(lora=arg("lora")), mesh, tx,
-                                      sft_loss, shape[0], shape[1], shape[2])
+        seen[shape] = P.train_program(
+            name, config.replace(lora=arg("lora")), mesh, tx, sft_loss, shape[0], shape[1], shape[2]
+        )
         out.append(seen[shape])
     if any(s.endswith("grpo_stage") for s in stages):
         out += grpo_programs(config, devices, tx, run_grpo)
@@ -149,17 +159,28 @@ def grpo_programs(config: ModelConfig, devices: list, tx, run_grpo) -> list[P.Pr
         engine_params = nnx.filter_state(engine_params, LoRA)
     engine = [engine_params, engine_cache]
     engine += _user_engine(config.replace(lora=None), mesh, "grpo_stage", "model")
-    step = P.train_program("grpo_step", config, mesh, tx,
-                           grpo_loss_fn(algorithm, rollout.temperature), rows, max_len,
-                           grad_accum, keys=keys, resident=engine)
+    step = P.train_program(
+        "grpo_step",
+        config,
+        mesh,
+        tx,
+        grpo_loss_fn(algorithm, rollout.temperature),
+        rows,
+        max_len,
+        grad_accum,
+        keys=keys,
+        resident=engine,
+    )
     train_state = step.args[0]
     chunk = min(max_len, sampler.max_prefill_len)
     others = [train_state] + engine[2:]
-    return [step,
-            P.prefill_program("grpo_prefill", config, mesh, num_slots, max_len, chunk,
-                              resident=others),
-            P.decode_program("grpo_decode", config, mesh, num_slots, max_len,
-                             sampler.steps_per_sync, resident=others)]
+    return [
+        step,
+        P.prefill_program("grpo_prefill", config, mesh, num_slots, max_len, chunk, resident=others),
+        P.decode_program(
+            "grpo_decode", config, mesh, num_slots, max_len, sampler.steps_per_sync, resident=others
+        ),
+    ]
 
 
 def _config(fn, name: str, cls, scope: str | None = None):
@@ -195,13 +216,14 @@ def eval_programs(config: ModelConfig, devices: list) -> list[P.Program]:
     model user's engine resident when the evaluation plays one."""
     from eigen_jax.eval.evaluate import evaluate_checkpoint
 
-    mesh = make_mesh(gin_arg(evaluate_checkpoint, "mesh_shape"), devices,
-                     "evaluate_checkpoint")
+    mesh = make_mesh(gin_arg(evaluate_checkpoint, "mesh_shape"), devices, "evaluate_checkpoint")
     sampler = _config(evaluate_checkpoint, "sampler", SamplerConfig, scopes.EVAL)
     num_slots, max_len = sampler.num_slots, sampler.max_len
     user = _user_engine(config, mesh, "eval_stage", "reference")
     chunk = min(max_len, sampler.max_prefill_len)
-    return [P.prefill_program("eval_prefill", config, mesh, num_slots, max_len, chunk,
-                              resident=user),
-            P.decode_program("eval_decode", config, mesh, num_slots, max_len,
-                             sampler.steps_per_sync, resident=user)]
+    return [
+        P.prefill_program("eval_prefill", config, mesh, num_slots, max_len, chunk, resident=user),
+        P.decode_program(
+            "eval_decode", config, mesh, num_slots, max_len, sampler.steps_per_sync, resident=user
+        ),
+    ]

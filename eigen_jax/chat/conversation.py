@@ -22,6 +22,7 @@ Origins of rendered messages come from locating each content string in the rende
 token that straddles content and scaffolding (Qwen merges ``}\n`` at the end of a tool result)
 counts as content.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,12 @@ class Origin(enum.IntEnum):
     TOOL = 4
 
 
-_ROLE_ORIGIN = {"system": Origin.SYSTEM, "user": Origin.USER, "tool": Origin.TOOL,
-                "assistant": Origin.ASSISTANT}
+_ROLE_ORIGIN = {
+    "system": Origin.SYSTEM,
+    "user": Origin.USER,
+    "tool": Origin.TOOL,
+    "assistant": Origin.ASSISTANT,
+}
 
 
 class ConversationError(ValueError):
@@ -83,12 +88,13 @@ class Conversation:
         self._messages: list[dict[str, Any]] = []
         self._turns: list[Turn] = []
         self._pending_closing = ""  # scaffolding after the last end-of-turn token, not yet added
-        self._truncated = False     # last generated turn ended without a stop id
+        self._truncated = False  # last generated turn ended without a stop id
         self._prompt_cache: tuple[int, list[int], bool] | None = None
 
     @classmethod
-    def start(cls, chat: ChatTemplate, messages: Sequence[Any],
-              tools: Sequence[Any] | None = None) -> Conversation:
+    def start(
+        cls, chat: ChatTemplate, messages: Sequence[Any], tools: Sequence[Any] | None = None
+    ) -> Conversation:
         """A conversation holding `messages` (usually system + first user message)."""
         conv = cls(chat, tools)
         conv.append_messages(messages)
@@ -162,7 +168,9 @@ class Conversation:
         self._extend(ids, [Origin.ASSISTANT] * len(ids))
         parsed = self.chat.parse(ids)
         index = len(self._messages)
-        calls = tuple(dataclasses.replace(c, id=f"call_{index}_{k}") for k, c in enumerate(parsed.tool_calls))
+        calls = tuple(
+            dataclasses.replace(c, id=f"call_{index}_{k}") for k, c in enumerate(parsed.tool_calls)
+        )
         parsed = dataclasses.replace(parsed, tool_calls=calls)
         self._messages.append(messages_lib.to_template_message(parsed.to_message(), index))
         self._turns.append(Turn("assistant", index, start, len(self._tokens), True, stable))
@@ -234,15 +242,18 @@ class Conversation:
         lo = start
         for j, msg in enumerate(run):
             hi = start + sum(1 for k in turn_of if k <= j)
-            self._turns.append(Turn(msg["role"], first_index + j, lo, hi, False, delta.prefix_stable))
+            self._turns.append(
+                Turn(msg["role"], first_index + j, lo, hi, False, delta.prefix_stable)
+            )
             lo = hi
         self._messages.extend(run)
         self._pending_closing = ""
         self._prompt_cache = None
 
     @staticmethod
-    def _locate_contents(text: str, cursor: int, run: list[dict[str, Any]],
-                         first_index: int) -> list[tuple[int, int, Origin]]:
+    def _locate_contents(
+        text: str, cursor: int, run: list[dict[str, Any]], first_index: int
+    ) -> list[tuple[int, int, Origin]]:
         """Character span and origin of each message's content, searched in order."""
         spans = []
         for j, msg in enumerate(run):
@@ -252,8 +263,10 @@ class Conversation:
                 content = content.strip()
                 begin = text.find(content, cursor)
             if begin < 0:
-                raise TemplateError(f"message {first_index + j} ({msg['role']}): the template does "
-                                    "not render its content verbatim, cannot assign token origins")
+                raise TemplateError(
+                    f"message {first_index + j} ({msg['role']}): the template does "
+                    "not render its content verbatim, cannot assign token origins"
+                )
             cursor = begin + len(content)
             spans.append((begin, cursor, _ROLE_ORIGIN[msg["role"]]))
         return spans
@@ -267,8 +280,16 @@ class Conversation:
         self._extend(prompt_ids, [Origin.TEMPLATE] * len(prompt_ids))
         self._extend(body_ids, [Origin.ASSISTANT] * len(body_ids))
         self._messages.append(msg)
-        self._turns.append(Turn("assistant", index, start, len(self._tokens), False,
-                                prompt_stable and body.prefix_stable))
+        self._turns.append(
+            Turn(
+                "assistant",
+                index,
+                start,
+                len(self._tokens),
+                False,
+                prompt_stable and body.prefix_stable,
+            )
+        )
         self._pending_closing = closing
         self._prompt_cache = None
 
@@ -276,8 +297,13 @@ class Conversation:
     @contextlib.contextmanager
     def _atomic(self):
         """All-or-nothing appends: a template error leaves the conversation as it was."""
-        state = (len(self._tokens), len(self._messages), len(self._turns), self._pending_closing,
-                 self._truncated)
+        state = (
+            len(self._tokens),
+            len(self._messages),
+            len(self._turns),
+            self._pending_closing,
+            self._truncated,
+        )
         try:
             yield
         except BaseException:
@@ -298,8 +324,10 @@ class Conversation:
 
     def _check_open(self) -> None:
         if self._truncated:
-            raise ConversationError("the last assistant turn was cut off before a stop id "
-                                    f"{self.chat.stop_ids}; nothing can follow it")
+            raise ConversationError(
+                "the last assistant turn was cut off before a stop id "
+                f"{self.chat.stop_ids}; nothing can follow it"
+            )
 
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
         if isinstance(ids, (str, bytes)):
@@ -311,7 +339,9 @@ class Conversation:
         vocab = len(self.chat.tokenizer)
         bad = [i for i in out if not 0 <= i < vocab]
         if bad:
-            raise ConversationError(f"generated ids out of the tokenizer's range [0, {vocab}): {bad[:5]}")
+            raise ConversationError(
+                f"generated ids out of the tokenizer's range [0, {vocab}): {bad[:5]}"
+            )
         return out
 
     def _extend(self, ids: Sequence[int], origins: Sequence[int]) -> None:
@@ -320,8 +350,9 @@ class Conversation:
         self._prompt_cache = None
 
 
-def render_dialogue(chat: ChatTemplate, messages: Sequence[Any],
-                    tools: Sequence[Any] | None = None) -> Conversation:
+def render_dialogue(
+    chat: ChatTemplate, messages: Sequence[Any], tools: Sequence[Any] | None = None
+) -> Conversation:
     """A recorded dialogue as the rollout would have produced it (the SFT pipeline's input).
 
     Agent-SFT trains on `assistant_mask()`; user-SFT renders the role-flipped dialogue and trains

@@ -8,6 +8,7 @@ its template's end-of-turn token (`<|im_end|>`, `<|eot_id|>`), which for a base 
 its eos (`<|endoftext|>`), so every id our sampler stops at (`ChatTemplate.stop_ids`: the
 end-of-turn token first, then the tokenizer's eos and a source generation_config's) is declared.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,16 @@ def stop_and_pad_ids(tokenizer_dir: str | os.PathLike) -> dict[str, Any]:
     chat = ChatTemplate.from_pretrained(tokenizer_dir)
     eos = list(chat.stop_ids)
     pad = chat.tokenizer.pad_token_id
-    return {"eos_token_id": eos[0] if len(eos) == 1 else eos,
-            "pad_token_id": int(pad) if pad is not None else eos[0],
-            "bos_token_id": chat.tokenizer.bos_token_id}
+    return {
+        "eos_token_id": eos[0] if len(eos) == 1 else eos,
+        "pad_token_id": int(pad) if pad is not None else eos[0],
+        "bos_token_id": chat.tokenizer.bos_token_id,
+    }
 
 
-def write_generation_files(model_dir: str | os.PathLike,
-                           tokenizer_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def write_generation_files(
+    model_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """Set config.json's eos/pad/bos ids from the tokenizer in `tokenizer_dir` (default: the one in
     `model_dir`) and write generation_config.json with them, keeping any sampling defaults the
     directory's generation_config.json already had (a released model's temperature, top_p).

@@ -6,6 +6,7 @@ are accepted on input, validated once here, and converted to the OpenAI shape fo
 templates of every family see what their authors tested against. Bad input raises
 `MessageError` naming the offending message and field.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,9 +34,13 @@ def _normalise_call(call: Any, where: str) -> dict[str, Any]:
         args = {}
     if not isinstance(args, (Mapping, str)):
         raise MessageError(f"{where}.arguments must be an object (or a JSON string)")
-    out: dict[str, Any] = {"type": "function",
-                           "function": {"name": name, "arguments": copy.deepcopy(dict(args)) if
-                                        isinstance(args, Mapping) else args}}
+    out: dict[str, Any] = {
+        "type": "function",
+        "function": {
+            "name": name,
+            "arguments": copy.deepcopy(dict(args)) if isinstance(args, Mapping) else args,
+        },
+    }
     if call.get("id") is not None:
         out["id"] = str(call["id"])
     return out
@@ -52,18 +57,23 @@ def to_template_message(message: Any, index: int = 0) -> dict[str, Any]:
     if content is None:
         content = ""
     if not isinstance(content, str):
-        raise MessageError(f"messages[{index}].content must be a string, got {type(content).__name__}")
+        raise MessageError(
+            f"messages[{index}].content must be a string, got {type(content).__name__}"
+        )
     out: dict[str, Any] = {"role": role, "content": content}
     calls = message.get("tool_calls") or []
     if calls and role != "assistant":
         raise MessageError(f"messages[{index}] has tool_calls but role is {role!r}")
     if calls:
-        out["tool_calls"] = [_normalise_call(c, f"messages[{index}].tool_calls[{j}]")
-                             for j, c in enumerate(calls)]
+        out["tool_calls"] = [
+            _normalise_call(c, f"messages[{index}].tool_calls[{j}]") for j, c in enumerate(calls)
+        ]
     reasoning = message.get("reasoning_content")
     if reasoning is not None:
         if role != "assistant" or not isinstance(reasoning, str):
-            raise MessageError(f"messages[{index}].reasoning_content must be a string on an assistant")
+            raise MessageError(
+                f"messages[{index}].reasoning_content must be a string on an assistant"
+            )
         out["reasoning_content"] = reasoning
     if role == "tool":
         if message.get("tool_call_id") is not None:
@@ -88,7 +98,9 @@ def validate_tools(tools: Any) -> list[dict[str, Any]] | None:
         raise MessageError(f"tools must be a list of JSON schemas, got {type(tools).__name__}")
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping):
-            raise MessageError(f"tools[{i}] is {type(tool).__name__}, expected a JSON schema object")
+            raise MessageError(
+                f"tools[{i}] is {type(tool).__name__}, expected a JSON schema object"
+            )
         fn = tool.get("function", tool)
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
             raise MessageError(f"tools[{i}] needs a string 'name' (or function.name)")
@@ -99,8 +111,14 @@ def to_record_message(message: Mapping[str, Any]) -> dict[str, Any]:
     """Template-shaped message -> dialogue-record shape (flat tool calls)."""
     out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
     if message.get("tool_calls"):
-        out["tool_calls"] = [{"id": c.get("id"), "name": c["function"]["name"],
-                              "arguments": c["function"]["arguments"]} for c in message["tool_calls"]]
+        out["tool_calls"] = [
+            {
+                "id": c.get("id"),
+                "name": c["function"]["name"],
+                "arguments": c["function"]["arguments"],
+            }
+            for c in message["tool_calls"]
+        ]
     for key in ("tool_call_id", "name", "reasoning_content"):
         if message.get(key) is not None:
             out[key] = message[key]

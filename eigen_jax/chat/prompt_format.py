@@ -7,15 +7,16 @@ tool calls as text. Training writes `prompt_format.json` into every exported che
 server reads it and renders requests as the model was trained (`render_messages`), and parses
 tool calls with the recorded syntax.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gin
-
 from eigen_jax.chat import views
 
 FILE = "prompt_format.json"
@@ -33,11 +34,13 @@ class PromptFormat:
 
     def __post_init__(self):
         if self.agent_prompt not in MODES:
-            raise ValueError(f"{FILE}: agent_prompt must be one of {MODES}, got "
-                             f"{self.agent_prompt!r}")
+            raise ValueError(
+                f"{FILE}: agent_prompt must be one of {MODES}, got {self.agent_prompt!r}"
+            )
 
-    def render_messages(self, messages: Sequence[dict[str, Any]], tools: Any
-                        ) -> tuple[list[dict[str, Any]], Any]:
+    def render_messages(
+        self, messages: Sequence[dict[str, Any]], tools: Any
+    ) -> tuple[list[dict[str, Any]], Any]:
         """(messages, tools) as the model saw them in training: `compact` swaps the system
         message for the compact one and lists no tools; `full` keeps both as sent."""
         if self.agent_prompt == "full":
@@ -49,8 +52,9 @@ class PromptFormat:
 def current(tool_parser: str = "hermes") -> PromptFormat:
     """The format the running process trains with: `agent_prompt`'s gin bindings."""
     bound = gin.get_bindings("agent_prompt")
-    return PromptFormat(bound.get("mode", "full"), bound.get("compact_system",
-                                                             views.COMPACT_SYSTEM), tool_parser)
+    return PromptFormat(
+        bound.get("mode", "full"), bound.get("compact_system", views.COMPACT_SYSTEM), tool_parser
+    )
 
 
 def write(hf_dir: str | Path, fmt: PromptFormat) -> None:

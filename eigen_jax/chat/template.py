@@ -18,6 +18,7 @@ a neutral one-message history instead, which yields the tokens a rollout would r
 
 The template is the model's own; nothing here hand-writes a template for a real model family.
 """
+
 from __future__ import annotations
 
 import collections
@@ -61,12 +62,22 @@ class ChatTemplate:
       extra_stop_ids: further ids that end an assistant turn (e.g. from generation_config.json).
     """
 
-    def __init__(self, tokenizer: Any, *, tool_parser: str = "hermes",
-                 template_kwargs: dict[str, Any] | None = None, extra_stop_ids: Sequence[int] = ()):
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        tool_parser: str = "hermes",
+        template_kwargs: dict[str, Any] | None = None,
+        extra_stop_ids: Sequence[int] = (),
+    ):
         if not getattr(tokenizer, "chat_template", None):
-            raise TemplateError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
+            raise TemplateError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template"
+            )
         if not getattr(tokenizer, "is_fast", False):
-            raise TemplateError("a fast (Rust `tokenizers`) tokenizer is required for token offsets")
+            raise TemplateError(
+                "a fast (Rust `tokenizers`) tokenizer is required for token offsets"
+            )
         self.tokenizer = tokenizer
         self.tool_parser = tool_parser
         self._parse_text = tool_parsers.get_tool_parser(tool_parser)
@@ -102,8 +113,12 @@ class ChatTemplate:
         return cls(tokenizer, **kwargs)
 
     # ----------------------------------------------------------------- rendering
-    def render_text(self, messages: Sequence[Any], tools: Sequence[Any] | None = None,
-                    add_generation_prompt: bool = False) -> str:
+    def render_text(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> str:
         """Full render of `messages` as text (the reference the deltas are checked against)."""
         msgs = messages_lib.to_template_messages(messages)
         if not msgs:
@@ -115,16 +130,24 @@ class ChatTemplate:
                 self._render_cache.move_to_end(key)
                 return text
         text = self.tokenizer.apply_chat_template(
-            msgs, tools=messages_lib.validate_tools(tools), tokenize=False,
-            add_generation_prompt=add_generation_prompt, **self.template_kwargs)
+            msgs,
+            tools=messages_lib.validate_tools(tools),
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            **self.template_kwargs,
+        )
         with self._cache_lock:
             self._render_cache[key] = text
             if len(self._render_cache) > _RENDER_CACHE_SIZE:
                 self._render_cache.popitem(last=False)
         return text
 
-    def render(self, messages: Sequence[Any], tools: Sequence[Any] | None = None,
-               add_generation_prompt: bool = False) -> list[int]:
+    def render(
+        self,
+        messages: Sequence[Any],
+        tools: Sequence[Any] | None = None,
+        add_generation_prompt: bool = False,
+    ) -> list[int]:
         """Full render of `messages` as ids."""
         return self.encode(self.render_text(messages, tools, add_generation_prompt))
 
@@ -145,53 +168,71 @@ class ChatTemplate:
         return int(token_id) in self._special_ids
 
     # ----------------------------------------------------------------- deltas
-    def _delta(self, history: Sequence[Any], new: Sequence[Any], tools: Sequence[Any] | None,
-               history_gen_prompt: bool, new_gen_prompt: bool) -> Delta:
+    def _delta(
+        self,
+        history: Sequence[Any],
+        new: Sequence[Any],
+        tools: Sequence[Any] | None,
+        history_gen_prompt: bool,
+        new_gen_prompt: bool,
+    ) -> Delta:
         for base, stable in ((list(history), True), (list(_NEUTRAL_HISTORY), False)):
             prev = self.render_text(base, tools, history_gen_prompt) if base else ""
             full = self.render_text(base + list(new), tools, new_gen_prompt)
             if full.startswith(prev):
-                return Delta(full[len(prev):], stable)
+                return Delta(full[len(prev) :], stable)
         roles = [m.get("role") if isinstance(m, dict) else "?" for m in new]
-        raise TemplateError(f"the chat template is not prefix-stable when appending roles {roles}, "
-                            "even after a neutral history; it cannot be rendered incrementally")
+        raise TemplateError(
+            f"the chat template is not prefix-stable when appending roles {roles}, "
+            "even after a neutral history; it cannot be rendered incrementally"
+        )
 
-    def generation_prompt(self, history: Sequence[Any], tools: Sequence[Any] | None = None) -> Delta:
+    def generation_prompt(
+        self, history: Sequence[Any], tools: Sequence[Any] | None = None
+    ) -> Delta:
         """Text that opens the next assistant turn after `history`."""
         return self._delta(history, [], tools, False, True)
 
-    def messages_delta(self, history: Sequence[Any], new: Sequence[Any],
-                       tools: Sequence[Any] | None = None) -> Delta:
+    def messages_delta(
+        self, history: Sequence[Any], new: Sequence[Any], tools: Sequence[Any] | None = None
+    ) -> Delta:
         """Text that appending non-assistant `new` messages adds after `history` (and its closing)."""
         return self._delta(history, new, tools, False, False)
 
-    def assistant_delta(self, history: Sequence[Any], message: Any,
-                        tools: Sequence[Any] | None = None) -> tuple[Delta, str]:
+    def assistant_delta(
+        self, history: Sequence[Any], message: Any, tools: Sequence[Any] | None = None
+    ) -> tuple[Delta, str]:
         """(generated part incl. end-of-turn text, closing scaffolding) for an assistant message."""
         delta = self._delta(history, [message], tools, True, False)
         end = delta.text.rfind(self.end_of_turn_text)
         if end < 0:
-            raise TemplateError(f"assistant turn rendered without the end-of-turn token "
-                                f"{self.end_of_turn_text!r}: {delta.text!r}")
+            raise TemplateError(
+                f"assistant turn rendered without the end-of-turn token "
+                f"{self.end_of_turn_text!r}: {delta.text!r}"
+            )
         end += len(self.end_of_turn_text)
         return Delta(delta.text[:end], delta.prefix_stable), delta.text[end:]
 
-    def closing_after_assistant(self, history: Sequence[Any], tools: Sequence[Any] | None = None) -> str:
+    def closing_after_assistant(
+        self, history: Sequence[Any], tools: Sequence[Any] | None = None
+    ) -> str:
         """Scaffolding the template puts after the end-of-turn token of `history`'s last turn."""
         text = self.render_text(history, tools)
         end = text.rfind(self.end_of_turn_text)
         if end < 0:
             raise TemplateError("history does not end with an assistant turn")
-        return text[end + len(self.end_of_turn_text):]
+        return text[end + len(self.end_of_turn_text) :]
 
     def _find_end_of_turn(self) -> tuple[int, str]:
         """The special token the template closes an assistant turn with (<|im_end|>, <|eot_id|>)."""
         history = [{"role": "user", "content": "Hi"}]
-        delta = self._delta(history, [{"role": "assistant", "content": _PROBE_TEXT}], None, True, False)
+        delta = self._delta(
+            history, [{"role": "assistant", "content": _PROBE_TEXT}], None, True, False
+        )
         at = delta.text.rfind(_PROBE_TEXT)
         if at < 0:
             raise TemplateError("the chat template does not render assistant content verbatim")
-        tail = delta.text[at + len(_PROBE_TEXT):]
+        tail = delta.text[at + len(_PROBE_TEXT) :]
         ids, offsets = self.encode_with_offsets(tail)
         for token_id, (start, end) in zip(ids, offsets):
             if self.is_special(token_id):

@@ -13,6 +13,7 @@ prefix-stable message by message), and there are no think blocks.
 
 The output is an ordinary HF tokenizer directory that `transformers.AutoTokenizer` loads.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,9 +63,16 @@ def min_vocab_size() -> int:
     return _BYTE_ALPHABET + len(SPECIAL_TOKENS) + len(TOOL_TOKENS)
 
 
-def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str | os.PathLike | None = None,
-                         *, min_frequency: int = 2, model_max_length: int = 32768,
-                         split_digits: bool = False, isolate_spaces: bool = False):
+def train_tiny_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    min_frequency: int = 2,
+    model_max_length: int = 32768,
+    split_digits: bool = False,
+    isolate_spaces: bool = False,
+):
     """Train on `texts`, return an HF fast tokenizer with exactly `vocab_size` ids (saved if asked).
 
     Ids 0..6 are ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` and the four tool tags, for
@@ -85,12 +93,27 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     Costs 23% more tokens per outfitter dialogue; off by default: at the quickstart's 80 SFT steps
     it was worse (bench/NOTES.md, "Copying arguments").
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < min_vocab_size():
-        raise ValueError(f"vocab_size={vocab_size!r}; must be an int >= {min_vocab_size()} "
-                         "(256 bytes + 3 special tokens + 4 tool tags)")
+    if (
+        isinstance(vocab_size, bool)
+        or not isinstance(vocab_size, int)
+        or vocab_size < min_vocab_size()
+    ):
+        raise ValueError(
+            f"vocab_size={vocab_size!r}; must be an int >= {min_vocab_size()} "
+            "(256 bytes + 3 special tokens + 4 tool tags)"
+        )
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be an iterable of strings, not a single string")
     if min_frequency < 1:
@@ -98,18 +121,23 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
 
     tokenizer = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    steps = ([pre_tokenizers.Split(Regex(" "), behavior="isolated")] if isolate_spaces else [])
+    steps = [pre_tokenizers.Split(Regex(" "), behavior="isolated")] if isolate_spaces else []
     steps += [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps + [byte_level]) if steps else byte_level
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     # Registered before training so tags in the corpus are cut out instead of learnt as merges.
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
-                         + [AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
+        + [AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS]
+    )
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=False,
         special_tokens=list(SPECIAL_TOKENS + TOOL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     n_texts = 0
 
     def _checked():
@@ -127,13 +155,22 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int, output_dir: str 
     size = tokenizer.get_vocab_size(with_added_tokens=True)
     if size > vocab_size:
         raise RuntimeError(f"trainer produced {size} ids for vocab_size={vocab_size}")
-    tokenizer.add_special_tokens([AddedToken(f"<|reserved_{i}|>", special=True, normalized=False)
-                                  for i in range(vocab_size - size)])
+    tokenizer.add_special_tokens(
+        [
+            AddedToken(f"<|reserved_{i}|>", special=True, normalized=False)
+            for i in range(vocab_size - size)
+        ]
+    )
 
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]), chat_template=CHAT_TEMPLATE,
-        model_max_length=model_max_length, clean_up_tokenization_spaces=False)
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
     if len(hf) != vocab_size:
         raise RuntimeError(f"tokenizer has {len(hf)} ids, expected exactly {vocab_size}")
     if output_dir is not None:

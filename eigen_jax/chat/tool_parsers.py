@@ -17,6 +17,7 @@ Two formats are supported:
 Both also split a leading ``<think>...</think>`` reasoning block off the content (Qwen3 emits
 one, possibly empty, in every turn), so content compares equal to what a user of the model sees.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,10 +101,12 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     m = _THINK_RE.match(text)
     if m is None:
         return None, text
-    return m.group(1).strip("\n"), text[m.end():].lstrip("\n")
+    return m.group(1).strip("\n"), text[m.end() :].lstrip("\n")
 
 
-def _call_from_object(obj: Any, raw: str, args_keys: tuple[str, ...]) -> ToolCall | ToolCallParseError:
+def _call_from_object(
+    obj: Any, raw: str, args_keys: tuple[str, ...]
+) -> ToolCall | ToolCallParseError:
     """Validate one decoded JSON value as a call; every failure names the problem."""
     if not isinstance(obj, dict):
         return ToolCallParseError(raw, f"expected a JSON object, got {type(obj).__name__}")
@@ -122,12 +125,17 @@ def _call_from_object(obj: Any, raw: str, args_keys: tuple[str, ...]) -> ToolCal
         try:
             args = json.loads(args) if args.strip() else {}
         except (json.JSONDecodeError, RecursionError) as e:
-            return ToolCallParseError(raw, f"'{args_keys[0]}' is a string that is not JSON: "
-                                           f"{getattr(e, 'msg', type(e).__name__)}")
+            return ToolCallParseError(
+                raw,
+                f"'{args_keys[0]}' is a string that is not JSON: "
+                f"{getattr(e, 'msg', type(e).__name__)}",
+            )
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        return ToolCallParseError(raw, f"'{args_keys[0]}' must be a JSON object, got {type(args).__name__}")
+        return ToolCallParseError(
+            raw, f"'{args_keys[0]}' must be a JSON object, got {type(args).__name__}"
+        )
     return ToolCall(name=name.strip(), arguments=args)
 
 
@@ -162,7 +170,9 @@ def parse_hermes(text: str) -> ParsedAssistant:
         nested = rest.find(_HERMES_OPEN, body_start)
         if end < 0 or (0 <= nested < end):
             stop = len(rest) if nested < 0 else nested
-            errors.append(ToolCallParseError(rest[start:stop].strip(), "unterminated <tool_call> block"))
+            errors.append(
+                ToolCallParseError(rest[start:stop].strip(), "unterminated <tool_call> block")
+            )
             pos = stop
             if nested < 0:
                 break
@@ -172,10 +182,13 @@ def parse_hermes(text: str) -> ParsedAssistant:
         pos = end + len(_HERMES_CLOSE)
     stray = "".join(content_parts)
     if _HERMES_CLOSE in stray:
-        errors.append(ToolCallParseError(_HERMES_CLOSE, "</tool_call> without a matching <tool_call>"))
+        errors.append(
+            ToolCallParseError(_HERMES_CLOSE, "</tool_call> without a matching <tool_call>")
+        )
         stray = stray.replace(_HERMES_CLOSE, "")
-    return ParsedAssistant(content=stray.strip(), tool_calls=tuple(calls), errors=tuple(errors),
-                           reasoning=reasoning)
+    return ParsedAssistant(
+        content=stray.strip(), tool_calls=tuple(calls), errors=tuple(errors), reasoning=reasoning
+    )
 
 
 def parse_llama3_json(text: str) -> ParsedAssistant:
@@ -184,7 +197,7 @@ def parse_llama3_json(text: str) -> ParsedAssistant:
     body = rest.strip()
     had_tag = body.startswith(_PYTHON_TAG)
     if had_tag:
-        body = body[len(_PYTHON_TAG):].lstrip()
+        body = body[len(_PYTHON_TAG) :].lstrip()
     if not body.startswith("{"):
         if had_tag:
             err = ToolCallParseError(body, "<|python_tag|> not followed by a JSON object")
@@ -202,17 +215,21 @@ def parse_llama3_json(text: str) -> ParsedAssistant:
         try:
             obj, end = decoder.raw_decode(body, pos)
         except RecursionError:
-            errors.append(ToolCallParseError(body[pos:pos + 1000], "JSON nested too deeply"))
+            errors.append(ToolCallParseError(body[pos : pos + 1000], "JSON nested too deeply"))
             break
         except json.JSONDecodeError as e:
-            errors.append(ToolCallParseError(body[pos:], f"invalid JSON: {e.msg} at position {e.pos - pos}"))
+            errors.append(
+                ToolCallParseError(body[pos:], f"invalid JSON: {e.msg} at position {e.pos - pos}")
+            )
             break
         result = _call_from_object(obj, body[pos:end], ("parameters", "arguments"))
         (calls if isinstance(result, ToolCall) else errors).append(result)
         pos = end
         while pos < len(body) and (body[pos].isspace() or body[pos] == ";"):
             pos += 1
-    return ParsedAssistant(content="", tool_calls=tuple(calls), errors=tuple(errors), reasoning=reasoning)
+    return ParsedAssistant(
+        content="", tool_calls=tuple(calls), errors=tuple(errors), reasoning=reasoning
+    )
 
 
 TOOL_PARSERS: dict[str, Callable[[str], ParsedAssistant]] = {

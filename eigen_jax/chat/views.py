@@ -7,13 +7,14 @@ results of the agent are invisible to the user (they are not in the flipped view
 (tau2 telecom) the user's own tool calls and their results stay, as the user's tool use. The views,
 stop signals and the user's system prompt are `data_agents.dialogue`'s (one protocol everywhere).
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gin
-
 from data_agents import dialogue as protocol
 
 STOP_TOKENS = tuple(protocol.STOP_SIGNALS)  # tau2's, from the one dialogue protocol
@@ -34,8 +35,9 @@ COMPACT_SYSTEM = "You are a customer-service agent. Follow the policy."
 
 
 @gin.configurable
-def agent_prompt(policy: str, tools: Any, mode: str = "full",
-                 compact_system: str = COMPACT_SYSTEM) -> tuple[str, list[dict[str, Any]] | None]:
+def agent_prompt(
+    policy: str, tools: Any, mode: str = "full", compact_system: str = COMPACT_SYSTEM
+) -> tuple[str, list[dict[str, Any]] | None]:
     """(system prompt, tool schemas for the template) the agent is trained and sampled with.
 
     `full` (default): the domain policy and every tool schema, as tau2 gives them. `compact`: a
@@ -58,12 +60,14 @@ def agent_messages(messages: Sequence[dict[str, Any]], system: str) -> list[dict
     return [{"role": "system", "content": system}] + [dict(m) for m in body]
 
 
-def user_messages(messages: Sequence[dict[str, Any]], task: dict[str, Any],
-                  guidelines: str = USER_GUIDELINES) -> list[dict[str, Any]]:
+def user_messages(
+    messages: Sequence[dict[str, Any]], task: dict[str, Any], guidelines: str = USER_GUIDELINES
+) -> list[dict[str, Any]]:
     """The user simulator's role-flipped view (`data_agents.dialogue.user_view`: tau2's greeting
     first, the user's own tool calls and results kept, consecutive agent texts merged)."""
-    return protocol.user_view([m for m in messages if m["role"] != "system"],
-                              user_system_prompt(task, guidelines))
+    return protocol.user_view(
+        [m for m in messages if m["role"] != "system"], user_system_prompt(task, guidelines)
+    )
 
 
 def is_stop(text: str) -> str | None:

@@ -6,6 +6,7 @@ The chat layer renders; this module only chooses the view and the mask:
 - objective "user": the user simulator's role-flipped view (see `eigen_jax.chat.views`); the loss
   covers the user's tokens, which are that view's assistant turns.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,9 @@ from eigen_jax.chat.template import ChatTemplate
 OBJECTIVES = ("agent", "user")
 
 
-def render_for_objective(chat: ChatTemplate, dialogue: dict[str, Any],
-                         objective: str) -> Conversation:
+def render_for_objective(
+    chat: ChatTemplate, dialogue: dict[str, Any], objective: str
+) -> Conversation:
     if objective == "agent":
         system, tools = views.agent_prompt(dialogue.get("policy", ""), dialogue.get("tools"))
         return render_dialogue(chat, views.agent_messages(dialogue["messages"], system), tools)
@@ -31,8 +33,13 @@ def render_for_objective(chat: ChatTemplate, dialogue: dict[str, Any],
     raise ValueError(f"unknown SFT objective {objective!r}; expected one of {OBJECTIVES}")
 
 
-def tokenize_dialogue(chat: ChatTemplate, dialogue: dict[str, Any], objective: str,
-                      max_length: int, prompt_loss_weight: float = 0.0) -> dict[str, np.ndarray]:
+def tokenize_dialogue(
+    chat: ChatTemplate,
+    dialogue: dict[str, Any],
+    objective: str,
+    max_length: int,
+    prompt_loss_weight: float = 0.0,
+) -> dict[str, np.ndarray]:
     """{"tokens": int32[n], "loss_mask": float32[n]} with n ≤ max_length (the tail is cut).
 
     `loss_mask` is 1 on the trained role's tokens and `prompt_loss_weight` on every other token

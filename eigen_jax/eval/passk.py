@@ -4,10 +4,11 @@ pass^k (tau-bench): the chance that k trials drawn without replacement from the 
 C(c, k) / C(n, k), averaged over tasks — a reliability metric that falls with k.
 pass@k: the chance that AT LEAST ONE of k succeeds, 1 - C(n - c, k) / C(n, k) — rises with k.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from math import comb
-from typing import Mapping, Sequence
 
 
 def pass_hat_k(n: int, c: int, k: int) -> float:

@@ -4,6 +4,7 @@ comparisons of consecutive checkpoints, the GRPO reward curve and the time per s
 Rendering only: the pipeline hands over what its stages produced; nothing here trains or
 evaluates. Every path is an `etils.epath` path, so the run folder may be a URL.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,15 @@ from eigen_jax.eval.compare import compare_table, format_comparison, per_task_pa
 from eigen_jax.eval.results import format_table
 
 
-def write_report(workdir, *, evals: Mapping[str, dict], runs: Mapping[str, dict],
-                 timings: Mapping[str, float], compile_s: Mapping[str, float],
-                 dataset_splits: Mapping[str, int] | None = None) -> Any:
+def write_report(
+    workdir,
+    *,
+    evals: Mapping[str, dict],
+    runs: Mapping[str, dict],
+    timings: Mapping[str, float],
+    compile_s: Mapping[str, float],
+    dataset_splits: Mapping[str, int] | None = None,
+) -> Any:
     """`workdir/report.{json,md}` (+ `pass_k.png`, `reward_curve.png`); returns the .md path.
 
     evals: checkpoint name → `evaluate_checkpoint` summary, in evaluation order (each is also at
@@ -28,10 +35,14 @@ def write_report(workdir, *, evals: Mapping[str, dict], runs: Mapping[str, dict]
     wd = paths.resolve(workdir)
     full = {n: json.loads((wd / "eval" / n / "results.json").read_text()) for n in evals}
     intervals = {n: pass_k_intervals(r) for n, r in full.items()}
-    report: dict[str, Any] = {"timings_s": dict(timings), "compile_s": dict(compile_s),
-                              "eval": dict(evals), "pass_k_95ci": intervals,
-                              "dataset_splits": dataset_splits,
-                              "finish_reasons": finish_reasons(wd, evals, runs)}
+    report: dict[str, Any] = {
+        "timings_s": dict(timings),
+        "compile_s": dict(compile_s),
+        "eval": dict(evals),
+        "pass_k_95ci": intervals,
+        "dataset_splits": dataset_splits,
+        "finish_reasons": finish_reasons(wd, evals, runs),
+    }
     for stage, result in runs.items():
         report[stage] = {k: v for k, v in result.items() if k != "hf_dir"}
     if evals:
@@ -47,33 +58,70 @@ def write_report(workdir, *, evals: Mapping[str, dict], runs: Mapping[str, dict]
 
 def _markdown(wd, report: dict[str, Any], timings, compile_s, curve) -> list[str]:
     evals = report["eval"]
-    lines = ["# eigen-jax run report", "", f"workdir: `{wd}`", "", "## pass^k on held-out tasks",
-             "", "```", format_table(dict(evals)) if evals else "(no evaluation stage)", "```",
-             ""]
+    lines = [
+        "# eigen-jax run report",
+        "",
+        f"workdir: `{wd}`",
+        "",
+        "## pass^k on held-out tasks",
+        "",
+        "```",
+        format_table(dict(evals)) if evals else "(no evaluation stage)",
+        "```",
+        "",
+    ]
     for name, ci in report["pass_k_95ci"].items():
-        lines.append(f"- {name}: " + ", ".join(
-            f"pass^{k} {100 * _at(evals[name]['pass^k'], k):.1f} ({100 * lo:.1f}-{100 * hi:.1f})"
-            for k, (lo, hi) in ci.items()) + " (95% bootstrap over tasks)")
+        lines.append(
+            f"- {name}: "
+            + ", ".join(
+                f"pass^{k} {100 * _at(evals[name]['pass^k'], k):.1f} ({100 * lo:.1f}-{100 * hi:.1f})"
+                for k, (lo, hi) in ci.items()
+            )
+            + " (95% bootstrap over tasks)"
+        )
     if evals:
         lines += ["", "![pass^k](pass_k.png)", ""]
     for pair in report["comparisons"]:
-        lines += [f"### {pair['candidate']} vs {pair['baseline']} (paired bootstrap over tasks)",
-                  "", pair["table"], ""]
+        lines += [
+            f"### {pair['candidate']} vs {pair['baseline']} (paired bootstrap over tasks)",
+            "",
+            pair["table"],
+            "",
+        ]
     if report["finish_reasons"]:
         reasons = sorted({r for v in report["finish_reasons"].values() for r in v})
-        lines += ["## How episodes ended (fraction)", "", "| stage | " + " | ".join(reasons) +
-                  " |", "|---" * (len(reasons) + 1) + "|"]
-        lines += [f"| {stage} | " + " | ".join(f"{v.get(r, 0.0):.2f}" for r in reasons) + " |"
-                  for stage, v in report["finish_reasons"].items()]
+        lines += [
+            "## How episodes ended (fraction)",
+            "",
+            "| stage | " + " | ".join(reasons) + " |",
+            "|---" * (len(reasons) + 1) + "|",
+        ]
+        lines += [
+            f"| {stage} | " + " | ".join(f"{v.get(r, 0.0):.2f}" for r in reasons) + " |"
+            for stage, v in report["finish_reasons"].items()
+        ]
         lines.append("")
-    lines += ["## Time per stage (s)", "", "| stage | seconds | of which JAX compiling |",
-              "|---|---|---|"]
+    lines += [
+        "## Time per stage (s)",
+        "",
+        "| stage | seconds | of which JAX compiling |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {v} | {compile_s.get(k, '')} |" for k, v in timings.items()]
     if curve:
         lines += ["", "## GRPO reward curve", "", "![reward curve](reward_curve.png)"]
     if (wd / "config.gin").exists():
-        lines += ["", "## Configuration", "", "<details><summary>config.gin</summary>", "",
-                  "```", (wd / "config.gin").read_text().rstrip(), "```", "</details>"]
+        lines += [
+            "",
+            "## Configuration",
+            "",
+            "<details><summary>config.gin</summary>",
+            "",
+            "```",
+            (wd / "config.gin").read_text().rstrip(),
+            "```",
+            "</details>",
+        ]
     return lines + [""]
 
 
@@ -82,8 +130,9 @@ def _at(table: Mapping, k: int) -> float:
     return table[k] if k in table else table[str(k)]
 
 
-def pass_k_intervals(result: Mapping[str, Any], num_resamples: int = 2000,
-                     confidence: float = 0.95, seed: int = 0) -> dict[int, list[float]]:
+def pass_k_intervals(
+    result: Mapping[str, Any], num_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[int, list[float]]:
     """k → percentile-bootstrap interval of pass^k, resampling tasks (the unit of evaluation)."""
     n = min(len(v) for v in result["tasks"].values())
     rng = np.random.default_rng(seed)
@@ -93,13 +142,13 @@ def pass_k_intervals(result: Mapping[str, Any], num_resamples: int = 2000,
         per_task = np.array([by_task[t] for t in sorted(by_task)])
         idx = rng.integers(0, len(per_task), size=(num_resamples, len(per_task)))
         tail = (1 - confidence) / 2
-        out[k] = [float(x) for x in np.quantile(per_task[idx].mean(axis=1),
-                                                [tail, 1 - tail])]
+        out[k] = [float(x) for x in np.quantile(per_task[idx].mean(axis=1), [tail, 1 - tail])]
     return out
 
 
-def finish_reasons(workdir, evals: Mapping[str, dict], runs: Mapping[str, dict]
-                   ) -> dict[str, dict[str, float]]:
+def finish_reasons(
+    workdir, evals: Mapping[str, dict], runs: Mapping[str, dict]
+) -> dict[str, dict[str, float]]:
     """Stage → fraction of its episodes per finish reason: each evaluation's trials, and every
     GRPO rollout (from the `finish_*` fractions its metrics log per step)."""
     out = {}
@@ -114,9 +163,11 @@ def finish_reasons(workdir, evals: Mapping[str, dict], runs: Mapping[str, dict]
         episodes = sum(r["episodes"] for r in rows)
         if episodes:
             keys = {k for r in rows for k in r if k.startswith("finish_")}
-            out[stage] = {k.removeprefix("finish_"): sum(r.get(k, 0.0) * r["episodes"]
-                                                          for r in rows) / episodes
-                          for k in sorted(keys)}
+            out[stage] = {
+                k.removeprefix("finish_"): sum(r.get(k, 0.0) * r["episodes"] for r in rows)
+                / episodes
+                for k in sorted(keys)
+            }
     return out
 
 
@@ -133,10 +184,13 @@ def plot_pass_k(results: Mapping[str, dict], intervals: Mapping[str, dict], path
         ks = sorted(int(k) for k in r["pass^k"])
         ys = [100 * _at(r["pass^k"], k) for k in ks]
         ci = intervals[name]
-        err = [[y - 100 * ci[k][0] for k, y in zip(ks, ys)],
-               [100 * ci[k][1] - y for k, y in zip(ks, ys)]]
-        ax.errorbar([k + 0.04 * (i - 1) for k in ks], ys, yerr=err, marker="o", capsize=3,
-                    label=name)
+        err = [
+            [y - 100 * ci[k][0] for k, y in zip(ks, ys)],
+            [100 * ci[k][1] - y for k, y in zip(ks, ys)],
+        ]
+        ax.errorbar(
+            [k + 0.04 * (i - 1) for k in ks], ys, yerr=err, marker="o", capsize=3, label=name
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("k")
     ax.set_ylabel("pass^k (%)")
@@ -157,8 +211,14 @@ def compare_consecutive(workdir, names: list[str]) -> list[dict[str, Any]]:
     for base, cand in zip(names, names[1:]):
         a, b = (json.loads((wd / "eval" / n / "results.json").read_text()) for n in (base, cand))
         rows = compare_table(a, b)
-        out.append({"baseline": base, "candidate": cand, "rows": rows,
-                    "table": format_comparison(rows, base, cand)})
+        out.append(
+            {
+                "baseline": base,
+                "candidate": cand,
+                "rows": rows,
+                "table": format_comparison(rows, base, cand),
+            }
+        )
     return out
 
 

@@ -10,12 +10,14 @@ sits beside it in `trials.identity.json`. Resuming with a different identity (sa
 and re-exported the checkpoint) must not mix the old trials into the new score, so the old log is
 moved aside (`trials.jsonl.stale-N`, nothing is deleted) and the evaluation starts afresh.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from absl import logging
 
@@ -50,8 +52,13 @@ class TrialLog:
             self.path.rename(stale)
             id_path.rename(stale.with_name(stale.name + ".identity.json"))
             changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-            logging.warning("%s was written for another setup (changed: %s); moved it to %s and "
-                            "starting afresh", self.path, ", ".join(changed), stale)
+            logging.warning(
+                "%s was written for another setup (changed: %s); moved it to %s and "
+                "starting afresh",
+                self.path,
+                ", ".join(changed),
+                stale,
+            )
         # a log without an identity (older runs) is adopted as is
         id_path.write_text(json.dumps(identity, indent=1, sort_keys=True))
 
@@ -67,8 +74,13 @@ class TrialLog:
             os.fsync(f.fileno())
 
 
-def summarize(log: TrialLog, domain: str, num_trials: int, meta: dict[str, Any] | None = None,
-              task_ids: Iterable[str] | None = None) -> dict[str, Any]:
+def summarize(
+    log: TrialLog,
+    domain: str,
+    num_trials: int,
+    meta: dict[str, Any] | None = None,
+    task_ids: Iterable[str] | None = None,
+) -> dict[str, Any]:
     """The summary of trials `< num_trials` of `task_ids` (default: every task in the log)."""
     keep = None if task_ids is None else set(task_ids)
     per_task: dict[str, list[dict[str, Any]]] = {}
@@ -81,15 +93,28 @@ def summarize(log: TrialLog, domain: str, num_trials: int, meta: dict[str, Any] 
     for v in per_task.values():
         for t in v:
             finishes[t["finish_reason"]] = finishes.get(t["finish_reason"], 0) + 1
-    result = {"domain": domain, "num_tasks": len(per_task), "num_trials": num_trials,
-              "pass^k": table["pass^k"], "pass@k": table["pass@k"], "finish_reasons": finishes,
-              "tasks": per_task, **(meta or {})}
-    second = [(t["reward"], t["second_opinion"]) for v in per_task.values() for t in v
-              if t.get("second_opinion") is not None]
+    result = {
+        "domain": domain,
+        "num_tasks": len(per_task),
+        "num_trials": num_trials,
+        "pass^k": table["pass^k"],
+        "pass@k": table["pass@k"],
+        "finish_reasons": finishes,
+        "tasks": per_task,
+        **(meta or {}),
+    }
+    second = [
+        (t["reward"], t["second_opinion"])
+        for v in per_task.values()
+        for t in v
+        if t.get("second_opinion") is not None
+    ]
     if second:
         result["evaluator_agreement"] = {
-            "trials": len(second), "agree": sum(a == b for a, b in second),
-            "rate": sum(a == b for a, b in second) / len(second)}
+            "trials": len(second),
+            "agree": sum(a == b for a, b in second),
+            "rate": sum(a == b for a, b in second) / len(second),
+        }
     return result
 
 
@@ -99,8 +124,10 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         ks = sorted(int(k) for k in r["pass^k"])
         head = " ".join(f"pass^{k:<3}" for k in ks) + f" pass@{ks[-1]}"
-        vals = " ".join(f"{100 * r['pass^k'][k]:6.1f}" for k in ks) + \
-            f" {100 * r['pass@k'][ks[-1]]:6.1f}"
+        vals = (
+            " ".join(f"{100 * r['pass^k'][k]:6.1f}" for k in ks)
+            + f" {100 * r['pass@k'][ks[-1]]:6.1f}"
+        )
         if not lines:
             lines.append(f"{'run':24s} {'domain':12s} {'tasks':>5s} {head}")
         lines.append(f"{name:24s} {r['domain']:12s} {r['num_tasks']:5d} {vals}")

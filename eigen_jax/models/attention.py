@@ -7,6 +7,7 @@ Two masking regimes (the contract the trainer and sampler rely on):
     `s <= positions[b, t]` of its row. Right-padded batched prefill, per-row decode positions and
     appending a chunk at a row's current length all follow; stale slots are never attended.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from eigen_jax.models import cudnn_attention, lora as lora_lib, splash
+from eigen_jax.models import cudnn_attention, splash
+from eigen_jax.models import lora as lora_lib
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
 from eigen_jax.models.rope import apply_rope, inverse_frequencies
@@ -47,8 +49,14 @@ def cache_mask(positions: jax.Array, cache_len: int) -> jax.Array:
     return (slots[None, None, :] <= positions[:, :, None])[:, None]
 
 
-def write_cache(cache: Cache, layer: jax.Array, rows: jax.Array, k: jax.Array, v: jax.Array,
-                positions: jax.Array) -> Cache:
+def write_cache(
+    cache: Cache,
+    layer: jax.Array,
+    rows: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    positions: jax.Array,
+) -> Cache:
     """Scatter new keys/values [B, T, KV, hd] of `layer` into cache rows `rows` [B] at slots
     `positions` [B, T] (out-of-range rows or slots drop the write)."""
     rows = rows[:, None]
@@ -56,12 +64,15 @@ def write_cache(cache: Cache, layer: jax.Array, rows: jax.Array, k: jax.Array, v
     # shape, so the update is [B, T, KV, hd]: the new keys as they are.
     new_k = cache["k"].at[layer, rows, :, positions].set(k.astype(cache["k"].dtype), mode="drop")
     new_v = cache["v"].at[layer, rows, :, positions].set(v.astype(cache["v"].dtype), mode="drop")
-    return {"k": with_logical_constraint(new_k, CACHE_LOGICAL_AXES),
-            "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES)}
+    return {
+        "k": with_logical_constraint(new_k, CACHE_LOGICAL_AXES),
+        "v": with_logical_constraint(new_v, CACHE_LOGICAL_AXES),
+    }
 
 
-def read_cache(x: jax.Array, layer: jax.Array, rows: jax.Array | None,
-               kv_len: int | None) -> jax.Array:
+def read_cache(
+    x: jax.Array, layer: jax.Array, rows: jax.Array | None, kv_len: int | None
+) -> jax.Array:
     """Layer `layer`'s [B, KV, kv_len, hd] keys (or values) of cache rows `rows` (None: all
     rows in order): one layer's live part is all a call reads, never a copy of the cache."""
     plane = jax.lax.dynamic_index_in_dim(x, layer, axis=0, keepdims=False)
@@ -72,8 +83,9 @@ def read_cache(x: jax.Array, layer: jax.Array, rows: jax.Array | None,
     return plane
 
 
-def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                      scale: float) -> jax.Array:
+def grouped_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, scale: float
+) -> jax.Array:
     """Softmax attention with `KV` shared key/value heads, without copying them per query head.
 
     q: [B, T, H, hd]; k, v: heads-major [B, KV, S, hd] (the cache's layout); mask: [B, 1, T, S].
@@ -85,8 +97,7 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     b, t, h, hd = q.shape
     kv = k.shape[1]
     qg = q.reshape(b, t, kv, h // kv, hd)
-    logits = jnp.einsum("btkgd,bksd->bkgts", qg, k,
-                        preferred_element_type=jnp.float32) * scale
+    logits = jnp.einsum("btkgd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
     logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     # A plain batched matmul ([B, KV] batch, then [G, T] x [S] x [hd]); its small output is
@@ -95,8 +106,9 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
 
 
-def causal_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
-                           scale: float, block: int) -> jax.Array:
+def causal_block_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, scale: float, block: int
+) -> jax.Array:
     """Training attention (no cache) in query blocks of `block` tokens, each against only the keys
     up to its own end.
 
@@ -110,23 +122,31 @@ def causal_block_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids
     b, t, h, hd = q.shape
     kv = k.shape[2]
     if block <= 0 or t <= block:
-        return grouped_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2),
-                                 training_mask(segment_ids), scale)
-    qg = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)   # [B, KV, G, T, hd]
-    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)         # [B, KV, S, hd]
-    key_seg = segment_ids[:, None, None, None, :]                     # [B, 1, 1, 1, S]
+        return grouped_attention(
+            q, k.swapaxes(1, 2), v.swapaxes(1, 2), training_mask(segment_ids), scale
+        )
+    qg = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
+    key_seg = segment_ids[:, None, None, None, :]  # [B, 1, 1, 1, S]
     outs = []
     for start in range(0, t, block):
         end = min(start + block, t)
-        logits = jnp.einsum("bkgtd,bksd->bkgts", qg[:, :, :, start:end], kt[:, :, :end],
-                            preferred_element_type=jnp.float32) * scale
-        query_seg = segment_ids[:, None, None, start:end, None]       # [B, 1, 1, blk, 1]
-        causal = (jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :])
+        logits = (
+            jnp.einsum(
+                "bkgtd,bksd->bkgts",
+                qg[:, :, :, start:end],
+                kt[:, :, :end],
+                preferred_element_type=jnp.float32,
+            )
+            * scale
+        )
+        query_seg = segment_ids[:, None, None, start:end, None]  # [B, 1, 1, blk, 1]
+        causal = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
         mask = causal & (query_seg == key_seg[..., :end]) & (key_seg[..., :end] != 0)
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         outs.append(jnp.einsum("bkgts,bksd->bkgtd", probs, vt[:, :, :end]))
-    out = jnp.concatenate(outs, axis=3)                               # [B, KV, G, T, hd]
+    out = jnp.concatenate(outs, axis=3)  # [B, KV, G, T, hd]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
 
 
@@ -141,16 +161,21 @@ class Attention(nnx.Module):
         self.block = config.attention_block
         self.impl = config.attention_impl
         # A tuple (static, hashable), not an array: it is a constant of the architecture.
-        self.inv_freq = tuple(float(f) for f in
-                              inverse_frequencies(hd, config.rope_theta, config.rope_scaling))
-        self.q = make_param(rngs, default_kernel_init, (d, h, hd), pdt,
-                            ("embed", "heads", "head_dim"))
-        self.k = make_param(rngs, default_kernel_init, (d, kv, hd), pdt,
-                            ("embed", "kv_heads", "head_dim"))
-        self.v = make_param(rngs, default_kernel_init, (d, kv, hd), pdt,
-                            ("embed", "kv_heads", "head_dim"))
-        self.o = make_param(rngs, default_kernel_init, (h, hd, d), pdt,
-                            ("heads", "head_dim", "embed"))
+        self.inv_freq = tuple(
+            float(f) for f in inverse_frequencies(hd, config.rope_theta, config.rope_scaling)
+        )
+        self.q = make_param(
+            rngs, default_kernel_init, (d, h, hd), pdt, ("embed", "heads", "head_dim")
+        )
+        self.k = make_param(
+            rngs, default_kernel_init, (d, kv, hd), pdt, ("embed", "kv_heads", "head_dim")
+        )
+        self.v = make_param(
+            rngs, default_kernel_init, (d, kv, hd), pdt, ("embed", "kv_heads", "head_dim")
+        )
+        self.o = make_param(
+            rngs, default_kernel_init, (h, hd, d), pdt, ("heads", "head_dim", "embed")
+        )
         adapter = functools.partial(lora_lib.make_adapter, config.lora, rngs=rngs)
         self.q_lora = adapter("q_proj", (d,), (h, hd), ("embed",), ("heads", "head_dim"))
         self.k_lora = adapter("k_proj", (d,), (kv, hd), ("embed",), ("kv_heads", "head_dim"))
@@ -190,14 +215,22 @@ class Attention(nnx.Module):
             y = y + bias[...].astype(self.dtype)
         return with_logical_constraint(y, axes)
 
-    def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
-                 cache: Cache | None = None, layer: jax.Array | int = 0,
-                 cache_rows: jax.Array | None = None, kv_len: int | None = None
-                 ) -> tuple[jax.Array, Cache | None]:
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        segment_ids: jax.Array | None,
+        cache: Cache | None = None,
+        layer: jax.Array | int = 0,
+        cache_rows: jax.Array | None = None,
+        kv_len: int | None = None,
+    ) -> tuple[jax.Array, Cache | None]:
         """`cache` is the whole stacked cache: batch row b reads and writes plane `layer`, row
         `cache_rows[b]` (default b), attending its slots [0, kv_len) (default all)."""
-        heads, kv_heads = ("batch", "length", "heads", "head_dim"), ("batch", "length",
-                                                                     "kv_heads", "head_dim")
+        heads, kv_heads = (
+            ("batch", "length", "heads", "head_dim"),
+            ("batch", "length", "kv_heads", "head_dim"),
+        )
         q = self._project(x, self.q, self.q_bias, self.q_lora, heads)
         k = self._project(x, self.k, self.k_bias, self.k_lora, kv_heads)
         v = self._project(x, self.v, self.v_bias, self.v_lora, kv_heads)
@@ -208,7 +241,7 @@ class Attention(nnx.Module):
 
         if cache is None:
             seg = segment_ids if segment_ids is not None else jnp.ones(x.shape[:2], jnp.int32)
-            scale = self.head_dim ** -0.5
+            scale = self.head_dim**-0.5
             blocks = functools.partial(causal_block_attention, scale=scale, block=self.block)
             impl = self._training_impl(x.shape[1])
             if impl == "splash":
@@ -221,17 +254,21 @@ class Attention(nnx.Module):
         else:
             rows = jnp.arange(x.shape[0]) if cache_rows is None else cache_rows
             new_cache = write_cache(cache, layer, rows, k, v, positions)
-            k, v = (read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
-                    for n in ("k", "v"))
-            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]),
-                                    self.head_dim ** -0.5)
+            k, v = (
+                read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
+                for n in ("k", "v")
+            )
+            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]), self.head_dim**-0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         y = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype))
         return lora_lib.add_delta(y, self.o_lora, out, self.dtype), new_cache
 
 
-def init_cache(num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,
-               dtype: Any) -> Cache:
+def init_cache(
+    num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int, dtype: Any
+) -> Cache:
     shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
-    return {"k": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
-            "v": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES)}
+    return {
+        "k": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
+        "v": with_logical_constraint(jnp.zeros(shape, dtype), CACHE_LOGICAL_AXES),
+    }

@@ -6,6 +6,7 @@ Qwen3 with a sparse mixture-of-experts MLP in some or all layers (the `num_exper
 The config owns its conversion to and from a Hugging Face `config.json` (Levanter style) so
 that checkpoints round-trip through transformers and SGLang unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,15 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 def canonical_dtype(dtype: Any) -> str:
     """Normalise `jnp.bfloat16`, `"bf16"`, `np.dtype("float32")`, ... to a name in `_DTYPES`."""
-    aliases = {"bf16": "bfloat16", "f32": "float32", "fp32": "float32", "f16": "float16",
-               "fp16": "float16", "half": "float16", "float": "float32"}
+    aliases = {
+        "bf16": "bfloat16",
+        "f32": "float32",
+        "fp32": "float32",
+        "f16": "float16",
+        "fp16": "float16",
+        "half": "float16",
+        "float": "float32",
+    }
     name = aliases.get(str(dtype), None) or jnp.dtype(dtype).name
     if name not in _DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
@@ -109,33 +117,46 @@ class ModelConfig:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; expected one of {sorted(FAMILIES)}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+        ):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
-                             f"({self.num_kv_heads}) for grouped-query attention")
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                f"({self.num_kv_heads}) for grouped-query attention"
+            )
         if self.head_dim is None:
             if self.hidden_size % self.num_heads:
-                raise ValueError(f"hidden_size ({self.hidden_size}) is not divisible by num_heads "
-                                 f"({self.num_heads}); give head_dim explicitly")
+                raise ValueError(
+                    f"hidden_size ({self.hidden_size}) is not divisible by num_heads "
+                    f"({self.num_heads}); give head_dim explicitly"
+                )
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if self.family == "qwen2" and not self.attention_bias:
             raise ValueError("family 'qwen2' always has q/k/v biases; attention_bias must be True")
         if self.qk_norm != (self.family in QK_NORM_FAMILIES):
-            raise ValueError(f"qk_norm={self.qk_norm} does not match family {self.family!r} "
-                             f"(only {QK_NORM_FAMILIES} normalise q and k)")
+            raise ValueError(
+                f"qk_norm={self.qk_norm} does not match family {self.family!r} "
+                f"(only {QK_NORM_FAMILIES} normalise q and k)"
+            )
         self._check_moe()
         if self.lora is not None and not isinstance(self.lora, LoraConfig):
             object.__setattr__(self, "lora", LoraConfig(**dict(self.lora)))
         if self.attention_block < 0:
             raise ValueError(f"attention_block must be >= 0, got {self.attention_block}")
         if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"attention_impl={self.attention_impl!r}; expected one of "
-                             f"{ATTENTION_IMPLS}")
+            raise ValueError(
+                f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}"
+            )
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
@@ -144,8 +165,9 @@ class ModelConfig:
             scaling = dict(self.rope_scaling)
             rope_type = scaling.get("rope_type", scaling.get("type", "default"))
             if rope_type not in ROPE_TYPES:
-                raise ValueError(f"unsupported rope_scaling type {rope_type!r}; expected one of "
-                                 f"{ROPE_TYPES}")
+                raise ValueError(
+                    f"unsupported rope_scaling type {rope_type!r}; expected one of {ROPE_TYPES}"
+                )
             scaling["rope_type"] = rope_type
             scaling.pop("type", None)
             scaling.pop("rope_theta", None)
@@ -155,16 +177,22 @@ class ModelConfig:
     def _check_moe(self) -> None:
         object.__setattr__(self, "mlp_only_layers", tuple(int(i) for i in self.mlp_only_layers))
         if (self.family == "qwen3_moe") != (self.num_experts > 0):
-            raise ValueError(f"num_experts={self.num_experts} does not match family "
-                             f"{self.family!r} (only qwen3_moe has experts)")
+            raise ValueError(
+                f"num_experts={self.num_experts} does not match family "
+                f"{self.family!r} (only qwen3_moe has experts)"
+            )
         if self.family != "qwen3_moe":
             return
         if not 0 < self.num_experts_per_tok <= self.num_experts:
-            raise ValueError(f"num_experts_per_tok must be in [1, num_experts={self.num_experts}]"
-                             f", got {self.num_experts_per_tok}")
+            raise ValueError(
+                f"num_experts_per_tok must be in [1, num_experts={self.num_experts}]"
+                f", got {self.num_experts_per_tok}"
+            )
         if self.moe_intermediate_size <= 0 or self.decoder_sparse_step <= 0:
-            raise ValueError("moe_intermediate_size and decoder_sparse_step must be positive, got "
-                             f"{self.moe_intermediate_size} and {self.decoder_sparse_step}")
+            raise ValueError(
+                "moe_intermediate_size and decoder_sparse_step must be positive, got "
+                f"{self.moe_intermediate_size} and {self.decoder_sparse_step}"
+            )
         if self.moe_impl not in MOE_IMPLS:
             raise ValueError(f"moe_impl={self.moe_impl!r}; expected one of {MOE_IMPLS}")
 
@@ -185,9 +213,12 @@ class ModelConfig:
     @property
     def sparse_layers(self) -> tuple[bool, ...]:
         """Per layer: True where the MLP is the mixture of experts (HF's Qwen3-MoE rule)."""
-        return tuple(self.num_experts > 0 and i not in self.mlp_only_layers
-                     and (i + 1) % self.decoder_sparse_step == 0
-                     for i in range(self.num_layers))
+        return tuple(
+            self.num_experts > 0
+            and i not in self.mlp_only_layers
+            and (i + 1) % self.decoder_sparse_step == 0
+            for i in range(self.num_layers)
+        )
 
     def num_params(self, active: bool = False) -> int:
         """Parameter count, computed from the shapes (embedding counted once when tied);
@@ -222,13 +253,26 @@ class ModelConfig:
         for arch in cfg.get("architectures") or ():
             family = family or _ARCH_TO_FAMILY.get(arch)
             if arch not in _ARCH_TO_FAMILY:
-                raise ValueError(f"unsupported architecture {arch!r} in 'architectures'; "
-                                 f"supported: {sorted(_ARCH_TO_FAMILY)}")
+                raise ValueError(
+                    f"unsupported architecture {arch!r} in 'architectures'; "
+                    f"supported: {sorted(_ARCH_TO_FAMILY)}"
+                )
         if family is None:
-            raise ValueError(f"unsupported model_type {cfg.get('model_type')!r}; supported: "
-                             f"{sorted(_TYPE_TO_FAMILY)}")
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
-                               "num_hidden_layers", "num_attention_heads") if k not in cfg]
+            raise ValueError(
+                f"unsupported model_type {cfg.get('model_type')!r}; supported: "
+                f"{sorted(_TYPE_TO_FAMILY)}"
+            )
+        missing = [
+            k
+            for k in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+            )
+            if k not in cfg
+        ]
         if missing:
             raise ValueError(f"HF config is missing required key(s) {missing}")
         if cfg.get("hidden_act", "silu") != "silu":
@@ -271,7 +315,8 @@ class ModelConfig:
                 moe_intermediate_size=cfg.get("moe_intermediate_size", 0),
                 norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
                 decoder_sparse_step=cfg.get("decoder_sparse_step", 1),
-                mlp_only_layers=tuple(cfg.get("mlp_only_layers") or ()))
+                mlp_only_layers=tuple(cfg.get("mlp_only_layers") or ()),
+            )
         dtype = cfg.get("dtype") or cfg.get("torch_dtype")
         if dtype in ("float32", "bfloat16", "float16"):
             fields["param_dtype"] = dtype
@@ -312,14 +357,18 @@ class ModelConfig:
         if self.family == "llama":
             out.update(attention_bias=self.attention_bias, mlp_bias=False)
         elif self.family in QK_NORM_FAMILIES:
-            out.update(attention_bias=self.attention_bias, use_sliding_window=False,
-                       sliding_window=None)
+            out.update(
+                attention_bias=self.attention_bias, use_sliding_window=False, sliding_window=None
+            )
         if self.family == "qwen3_moe":
-            out.update(num_experts=self.num_experts, num_experts_per_tok=self.num_experts_per_tok,
-                       moe_intermediate_size=self.moe_intermediate_size,
-                       norm_topk_prob=self.norm_topk_prob,
-                       decoder_sparse_step=self.decoder_sparse_step,
-                       mlp_only_layers=list(self.mlp_only_layers))
+            out.update(
+                num_experts=self.num_experts,
+                num_experts_per_tok=self.num_experts_per_tok,
+                moe_intermediate_size=self.moe_intermediate_size,
+                norm_topk_prob=self.norm_topk_prob,
+                decoder_sparse_step=self.decoder_sparse_step,
+                mlp_only_layers=list(self.mlp_only_layers),
+            )
         else:
             out.update(use_sliding_window=False, sliding_window=None)
         return out

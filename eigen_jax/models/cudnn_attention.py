@@ -44,6 +44,7 @@ whole KV groups. `implementation="xla"` runs the same plumbing (segment runs, of
 repeat, padding zeros, fallback, shard_map) with XLA's attention, the ragged layout turned into
 the dense mask it means, so CPU tests check everything but the kernel itself.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,8 +83,9 @@ def default_max_segments() -> int:
     return MAX_SEGMENTS if hopper_or_newer() else 1
 
 
-def segment_layout(segment_ids: jax.Array, max_segments: int
-                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def segment_layout(
+    segment_ids: jax.Array, max_segments: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The ragged layout of each row: (offsets [B, M+1], lengths [B, M], fits [B]).
 
     Segments are the runs of equal nonzero ids, in order; offsets/lengths hold each run's start
@@ -96,14 +98,14 @@ def segment_layout(segment_ids: jax.Array, max_segments: int
     seg = segment_ids
     before = jnp.pad(seg[:, :-1], ((0, 0), (1, 0)))
     start = (seg != 0) & (seg != before)
-    run = jnp.cumsum(start, axis=1, dtype=jnp.int32) - 1          # a token's run (-1: none yet)
+    run = jnp.cumsum(start, axis=1, dtype=jnp.int32) - 1  # a token's run (-1: none yet)
     n_runs = run[:, -1] + 1
     max_before = jnp.pad(jax.lax.cummax(seg, axis=1)[:, :-1], ((0, 0), (1, 0)))
     fits = (n_runs <= max_segments) & jnp.all(~start | (seg > max_before), axis=1)
     if max_segments == 1:
         fits &= (n_runs == 0) | start[:, 0]
     cols = jnp.arange(max_segments, dtype=jnp.int32)
-    member = (run[:, :, None] == cols) & (seg != 0)[:, :, None]   # [B, T, M]
+    member = (run[:, :, None] == cols) & (seg != 0)[:, :, None]  # [B, T, M]
     lengths = jnp.sum(member, axis=1, dtype=jnp.int32)
     starts = jnp.min(jnp.where(member, jnp.arange(t, dtype=jnp.int32)[:, None], t), axis=1)
     present = cols[None, :] < n_runs[:, None]
@@ -117,21 +119,31 @@ def ragged_mask(offsets: jax.Array, lengths: jax.Array, length: int) -> jax.Arra
     (causality is the attention call's `is_causal`); what the ragged layout tells cuDNN."""
     pos = jnp.arange(length, dtype=jnp.int32)
     lo, n = offsets[:, :-1, None], lengths[:, :, None]
-    inside = (pos >= lo) & (pos < lo + n) & (n > 0)                  # [B, M, T]
+    inside = (pos >= lo) & (pos < lo + n) & (n > 0)  # [B, M, T]
     member = jnp.where(jnp.any(inside, axis=1), jnp.argmax(inside, axis=1), -1)
     return ((member[:, :, None] == member[:, None, :]) & (member[:, None, :] >= 0))[:, None]
 
 
 def _ragged(q, k, v, offsets, lengths, scale, implementation):
     group = q.shape[2] // k.shape[2]
-    k, v = (jnp.repeat(x, group, axis=2) for x in (k, v))   # see the module docstring (GQA)
+    k, v = (jnp.repeat(x, group, axis=2) for x in (k, v))  # see the module docstring (GQA)
     if implementation == "xla":
         mask = ragged_mask(offsets, lengths, q.shape[1])
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=True,
-                                            implementation="xla")
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask, scale=scale, is_causal=True, implementation="xla"
+        )
     return _cudnn.dot_product_attention(
-        q, k, v, q_seqlen=lengths, kv_seqlen=lengths, q_offsets=offsets, kv_offsets=offsets,
-        scale=scale, mask_type=_cudnn.MaskType.PADDING_CAUSAL, qkv_layout="BTNH")
+        q,
+        k,
+        v,
+        q_seqlen=lengths,
+        kv_seqlen=lengths,
+        q_offsets=offsets,
+        kv_offsets=offsets,
+        scale=scale,
+        mask_type=_cudnn.MaskType.PADDING_CAUSAL,
+        qkv_layout="BTNH",
+    )
 
 
 def _local(q, k, v, segment_ids, *, scale, fallback, max_segments, implementation):
@@ -146,9 +158,16 @@ def _local(q, k, v, segment_ids, *, scale, fallback, max_segments, implementatio
         q, k, v = (jnp.where(real, x, 0).astype(call_dtype) for x in (q, k, v))
         if max_segments == 1:
             n = jnp.maximum(lengths[:, 0], 0)
-            out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                               query_seq_lengths=n, key_value_seq_lengths=n,
-                                               implementation=implementation)
+            out = jax.nn.dot_product_attention(
+                q,
+                k,
+                v,
+                scale=scale,
+                is_causal=True,
+                query_seq_lengths=n,
+                key_value_seq_lengths=n,
+                implementation=implementation,
+            )
         else:
             out = _ragged(q, k, v, offsets, lengths, scale, implementation)
         return jnp.where(real, out, 0).astype(dtype)
@@ -156,9 +175,17 @@ def _local(q, k, v, segment_ids, *, scale, fallback, max_segments, implementatio
     return jax.lax.cond(jnp.all(fits), fused, fallback, q, k, v, segment_ids)
 
 
-def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
-                    scale: float, fallback: Fallback, *, max_segments: int | None = None,
-                    implementation: str = "cudnn") -> jax.Array:
+def cudnn_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    segment_ids: jax.Array,
+    scale: float,
+    fallback: Fallback,
+    *,
+    max_segments: int | None = None,
+    implementation: str = "cudnn",
+) -> jax.Array:
     """Causal, segment-masked GQA attention through cuDNN; [B, T, H, hd] out.
 
     `fallback(q, k, v, segment_ids)` (e.g. `causal_block_attention` with its scale and block)
@@ -170,14 +197,15 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.A
     m = default_max_segments() if max_segments is None else max_segments
     if m < 1:
         raise ValueError(f"max_segments must be >= 1, got {m}")
-    local = functools.partial(_local, scale=scale, fallback=fallback, max_segments=m,
-                              implementation=implementation)
+    local = functools.partial(
+        _local, scale=scale, fallback=fallback, max_segments=m, implementation=implementation
+    )
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
         return local(q, k, v, segment_ids)
     b, t, h, hd = q.shape
     kv = k.shape[2]
-    qg = q.reshape(b, t, kv, h // kv, hd)   # a device keeps whole KV groups of query heads
+    qg = q.reshape(b, t, kv, h // kv, hd)  # a device keeps whole KV groups of query heads
     q_spec = logical_to_spec(("batch", None, "kv_heads", None, None), qg.shape, mesh)
     kv_spec = logical_to_spec(("batch", None, "kv_heads", None), k.shape, mesh)
 
@@ -185,7 +213,11 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.A
         lb, lt, lkv, g, d = qg.shape
         return local(qg.reshape(lb, lt, lkv * g, d), k, v, seg).reshape(qg.shape)
 
-    out = jax.shard_map(grouped, mesh=mesh,
-                        in_specs=(q_spec, kv_spec, kv_spec, PartitionSpec(q_spec[0], None)),
-                        out_specs=q_spec, check_vma=False)(qg, k, v, segment_ids)
+    out = jax.shard_map(
+        grouped,
+        mesh=mesh,
+        in_specs=(q_spec, kv_spec, kv_spec, PartitionSpec(q_spec[0], None)),
+        out_specs=q_spec,
+        check_vma=False,
+    )(qg, k, v, segment_ids)
     return out.reshape(b, t, h, hd)

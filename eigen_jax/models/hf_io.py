@@ -8,6 +8,7 @@ layers on the devices, from its per-layer tensors placed the same way, so the ho
 layer's tensor at a time. Saving gathers one tensor at a time and writes shards that
 transformers and SGLang load unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,14 +61,12 @@ def _identity(x):
 
 def _linear(out_shape: tuple[int, ...]):
     """HF nn.Linear weight [out, in] <-> ours [in, *out_shape]."""
-    return (lambda w: w.T.reshape((w.shape[1],) + out_shape),
-            lambda k: k.reshape(k.shape[0], -1).T)
+    return (lambda w: w.T.reshape((w.shape[1],) + out_shape), lambda k: k.reshape(k.shape[0], -1).T)
 
 
 def _linear_in(in_shape: tuple[int, ...]):
     """HF o_proj weight [out, heads*hd] <-> ours [heads, hd, out]."""
-    return (lambda w: w.T.reshape(in_shape + (w.shape[0],)),
-            lambda k: k.reshape(-1, k.shape[-1]).T)
+    return (lambda w: w.T.reshape(in_shape + (w.shape[0],)), lambda k: k.reshape(-1, k.shape[-1]).T)
 
 
 def _reshape(shape: tuple[int, ...]):
@@ -77,8 +76,10 @@ def _reshape(shape: tuple[int, ...]):
 def tensor_mappings(config: ModelConfig) -> list[TensorMapping]:
     """Every parameter of `Transformer(config)` with its HF name and layout conversion."""
     h, kv, hd = config.num_heads, config.num_kv_heads, config.head_dim
-    maps = [TensorMapping(("embed",), "model.embed_tokens.weight", _identity, _identity),
-            TensorMapping(("final_norm", "scale"), "model.norm.weight", _identity, _identity)]
+    maps = [
+        TensorMapping(("embed",), "model.embed_tokens.weight", _identity, _identity),
+        TensorMapping(("final_norm", "scale"), "model.norm.weight", _identity, _identity),
+    ]
     if not config.tie_word_embeddings:
         maps.append(TensorMapping(("lm_head",), "lm_head.weight", np.transpose, np.transpose))
     for i in range(config.num_layers):
@@ -113,12 +114,16 @@ def _mlp_mappings(config: ModelConfig, i: int, pre: str) -> list[TensorMapping]:
     per expert; ours stacks them on the `expert` axis)."""
     t = (np.transpose, np.transpose)
     if not config.sparse_layers[i]:
-        return [TensorMapping(("layers", "mlp", n), f"{pre}mlp.{n}_proj.weight", *t, i)
-                for n in ("gate", "up", "down")]
+        return [
+            TensorMapping(("layers", "mlp", n), f"{pre}mlp.{n}_proj.weight", *t, i)
+            for n in ("gate", "up", "down")
+        ]
     maps = [TensorMapping(("layers", "moe", "router"), f"{pre}mlp.gate.weight", *t, i)]
     for j in range(config.num_experts):
-        maps += [TensorMapping(("layers", "moe", n), f"{pre}mlp.experts.{j}.{n}_proj.weight",
-                               *t, i, j) for n in ("gate", "up", "down")]
+        maps += [
+            TensorMapping(("layers", "moe", n), f"{pre}mlp.experts.{j}.{n}_proj.weight", *t, i, j)
+            for n in ("gate", "up", "down")
+        ]
     return maps
 
 
@@ -146,9 +151,14 @@ def _weight_map(model_dir: str) -> dict[str, str]:
     return mapping
 
 
-def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
-                    param_dtype: Any = None, rules=LOGICAL_AXIS_RULES,
-                    **config_overrides) -> tuple[Transformer, ModelConfig]:
+def from_pretrained(
+    model_dir: str,
+    mesh: Mesh | None = None,
+    dtype: Any = None,
+    param_dtype: Any = None,
+    rules=LOGICAL_AXIS_RULES,
+    **config_overrides,
+) -> tuple[Transformer, ModelConfig]:
     """Load an HF checkpoint directory (local, or a URL read through a local copy) into a
     `Transformer`, sharded on `mesh`.
 
@@ -170,16 +180,24 @@ def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
     weight_map = _weight_map(model_dir)
     mappings = tensor_mappings(config)
     wanted = {m.hf_name for m in mappings}
-    unexpected = sorted(k for k in weight_map if k not in wanted
-                        and not k.endswith(_IGNORABLE_SUFFIXES)
-                        and not (config.tie_word_embeddings and k == "lm_head.weight"))
+    unexpected = sorted(
+        k
+        for k in weight_map
+        if k not in wanted
+        and not k.endswith(_IGNORABLE_SUFFIXES)
+        and not (config.tie_word_embeddings and k == "lm_head.weight")
+    )
     if unexpected:
-        raise ValueError(f"checkpoint {model_dir!r} has tensors this {config.family} config does "
-                         f"not use: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        raise ValueError(
+            f"checkpoint {model_dir!r} has tensors this {config.family} config does "
+            f"not use: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+        )
     missing = sorted(m.hf_name for m in mappings if m.hf_name not in weight_map)
     if missing:
-        raise ValueError(f"checkpoint {model_dir!r} is missing tensor(s) {missing[:8]}"
-                         f"{' ...' if len(missing) > 8 else ''}")
+        raise ValueError(
+            f"checkpoint {model_dir!r} is missing tensor(s) {missing[:8]}"
+            f"{' ...' if len(missing) > 8 else ''}"
+        )
 
     by_path: dict[tuple[str, ...], list[TensorMapping]] = {}
     for m in mappings:
@@ -191,7 +209,8 @@ def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
             fname = weight_map[m.hf_name]
             if fname not in handles:
                 handles[fname] = stack.enter_context(
-                    safe_open(os.path.join(model_dir, fname), framework="numpy"))
+                    safe_open(os.path.join(model_dir, fname), framework="numpy")
+                )
             return m.to_ours(handles[fname].get_tensor(m.hf_name))
 
         for path, group in by_path.items():
@@ -207,8 +226,9 @@ def from_pretrained(model_dir: str, mesh: Mesh | None = None, dtype: Any = None,
     return model, config
 
 
-def _stack_planes(group: list[TensorMapping], read, variable, mesh, axes, shape,
-                  rules) -> jax.Array:
+def _stack_planes(
+    group: list[TensorMapping], read, variable, mesh, axes, shape, rules
+) -> jax.Array:
     """A stacked parameter from its per-layer (and per-expert) tensors, each placed in its
     slice's sharding as it is read; a layer the checkpoint has no tensor for (the unused MLP
     kind of a model mixing dense and sparse layers) is zero."""
@@ -220,8 +240,7 @@ def _stack_planes(group: list[TensorMapping], read, variable, mesh, axes, shape,
     def place(ms: list[TensorMapping], depth: int) -> jax.Array:
         plane_sharding = _placer(mesh, axes[depth:], shape[depth:], rules)
         if not ms:
-            return jax.jit(lambda: jnp.zeros(shape[depth:], dtype),
-                           out_shardings=plane_sharding)()
+            return jax.jit(lambda: jnp.zeros(shape[depth:], dtype), out_shardings=plane_sharding)()
         if depth == len(ms[0].index()):  # one tensor: this plane is it
             return _place_host(read(ms[0]), variable, plane_sharding, ms[0], shape[depth:])
         experts = [place([m], depth + 1) for m in sorted(ms, key=lambda m: m.expert)]
@@ -237,21 +256,26 @@ def _placer(mesh: Mesh | None, axes, shape, rules):
     return logical_to_sharding(axes, mesh, tuple(shape), rules)
 
 
-def _place_host(host: np.ndarray, variable, sharding, m: TensorMapping,
-                shape: tuple[int, ...]) -> jax.Array:
+def _place_host(
+    host: np.ndarray, variable, sharding, m: TensorMapping, shape: tuple[int, ...]
+) -> jax.Array:
     """A converted host tensor checked against `shape` and placed in `sharding` (each device
     receives only its own slice)."""
     if tuple(host.shape) != shape:
-        where = (m.path,) + tuple(f"{n} {i}" for n, i in (("layer", m.layer),
-                                                          ("expert", m.expert)) if i is not None)
-        raise ValueError(f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
-                         f"conversion, expected {shape} for {where}")
+        where = (m.path,) + tuple(
+            f"{n} {i}" for n, i in (("layer", m.layer), ("expert", m.expert)) if i is not None
+        )
+        raise ValueError(
+            f"tensor {m.hf_name!r} has shape {tuple(host.shape)} after "
+            f"conversion, expected {shape} for {where}"
+        )
     host = np.ascontiguousarray(host.astype(variable.get_value().dtype))
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
-                    max_shard_bytes: int = 4 * 1024 ** 3) -> list[str]:
+def save_pretrained(
+    model: Transformer, config: ModelConfig, out_dir: str, max_shard_bytes: int = 4 * 1024**3
+) -> list[str]:
     """Write `config.json` + safetensors (sharded with an index past `max_shard_bytes`).
 
     Shards are planned from the parameter shapes, then each is gathered one tensor at a time,
@@ -260,17 +284,21 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
     written safetensors file names.
     """
     if config.lora is not None or getattr(model.config, "lora", None) is not None:
-        raise ValueError("save_pretrained: the model carries LoRA adapters; merge them first "
-                         "(models.lora_io.merge_adapters) or save them (lora_io.save_adapter)")
+        raise ValueError(
+            "save_pretrained: the model carries LoRA adapters; merge them first "
+            "(models.lora_io.merge_adapters) or save them (lora_io.save_adapter)"
+        )
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     plan: list[list[TensorMapping]] = [[]]
     shard_bytes = 0
     for m in tensor_mappings(config):
         if m.path not in variables:
-            raise ValueError(f"model has no parameter {m.path} (HF {m.hf_name!r}); does the "
-                             "config match the model?")
+            raise ValueError(
+                f"model has no parameter {m.path} (HF {m.hf_name!r}); does the "
+                "config match the model?"
+            )
         value = variables[m.path].get_value()
-        shape = value.shape[len(m.index()):]
+        shape = value.shape[len(m.index()) :]
         nbytes = int(np.prod(shape)) * np.dtype(value.dtype).itemsize
         if shard_bytes and shard_bytes + nbytes > max_shard_bytes:
             plan.append([])
@@ -294,6 +322,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
                 value = value[m.index()]
             if jax.process_count() > 1:
                 from jax.experimental import multihost_utils
+
                 value = multihost_utils.process_allgather(value, tiled=True)
             tensors[m.hf_name] = np.ascontiguousarray(m.to_hf(np.asarray(jax.device_get(value))))
             total_size += tensors[m.hf_name].nbytes
@@ -305,8 +334,10 @@ def save_pretrained(model: Transformer, config: ModelConfig, out_dir: str,
 
     index_path = os.path.join(out_dir, SAFETENSORS_INDEX)
     if len(plan) > 1:
-        index = {"metadata": {"total_size": total_size},
-                 "weight_map": {m.hf_name: n for n, shard in zip(names, plan) for m in shard}}
+        index = {
+            "metadata": {"total_size": total_size},
+            "weight_map": {m.hf_name: n for n, shard in zip(names, plan) for m in shard},
+        }
         with open(index_path, "w") as f:
             json.dump(index, f, indent=2)
     elif os.path.exists(index_path):

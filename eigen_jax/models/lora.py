@@ -19,6 +19,7 @@ Two trace-time switches (context managers, read while a function is traced):
 it), `dropout_key(key)` turns adapter dropout on (the train step sets it; evaluation and the
 sampler never do, so they run without dropout).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +60,10 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.dropout must be in [0, 1), got {self.dropout}")
         unknown = sorted(set(self.targets) - set(DENSE_TARGETS + MOE_TARGETS))
         if unknown or not self.targets:
-            raise ValueError(f"LoraConfig.targets {list(self.targets)}: unknown {unknown}; "
-                             f"expected names from {list(DENSE_TARGETS + MOE_TARGETS)}")
+            raise ValueError(
+                f"LoraConfig.targets {list(self.targets)}: unknown {unknown}; "
+                f"expected names from {list(DENSE_TARGETS + MOE_TARGETS)}"
+            )
         if self.dtype not in _DTYPES:
             raise ValueError(f"LoraConfig.dtype={self.dtype!r}; expected one of {_DTYPES}")
 
@@ -116,16 +119,31 @@ class Adapter(nnx.Module):
     """A [*lead, *in, r] and B [*lead, r, *out] for one base weight [*lead, *in, *out]; `lead`
     is the expert axis of MoE expert weights (then the adapter is merged into the weight)."""
 
-    def __init__(self, lora: LoraConfig, name: str, in_shape: Sequence[int],
-                 out_shape: Sequence[int], in_axes: Sequence[str | None],
-                 out_axes: Sequence[str | None], *, rngs: nnx.Rngs, experts: int = 0):
+    def __init__(
+        self,
+        lora: LoraConfig,
+        name: str,
+        in_shape: Sequence[int],
+        out_shape: Sequence[int],
+        in_axes: Sequence[str | None],
+        out_axes: Sequence[str | None],
+        *,
+        rngs: nnx.Rngs,
+        experts: int = 0,
+    ):
         r, dtype = int(lora.rank), jnp.dtype(lora.dtype)
         lead, lead_axes = ((experts,), ("expert",)) if experts else ((), ())
         a_shape = lead + tuple(in_shape) + (r,)
-        self.a = LoRA(_uniform_fan_in(math.prod(in_shape))(rngs.params(), a_shape, dtype),
-                      out_sharding=lead_axes + tuple(in_axes) + (None,), eager_sharding=False)
-        self.b = LoRA(jnp.zeros(lead + (r,) + tuple(out_shape), dtype),
-                      out_sharding=lead_axes + (None,) + tuple(out_axes), eager_sharding=False)
+        self.a = LoRA(
+            _uniform_fan_in(math.prod(in_shape))(rngs.params(), a_shape, dtype),
+            out_sharding=lead_axes + tuple(in_axes) + (None,),
+            eager_sharding=False,
+        )
+        self.b = LoRA(
+            jnp.zeros(lead + (r,) + tuple(out_shape), dtype),
+            out_sharding=lead_axes + (None,) + tuple(out_axes),
+            eager_sharding=False,
+        )
         self.scale = lora.scale
         self.dropout = float(lora.dropout)
         self.n_in = len(in_shape)
@@ -137,19 +155,20 @@ class Adapter(nnx.Module):
             return None
         key = getattr(_SWITCHES, "key", None)
         if self.dropout > 0 and key is not None:
-            keep = jax.random.bernoulli(jax.random.fold_in(key, self.salt), 1.0 - self.dropout,
-                                        x.shape)
+            keep = jax.random.bernoulli(
+                jax.random.fold_in(key, self.salt), 1.0 - self.dropout, x.shape
+            )
             x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
         h = jnp.tensordot(x, self.a[...].astype(dtype), axes=self.n_in)
-        return jnp.tensordot(h, self.b[...].astype(dtype), axes=1) * jnp.asarray(self.scale,
-                                                                                   dtype)
+        return jnp.tensordot(h, self.b[...].astype(dtype), axes=1) * jnp.asarray(self.scale, dtype)
 
     def merged(self, weight: jax.Array) -> jax.Array:
         """weight + (alpha / r) A B (weight [*lead, *in, *out]; unchanged when off)."""
         if getattr(_SWITCHES, "off", False):
             return weight
-        return weight + delta_weight(self.a[...], self.b[...], weight.ndim, self.scale
-                                     ).astype(weight.dtype)
+        return weight + delta_weight(self.a[...], self.b[...], weight.ndim, self.scale).astype(
+            weight.dtype
+        )
 
 
 def delta_weight(a: jax.Array, b: jax.Array, weight_ndim: int, scale: float) -> jax.Array:
@@ -158,19 +177,26 @@ def delta_weight(a: jax.Array, b: jax.Array, weight_ndim: int, scale: float) -> 
     with len(lead) = a.ndim + b.ndim - 2 - weight_ndim. Computed in float32."""
     n_lead = a.ndim + b.ndim - 2 - weight_ndim
     lead = a.shape[:n_lead]
-    in_shape, out_shape = a.shape[n_lead:-1], b.shape[n_lead + 1:]
+    in_shape, out_shape = a.shape[n_lead:-1], b.shape[n_lead + 1 :]
     a2 = a.reshape(lead + (math.prod(in_shape), a.shape[-1])).astype(jnp.float32)
     b2 = b.reshape(lead + (b.shape[n_lead], math.prod(out_shape))).astype(jnp.float32)
     return (jnp.matmul(a2, b2) * scale).reshape(lead + in_shape + out_shape)
 
 
-def make_adapter(lora: LoraConfig | None, target: str, in_shape, out_shape, in_axes, out_axes,
-                 rngs: nnx.Rngs, experts: int = 0) -> Adapter | None:
+def make_adapter(
+    lora: LoraConfig | None,
+    target: str,
+    in_shape,
+    out_shape,
+    in_axes,
+    out_axes,
+    rngs: nnx.Rngs,
+    experts: int = 0,
+) -> Adapter | None:
     """The adapter of `target` when the config targets it, else None."""
     if lora is None or target not in lora.targets:
         return None
-    return Adapter(lora, target, in_shape, out_shape, in_axes, out_axes, rngs=rngs,
-                   experts=experts)
+    return Adapter(lora, target, in_shape, out_shape, in_axes, out_axes, rngs=rngs, experts=experts)
 
 
 def add_delta(y: jax.Array, adapter: Adapter | None, x: jax.Array, dtype) -> jax.Array:

@@ -8,6 +8,7 @@ as HF's nn.Linear sees them; ours are A [layers, *in, r] and B [layers, r, *out]
 layout (`hf_io`), flattened in the same order. MoE expert/router adapters have no nn.Linear to
 wrap in transformers' fused expert layout: they are exported merged only.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,15 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model.model.layers"
 # our adapter's (module, attribute) -> PEFT's module name under the decoder layer
-_PEFT_MODULES = {("attn", "q_lora"): "self_attn.q_proj", ("attn", "k_lora"): "self_attn.k_proj",
-                 ("attn", "v_lora"): "self_attn.v_proj", ("attn", "o_lora"): "self_attn.o_proj",
-                 ("mlp", "gate_lora"): "mlp.gate_proj", ("mlp", "up_lora"): "mlp.up_proj",
-                 ("mlp", "down_lora"): "mlp.down_proj"}
+_PEFT_MODULES = {
+    ("attn", "q_lora"): "self_attn.q_proj",
+    ("attn", "k_lora"): "self_attn.k_proj",
+    ("attn", "v_lora"): "self_attn.v_proj",
+    ("attn", "o_lora"): "self_attn.o_proj",
+    ("mlp", "gate_lora"): "mlp.gate_proj",
+    ("mlp", "up_lora"): "mlp.up_proj",
+    ("mlp", "down_lora"): "mlp.down_proj",
+}
 
 
 def has_adapters(model: nnx.Module) -> bool:
@@ -56,8 +62,9 @@ def add_lora(model: Transformer, lora: LoraConfig, mesh=None) -> Transformer:
     config = model.config.replace(lora=lora)
     build = lambda: Transformer(config, rngs=nnx.Rngs(lora.seed))  # noqa: E731
     graphdef, abstract_lora, _ = nnx.split(nnx.eval_shape(build), LoRA, ...)
-    adapters = jax.jit(lambda: nnx.state(build(), LoRA),
-                       out_shardings=_placement(mesh, abstract_lora))()
+    adapters = jax.jit(
+        lambda: nnx.state(build(), LoRA), out_shardings=_placement(mesh, abstract_lora)
+    )()
     return nnx.merge(graphdef, adapters, nnx.state(model))
 
 
@@ -76,8 +83,10 @@ def merge_adapters(model: Transformer) -> Transformer:
         weight_path = path[:-2] + (path[-2].removesuffix("_lora"),)
         w = base[weight_path]
         a, b = var.get_value(), adapters[path[:-1] + ("b",)].get_value()
-        merged = jax.jit(lambda w, a, b: w + delta_weight(a, b, w.ndim, scale).astype(w.dtype),
-                         out_shardings=w.get_value().sharding)(w.get_value(), a, b)
+        merged = jax.jit(
+            lambda w, a, b: w + delta_weight(a, b, w.ndim, scale).astype(w.dtype),
+            out_shardings=w.get_value().sharding,
+        )(w.get_value(), a, b)
         base[weight_path] = w.replace(merged)
     plain = nnx.eval_shape(lambda: Transformer(config.replace(lora=None), rngs=nnx.Rngs(0)))
     graphdef = nnx.graphdef(plain)
@@ -96,10 +105,11 @@ def _peft_entries(config: ModelConfig):
         raise ValueError("the model has no LoRA adapters to export")
     moe = [t for t in lora.targets if t in ("experts", "router")]
     if moe:
-        raise ValueError(f"LoRA targets {moe} have no PEFT layout (transformers' fused MoE "
-                         "experts); export the merged checkpoint instead")
-    targeted = {m for (_, attr), m in _PEFT_MODULES.items()
-                if m.split(".")[1] in lora.targets}
+        raise ValueError(
+            f"LoRA targets {moe} have no PEFT layout (transformers' fused MoE "
+            "experts); export the merged checkpoint instead"
+        )
+    targeted = {m for (_, attr), m in _PEFT_MODULES.items() if m.split(".")[1] in lora.targets}
     for i in range(config.num_layers):
         for (module, attr), name in _PEFT_MODULES.items():
             if name not in targeted or (module == "mlp" and config.sparse_layers[i]):
@@ -110,19 +120,32 @@ def _peft_entries(config: ModelConfig):
 def _gather(x: jax.Array) -> np.ndarray:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         x = multihost_utils.process_allgather(x, tiled=True)
     return np.asarray(jax.device_get(x), np.float32)
 
 
 def peft_config(config: ModelConfig, base_model: str | None = None) -> dict[str, Any]:
     lora = config.lora
-    return {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": int(lora.rank),
-            "lora_alpha": float(lora.alpha), "lora_dropout": float(lora.dropout),
-            "target_modules": sorted(lora.targets), "bias": "none", "fan_in_fan_out": False,
-            "use_rslora": False, "use_dora": False, "inference_mode": True,
-            "init_lora_weights": True, "modules_to_save": None,
-            "base_model_name_or_path": base_model, "layers_to_transform": None,
-            "rank_pattern": {}, "alpha_pattern": {}}
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": int(lora.rank),
+        "lora_alpha": float(lora.alpha),
+        "lora_dropout": float(lora.dropout),
+        "target_modules": sorted(lora.targets),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "base_model_name_or_path": base_model,
+        "layers_to_transform": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
 
 
 def save_adapter(model: Transformer, out_dir: str, base_model: str | None = None) -> list[str]:
@@ -152,8 +175,13 @@ def read_lora_config(adapter_dir: str) -> LoraConfig:
         raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {adapter_dir!r}")
     with open(path) as f:
         cfg = json.load(f)
-    for key, ok in (("peft_type", "LORA"), ("use_dora", False), ("use_rslora", False),
-                    ("bias", "none"), ("fan_in_fan_out", False)):
+    for key, ok in (
+        ("peft_type", "LORA"),
+        ("use_dora", False),
+        ("use_rslora", False),
+        ("bias", "none"),
+        ("fan_in_fan_out", False),
+    ):
         if cfg.get(key, ok) != ok:
             raise ValueError(f"{path}: {key}={cfg[key]!r} is unsupported (expected {ok!r})")
     for key in ("rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save"):
@@ -161,18 +189,32 @@ def read_lora_config(adapter_dir: str) -> LoraConfig:
             raise ValueError(f"{path}: {key}={cfg[key]!r} is unsupported")
     targets = cfg["target_modules"]
     targets = [targets] if isinstance(targets, str) else list(targets)
-    return LoraConfig(rank=int(cfg["r"]), alpha=float(cfg["lora_alpha"]),
-                      dropout=float(cfg.get("lora_dropout", 0.0)), targets=tuple(targets))
+    return LoraConfig(
+        rank=int(cfg["r"]),
+        alpha=float(cfg["lora_alpha"]),
+        dropout=float(cfg.get("lora_dropout", 0.0)),
+        targets=tuple(targets),
+    )
 
 
-def load_adapter(model: Transformer, adapter_dir: str, mesh=None,
-                 lora: LoraConfig | None = None) -> Transformer:
+def load_adapter(
+    model: Transformer, adapter_dir: str, mesh=None, lora: LoraConfig | None = None
+) -> Transformer:
     """`model` (no adapters) with the PEFT adapter of `adapter_dir`, to continue training it;
     `lora` may change what the file does not fix (dtype, dropout, seed)."""
     file_cfg = read_lora_config(adapter_dir)
-    lora = file_cfg if lora is None else LoraConfig(
-        rank=file_cfg.rank, alpha=file_cfg.alpha, dropout=lora.dropout,
-        targets=file_cfg.targets, dtype=lora.dtype, seed=lora.seed)
+    lora = (
+        file_cfg
+        if lora is None
+        else LoraConfig(
+            rank=file_cfg.rank,
+            alpha=file_cfg.alpha,
+            dropout=lora.dropout,
+            targets=file_cfg.targets,
+            dtype=lora.dtype,
+            seed=lora.seed,
+        )
+    )
     model = add_lora(model, lora, mesh)
     variables = dict(nnx.to_flat_state(nnx.state(model, LoRA)))
     host = {k: np.array(_gather(v.get_value()), np.float32) for k, v in variables.items()}

@@ -20,6 +20,7 @@ which the replication checker cannot infer from a public collective.) The router
 (assignments and probability mass per expert over real tokens) come back summed over the mesh,
 for the load-balancing loss and the logged expert load.
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,8 +34,8 @@ from eigen_jax.models.layers import default_kernel_init, make_param
 from eigen_jax.sharding import logical_to_spec
 
 ROUTER_AXES = ("embed", None)
-EXPERT_IN_AXES = ("expert", "embed", "mlp")     # gate, up: [E, D, F]
-EXPERT_OUT_AXES = ("expert", "mlp", "embed")    # down: [E, F, D]
+EXPERT_IN_AXES = ("expert", "embed", "mlp")  # gate, up: [E, D, F]
+EXPERT_OUT_AXES = ("expert", "mlp", "embed")  # down: [E, F, D]
 RouterStats = dict[str, jax.Array]  # {"counts": [E], "probs": [E], "tokens": []} (sums)
 
 
@@ -54,11 +55,12 @@ def ragged_experts(x, ids, weights, gate, up, down):
     flat = ids.reshape(-1)
     order = jnp.argsort(flat, stable=True)
     sizes = jnp.bincount(flat, length=gate.shape[0]).astype(jnp.int32)
-    rows = jnp.take(x, order // k, axis=0)                                 # [N*k, D]
-    hidden = jax.nn.silu(jax.lax.ragged_dot(rows, gate, sizes)) * \
-        jax.lax.ragged_dot(rows, up, sizes)
-    out = jax.lax.ragged_dot(hidden, down, sizes)                          # [N*k, D] by expert
-    out = jnp.take(out, jnp.argsort(order), axis=0).reshape(n, k, -1)      # back to token order
+    rows = jnp.take(x, order // k, axis=0)  # [N*k, D]
+    hidden = jax.nn.silu(jax.lax.ragged_dot(rows, gate, sizes)) * jax.lax.ragged_dot(
+        rows, up, sizes
+    )
+    out = jax.lax.ragged_dot(hidden, down, sizes)  # [N*k, D] by expert
+    out = jnp.take(out, jnp.argsort(order), axis=0).reshape(n, k, -1)  # back to token order
     return jnp.einsum("nkd,nk->nd", out, weights.astype(out.dtype))
 
 
@@ -77,23 +79,25 @@ def tiled_experts(x, ids, weights, gate, up, down):
     ends = jnp.cumsum(padded)
     by_expert = flat[order]
     rank = jnp.arange(m) - (jnp.cumsum(sizes) - sizes)[by_expert]
-    dest = ends[by_expert] - padded[by_expert] + rank                    # slot of each row
+    dest = ends[by_expert] - padded[by_expert] + rank  # slot of each row
     num_tiles = -(-(m + e * (tile - 1)) // tile)
     rows = jnp.zeros((num_tiles * tile, d), x.dtype).at[dest].set(jnp.take(x, order // k, axis=0))
     owner = jnp.minimum(jnp.searchsorted(ends, jnp.arange(num_tiles) * tile, side="right"), e - 1)
     tiles = rows.reshape(num_tiles, tile, d)
-    hidden = jax.nn.silu(jnp.einsum("tbd,tdf->tbf", tiles, gate[owner])) * \
-        jnp.einsum("tbd,tdf->tbf", tiles, up[owner])
+    hidden = jax.nn.silu(jnp.einsum("tbd,tdf->tbf", tiles, gate[owner])) * jnp.einsum(
+        "tbd,tdf->tbf", tiles, up[owner]
+    )
     out = jnp.einsum("tbf,tfd->tbd", hidden, down[owner]).reshape(-1, d)
-    out = jnp.take(out, dest, axis=0)                                     # sorted order
-    out = jnp.take(out, jnp.argsort(order), axis=0).reshape(n, k, d)      # token order
+    out = jnp.take(out, dest, axis=0)  # sorted order
+    out = jnp.take(out, jnp.argsort(order), axis=0).reshape(n, k, d)  # token order
     return jnp.einsum("nkd,nk->nd", out, weights.astype(out.dtype))
 
 
 def dense_experts(x, ids, weights, gate, up, down):
     """Every expert on every token, combined with the routing weights (zero off the top k)."""
-    combine = jnp.einsum("nke,nk->ne", jax.nn.one_hot(ids, gate.shape[0], dtype=x.dtype),
-                         weights.astype(x.dtype))
+    combine = jnp.einsum(
+        "nke,nk->ne", jax.nn.one_hot(ids, gate.shape[0], dtype=x.dtype), weights.astype(x.dtype)
+    )
     hidden = jax.nn.silu(jnp.einsum("nd,edf->enf", x, gate)) * jnp.einsum("nd,edf->enf", x, up)
     return jnp.einsum("enf,efd,ne->nd", hidden, down, combine)
 
@@ -103,14 +107,16 @@ _EXPERTS = {"ragged": ragged_experts, "tiled": tiled_experts, "dense": dense_exp
 
 def router_stats(probs: jax.Array, ids: jax.Array, mask: jax.Array) -> RouterStats:
     """Sums over real tokens (mask 1): top-k assignments and probability mass per expert."""
-    counts = jnp.einsum("nke,n->e", jax.nn.one_hot(ids, probs.shape[-1], dtype=jnp.float32),
-                        mask)
+    counts = jnp.einsum("nke,n->e", jax.nn.one_hot(ids, probs.shape[-1], dtype=jnp.float32), mask)
     return {"counts": counts, "probs": jnp.einsum("ne,n->e", probs, mask), "tokens": mask.sum()}
 
 
 def zero_stats(num_experts: int) -> RouterStats:
-    return {"counts": jnp.zeros((num_experts,), jnp.float32),
-            "probs": jnp.zeros((num_experts,), jnp.float32), "tokens": jnp.zeros((), jnp.float32)}
+    return {
+        "counts": jnp.zeros((num_experts,), jnp.float32),
+        "probs": jnp.zeros((num_experts,), jnp.float32),
+        "tokens": jnp.zeros((), jnp.float32),
+    }
 
 
 def load_balancing_loss(stats: RouterStats) -> jax.Array:
@@ -126,8 +132,11 @@ def expert_load(stats: RouterStats) -> dict[str, float]:
     got, relative to an even split (1.0 = balanced)."""
     counts = jnp.asarray(stats["counts"], jnp.float32)
     share = counts * counts.shape[-1] / jnp.maximum(counts.sum(), 1.0)
-    return {"router/max_load": float(share.max()), "router/min_load": float(share.min()),
-            "router/aux_loss": float(load_balancing_loss(stats))}
+    return {
+        "router/max_load": float(share.max()),
+        "router/min_load": float(share.min()),
+        "router/aux_loss": float(load_balancing_loss(stats)),
+    }
 
 
 class SparseMoE(nnx.Module):
@@ -147,8 +156,15 @@ class SparseMoE(nnx.Module):
         self.down = make_param(rngs, default_kernel_init, (e, f, d), pdt, EXPERT_OUT_AXES)
         # Adapters merged into the weights per layer (`models.lora`): the kernels take weights.
         adapter = lambda name, i, o, ia, oa, experts=e: lora_lib.make_adapter(  # noqa: E731
-            config.lora, name, (i,), (o,), (ia,), (oa,), rngs,
-            experts=experts if name == "experts" else 0)
+            config.lora,
+            name,
+            (i,),
+            (o,),
+            (ia,),
+            (oa,),
+            rngs,
+            experts=experts if name == "experts" else 0,
+        )
         self.router_lora = adapter("router", d, e, "embed", None)
         self.gate_lora = adapter("experts", d, f, "embed", "mlp")
         self.up_lora = adapter("experts", d, f, "embed", "mlp")
@@ -158,34 +174,53 @@ class SparseMoE(nnx.Module):
         """x [B, T, D], mask [B, T] (1 = real token, counted in the statistics)."""
         dt = self.dtype
         merge = lora_lib.merged_weight
-        weights = [merge(self.router[...], self.router_lora),
-                   merge(self.gate[...], self.gate_lora).astype(dt),
-                   merge(self.up[...], self.up_lora).astype(dt),
-                   merge(self.down[...], self.down_lora).astype(dt)]
+        weights = [
+            merge(self.router[...], self.router_lora),
+            merge(self.gate[...], self.gate_lora).astype(dt),
+            merge(self.up[...], self.up_lora).astype(dt),
+            merge(self.down[...], self.down_lora).astype(dt),
+        ]
         mesh = jax.sharding.get_abstract_mesh()
         if mesh is None or mesh.empty:
             return self._local(x, mask.astype(jnp.float32), *weights, reduce=None)
         spec = lambda axes, a: logical_to_spec(axes, a.shape, mesh)  # noqa: E731
         x_spec = spec(("batch", None, None), x)
-        w_specs = (spec(ROUTER_AXES, weights[0]), spec(EXPERT_IN_AXES, weights[1]),
-                   spec(EXPERT_IN_AXES, weights[2]), spec(EXPERT_OUT_AXES, weights[3]))
-        reduce = {"batch": _axes(x_spec[0]), "mlp": _axes(w_specs[1][2]),
-                  "gather": [[_axes(s) if i != mlp else () for i, s in enumerate(ws)]
-                             for ws, mlp in zip(w_specs, (None, 2, 2, 1))]}
-        stats_spec = {"counts": PartitionSpec(), "probs": PartitionSpec(),
-                      "tokens": PartitionSpec()}
+        w_specs = (
+            spec(ROUTER_AXES, weights[0]),
+            spec(EXPERT_IN_AXES, weights[1]),
+            spec(EXPERT_IN_AXES, weights[2]),
+            spec(EXPERT_OUT_AXES, weights[3]),
+        )
+        reduce = {
+            "batch": _axes(x_spec[0]),
+            "mlp": _axes(w_specs[1][2]),
+            "gather": [
+                [_axes(s) if i != mlp else () for i, s in enumerate(ws)]
+                for ws, mlp in zip(w_specs, (None, 2, 2, 1))
+            ],
+        }
+        stats_spec = {
+            "counts": PartitionSpec(),
+            "probs": PartitionSpec(),
+            "tokens": PartitionSpec(),
+        }
         local = lambda *a: self._local(*a, reduce=reduce)  # noqa: E731
-        mapped = jax.shard_map(local, mesh=mesh,
-                               in_specs=(x_spec, PartitionSpec(x_spec[0], None)) + w_specs,
-                               out_specs=(x_spec, stats_spec), check_vma=False)
+        mapped = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(x_spec, PartitionSpec(x_spec[0], None)) + w_specs,
+            out_specs=(x_spec, stats_spec),
+            check_vma=False,
+        )
         return mapped(x, mask.astype(jnp.float32), *weights)
 
     def _local(self, x, mask, router, gate, up, down, reduce):
         """One device's tokens through the experts; `reduce` names the mesh axes to gather the
         weights over and to sum the outputs/statistics over (None: no mesh)."""
         if reduce is not None:
-            router, gate, up, down = (_gather(w, axes) for w, axes in
-                                      zip((router, gate, up, down), reduce["gather"]))
+            router, gate, up, down = (
+                _gather(w, axes) for w, axes in zip((router, gate, up, down), reduce["gather"])
+            )
         b, t, d = x.shape
         tokens = x.reshape(b * t, d)
         probs, top_w, ids = route(tokens, router, self.k, self.norm_topk_prob)
@@ -197,7 +232,6 @@ class SparseMoE(nnx.Module):
             if reduce["batch"]:
                 stats = jax.lax.psum(stats, reduce["batch"])
         return out, stats
-
 
     def _impl(self) -> str:
         if self.impl != "auto":

@@ -5,50 +5,108 @@ Real sizes mirror the released `config.json` files so that, e.g., a Qwen3-8B run
 own config. Tiny sizes keep CPU tests fast; bench sizes (~25M, ~100M parameters) are for
 `bench/model_bench.py`.
 """
+
 from __future__ import annotations
 
 from eigen_jax.models.config import ModelConfig
 
-_LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+_LLAMA31_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 
 
 def _qwen3(d, layers, heads, ffn, tied):
-    return dict(family="qwen3", vocab_size=151936, hidden_size=d, intermediate_size=ffn,
-                num_layers=layers, num_heads=heads, num_kv_heads=8, head_dim=128,
-                rms_norm_eps=1e-6, rope_theta=1_000_000.0, max_position_embeddings=40960,
-                tie_word_embeddings=tied, qk_norm=True, bos_token_id=151643,
-                eos_token_id=151645)
+    return dict(
+        family="qwen3",
+        vocab_size=151936,
+        hidden_size=d,
+        intermediate_size=ffn,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-6,
+        rope_theta=1_000_000.0,
+        max_position_embeddings=40960,
+        tie_word_embeddings=tied,
+        qk_norm=True,
+        bos_token_id=151643,
+        eos_token_id=151645,
+    )
 
 
 def _qwen3_moe(d, layers, heads, ffn, moe_ffn):
     # As the released config.json files: 128 experts, 8 per token, renormalised top-k weights,
     # every layer sparse, 4 KV heads.
-    return dict(_qwen3(d, layers, heads, ffn, tied=False), family="qwen3_moe", num_kv_heads=4,
-                num_experts=128, num_experts_per_tok=8, moe_intermediate_size=moe_ffn,
-                norm_topk_prob=True)
+    return dict(
+        _qwen3(d, layers, heads, ffn, tied=False),
+        family="qwen3_moe",
+        num_kv_heads=4,
+        num_experts=128,
+        num_experts_per_tok=8,
+        moe_intermediate_size=moe_ffn,
+        norm_topk_prob=True,
+    )
 
 
 def _qwen25(d, layers, heads, kv, ffn, tied, vocab=152064):
-    return dict(family="qwen2", vocab_size=vocab, hidden_size=d, intermediate_size=ffn,
-                num_layers=layers, num_heads=heads, num_kv_heads=kv, rms_norm_eps=1e-6,
-                rope_theta=1_000_000.0, max_position_embeddings=32768, tie_word_embeddings=tied,
-                attention_bias=True, bos_token_id=151643, eos_token_id=151645)
+    return dict(
+        family="qwen2",
+        vocab_size=vocab,
+        hidden_size=d,
+        intermediate_size=ffn,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv,
+        rms_norm_eps=1e-6,
+        rope_theta=1_000_000.0,
+        max_position_embeddings=32768,
+        tie_word_embeddings=tied,
+        attention_bias=True,
+        bos_token_id=151643,
+        eos_token_id=151645,
+    )
 
 
 def _llama31(d, layers, heads, ffn):
-    return dict(family="llama", vocab_size=128256, hidden_size=d, intermediate_size=ffn,
-                num_layers=layers, num_heads=heads, num_kv_heads=8, head_dim=128,
-                rms_norm_eps=1e-5, rope_theta=500_000.0, rope_scaling=_LLAMA31_ROPE,
-                max_position_embeddings=131072, bos_token_id=128000,
-                eos_token_id=[128001, 128008, 128009])
+    return dict(
+        family="llama",
+        vocab_size=128256,
+        hidden_size=d,
+        intermediate_size=ffn,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        rope_scaling=_LLAMA31_ROPE,
+        max_position_embeddings=131072,
+        bos_token_id=128000,
+        eos_token_id=[128001, 128008, 128009],
+    )
 
 
 def _tiny(family, **kw):
-    base = dict(family=family, vocab_size=256, hidden_size=64, intermediate_size=128,
-                num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                rope_theta=10_000.0, max_position_embeddings=512,
-                attention_bias=family == "qwen2", qk_norm=family in ("qwen3", "qwen3_moe"))
+    base = dict(
+        family=family,
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-6,
+        rope_theta=10_000.0,
+        max_position_embeddings=512,
+        attention_bias=family == "qwen2",
+        qk_norm=family in ("qwen3", "qwen3_moe"),
+    )
     base.update(kw)
     return base
 
@@ -76,19 +134,43 @@ PRESETS: dict[str, dict] = {
     "llama3.1-8b": _llama31(4096, 32, 32, 14336),
     "llama3.1-70b": _llama31(8192, 80, 64, 28672),
     # tiny test sizes (hidden 64)
-    "tiny-llama": _tiny("llama", rope_scaling={**_LLAMA31_ROPE,
-                                               "original_max_position_embeddings": 128}),
+    "tiny-llama": _tiny(
+        "llama", rope_scaling={**_LLAMA31_ROPE, "original_max_position_embeddings": 128}
+    ),
     "tiny-qwen2": _tiny("qwen2", tie_word_embeddings=True),
     "tiny-qwen3": _tiny("qwen3"),
-    "tiny-qwen3-moe": _tiny("qwen3_moe", num_experts=8, num_experts_per_tok=2,
-                            moe_intermediate_size=32, norm_topk_prob=True),
+    "tiny-qwen3-moe": _tiny(
+        "qwen3_moe",
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        norm_topk_prob=True,
+    ),
     # bench sizes: ~25M and ~100M parameters (Qwen3 layout, 32k vocab)
-    "bench-25m": _tiny("qwen3", vocab_size=32000, hidden_size=384, intermediate_size=1024,
-                       num_layers=8, num_heads=6, num_kv_heads=2, head_dim=64,
-                       tie_word_embeddings=True, max_position_embeddings=4096),
-    "bench-100m": _tiny("qwen3", vocab_size=32000, hidden_size=768, intermediate_size=2048,
-                        num_layers=12, num_heads=12, num_kv_heads=4, head_dim=64,
-                        tie_word_embeddings=True, max_position_embeddings=4096),
+    "bench-25m": _tiny(
+        "qwen3",
+        vocab_size=32000,
+        hidden_size=384,
+        intermediate_size=1024,
+        num_layers=8,
+        num_heads=6,
+        num_kv_heads=2,
+        head_dim=64,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+    ),
+    "bench-100m": _tiny(
+        "qwen3",
+        vocab_size=32000,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_layers=12,
+        num_heads=12,
+        num_kv_heads=4,
+        head_dim=64,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+    ),
 }
 
 

@@ -4,6 +4,7 @@ Inverse frequencies are computed once on the host in float64 (as transformers do
 from the same formula) so that long-context scaling matches the reference bit-for-bit in f32.
 Angles are always computed in float32: bf16 positions lose integer precision beyond 256.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,11 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def inverse_frequencies(head_dim: int, theta: float,
-                        scaling: Mapping[str, Any] | None = None) -> np.ndarray:
+def inverse_frequencies(
+    head_dim: int, theta: float, scaling: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """`[head_dim // 2]` float32 inverse frequencies, with the config's rope scaling applied."""
-    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32)
-                                / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim)
+    )
     if not scaling:
         return inv_freq.astype(np.float32)
     rope_type = scaling.get("rope_type", "default")
@@ -53,7 +56,9 @@ def _llama3_scale(inv_freq: np.ndarray, scaling: Mapping[str, Any]) -> np.ndarra
 
 def apply_rope(x: jnp.ndarray, positions: jnp.ndarray, inv_freq) -> jnp.ndarray:
     """Rotate `x` [B, T, heads, head_dim] by angles `positions[b, t] * inv_freq`."""
-    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)[None, None, :]
+    angles = (
+        positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)[None, None, :]
+    )
     angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]  # [B, T, 1, head_dim]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
     xf = x.astype(jnp.float32)

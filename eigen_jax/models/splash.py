@@ -12,6 +12,7 @@ token attends padding. Under a mesh the kernel is `shard_map`ped over the batch 
 axes the logical rules give those dimensions, so it composes with FSDP/TP sharding; on a CPU it
 runs in Pallas interpret mode (tests check it against the XLA path).
 """
+
 from __future__ import annotations
 
 import jax
@@ -38,34 +39,42 @@ def supports(length: int) -> bool:
 
 def _kernel(length: int, group: int, block: int, interpret: bool):
     mask = sm.MultiHeadMask([sm.CausalMask((length, length)) for _ in range(group)])
-    sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                          block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                          block_q_dq=block, block_kv_dq=block)
+    sizes = sk.BlockSizes(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
     # Built inside each trace, not cached: its block tables become arrays of that trace (a
     # cached kernel would leak the tracers of the trace that first built it).
     return sk.make_splash_mqa_single_device(mask, block_sizes=sizes, interpret=interpret)
 
 
-def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array,
-                     scale: float, block: int = 512) -> jax.Array:
+def splash_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, scale: float, block: int = 512
+) -> jax.Array:
     """Causal, segment-masked GQA attention through the splash kernel; [B, T, H, hd] out."""
     b, t, h, hd = q.shape
     kv = k.shape[2]
     if not supports(t):
-        raise ValueError(f"splash attention needs a length that is a multiple of {LANES}, got "
-                         f"{t}")
+        raise ValueError(f"splash attention needs a length that is a multiple of {LANES}, got {t}")
     block = min(block, t)
     while t % block:
         block //= 2
     platform = target_platform()
     kernel = _kernel(t, h // kv, block, platform == "cpu")
     qg = (q * scale).reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, hd]
-    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)                 # [B, KV, T, hd]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, hd]
 
     def local(qg, kt, vt, seg):
         def one_row(qr, kr, vr, sr):
             ids = sk.SegmentIds(q=sr, kv=sr)
             return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(qr, kr, vr)
+
         return jax.vmap(one_row)(qg, kt, vt, seg)
 
     mesh = jax.sharding.get_abstract_mesh()
@@ -76,6 +85,11 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.
         q_spec = spec(("batch", "kv_heads", None, None, None), qg)
         kv_spec = spec(("batch", "kv_heads", None, None), kt)
         seg_spec = PartitionSpec(q_spec[0], None)
-        out = jax.shard_map(local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec),
-                            out_specs=q_spec, check_vma=False)(qg, kt, vt, segment_ids)
+        out = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(q_spec, kv_spec, kv_spec, seg_spec),
+            out_specs=q_spec,
+            check_vma=False,
+        )(qg, kt, vt, segment_ids)
     return out.astype(q.dtype).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)

@@ -26,6 +26,7 @@ real ones:
 keep counting past the row's length (those slots are overwritten before they are ever attended)
 or use positions >= max_len (such writes are dropped).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -62,8 +63,12 @@ class DecoderBlock(nnx.Module):
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        norm = dict(eps=config.rms_norm_eps, dtype=config.compute_dtype,
-                    param_dtype=config.weight_dtype, rngs=rngs)
+        norm = dict(
+            eps=config.rms_norm_eps,
+            dtype=config.compute_dtype,
+            param_dtype=config.weight_dtype,
+            rngs=rngs,
+        )
         self.attn_norm = RMSNorm(config.hidden_size, **norm)
         self.attn = Attention(config, rngs=rngs)
         self.mlp_norm = RMSNorm(config.hidden_size, **norm)
@@ -71,13 +76,23 @@ class DecoderBlock(nnx.Module):
         self.mlp = MLP(config, rngs=rngs) if False in kinds else None
         self.moe = SparseMoE(config, rngs=rngs) if True in kinds else None
 
-    def __call__(self, x, positions, segment_ids, cache=None, layer=0, cache_rows=None,
-                 kv_len=None, sparse=False):
+    def __call__(
+        self,
+        x,
+        positions,
+        segment_ids,
+        cache=None,
+        layer=0,
+        cache_rows=None,
+        kv_len=None,
+        sparse=False,
+    ):
         """`sparse` (a bool, traced under scan) picks the MoE in a mixed model. Returns
         (x, cache, router statistics or None)."""
         with lora_lib.for_layer(layer):  # per-layer adapter dropout masks (training only)
-            attn_out, new_cache = self.attn(self.attn_norm(x), positions, segment_ids, cache,
-                                            layer, cache_rows, kv_len)
+            attn_out, new_cache = self.attn(
+                self.attn_norm(x), positions, segment_ids, cache, layer, cache_rows, kv_len
+            )
             x = with_logical_constraint(x + attn_out, _ACT)
             mlp_out, stats = self._mlp(self.mlp_norm(x), segment_ids, sparse)
         x = with_logical_constraint(x + mlp_out, _ACT)
@@ -86,8 +101,11 @@ class DecoderBlock(nnx.Module):
     def _mlp(self, h, segment_ids, sparse):
         if self.moe is None:
             return self.mlp(h), None
-        mask = (jnp.ones(h.shape[:2], jnp.float32) if segment_ids is None
-                else (segment_ids > 0).astype(jnp.float32))
+        mask = (
+            jnp.ones(h.shape[:2], jnp.float32)
+            if segment_ids is None
+            else (segment_ids > 0).astype(jnp.float32)
+        )
         if self.mlp is None:
             return self.moe(h, mask)
         dense = lambda: (self.mlp(h), zero_stats(self.moe.num_experts))  # noqa: E731
@@ -124,19 +142,27 @@ class Transformer(nnx.Module):
         d, v, pdt = config.hidden_size, config.vocab_size, config.weight_dtype
         self.embed = make_param(rngs, default_kernel_init, (v, d), pdt, ("vocab", "embed"))
         self.layers = stacked_blocks(config, rngs)
-        self.final_norm = RMSNorm(d, config.rms_norm_eps, dtype=config.compute_dtype,
-                                  param_dtype=pdt, rngs=rngs)
+        self.final_norm = RMSNorm(
+            d, config.rms_norm_eps, dtype=config.compute_dtype, param_dtype=pdt, rngs=rngs
+        )
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
             self.lm_head = make_param(rngs, default_kernel_init, (d, v), pdt, ("embed", "vocab"))
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None,
-                 segment_ids: jax.Array | None = None, cache: Cache | None = None,
-                 return_hidden: bool = False, cache_rows: jax.Array | None = None,
-                 kv_len: int | None = None, layer_params: list | None = None,
-                 return_router_stats: bool = False):
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: Cache | None = None,
+        return_hidden: bool = False,
+        cache_rows: jax.Array | None = None,
+        kv_len: int | None = None,
+        layer_params: list | None = None,
+        return_router_stats: bool = False,
+    ):
         """`layer_params` (`split_layers`) with `cache` as a per-layer list (`split_cache`): the
         blocks run over those per-layer arrays instead of slices of the stacks (the CPU
         sampler's decode loop, which would copy a layer's slice in every step).
@@ -147,8 +173,9 @@ class Transformer(nnx.Module):
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(dt)
         x = with_logical_constraint(x, _ACT)
         if layer_params is None:
-            x, new_cache, stats = self._run_blocks(x, positions, segment_ids, cache, cache_rows,
-                                                   kv_len)
+            x, new_cache, stats = self._run_blocks(
+                x, positions, segment_ids, cache, cache_rows, kv_len
+            )
         else:
             x, new_cache, stats = self._run_split(x, positions, cache, layer_params, kv_len)
         hidden = self.final_norm(x)
@@ -170,24 +197,26 @@ class Transformer(nnx.Module):
         def body(carry, per_layer):
             h, c = carry
             layer_params, i, sparse = per_layer
-            h, c, stats = nnx.merge(graphdef, layer_params)(h, positions, segment_ids, c, i,
-                                                            cache_rows, kv_len, sparse)
+            h, c, stats = nnx.merge(graphdef, layer_params)(
+                h, positions, segment_ids, c, i, cache_rows, kv_len, sparse
+            )
             return (h, c), stats
 
         cfg = self.config
         if cfg.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICY[cfg.remat],
-                                  prevent_cse=not cfg.scan_layers)
+            body = jax.checkpoint(
+                body, policy=_REMAT_POLICY[cfg.remat], prevent_cse=not cfg.scan_layers
+            )
         carry = (x, cache)
         if cfg.scan_layers:
-            carry, stats = jax.lax.scan(body, carry, (params, jnp.arange(cfg.num_layers),
-                                                      jnp.asarray(cfg.sparse_layers)))
+            carry, stats = jax.lax.scan(
+                body, carry, (params, jnp.arange(cfg.num_layers), jnp.asarray(cfg.sparse_layers))
+            )
             stats = jax.tree.map(lambda s: s.sum(0), stats)
         else:
             stats = []
             for i, layer_params in enumerate(self.split_layers()):
-                carry, layer_stats = body(carry, (layer_params, jnp.int32(i),
-                                                  cfg.sparse_layers[i]))
+                carry, layer_stats = body(carry, (layer_params, jnp.int32(i), cfg.sparse_layers[i]))
                 stats.append(layer_stats)
             stats = _sum_stats(stats)
         return carry + (stats,)
@@ -203,8 +232,9 @@ class Transformer(nnx.Module):
     @staticmethod
     def split_cache(cache: Cache) -> list[Cache]:
         """The stacked cache as per-layer caches of one layer each ([1, B, KV, S, hd])."""
-        return [jax.tree.map(lambda x, i=i: x[i:i + 1], cache)
-                for i in range(cache["k"].shape[0])]
+        return [
+            jax.tree.map(lambda x, i=i: x[i : i + 1], cache) for i in range(cache["k"].shape[0])
+        ]
 
     @staticmethod
     def join_cache(caches: list[Cache]) -> Cache:
@@ -215,8 +245,9 @@ class Transformer(nnx.Module):
         graphdef = nnx.graphdef(self.layers)
         new_caches, stats = [], []
         for params, cache, sparse in zip(layer_params, caches, self.config.sparse_layers):
-            x, cache, layer_stats = nnx.merge(graphdef, params)(x, positions, None, cache, 0,
-                                                                None, kv_len, sparse)
+            x, cache, layer_stats = nnx.merge(graphdef, params)(
+                x, positions, None, cache, 0, None, kv_len, sparse
+            )
             new_caches.append(cache)
             stats.append(layer_stats)
         return x, new_caches, _sum_stats(stats)
@@ -225,11 +256,19 @@ class Transformer(nnx.Module):
         """Final-normed hidden states [..., D] -> float32 logits [..., V]."""
         dt = self.config.compute_dtype
         if self.lm_head is None:
-            logits = jnp.einsum("...d,vd->...v", hidden.astype(dt), self.embed[...].astype(dt),
-                                preferred_element_type=jnp.float32)
+            logits = jnp.einsum(
+                "...d,vd->...v",
+                hidden.astype(dt),
+                self.embed[...].astype(dt),
+                preferred_element_type=jnp.float32,
+            )
         else:
-            logits = jnp.einsum("...d,dv->...v", hidden.astype(dt), self.lm_head[...].astype(dt),
-                                preferred_element_type=jnp.float32)
+            logits = jnp.einsum(
+                "...d,dv->...v",
+                hidden.astype(dt),
+                self.lm_head[...].astype(dt),
+                preferred_element_type=jnp.float32,
+            )
         if logits.ndim == 3:
             logits = with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits.astype(jnp.float32)
@@ -249,13 +288,13 @@ class Transformer(nnx.Module):
             raise TypeError(f"input_ids must be integers, got {input_ids.dtype}")
         for name, arr in (("positions", positions), ("segment_ids", segment_ids)):
             if arr is not None and tuple(arr.shape) != tuple(input_ids.shape):
-                raise ValueError(f"{name} shape {tuple(arr.shape)} != input_ids shape "
-                                 f"{tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"{name} shape {tuple(arr.shape)} != input_ids shape {tuple(input_ids.shape)}"
+                )
         if cache is not None:
             layers = len(cache) if isinstance(cache, list) else cache["k"].shape[0]
             if layers != self.config.num_layers:
-                raise ValueError(f"cache has {layers} layers, model has "
-                                 f"{self.config.num_layers}")
+                raise ValueError(f"cache has {layers} layers, model has {self.config.num_layers}")
         if positions is None:
             b, t = input_ids.shape
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))

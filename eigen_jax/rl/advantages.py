@@ -4,9 +4,10 @@ The paper's GRPO gives ONE scalar per trajectory, `(r - mean_G) / (std_G + eps)`
 population std over the G trajectories of a task, and broadcasts it to every policy-generated token
 of every turn of that trajectory. Rewards arrive grouped as `[num_groups, group_size]`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -49,7 +50,7 @@ def rloo(rewards: jnp.ndarray) -> jnp.ndarray:
     g = r.shape[1]
     if g < 2:
         raise ValueError("rloo needs group_size >= 2")
-    return (r - (r.sum(axis=1, keepdims=True) - r) / (g - 1))
+    return r - (r.sum(axis=1, keepdims=True) - r) / (g - 1)
 
 
 def informative_groups(rewards: jnp.ndarray) -> jnp.ndarray:

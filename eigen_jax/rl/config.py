@@ -3,12 +3,12 @@
 Sampler sizes live in `sampling.config.SamplerConfig` and episode limits in
 `rl.rollout.RolloutConfig`; this holds only what decides the update.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import gin
-
 from eigen_jax.rl import advantages, losses
 from eigen_jax.rl.train_batch import LAYOUTS
 

@@ -9,6 +9,7 @@ checker's verdict travel along for metrics and inspection.
 Per-token arrays are aligned with `tokens`: `policy_mask[t]` says token t was sampled by the policy
 and `sampler_logprobs[t]` is log π_behaviour(tokens[t] | tokens[:t]) there (0 elsewhere).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,22 +55,28 @@ class Episode:
         self.policy_mask = np.asarray(self.policy_mask, bool)
         self.sampler_logprobs = np.asarray(self.sampler_logprobs, np.float32)
         n = len(self.tokens)
-        if self.tokens.ndim != 1 or self.policy_mask.shape != (n,) or \
-                self.sampler_logprobs.shape != (n,):
-            raise ValueError(f"episode {self.task_id}/{self.sample_index}: tokens, policy_mask and "
-                             f"sampler_logprobs must be [T] arrays of one length, got "
-                             f"{self.tokens.shape}, {self.policy_mask.shape}, "
-                             f"{self.sampler_logprobs.shape}")
+        if (
+            self.tokens.ndim != 1
+            or self.policy_mask.shape != (n,)
+            or self.sampler_logprobs.shape != (n,)
+        ):
+            raise ValueError(
+                f"episode {self.task_id}/{self.sample_index}: tokens, policy_mask and "
+                f"sampler_logprobs must be [T] arrays of one length, got "
+                f"{self.tokens.shape}, {self.policy_mask.shape}, "
+                f"{self.sampler_logprobs.shape}"
+            )
         if self.finish_reason not in FINISH_REASONS:
-            raise ValueError(f"finish_reason {self.finish_reason!r} is not one of "
-                             f"{FINISH_REASONS}")
+            raise ValueError(f"finish_reason {self.finish_reason!r} is not one of {FINISH_REASONS}")
         if self.reward not in (0.0, 1.0):
             raise ValueError(f"reward must be 0 or 1, got {self.reward}")
         covered = np.zeros(n, bool)
         for start, end in self.policy_turns:
             if not 0 < start < end <= n:
-                raise ValueError(f"policy turn ({start}, {end}) outside the {n} tokens (a turn "
-                                 "needs context before it)")
+                raise ValueError(
+                    f"policy turn ({start}, {end}) outside the {n} tokens (a turn "
+                    "needs context before it)"
+                )
             covered[start:end] = True
         if not np.array_equal(covered, self.policy_mask):
             raise ValueError("policy_mask must be exactly the union of policy_turns")
@@ -89,20 +96,30 @@ class Episode:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (ids included) for rollout dumps and debugging."""
-        return {"task_id": self.task_id, "group_id": self.group_id,
-                "sample_index": self.sample_index, "reward": self.reward,
-                "finish_reason": self.finish_reason, "num_turns": self.num_turns,
-                "num_tool_errors": self.num_tool_errors, "tokens": self.tokens.tolist(),
-                "policy_turns": [list(t) for t in self.policy_turns],
-                "sampler_logprobs": self.sampler_logprobs[self.policy_mask].tolist(),
-                "messages": self.messages,
-                "verdict": self.verdict.to_json() if self.verdict is not None else None}
+        return {
+            "task_id": self.task_id,
+            "group_id": self.group_id,
+            "sample_index": self.sample_index,
+            "reward": self.reward,
+            "finish_reason": self.finish_reason,
+            "num_turns": self.num_turns,
+            "num_tool_errors": self.num_tool_errors,
+            "tokens": self.tokens.tolist(),
+            "policy_turns": [list(t) for t in self.policy_turns],
+            "sampler_logprobs": self.sampler_logprobs[self.policy_mask].tolist(),
+            "messages": self.messages,
+            "verdict": self.verdict.to_json() if self.verdict is not None else None,
+        }
 
     def transcript(self) -> dict[str, Any]:
         """What a reader needs to see what happened: the messages (tool calls included), the
         reward, why the episode ended and the checker's reason."""
-        return {"task_id": self.task_id, "sample_index": self.sample_index,
-                "reward": self.reward, "finish_reason": self.finish_reason,
-                "num_tool_errors": self.num_tool_errors,
-                "reason": self.verdict.reason if self.verdict is not None else None,
-                "messages": self.messages}
+        return {
+            "task_id": self.task_id,
+            "sample_index": self.sample_index,
+            "reward": self.reward,
+            "finish_reason": self.finish_reason,
+            "num_tool_errors": self.num_tool_errors,
+            "reason": self.verdict.reason if self.verdict is not None else None,
+            "messages": self.messages,
+        }

@@ -13,6 +13,7 @@ to the processes, each plays its own on its own devices (`rl.multiprocess`), the
 statistics are gathered, and the learner step takes every process's episodes as its rows of the
 global batch (`jax.make_array_from_process_local_data`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,9 +32,9 @@ from eigen_jax import models, multihost, paths, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
-from eigen_jax.rl.episode import Episode
 from eigen_jax.rl import multiprocess as mproc
 from eigen_jax.rl.config import GRPOConfig
+from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.learner import GRPOLearner
 from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
 from eigen_jax.rl.task_source import TaskSource
@@ -43,10 +44,18 @@ from eigen_jax.train.checkpoint import check_counts
 from eigen_jax.train.loop import TrainLoop, export_pretrained
 from eigen_jax.train.model_init import with_adapters
 
-
 # One concise console line per step: reward, signal, how episodes ended, loss, where time went.
-CONSOLE_KEYS = ("reward_mean", "informative_group_fraction", "groups_kept", "finish_max_errors",
-                "finish_max_steps", "finish_max_context", "loss", "rollout_s", "update_s")
+CONSOLE_KEYS = (
+    "reward_mean",
+    "informative_group_fraction",
+    "groups_kept",
+    "finish_max_errors",
+    "finish_max_steps",
+    "finish_max_context",
+    "loss",
+    "rollout_s",
+    "update_s",
+)
 
 
 class TaskStream:
@@ -78,9 +87,16 @@ class TaskStream:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
-def collect_groups(worker: RolloutWorker, stream: TaskStream, num_groups: int, group_size: int,
-                   *, dynamic_filtering: bool = True, max_extra_rounds: int = 4,
-                   seed: int = 0) -> tuple[list[list[Episode]], dict[str, float]]:
+def collect_groups(
+    worker: RolloutWorker,
+    stream: TaskStream,
+    num_groups: int,
+    group_size: int,
+    *,
+    dynamic_filtering: bool = True,
+    max_extra_rounds: int = 4,
+    seed: int = 0,
+) -> tuple[list[list[Episode]], dict[str, float]]:
     """Roll out until `num_groups` groups are kept (informative ones when filtering), or the extra
     rounds are spent; returns (this process's kept groups, rollout stats over every episode
     played by any process). Each round's tasks are the same on every process; each process plays
@@ -95,24 +111,28 @@ def collect_groups(worker: RolloutWorker, stream: TaskStream, num_groups: int, g
         mine = mproc.my_task_indices(len(tasks))
         jobs = [EpisodeJob(tasks[i], i, k) for i in mine for k in range(group_size)]
         episodes = worker.run(jobs, seed=seed * 1009 + rounds) if jobs else []
-        for k, v in (worker.timings.items() if jobs else ()):
+        for k, v in worker.timings.items() if jobs else ():
             timings[k] += v
         played += episodes
         for g in range(len(mine)):
-            group = episodes[g * group_size:(g + 1) * group_size]
+            group = episodes[g * group_size : (g + 1) * group_size]
             rewards = np.array([[e.reward for e in group]])
             if not dynamic_filtering or bool(advantages_lib.informative_groups(rewards)[0]):
                 kept.append(group)
         total_kept = mproc.global_count(len(kept))
         rounds += 1
     every = mproc.episode_summaries(played, group_size)
-    stats = {"reward_mean": float(np.mean(every["reward"])),
-             "informative_group_fraction": float(np.mean(every["informative"])),
-             "extra_rollout_rounds": float(rounds - 1), "groups_kept": float(total_kept),
-             "kept_reward_mean": _kept_reward_mean(kept),
-             "episode_length": float(np.mean(every["length"])),
-             "episode_turns": float(np.mean(every["turns"])),
-             "episodes": float(len(every["reward"])), **timings}
+    stats = {
+        "reward_mean": float(np.mean(every["reward"])),
+        "informative_group_fraction": float(np.mean(every["informative"])),
+        "extra_rollout_rounds": float(rounds - 1),
+        "groups_kept": float(total_kept),
+        "kept_reward_mean": _kept_reward_mean(kept),
+        "episode_length": float(np.mean(every["length"])),
+        "episode_turns": float(np.mean(every["turns"])),
+        "episodes": float(len(every["reward"])),
+        **timings,
+    }
     for reason in ("max_steps", "max_errors", "max_context", "turn_truncated"):
         stats[f"finish_{reason}"] = float(np.mean([f == reason for f in every["finish"]]))
     return kept, stats
@@ -126,17 +146,33 @@ def _kept_reward_mean(kept: list[list[Episode]]) -> float:
 
 
 @gin.configurable(denylist=["workdir"])
-def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str | None = None,
-             domain: Any = "outfitter", user: str | UserSimulator = "reference",
-             user_hf_dir: str | None = None, user_urls: str | Sequence[str] | None = None,
-             train_split: str = "train", num_steps: int = 50,
-             algorithm: GRPOConfig | None = None, sampler: SamplerConfig | None = None,
-             rollout: RolloutConfig | None = None, mesh_shape: Sequence[int] = (1, -1, 1),
-             grad_accum_steps: int = 1, checkpoint_every: int = 10, keep_checkpoints: int = 2,
-             seed: int = 0, export_hf: bool = True, log_every: int = 1, checker: Any = None,
-             save_episodes: bool = False, task_source: TaskSource | None = None,
-             lora: Any = None, init_adapter_dir: str | None = None,
-             export_merged: bool = True) -> dict[str, Any]:
+def run_grpo(
+    workdir: str,
+    policy_hf_dir: str = gin.REQUIRED,
+    tokenizer_dir: str | None = None,
+    domain: Any = "outfitter",
+    user: str | UserSimulator = "reference",
+    user_hf_dir: str | None = None,
+    user_urls: str | Sequence[str] | None = None,
+    train_split: str = "train",
+    num_steps: int = 50,
+    algorithm: GRPOConfig | None = None,
+    sampler: SamplerConfig | None = None,
+    rollout: RolloutConfig | None = None,
+    mesh_shape: Sequence[int] = (1, -1, 1),
+    grad_accum_steps: int = 1,
+    checkpoint_every: int = 10,
+    keep_checkpoints: int = 2,
+    seed: int = 0,
+    export_hf: bool = True,
+    log_every: int = 1,
+    checker: Any = None,
+    save_episodes: bool = False,
+    task_source: TaskSource | None = None,
+    lora: Any = None,
+    init_adapter_dir: str | None = None,
+    export_merged: bool = True,
+) -> dict[str, Any]:
     """Train the policy with GRPO; returns {"steps", "reward_curve" [(step, mean reward of the
     step's rollouts)], "train_reward_curve", "skipped_steps", "learner_updates", "seconds",
     "hf_dir"}.
@@ -160,24 +196,43 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
     mesh = shd.make_mesh(mesh_shape)
     sample_mesh = mproc.rollout_mesh(mesh)  # this process's devices when there are several
     chat = ChatTemplate.from_pretrained(tokenizer_dir or policy_hf_dir)
-    model = with_adapters(models.from_pretrained(policy_hf_dir, mesh=mesh)[0], mesh, lora,
-                          init_adapter_dir)
+    model = with_adapters(
+        models.from_pretrained(policy_hf_dir, mesh=mesh)[0], mesh, lora, init_adapter_dir
+    )
     config = model.config
     if config.vocab_size != len(chat.tokenizer):
         raise ValueError(f"policy vocab {config.vocab_size} != tokenizer {len(chat.tokenizer)}")
     engine = sampler.engine(mproc.local_model(model, sample_mesh), sample_mesh)
     state, learner = GRPOLearner.create(
-        model, config, mesh, algorithm, num_steps=num_steps, max_len=sampler.max_len,
-        temperature=rollout.temperature, grad_accum_steps=grad_accum_steps,
-        shape_slack=sampler.shape_slack)
+        model,
+        config,
+        mesh,
+        algorithm,
+        num_steps=num_steps,
+        max_len=sampler.max_len,
+        temperature=rollout.temperature,
+        grad_accum_steps=grad_accum_steps,
+        shape_slack=sampler.shape_slack,
+    )
     domain = _load_domain(domain)
-    worker = RolloutWorker(engine, chat, domain,
-                           _user(user, user_hf_dir, user_urls, sample_mesh, domain), rollout,
-                           checker=checker)
+    worker = RolloutWorker(
+        engine,
+        chat,
+        domain,
+        _user(user, user_hf_dir, user_urls, sample_mesh, domain),
+        rollout,
+        checker=checker,
+    )
     stream = TaskStream((task_source or TaskSource()).tasks(domain, train_split), seed)
-    loop = TrainLoop(workdir, num_steps, metrics_prefix="grpo/",
-                     checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                     log_every=log_every, console_keys=CONSOLE_KEYS)
+    loop = TrainLoop(
+        workdir,
+        num_steps,
+        metrics_prefix="grpo/",
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        log_every=log_every,
+        console_keys=CONSOLE_KEYS,
+    )
     state, saved = loop.restore(state)
     progress = _Progress.resume(saved, stream)
     learner.sync_sampler(engine, state)
@@ -190,20 +245,32 @@ def run_grpo(workdir: str, policy_hf_dir: str = gin.REQUIRED, tokenizer_dir: str
         return progress.record(i + 1, state, groups, stats, learner, engine)
 
     state = loop.run(state, progress.step, step, lambda: progress.data_state(stream))
-    export = functools.partial(export_pretrained, learner.model(state), config,
-                               tokenizer_dir=str(tokenizer_dir or policy_hf_dir),
-                               merged=export_merged)
-    return loop.finish(progress.result(learner_updates=int(state.step)),
-                       progress.step >= num_steps, export if export_hf else None)
+    export = functools.partial(
+        export_pretrained,
+        learner.model(state),
+        config,
+        tokenizer_dir=str(tokenizer_dir or policy_hf_dir),
+        merged=export_merged,
+    )
+    return loop.finish(
+        progress.result(learner_updates=int(state.step)),
+        progress.step >= num_steps,
+        export if export_hf else None,
+    )
 
 
 def _timed_rollouts(worker, stream, algorithm: GRPOConfig, seed: int):
     """`collect_groups`, its seconds added to the statistics as `rollout_s`."""
     t0 = time.perf_counter()
-    groups, stats = collect_groups(worker, stream, algorithm.tasks_per_step,
-                                   algorithm.group_size,
-                                   dynamic_filtering=algorithm.dynamic_filtering,
-                                   max_extra_rounds=algorithm.max_extra_rounds, seed=seed)
+    groups, stats = collect_groups(
+        worker,
+        stream,
+        algorithm.tasks_per_step,
+        algorithm.group_size,
+        dynamic_filtering=algorithm.dynamic_filtering,
+        max_extra_rounds=algorithm.max_extra_rounds,
+        seed=seed,
+    )
     return groups, dict(stats, rollout_s=time.perf_counter() - t0)
 
 
@@ -238,8 +305,12 @@ class _Progress:
         if saved is None:
             return cls()
         stream.set_state(saved["tasks"])
-        return cls(int(saved["step"]), saved.get("curve", []), saved.get("train_curve", []),
-                   int(saved.get("skipped", 0)))
+        return cls(
+            int(saved["step"]),
+            saved.get("curve", []),
+            saved.get("train_curve", []),
+            int(saved.get("skipped", 0)),
+        )
 
     def record(self, done: int, state, groups, stats, learner: GRPOLearner, engine):
         """Train on a step's kept groups (if any) and record the step; (state, metrics)."""
@@ -259,13 +330,22 @@ class _Progress:
         return state, metrics
 
     def data_state(self, stream: TaskStream) -> dict[str, Any]:
-        return {"tasks": stream.get_state(), "step": self.step, "skipped": self.skipped,
-                "curve": self.curve, "train_curve": self.train_curve}
+        return {
+            "tasks": stream.get_state(),
+            "step": self.step,
+            "skipped": self.skipped,
+            "curve": self.curve,
+            "train_curve": self.train_curve,
+        }
 
     def result(self, learner_updates: int) -> dict[str, Any]:
-        return {"steps": self.step, "reward_curve": self.curve,
-                "train_reward_curve": self.train_curve, "skipped_steps": self.skipped,
-                "learner_updates": learner_updates}
+        return {
+            "steps": self.step,
+            "reward_curve": self.curve,
+            "train_reward_curve": self.train_curve,
+            "skipped_steps": self.skipped,
+            "learner_updates": learner_updates,
+        }
 
 
 def _save_episodes(workdir, step: int, groups: list[list[Episode]]) -> None:
@@ -283,6 +363,10 @@ def _save_transcripts(workdir, step: int, groups: list[list[Episode]], per_step:
     kept groups) appended to `workdir/transcripts.jsonl`, to read what the policy does."""
     if not multihost.is_primary() or not groups:
         return
-    paths.append_text(workdir / "transcripts.jsonl", "".join(
-        json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n"
-        for group in groups[:per_step]))
+    paths.append_text(
+        workdir / "transcripts.jsonl",
+        "".join(
+            json.dumps({"step": step, **group[0].transcript()}, default=str) + "\n"
+            for group in groups[:per_step]
+        ),
+    )

@@ -5,6 +5,7 @@ Batches are packed (or, when cheaper, built with each group's shared prompt run 
 to an already compiled shape when that costs little (`sampling.shapes.ShapePlanner`); with several
 processes every process contributes its own episodes as its rows of the global batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,11 +31,16 @@ from eigen_jax.train.optimizer import make_optimizer, make_schedule
 
 def grpo_loss_fn(config: GRPOConfig, temperature: float):
     """The train step's loss for `config`, scoring tokens at the rollout's temperature."""
-    return make_grpo_loss(config.loss, with_entropy=config.log_entropy,
-                          temperature=temperature or 1.0, eps_low=config.eps_low,
-                          eps_high=config.eps_high, is_cap=config.is_cap,
-                          kl_coef=config.kl_coef,
-                          router_aux_loss_coef=config.router_aux_loss_coef)
+    return make_grpo_loss(
+        config.loss,
+        with_entropy=config.log_entropy,
+        temperature=temperature or 1.0,
+        eps_low=config.eps_low,
+        eps_high=config.eps_high,
+        is_cap=config.is_cap,
+        kl_coef=config.kl_coef,
+        router_aux_loss_coef=config.router_aux_loss_coef,
+    )
 
 
 @dataclasses.dataclass
@@ -56,9 +62,19 @@ class GRPOLearner:
     token_cost: float | None  # the shared-prefix cost rule; None: always pack
 
     @classmethod
-    def create(cls, model, model_config, mesh, config: GRPOConfig, *, num_steps: int,
-               max_len: int, temperature: float, grad_accum_steps: int = 1,
-               shape_slack: float = 4.0):
+    def create(
+        cls,
+        model,
+        model_config,
+        mesh,
+        config: GRPOConfig,
+        *,
+        num_steps: int,
+        max_len: int,
+        temperature: float,
+        grad_accum_steps: int = 1,
+        shape_slack: float = 4.0,
+    ):
         """(train state, learner). The train state holds a copy of the policy's weights: the
         train step donates its buffers, the sampler keeps its own."""
         share_prefix = config.share_prefix
@@ -66,26 +82,50 @@ class GRPOLearner:
             # Rows index a prefix table that micro-batches and process-local batches would split.
             logging.info("share_prefix is off: it needs grad_accum_steps == 1 and one process")
             share_prefix = False
-        tx = make_optimizer(make_schedule(learning_rate=config.learning_rate, schedule="constant",
-                                          warmup_steps=0, total_steps=num_steps))
+        tx = make_optimizer(
+            make_schedule(
+                learning_rate=config.learning_rate,
+                schedule="constant",
+                warmup_steps=0,
+                total_steps=num_steps,
+            )
+        )
         # LoRA: the adapters train, the base is a frozen argument shared with the sampler.
         graphdef, params, frozen, rest = state_lib.split_trainable(model)
         copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # noqa: E731
         state = state_lib.init_train_state(copy(params), tx, mesh)
-        step_fn = state_lib.make_train_step(graphdef, rest, tx,
-                                            grpo_loss_fn(config, temperature), mesh=mesh,
-                                            state_sharding=state_lib.state_shardings(state),
-                                            grad_accum_steps=grad_accum_steps, frozen=frozen)
-        logprobs = lambda adapters=True: state_lib.MeshBound(make_logprob_fn(  # noqa: E731
-            graphdef, rest, temperature=temperature or 1.0, frozen=frozen, adapters=adapters),
-            mesh)
+        step_fn = state_lib.make_train_step(
+            graphdef,
+            rest,
+            tx,
+            grpo_loss_fn(config, temperature),
+            mesh=mesh,
+            state_sharding=state_lib.state_shardings(state),
+            grad_accum_steps=grad_accum_steps,
+            frozen=frozen,
+        )
+        logprobs = lambda adapters=True: state_lib.MeshBound(
+            make_logprob_fn(  # noqa: E731
+                graphdef, rest, temperature=temperature or 1.0, frozen=frozen, adapters=adapters
+            ),
+            mesh,
+        )
         # The KL reference: a copy of the initial weights, or a LoRA policy's base (adapters off).
         ref = None if config.kl_coef <= 0 else copy(params) if frozen is None else logprobs(False)
         planner = ShapePlanner(("grpo-learner", id(step_fn)), token_cost=0.0, slack=shape_slack)
-        return state, cls(config, graphdef, rest if frozen is None else
-                          nnx.merge_state(frozen, rest), step_fn, logprobs(), ref, planner,
-                          max_len, shd.data_parallel_size(mesh) * grad_accum_steps, mesh,
-                          token_cost_of(model_config) if share_prefix else None)
+        return state, cls(
+            config,
+            graphdef,
+            rest if frozen is None else nnx.merge_state(frozen, rest),
+            step_fn,
+            logprobs(),
+            ref,
+            planner,
+            max_len,
+            shd.data_parallel_size(mesh) * grad_accum_steps,
+            mesh,
+            token_cost_of(model_config) if share_prefix else None,
+        )
 
     def update(self, state, groups: list[list[Episode]]) -> tuple[Any, dict[str, float]]:
         """Train on this process's kept groups (another process may have kept some when this
@@ -99,8 +139,9 @@ class GRPOLearner:
         if jax.process_count() > 1:  # one local shape on every process (a global array's rows)
             shape = mproc.agreed_shape(shape)
             shape = (-(-shape[0] // rows_multiple) * rows_multiple,) + shape[1:]
-        host = pad_batch(host, *self.batch_shapes.cover(("batch", "prefix_tokens" in host),
-                                                        shape, cost))
+        host = pad_batch(
+            host, *self.batch_shapes.cover(("batch", "prefix_tokens" in host), shape, cost)
+        )
         batch = shd.to_global_batch(host, self.mesh)
         if self.config.ppo_epochs > 1:  # later passes need the rollout policy's log-probs
             batch["old_logprobs"] = self.logprob_fn(state.params, batch)
@@ -111,8 +152,9 @@ class GRPOLearner:
         for _ in range(self.config.ppo_epochs):
             state, sums = self.step_fn(state, batch)
         out = summarise(jax.device_get(sums))
-        out["batch_tokens"] = float(mproc.global_count(
-            host["tokens"].size + np.size(host.get("prefix_tokens", ()))))
+        out["batch_tokens"] = float(
+            mproc.global_count(host["tokens"].size + np.size(host.get("prefix_tokens", ())))
+        )
         out["train_tokens"] = float(mproc.global_count((host["segment_ids"] > 0).sum()))
         if "prefix_lengths" in host:  # run once per group instead of once per sample
             out["shared_prefix_tokens"] = float(host["prefix_lengths"].sum())
@@ -128,10 +170,17 @@ class GRPOLearner:
         rewards = np.array([[e.reward for e in g] for g in groups], np.float32)
         adv = np.asarray(advantages_lib.get(self.config.advantage)(rewards)).reshape(-1)
         if self.token_cost is None:
-            return make_train_batch(episodes, adv, self.config.layout, max_len=self.max_len,
-                                    row_multiple=rows_multiple)
-        return cheapest_train_batch(episodes, adv, self.config.layout, self.token_cost,
-                                    max_len=self.max_len, row_multiple=rows_multiple)
+            return make_train_batch(
+                episodes, adv, self.config.layout, max_len=self.max_len, row_multiple=rows_multiple
+            )
+        return cheapest_train_batch(
+            episodes,
+            adv,
+            self.config.layout,
+            self.token_cost,
+            max_len=self.max_len,
+            row_multiple=rows_multiple,
+        )
 
     def sync_sampler(self, engine, state) -> None:
         """The sampler's weights := the train state's (in place, no second copy)."""

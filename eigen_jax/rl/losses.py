@@ -11,9 +11,10 @@ take part (decoupled PPO, as in the authors' AReaL code):
 The loss is a token-level mean over all policy tokens in the batch (or over `normalizer` tokens,
 so gradient accumulation over micro-batches can use the global count).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +35,20 @@ def kl_k3(logprobs: jnp.ndarray, ref_logprobs: jnp.ndarray) -> jnp.ndarray:
 
 
 @register("grpo")
-def grpo_loss(logprobs: jnp.ndarray, old_logprobs: jnp.ndarray, advantages: jnp.ndarray,
-              mask: jnp.ndarray, *, behaviour_logprobs: jnp.ndarray | None = None,
-              ref_logprobs: jnp.ndarray | None = None, eps_low: float = 0.4,
-              eps_high: float = 0.4, is_cap: float | None = 5.0, kl_coef: float = 0.0,
-              normalizer: jnp.ndarray | float | None = None):
+def grpo_loss(
+    logprobs: jnp.ndarray,
+    old_logprobs: jnp.ndarray,
+    advantages: jnp.ndarray,
+    mask: jnp.ndarray,
+    *,
+    behaviour_logprobs: jnp.ndarray | None = None,
+    ref_logprobs: jnp.ndarray | None = None,
+    eps_low: float = 0.4,
+    eps_high: float = 0.4,
+    is_cap: float | None = 5.0,
+    kl_coef: float = 0.0,
+    normalizer: jnp.ndarray | float | None = None,
+):
     """Clipped surrogate, token-mean. Returns (loss, metrics)."""
     mask = mask.astype(jnp.float32)
     old_logprobs = jax.lax.stop_gradient(old_logprobs)
@@ -56,8 +66,9 @@ def grpo_loss(logprobs: jnp.ndarray, old_logprobs: jnp.ndarray, advantages: jnp.
     clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     per_token = -w * jnp.minimum(unclipped, clipped)
     n_policy = mask.sum()
-    denom = jnp.maximum(n_policy if normalizer is None else jnp.asarray(normalizer, jnp.float32),
-                        1.0)
+    denom = jnp.maximum(
+        n_policy if normalizer is None else jnp.asarray(normalizer, jnp.float32), 1.0
+    )
     loss = (per_token * mask).sum() / denom
     metrics = {
         "pg_loss": loss,

@@ -6,6 +6,7 @@ sampler and an in-process user model run on a mesh of this process's devices wit
 the weights; the learner's step is one program over the global mesh. In one process all of this
 reduces to the plain single-mesh path.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,9 +19,15 @@ from flax import nnx
 from eigen_jax import multihost
 from eigen_jax import sharding as shd
 
-BATCH_DTYPES = {"tokens": np.int32, "positions": np.int32, "segment_ids": np.int32,
-                "loss_mask": np.int32, "advantages": np.float32,
-                "behaviour_logprobs": np.float32, "score_index": np.int32}
+BATCH_DTYPES = {
+    "tokens": np.int32,
+    "positions": np.int32,
+    "segment_ids": np.int32,
+    "loss_mask": np.int32,
+    "advantages": np.float32,
+    "behaviour_logprobs": np.float32,
+    "score_index": np.int32,
+}
 
 
 def rollout_mesh(mesh):
@@ -71,11 +78,16 @@ def global_count(n: int) -> int:
 
 def episode_summaries(played: Sequence[Any], group_size: int) -> dict[str, list]:
     """The per-episode numbers the step's statistics need, from every process."""
-    mine = {"reward": [e.reward for e in played], "length": [e.length for e in played],
-            "turns": [e.num_turns for e in played],
-            "finish": [e.finish_reason for e in played],
-            "informative": [len({e.reward for e in played[g:g + group_size]}) > 1
-                            for g in range(0, len(played), group_size)]}
+    mine = {
+        "reward": [e.reward for e in played],
+        "length": [e.length for e in played],
+        "turns": [e.num_turns for e in played],
+        "finish": [e.finish_reason for e in played],
+        "informative": [
+            len({e.reward for e in played[g : g + group_size]}) > 1
+            for g in range(0, len(played), group_size)
+        ],
+    }
     out: dict[str, list] = {k: [] for k in mine}
     for part in multihost.allgather_json(mine):
         for k, v in part.items():

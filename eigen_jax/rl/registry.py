@@ -1,7 +1,9 @@
 """Name → function registries (advantage estimators, policy losses): pure functions by name."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,6 +19,7 @@ class Registry(Generic[F]):
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._fns[name] = fn
             return fn
+
         return wrap
 
     def get(self, name: str) -> F:

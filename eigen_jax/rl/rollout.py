@@ -14,6 +14,7 @@ trained with (one gin binding sets both). Rewards come from the domain's checker
 environment and transcript; limit finishes (max steps, max tool errors, context or turn-length
 overflow) score 0 without a checker call.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -101,13 +102,21 @@ class _Live:
     view as tokens (append-only, so the engine session keeps its KV cache between turns).
     """
 
-    def __init__(self, job: EpisodeJob, session: Hashable, env, chat: ChatTemplate, system: str,
-                 tools, config: RolloutConfig):
+    def __init__(
+        self,
+        job: EpisodeJob,
+        session: Hashable,
+        env,
+        chat: ChatTemplate,
+        system: str,
+        tools,
+        config: RolloutConfig,
+    ):
         self.job, self.session, self.config = job, session, config
         self.system = system
         self.conv = Conversation.start(chat, [{"role": "system", "content": system}], tools)
         self.dialogue = protocol.Dialogue(env, config.limits())
-        self.sent = 0                      # conversation ids the engine session already holds
+        self.sent = 0  # conversation ids the engine session already holds
         self.turns: list[tuple[int, int]] = []
         self.logprobs: list[np.ndarray] = []
         self.key = f"{job.task.id}/{job.group_id}/{job.sample_index}"
@@ -131,8 +140,9 @@ class _Live:
         return [{"role": "system", "content": self.system}] + self.dialogue.messages
 
     def user_turn(self, tools=(), guidelines: str = protocol.DEFAULT_USER_GUIDELINES) -> UserTurn:
-        return UserTurn(self.job.task, list(self.dialogue.messages), self.key, tuple(tools),
-                        guidelines)
+        return UserTurn(
+            self.job.task, list(self.dialogue.messages), self.key, tuple(tools), guidelines
+        )
 
     def add_user(self, reply) -> str | None:
         """Record the user's turn; returns who speaks next ("user" after its own tool calls)."""
@@ -150,16 +160,20 @@ class _Live:
         self.logprobs.append(np.asarray(logprobs, np.float32))
         self.sent = len(self.conv)
         calls = [protocol.Call(c.id, c.name, c.arguments) for c in parsed.tool_calls]
-        calls += [protocol.Call(f"parse_error_{len(self.turns)}_{k}", "invalid_tool_call", {},
-                                err.to_tool_message()) for k, err in enumerate(parsed.errors)]
+        calls += [
+            protocol.Call(
+                f"parse_error_{len(self.turns)}_{k}", "invalid_tool_call", {}, err.to_tool_message()
+            )
+            for k, err in enumerate(parsed.errors)
+        ]
         turn = protocol.Turn(parsed.content, tuple(calls))
-        if finish_reason != "stop":      # cut off by max_new_tokens / the cache: nothing follows
+        if finish_reason != "stop":  # cut off by max_new_tokens / the cache: nothing follows
             self.dialogue.add_truncated("assistant", parsed.content)
             return "done"
         n = len(self.dialogue.messages)
         nxt = self.dialogue.add("assistant", turn)
         names = {c.id: c.name for c in calls}
-        results = [{**m, "name": names[m["tool_call_id"]]} for m in self.dialogue.messages[n + 1:]]
+        results = [{**m, "name": names[m["tool_call_id"]]} for m in self.dialogue.messages[n + 1 :]]
         if results:  # all results of one assistant turn in one append (templates may merge them)
             self.conv.append_messages(results)
         if nxt is None:
@@ -172,9 +186,20 @@ class _Live:
         lps = np.zeros(len(tokens), np.float32)
         for (s, e), lp in zip(self.turns, self.logprobs):
             mask[s:e], lps[s:e] = True, lp
-        return Episode(str(self.job.task.id), self.job.group_id, self.job.sample_index, tokens,
-                       mask, lps, list(self.turns), reward, self.finish, self.transcript(),
-                       verdict, self.dialogue.errors)
+        return Episode(
+            str(self.job.task.id),
+            self.job.group_id,
+            self.job.sample_index,
+            tokens,
+            mask,
+            lps,
+            list(self.turns),
+            reward,
+            self.finish,
+            self.transcript(),
+            verdict,
+            self.dialogue.errors,
+        )
 
 
 class RolloutWorker:
@@ -186,8 +211,15 @@ class RolloutWorker:
     checker.
     """
 
-    def __init__(self, engine: Engine, chat: ChatTemplate, domain, user: UserSimulator,
-                 config: RolloutConfig | None = None, checker: Checker | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        chat: ChatTemplate,
+        domain,
+        user: UserSimulator,
+        config: RolloutConfig | None = None,
+        checker: Checker | None = None,
+    ):
         self.engine, self.chat, self.domain = engine, chat, domain
         self.user = as_user_simulator(user)
         self.config = config or RolloutConfig()
@@ -196,18 +228,31 @@ class RolloutWorker:
         self.system, self.tools = views.agent_prompt(domain.policy, env.tools_schema("assistant"))
         self.user_tools = tuple(env.tools_schema("user"))
         self.user_guidelines = protocol.user_guidelines(domain.name, bool(self.user_tools))
-        self.params = SamplingParams(temperature=self.config.temperature, top_k=self.config.top_k,
-                                     top_p=self.config.top_p,
-                                     max_new_tokens=self.config.max_new_tokens,
-                                     stop_token_ids=tuple(chat.stop_ids))
+        self.params = SamplingParams(
+            temperature=self.config.temperature,
+            top_k=self.config.top_k,
+            top_p=self.config.top_p,
+            max_new_tokens=self.config.max_new_tokens,
+            stop_token_ids=tuple(chat.stop_ids),
+        )
         self.timings: dict[str, float] = {}
         self._runs = 0
 
     def run(self, jobs: Sequence[EpisodeJob], seed: int = 0) -> list[Episode]:
         """Play every job to its end; episodes come back in job order."""
         self._runs += 1
-        live = [_Live(job, (self._runs, i), self.domain.make_env(job.task), self.chat,
-                      self.system, self.tools, self.config) for i, job in enumerate(jobs)]
+        live = [
+            _Live(
+                job,
+                (self._runs, i),
+                self.domain.make_env(job.task),
+                self.chat,
+                self.system,
+                self.tools,
+                self.config,
+            )
+            for i, job in enumerate(jobs)
+        ]
         by_session = {s.session: s for s in live}
         asked: dict[int, _Live] = {}  # id(UserTurn) -> its episode, while the user answers
         t_user = 0.0
@@ -218,8 +263,7 @@ class RolloutWorker:
             # episodes waiting for their user do not hold the policy's other episodes back.
             t = time.perf_counter()
             if waiting_user:
-                turns = [s.user_turn(self.user_tools, self.user_guidelines)
-                         for s in waiting_user]
+                turns = [s.user_turn(self.user_tools, self.user_guidelines) for s in waiting_user]
                 asked.update((id(turn), s) for turn, s in zip(turns, waiting_user))
                 self.user.submit(turns)
                 waiting_user = []
@@ -248,8 +292,11 @@ class RolloutWorker:
         t_play = time.perf_counter() - t0
         t = time.perf_counter()
         episodes = [self._score(s) for s in live]
-        self.timings = {"policy_env_s": t_play - t_user, "user_s": t_user,
-                        "reward_s": time.perf_counter() - t}
+        self.timings = {
+            "policy_env_s": t_play - t_user,
+            "user_s": t_user,
+            "reward_s": time.perf_counter() - t,
+        }
         return episodes
 
     def _continue(self, s: _Live, seed: int) -> None:
@@ -260,7 +307,7 @@ class RolloutWorker:
                 s.end("max_context")
             else:
                 row_seed = zlib.crc32(f"{self.config.seed}/{seed}/{s.key}".encode())
-                self.engine.submit(s.session, prompt[s.sent:], self.params, row_seed)
+                self.engine.submit(s.session, prompt[s.sent :], self.params, row_seed)
                 return
         if s.sent:  # the session exists in the engine once a policy turn has been sampled
             self.engine.release(s.session)
@@ -276,5 +323,8 @@ def make_jobs(tasks: Sequence[Any], group_size: int, first_group_id: int = 0) ->
     """`group_size` episodes of each task; group ids count up from `first_group_id`."""
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    return [EpisodeJob(task, first_group_id + g, k) for g, task in enumerate(tasks)
-            for k in range(group_size)]
+    return [
+        EpisodeJob(task, first_group_id + g, k)
+        for g, task in enumerate(tasks)
+        for k in range(group_size)
+    ]

@@ -7,6 +7,7 @@ wrote one, a code checker (`checker_source`), which `data_agents.checkers.check`
 exactly as for the domain's own tasks. Tasks are deduplicated by id (several dialogues may share
 one), in dataset order, and only the domain's records are used.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,26 +33,32 @@ class TaskSource:
         if self.kind not in KINDS:
             raise ValueError(f"TaskSource.kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "synthesised" and not self.data_dir:
-            raise ValueError("TaskSource(kind='synthesised') needs data_dir (a published "
-                             "eigen_dialogues TFDS data_dir)")
+            raise ValueError(
+                "TaskSource(kind='synthesised') needs data_dir (a published "
+                "eigen_dialogues TFDS data_dir)"
+            )
         if self.max_tasks is not None and self.max_tasks < 1:
             raise ValueError(f"TaskSource.max_tasks must be >= 1, got {self.max_tasks}")
 
     def tasks(self, domain: Any, split: str) -> list[Any]:
         """The tasks of `split` for `domain` (a `data_agents.domains.Domain`)."""
-        tasks = (domain.tasks(split) if self.kind == "domain"
-                 else synthesised_tasks(self.data_dir, domain.name, split, self.dataset))
+        tasks = (
+            domain.tasks(split)
+            if self.kind == "domain"
+            else synthesised_tasks(self.data_dir, domain.name, split, self.dataset)
+        )
         if not tasks:
             raise ValueError(f"no {split!r} tasks for domain {domain.name!r} in {self}")
-        return tasks[:self.max_tasks]
+        return tasks[: self.max_tasks]
 
 
 def _same_domain(a: str, b: str) -> bool:
     return a.removeprefix("tau2:") == b.removeprefix("tau2:")
 
 
-def synthesised_tasks(data_dir: str, domain_name: str, split: str,
-                      dataset: str = "eigen_dialogues") -> list[Any]:
+def synthesised_tasks(
+    data_dir: str, domain_name: str, split: str, dataset: str = "eigen_dialogues"
+) -> list[Any]:
     """Unique tasks (with their code checkers) of the dataset's `split` records of the domain."""
     from data_agents.domains.task import Task
     from eigen_jax.data.dialogues import decode_example, dialogue_source

@@ -25,6 +25,7 @@ names its prefix; `positions` continue from the prefix length). A prefix never c
 token, and the learner runs the model on `tokens[:, :-1]` (the last token's next-token
 prediction is never scored), so rows are `bucket(longest suffix - 1) + 1` wide.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eigen_jax.rl.episode import Episode
 from eigen_jax.padding import bucket
+from eigen_jax.rl.episode import Episode
 from eigen_jax.train.logprobs import score_index  # noqa: F401  (re-exported)
 
 LAYOUTS = ("trajectory", "per_turn")
@@ -59,8 +60,14 @@ def episode_sequences(episode: Episode, layout: str, advantage: float = 0.0) -> 
         if not episode.policy_turns:
             return []
         end = episode.policy_turns[-1][1]  # nothing after the last policy token is scored
-        return [_Seq(episode.tokens[:end], episode.policy_mask[:end],
-                     episode.sampler_logprobs[:end], advantage)]
+        return [
+            _Seq(
+                episode.tokens[:end],
+                episode.policy_mask[:end],
+                episode.sampler_logprobs[:end],
+                advantage,
+            )
+        ]
     out = []
     for start, end in episode.policy_turns:
         mask = np.zeros(end, bool)
@@ -90,10 +97,18 @@ def _pack(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     return rows
 
 
-def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
-                     layout: str = "trajectory", *, pack: bool = True, min_len: int = 64,
-                     max_len: int | None = None, row_multiple: int = 1,
-                     min_rows: int = 1, share_prefix: bool = False) -> dict[str, np.ndarray]:
+def make_train_batch(
+    episodes: Sequence[Episode],
+    advantages: Sequence[float],
+    layout: str = "trajectory",
+    *,
+    pack: bool = True,
+    min_len: int = 64,
+    max_len: int | None = None,
+    row_multiple: int = 1,
+    min_rows: int = 1,
+    share_prefix: bool = False,
+) -> dict[str, np.ndarray]:
     """Build the `[rows, length]` batch; `advantages[i]` is episode i's trajectory advantage,
     broadcast to each of its policy tokens.
 
@@ -111,8 +126,10 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
     for ep, adv in zip(episodes, advantages):
         for s in episode_sequences(ep, layout, float(adv)):
             if max_len is not None and len(s.tokens) > max_len:
-                raise ValueError(f"episode {ep.task_id}/{ep.sample_index}: a {layout} sequence of "
-                                 f"{len(s.tokens)} tokens exceeds max_len={max_len}")
+                raise ValueError(
+                    f"episode {ep.task_id}/{ep.sample_index}: a {layout} sequence of "
+                    f"{len(s.tokens)} tokens exceeds max_len={max_len}"
+                )
             seqs.append(s)
             groups.append((ep.task_id, ep.group_id))
     if not seqs:
@@ -120,16 +137,19 @@ def make_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
     if share_prefix:
         return _shared_prefix_batch(seqs, groups, row_multiple, min_rows)
     row_len = bucket(max(len(s.tokens) for s in seqs), min_len)
-    rows = _pack([len(s.tokens) for s in seqs], row_len) if pack else [[i] for i in
-                                                                        range(len(seqs))]
+    rows = (
+        _pack([len(s.tokens) for s in seqs], row_len) if pack else [[i] for i in range(len(seqs))]
+    )
     num_rows = bucket(max(len(rows), min_rows), 1)
     num_rows = -(-num_rows // row_multiple) * row_multiple
-    batch = {"tokens": np.zeros((num_rows, row_len), np.int32),
-             "positions": np.zeros((num_rows, row_len), np.int32),
-             "segment_ids": np.zeros((num_rows, row_len), np.int32),
-             "loss_mask": np.zeros((num_rows, row_len), np.int32),
-             "advantages": np.zeros((num_rows, row_len), np.float32),
-             "behaviour_logprobs": np.zeros((num_rows, row_len), np.float32)}
+    batch = {
+        "tokens": np.zeros((num_rows, row_len), np.int32),
+        "positions": np.zeros((num_rows, row_len), np.int32),
+        "segment_ids": np.zeros((num_rows, row_len), np.int32),
+        "loss_mask": np.zeros((num_rows, row_len), np.int32),
+        "advantages": np.zeros((num_rows, row_len), np.float32),
+        "behaviour_logprobs": np.zeros((num_rows, row_len), np.float32),
+    }
     for r, members in enumerate(rows):
         at = 0
         for seg, i in enumerate(members, start=1):
@@ -160,8 +180,13 @@ def model_cost(batch: dict[str, np.ndarray], token_cost: float) -> float:
     return (prefixes * prefix_len + rows * (length - 1)) * (token_cost + slots)
 
 
-def cheapest_train_batch(episodes: Sequence[Episode], advantages: Sequence[float],
-                         layout: str, token_cost: float, **kwargs) -> dict[str, np.ndarray]:
+def cheapest_train_batch(
+    episodes: Sequence[Episode],
+    advantages: Sequence[float],
+    layout: str,
+    token_cost: float,
+    **kwargs,
+) -> dict[str, np.ndarray]:
     """`make_train_batch` packed or with shared prefixes, whichever `model_cost` rates cheaper:
     sharing wins when groups open with long prompts and end soon after (the GRPO benchmark:
     0.38 vs 0.53 s per update at bench-25m); packing wins for long multi-turn episodes, where
@@ -180,8 +205,9 @@ def _common_prefix_len(arrays: Sequence[np.ndarray]) -> int:
     return int(np.argmax(differs)) if differs.any() else n
 
 
-def _shared_prefix_batch(seqs: list[_Seq], groups: list, row_multiple: int,
-                         min_rows: int, min_len: int = 16) -> dict[str, np.ndarray]:
+def _shared_prefix_batch(
+    seqs: list[_Seq], groups: list, row_multiple: int, min_rows: int, min_len: int = 16
+) -> dict[str, np.ndarray]:
     """The shared-prefix layout (module docstring): per group, the prefix is its sequences'
     common prefix cut before the token preceding the group's first scored token."""
     members: dict = {}
@@ -198,18 +224,21 @@ def _shared_prefix_batch(seqs: list[_Seq], groups: list, row_multiple: int,
     width = bucket(max(len(s.tokens) - c for s, c in zip(seqs, cut)) - 1, min_len) + 1
     num_rows = -(-bucket(max(len(seqs), min_rows), 1) // row_multiple) * row_multiple
     num_prefixes = -(-len(prefixes) // row_multiple) * row_multiple
-    batch = {"tokens": np.zeros((num_rows, width), np.int32),
-             "positions": np.zeros((num_rows, width), np.int32),
-             "segment_ids": np.zeros((num_rows, width), np.int32),
-             "loss_mask": np.zeros((num_rows, width), np.int32),
-             "advantages": np.zeros((num_rows, width), np.float32),
-             "behaviour_logprobs": np.zeros((num_rows, width), np.float32),
-             "prefix_row": np.zeros((num_rows, 1), np.int32),
-             "prefix_tokens": np.zeros((num_prefixes, bucket(max(len(p) for p, _ in prefixes),
-                                                             min_len)), np.int32),
-             "prefix_lengths": np.zeros((num_prefixes, 1), np.int32)}
+    batch = {
+        "tokens": np.zeros((num_rows, width), np.int32),
+        "positions": np.zeros((num_rows, width), np.int32),
+        "segment_ids": np.zeros((num_rows, width), np.int32),
+        "loss_mask": np.zeros((num_rows, width), np.int32),
+        "advantages": np.zeros((num_rows, width), np.float32),
+        "behaviour_logprobs": np.zeros((num_rows, width), np.float32),
+        "prefix_row": np.zeros((num_rows, 1), np.int32),
+        "prefix_tokens": np.zeros(
+            (num_prefixes, bucket(max(len(p) for p, _ in prefixes), min_len)), np.int32
+        ),
+        "prefix_lengths": np.zeros((num_prefixes, 1), np.int32),
+    }
     for p, (prefix, index) in enumerate(prefixes):
-        batch["prefix_tokens"][p, :len(prefix)] = prefix
+        batch["prefix_tokens"][p, : len(prefix)] = prefix
         batch["prefix_lengths"][p] = len(prefix)
         for i in index:
             s, c = seqs[i], cut[i]
@@ -225,9 +254,14 @@ def _shared_prefix_batch(seqs: list[_Seq], groups: list, row_multiple: int,
     return batch
 
 
-def pad_batch(batch: dict[str, np.ndarray], rows: int, length: int, scored: int,
-              prefixes: int | None = None, prefix_len: int | None = None
-              ) -> dict[str, np.ndarray]:
+def pad_batch(
+    batch: dict[str, np.ndarray],
+    rows: int,
+    length: int,
+    scored: int,
+    prefixes: int | None = None,
+    prefix_len: int | None = None,
+) -> dict[str, np.ndarray]:
     """`batch` grown to `[rows, length]` (`score_index` to `[rows, scored]`, a shared-prefix
     table to `[prefixes, prefix_len]`) with all-zero rows and columns: zero loss mask and segment
     id (and zero-length prefixes), so they change neither the loss nor its token count. Lets the
@@ -238,15 +272,21 @@ def pad_batch(batch: dict[str, np.ndarray], rows: int, length: int, scored: int,
     prefixes = p0 if prefixes is None else prefixes
     prefix_len = q0 if prefix_len is None else prefix_len
     if rows < r0 or length < l0 or scored < k0 or prefixes < p0 or prefix_len < q0:
-        raise ValueError(f"pad_batch cannot shrink [{r0}, {l0}] (scored {k0}, prefixes "
-                         f"[{p0}, {q0}]) to [{rows}, {length}] (scored {scored}, prefixes "
-                         f"[{prefixes}, {prefix_len}])")
+        raise ValueError(
+            f"pad_batch cannot shrink [{r0}, {l0}] (scored {k0}, prefixes "
+            f"[{p0}, {q0}]) to [{rows}, {length}] (scored {scored}, prefixes "
+            f"[{prefixes}, {prefix_len}])"
+        )
     widths = {"score_index": scored - k0, "prefix_row": 0}
-    out = {k: np.pad(v, ((0, rows - r0), (0, widths.get(k, length - l0))))
-           for k, v in batch.items() if not k.startswith("prefix_") or k == "prefix_row"}
+    out = {
+        k: np.pad(v, ((0, rows - r0), (0, widths.get(k, length - l0))))
+        for k, v in batch.items()
+        if not k.startswith("prefix_") or k == "prefix_row"
+    }
     if "prefix_tokens" in batch:
-        out["prefix_tokens"] = np.pad(batch["prefix_tokens"],
-                                      ((0, prefixes - p0), (0, prefix_len - q0)))
+        out["prefix_tokens"] = np.pad(
+            batch["prefix_tokens"], ((0, prefixes - p0), (0, prefix_len - q0))
+        )
         out["prefix_lengths"] = np.pad(batch["prefix_lengths"], ((0, prefixes - p0), (0, 0)))
     return out
 

@@ -13,6 +13,7 @@ tools (tau2 telecom's dual control). A reply is a `data_agents.dialogue.Turn` (t
 calls; a backend may also answer a plain string); the rollout runs the user's calls in the
 environment as the user.
 """
+
 from __future__ import annotations
 
 import abc
@@ -24,11 +25,11 @@ from typing import Any
 
 import gin
 from data_agents import dialogue as protocol
+from eigen_jax import scopes
 from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.sampling import Request, SamplingParams
-from eigen_jax import scopes
 from eigen_jax.sampling.config import SamplerConfig
 
 
@@ -98,8 +99,9 @@ def as_user_simulator(user: Any) -> UserSimulator:
     if isinstance(user, UserSimulator):
         return user
     if not callable(getattr(user, "respond", None)):
-        raise TypeError(f"a user simulator needs a respond(turns) method; got "
-                        f"{type(user).__name__}")
+        raise TypeError(
+            f"a user simulator needs a respond(turns) method; got {type(user).__name__}"
+        )
     return _RespondOnly(user)
 
 
@@ -121,7 +123,7 @@ def _as_task(task: Any) -> Any:
 
 
 def _seed(key: str, turn: int, base: int) -> int:
-    return zlib.crc32(f"{base}/{key}/{turn}".encode()) % (2 ** 32)
+    return zlib.crc32(f"{base}/{key}/{turn}".encode()) % (2**32)
 
 
 class ReferenceUserSimulator(UserSimulator):
@@ -159,8 +161,16 @@ class ModelUserSimulator(UserSimulator):
     reuse the previous turn's cache.
     """
 
-    def __init__(self, model, chat: ChatTemplate, *, sampler: SamplerConfig | None = None,
-                 sampling: SamplingParams | None = None, seed: int = 0, mesh=None):
+    def __init__(
+        self,
+        model,
+        chat: ChatTemplate,
+        *,
+        sampler: SamplerConfig | None = None,
+        sampling: SamplingParams | None = None,
+        seed: int = 0,
+        mesh=None,
+    ):
         self.chat = chat
         params = sampling or SamplingParams(temperature=1.0, max_new_tokens=128)
         self.params = params.replace(stop_token_ids=tuple(chat.stop_ids))
@@ -180,22 +190,35 @@ class ModelUserSimulator(UserSimulator):
         return sim
 
     def _request(self, turn: UserTurn) -> Request:
-        prompt = Conversation.start(self.chat, turn.view(),
-                                    list(turn.tools) or None).generation_prompt()
+        prompt = Conversation.start(
+            self.chat, turn.view(), list(turn.tools) or None
+        ).generation_prompt()
         if len(prompt) > self.engine.max_len - 1:
-            raise ContextOverflow(f"user-simulator prompt of {len(prompt)} tokens exceeds the "
-                                  f"user engine's max_len={self.engine.max_len}; raise max_len")
+            raise ContextOverflow(
+                f"user-simulator prompt of {len(prompt)} tokens exceeds the "
+                f"user engine's max_len={self.engine.max_len}; raise max_len"
+            )
         self._calls += 1
-        return Request(("user", self._calls), prompt, self.params,
-                       _seed(turn.key, len(turn.messages), self.seed))
+        return Request(
+            ("user", self._calls),
+            prompt,
+            self.params,
+            _seed(turn.key, len(turn.messages), self.seed),
+        )
 
     def _reply(self, completion) -> protocol.Turn:
         """The sampled user turn; malformed tool calls come back as calls with an error."""
         parsed = self.chat.parse(completion.token_ids)
-        calls = [protocol.Call(c.id or f"user_call_{self._calls}_{i}", c.name, c.arguments)
-                 for i, c in enumerate(parsed.tool_calls)]
-        calls += [protocol.Call(f"user_error_{self._calls}_{i}", "invalid_tool_call", {},
-                                e.to_tool_message()) for i, e in enumerate(parsed.errors)]
+        calls = [
+            protocol.Call(c.id or f"user_call_{self._calls}_{i}", c.name, c.arguments)
+            for i, c in enumerate(parsed.tool_calls)
+        ]
+        calls += [
+            protocol.Call(
+                f"user_error_{self._calls}_{i}", "invalid_tool_call", {}, e.to_tool_message()
+            )
+            for i, e in enumerate(parsed.errors)
+        ]
         return protocol.Turn(parsed.content.strip(), tuple(calls))
 
     def respond(self, turns: Sequence[UserTurn]) -> list[protocol.Turn]:
@@ -234,9 +257,16 @@ class ServedUserSimulator(UserSimulator):
     All pending turns are sent concurrently; the client owns retries and load balancing.
     """
 
-    def __init__(self, urls: str | Sequence[str], *, temperature: float = 1.0,
-                 max_tokens: int = 256, model: str | None = None, seed: int = 0,
-                 client_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        temperature: float = 1.0,
+        max_tokens: int = 256,
+        model: str | None = None,
+        seed: int = 0,
+        client_kwargs: dict[str, Any] | None = None,
+    ):
         self.urls, self.model = urls, model
         self.temperature, self.max_tokens, self.seed = temperature, max_tokens, seed
         self.client_kwargs = dict(client_kwargs or {})
@@ -248,22 +278,32 @@ class ServedUserSimulator(UserSimulator):
         from data_agents.llm import LLMClient
 
         async with LLMClient(self.urls, model=self.model, **self.client_kwargs) as client:
+
             async def one(turn: UserTurn) -> protocol.Turn:
-                out = await client.chat(protocol.to_wire(turn.view()),
-                                        tools=list(turn.tools) or None,
-                                        temperature=self.temperature,
-                                        max_tokens=self.max_tokens, use_cache=False,
-                                        seed=_seed(turn.key, len(turn.messages), self.seed))
-                return protocol.turn_from_message(out.choices[0].message,
-                                                  prefix=f"user_{turn.key}_{len(turn.messages)}")
+                out = await client.chat(
+                    protocol.to_wire(turn.view()),
+                    tools=list(turn.tools) or None,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    use_cache=False,
+                    seed=_seed(turn.key, len(turn.messages), self.seed),
+                )
+                return protocol.turn_from_message(
+                    out.choices[0].message, prefix=f"user_{turn.key}_{len(turn.messages)}"
+                )
 
             return list(await asyncio.gather(*(one(t) for t in turns)))
 
 
 @gin.configurable
-def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
-                        urls: str | Sequence[str] | None = None, mesh=None, domain: Any = None,
-                        **kwargs) -> UserSimulator:
+def make_user_simulator(
+    kind: str = "reference",
+    hf_dir: str | None = None,
+    urls: str | Sequence[str] | None = None,
+    mesh=None,
+    domain: Any = None,
+    **kwargs,
+) -> UserSimulator:
     """`reference` (the scripted user of `domain`, `Domain.reference_user`; outfitter's when no
     domain is given), `model` (in-process, from `hf_dir`) or `served` (an OpenAI-compatible server
     at `urls`)."""
@@ -280,5 +320,13 @@ def make_user_simulator(kind: str = "reference", hf_dir: str | None = None,
     raise ValueError(f"unknown user simulator kind {kind!r}; expected reference, model or served")
 
 
-__all__ = ["ModelUserSimulator", "ReferenceUserSimulator", "ServedUserSimulator", "UserSimulator",
-           "UserTurn", "as_turn", "as_user_simulator", "make_user_simulator"]
+__all__ = [
+    "ModelUserSimulator",
+    "ReferenceUserSimulator",
+    "ServedUserSimulator",
+    "UserSimulator",
+    "UserTurn",
+    "as_turn",
+    "as_user_simulator",
+    "make_user_simulator",
+]

@@ -5,12 +5,12 @@ One declaration matters because an engine's programs are keyed by its shapes: an
 like GRPO's policy reuses GRPO's compiled prefill and decode. Each consumer reads it in its own
 gin scope (`eigen_jax.scopes`), so it inherits every size it does not override.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import gin
-
 from eigen_jax.sampling.engine import Engine
 
 
@@ -33,14 +33,22 @@ class SamplerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"SamplerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_len < 2:
-            raise ValueError(f"SamplerConfig.max_len must be >= 2 (a prompt token and a new "
-                             f"token), got {self.max_len}")
+            raise ValueError(
+                f"SamplerConfig.max_len must be >= 2 (a prompt token and a new "
+                f"token), got {self.max_len}"
+            )
         if self.shape_slack < 1:
             raise ValueError(f"SamplerConfig.shape_slack must be >= 1, got {self.shape_slack}")
 
     def engine(self, model, mesh=None, **kwargs) -> Engine:
         """An `Engine` of this size on `model` (placed on `mesh`)."""
-        return Engine(model, self.num_slots, self.max_len, mesh,
-                      steps_per_sync=self.steps_per_sync,
-                      max_prefill_len=min(self.max_len, self.max_prefill_len),
-                      shape_slack=self.shape_slack, **kwargs)
+        return Engine(
+            model,
+            self.num_slots,
+            self.max_len,
+            mesh,
+            steps_per_sync=self.steps_per_sync,
+            max_prefill_len=min(self.max_len, self.max_prefill_len),
+            shape_slack=self.shape_slack,
+            **kwargs,
+        )

@@ -8,6 +8,7 @@ slot are admitted as soon as another session is released. Every `step()` prefill
 turns in one bucketed batch, then decodes all running turns for up to `steps_per_sync` tokens on
 device, then hands back the turns that finished.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,12 +32,12 @@ from eigen_jax.sharding import logical_to_sharding, state_shardings
 @dataclasses.dataclass
 class _Session:
     slot: int | None = None
-    cache_len: int = 0                                 # tokens already written to the slot
+    cache_len: int = 0  # tokens already written to the slot
     pending: list[int] = dataclasses.field(default_factory=list)  # context not yet in the cache
-    status: str = "idle"                               # idle | queued | decoding
+    status: str = "idle"  # idle | queued | decoding
     params: SamplingParams | None = None
     seed: int = 0
-    turn_start: int = 0                                # context length when the turn began
+    turn_start: int = 0  # context length when the turn began
     turn_ids: list[int] = dataclasses.field(default_factory=list)
     turn_logprobs: list[float] = dataclasses.field(default_factory=list)
 
@@ -59,19 +60,36 @@ class Engine:
         `shape_slack` times its exact bucket (`shapes.ShapePlanner`); 1 = exact buckets only.
     """
 
-    def __init__(self, model: nnx.Module, num_slots: int, max_len: int, mesh=None, *,
-                 decode_fn: Callable[[Sequence[int]], str] | None = None,
-                 steps_per_sync: int = 8, max_prefill_len: int = 512, min_prefill_len: int = 16,
-                 max_stop_ids: int = 8, min_kv_len: int = 128, cache_dtype=None,
-                 shape_slack: float = 4.0):
-        for name, value in (("num_slots", num_slots), ("max_len", max_len),
-                            ("steps_per_sync", steps_per_sync), ("min_kv_len", min_kv_len),
-                            ("max_prefill_len", max_prefill_len), ("max_stop_ids", max_stop_ids)):
+    def __init__(
+        self,
+        model: nnx.Module,
+        num_slots: int,
+        max_len: int,
+        mesh=None,
+        *,
+        decode_fn: Callable[[Sequence[int]], str] | None = None,
+        steps_per_sync: int = 8,
+        max_prefill_len: int = 512,
+        min_prefill_len: int = 16,
+        max_stop_ids: int = 8,
+        min_kv_len: int = 128,
+        cache_dtype=None,
+        shape_slack: float = 4.0,
+    ):
+        for name, value in (
+            ("num_slots", num_slots),
+            ("max_len", max_len),
+            ("steps_per_sync", steps_per_sync),
+            ("min_kv_len", min_kv_len),
+            ("max_prefill_len", max_prefill_len),
+            ("max_stop_ids", max_stop_ids),
+        ):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         if max_len < 2:
-            raise ValueError(f"max_len must be >= 2 (a prompt token and a new token), got "
-                             f"{max_len}")
+            raise ValueError(
+                f"max_len must be >= 2 (a prompt token and a new token), got {max_len}"
+            )
         self.num_slots, self.max_len, self.mesh = int(num_slots), int(max_len), mesh
         self.decode_fn, self.steps_per_sync = decode_fn, int(steps_per_sync)
         self.max_prefill_len = int(max_prefill_len)
@@ -84,50 +102,65 @@ class Engine:
         if mesh is not None:
             self._params = jax.device_put(self._params, state_shardings(self._params, mesh))
             self.cache = jax.tree.map(
-                lambda x: jax.device_put(x, logical_to_sharding(CACHE_LOGICAL_AXES, mesh,
-                                                                x.shape)), self.cache)
+                lambda x: jax.device_put(x, logical_to_sharding(CACHE_LOGICAL_AXES, mesh, x.shape)),
+                self.cache,
+            )
         # A CPU decode loop reads per-layer copies of the weights (`steps.decode_steps`).
-        self._split = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
-                       ).platform == "cpu"
+        self._split = (
+            mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+        ).platform == "cpu"
         self.update_params(self._params)
         self._state = steps.SlotState.empty(self.num_slots, self.max_stop_ids)
-        signature = (self._graphdef, tuple((x.shape, str(x.dtype)) for x in
-                                           jax.tree.leaves((self._params, self.cache))))
+        signature = (
+            self._graphdef,
+            tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves((self._params, self.cache))),
+        )
         self._shapes = ShapePlanner(signature, token_cost_of(model.config), shape_slack)
         self._sessions: dict[Hashable, _Session] = {}
         self._slot_owner: list[Hashable | None] = [None] * self.num_slots
         self._queue: collections.deque[Hashable] = collections.deque()
 
     # ------------------------------------------------------------------ driver API
-    def submit(self, session_id: Hashable, new_token_ids: Sequence[int],
-               params: SamplingParams | None = None, seed: int = 0) -> None:
+    def submit(
+        self,
+        session_id: Hashable,
+        new_token_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        seed: int = 0,
+    ) -> None:
         """Queue a turn: the first call of a session gives the whole prompt, later calls only
         the tokens appended since its previous turn (they follow that turn's sampled tokens)."""
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
         if params.stop_strings and self.decode_fn is None:
-            raise ValueError("stop_strings need a detokenizer: construct the Engine with "
-                             "decode_fn=ids->str")
+            raise ValueError(
+                "stop_strings need a detokenizer: construct the Engine with decode_fn=ids->str"
+            )
         if len(params.stop_token_ids) > self.max_stop_ids:
-            raise ValueError(f"{len(params.stop_token_ids)} stop_token_ids exceed max_stop_ids="
-                             f"{self.max_stop_ids}")
-        if not 0 <= int(seed) < 2 ** 32:
+            raise ValueError(
+                f"{len(params.stop_token_ids)} stop_token_ids exceed max_stop_ids="
+                f"{self.max_stop_ids}"
+            )
+        if not 0 <= int(seed) < 2**32:
             raise ValueError(f"seed must be in [0, 2**32), got {seed}")
         ids = check_token_ids(new_token_ids, self.vocab_size)
         session = self._sessions.get(session_id)
         if session is None:
             if not ids:
-                raise ValueError(f"session {session_id!r}: the first turn needs a non-empty "
-                                 "prompt")
+                raise ValueError(f"session {session_id!r}: the first turn needs a non-empty prompt")
             session = _Session()
         elif session.status != "idle":
-            raise ValueError(f"session {session_id!r} already has a turn {session.status}; wait "
-                             "for it to finish before submitting the next one")
+            raise ValueError(
+                f"session {session_id!r} already has a turn {session.status}; wait "
+                "for it to finish before submitting the next one"
+            )
         context = session.cache_len + len(session.pending) + len(ids)
         if context > self.max_len - 1:
-            raise ValueError(f"session {session_id!r}: context of {context} tokens leaves no room "
-                             f"to generate in max_len={self.max_len}")
+            raise ValueError(
+                f"session {session_id!r}: context of {context} tokens leaves no room "
+                f"to generate in max_len={self.max_len}"
+            )
         if not ids and not session.pending:
             raise ValueError(f"session {session_id!r}: nothing to condition on")
         session.pending.extend(ids)
@@ -163,8 +196,10 @@ class Engine:
         return the completions in request order. Needs an engine with no turn in flight (their
         completions would otherwise be swallowed here)."""
         if self.has_work():
-            raise ValueError("Engine.run needs an engine with no queued or running turn; drive "
-                             "mixed workloads with submit/step")
+            raise ValueError(
+                "Engine.run needs an engine with no queued or running turn; drive "
+                "mixed workloads with submit/step"
+            )
         ids = [r.session_id for r in requests]
         if len(set(ids)) != len(ids):
             raise ValueError("Engine.run needs distinct session ids")
@@ -177,9 +212,11 @@ class Engine:
         while len(done) < len(requests):
             finished = self.step()
             if not finished and self._queue and not self._state.active.any():
-                raise RuntimeError(f"{len(self._queue)} request(s) wait for a slot, but all "
-                                   f"{self.num_slots} slots are held by idle sessions; release "
-                                   "them before Engine.run")
+                raise RuntimeError(
+                    f"{len(self._queue)} request(s) wait for a slot, but all "
+                    f"{self.num_slots} slots are held by idle sessions; release "
+                    "them before Engine.run"
+                )
             for completion in finished:
                 done[completion.session_id] = completion
                 self.release(completion.session_id)  # frees the slot for a waiting request
@@ -201,8 +238,9 @@ class Engine:
         if jax.tree.structure(state) != jax.tree.structure(self._params):
             raise ValueError("update_params: the new state does not match the engine's model")
         self._params = state
-        self._layer_params = (steps.split_layer_params(self._graphdef, state) if self._split
-                              else None)
+        self._layer_params = (
+            steps.split_layer_params(self._graphdef, state) if self._split else None
+        )
 
     def has_work(self) -> bool:
         return bool(self._queue) or bool(self._state.active.any())
@@ -284,8 +322,11 @@ class Engine:
             positions = np.full((num_rows, length), self.max_len, np.int32)
             last = np.zeros((num_rows,), np.int32)
             seeds = np.zeros((num_rows,), np.uint32)
-            temp, top_k, top_p = (np.zeros((num_rows,), np.float32),
-                                  np.zeros((num_rows,), np.int32), np.ones((num_rows,), np.float32))
+            temp, top_k, top_p = (
+                np.zeros((num_rows,), np.float32),
+                np.zeros((num_rows,), np.int32),
+                np.ones((num_rows,), np.float32),
+            )
             completing = []
             for i, s in enumerate(todo):
                 n = min(len(s.pending), length)
@@ -298,15 +339,28 @@ class Engine:
                 if not s.pending:
                     completing.append((i, s))
             kv_len = steps.prefill_kv_len(positions, self.max_len, self.min_kv_len)
-            n_rows, n_cols, kv_len = self._shapes.prefill(num_rows, length, kv_len,
-                                                          self.max_prefill_len)
+            n_rows, n_cols, kv_len = self._shapes.prefill(
+                num_rows, length, kv_len, self.max_prefill_len
+            )
             pad = lambda x, value, cols=False: np.pad(
-                x, ((0, n_rows - num_rows),) + (((0, n_cols - length),) if cols else ()),
-                constant_values=value)
+                x,
+                ((0, n_rows - num_rows),) + (((0, n_cols - length),) if cols else ()),
+                constant_values=value,
+            )
             self.cache, new_tokens, logprobs = steps.prefill(
-                self._graphdef, self._params, self.cache, pad(rows, self.num_slots),
-                pad(tokens, 0, True), pad(positions, self.max_len, True), pad(last, 0),
-                pad(seeds, 0), pad(temp, 0), pad(top_k, 0), pad(top_p, 1), kv_len=kv_len)
+                self._graphdef,
+                self._params,
+                self.cache,
+                pad(rows, self.num_slots),
+                pad(tokens, 0, True),
+                pad(positions, self.max_len, True),
+                pad(last, 0),
+                pad(seeds, 0),
+                pad(temp, 0),
+                pad(top_k, 0),
+                pad(top_p, 1),
+                kv_len=kv_len,
+            )
             sampled.append((completing, new_tokens, logprobs))
         # One device->host transfer for all chunks.
         fetched = jax.device_get([(t, lp) for _, t, lp in sampled])
@@ -332,25 +386,44 @@ class Engine:
         st.temperature[slot], st.top_k[slot], st.top_p[slot] = p.temperature, p.top_k, p.top_p
         st.seed[slot] = s.seed
         st.stop_ids[slot] = -1
-        st.stop_ids[slot, :len(p.stop_token_ids)] = p.stop_token_ids
+        st.stop_ids[slot, : len(p.stop_token_ids)] = p.stop_token_ids
         if not sampled:  # nothing sampled yet, so nothing can have ended the turn
             st.active[slot], st.finish[slot] = True, steps.FINISH_NONE
             return
         row = slice(slot, slot + 1)
-        done, code = steps.finish_check(st.last_token[row], st.num_generated[row],
-                                        st.position[row], st.stop_ids[row], st.max_new[row],
-                                        self.max_len, xp=np)
+        done, code = steps.finish_check(
+            st.last_token[row],
+            st.num_generated[row],
+            st.position[row],
+            st.stop_ids[row],
+            st.max_new[row],
+            self.max_len,
+            xp=np,
+        )
         st.active[slot] = not done[0]
         st.finish[slot] = code[0] if done[0] else steps.FINISH_NONE
 
     def _decode(self) -> list[Completion]:
         st = self._state
-        kv_len = steps.decode_kv_len(st.position, st.active, st.num_generated, st.max_new,
-                                     self.steps_per_sync, self.max_len, self.min_kv_len)
+        kv_len = steps.decode_kv_len(
+            st.position,
+            st.active,
+            st.num_generated,
+            st.max_new,
+            self.steps_per_sync,
+            self.max_len,
+            self.min_kv_len,
+        )
         kv_len = self._shapes.decode(kv_len, self.num_slots, self.steps_per_sync)
         self.cache, state, tokens, logprobs = steps.decode_steps(
-            self._graphdef, self._params, self.cache, self._state, self.steps_per_sync,
-            kv_len=kv_len, layer_params=self._layer_params)
+            self._graphdef,
+            self._params,
+            self.cache,
+            self._state,
+            self.steps_per_sync,
+            kv_len=kv_len,
+            layer_params=self._layer_params,
+        )
         state, tokens, logprobs = jax.device_get((state, tokens, logprobs))
         self._state = steps.SlotState(*(np.array(x) for x in state))
         finished = []
@@ -390,8 +463,14 @@ class Engine:
         s.pending = [ids[-1]]
         s.status, s.turn_ids, s.turn_logprobs = "idle", [], []
         st.active[slot] = False
-        return Completion(session_id, np.asarray(ids, np.int32), np.asarray(lps, np.float32),
-                          reason, stop, s.turn_start)
+        return Completion(
+            session_id,
+            np.asarray(ids, np.int32),
+            np.asarray(lps, np.float32),
+            reason,
+            stop,
+            s.turn_start,
+        )
 
     def _stop_string_cut(self, s: _Session, first_new: int) -> tuple[int, str] | None:
         """(tokens to keep, matched string) for the first token completing a stop string."""

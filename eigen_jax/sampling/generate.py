@@ -4,22 +4,30 @@ It is the continuous-batching engine with one slot per prompt and nothing admitt
 static batch and an RL rollout share one decoding path (same kernels, same PRNG rule, same
 stop handling) and cannot drift apart.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from flax import nnx
 
+from eigen_jax.padding import bucket
 from eigen_jax.sampling.engine import Completion, Engine, Request
 from eigen_jax.sampling.params import SamplingParams
-from eigen_jax.padding import bucket
 
 
-def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],
-             params: SamplingParams | Sequence[SamplingParams] | None = None,
-             max_new_tokens: int | None = None, seeds: int | Sequence[int] = 0, *,
-             decode_fn: Callable[[Sequence[int]], str] | None = None, mesh=None,
-             max_len: int | None = None, steps_per_sync: int | None = None) -> list[Completion]:
+def generate(
+    model: nnx.Module,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams | Sequence[SamplingParams] | None = None,
+    max_new_tokens: int | None = None,
+    seeds: int | Sequence[int] = 0,
+    *,
+    decode_fn: Callable[[Sequence[int]], str] | None = None,
+    mesh=None,
+    max_len: int | None = None,
+    steps_per_sync: int | None = None,
+) -> list[Completion]:
     """Sample a continuation of every prompt; returns one `Completion` per prompt, in order.
 
     params: one `SamplingParams` for all prompts or one per prompt (default: temperature 1).
@@ -54,8 +62,14 @@ def generate(model: nnx.Module, prompts: Sequence[Sequence[int]],
     if steps_per_sync is None:
         budget = max(q.max_new_tokens for q in params)
         steps_per_sync = 8 if any(q.stop_strings for q in params) else bucket(budget)
-    engine = Engine(model, bucket(len(prompts)), max_len, mesh=mesh, decode_fn=decode_fn,
-                    steps_per_sync=steps_per_sync,
-                    max_stop_ids=bucket(max(len(q.stop_token_ids) for q in params), 4))
+    engine = Engine(
+        model,
+        bucket(len(prompts)),
+        max_len,
+        mesh=mesh,
+        decode_fn=decode_fn,
+        steps_per_sync=steps_per_sync,
+        max_stop_ids=bucket(max(len(q.stop_token_ids) for q in params), 4),
+    )
     requests = [Request(i, p, q, s) for i, (p, q, s) in enumerate(zip(prompts, params, seeds))]
     return engine.run(requests)

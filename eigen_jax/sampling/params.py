@@ -4,6 +4,7 @@ Every field is per request, so one batch can mix greedy evaluation rollouts with
 rollouts; the device kernels receive them as per-row arrays. Defaults follow the conventions of
 Hugging Face / vLLM: `temperature=1`, no top-k (`0`), no top-p (`1.0`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,9 @@ class SamplingParams:
         if not (0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
         if int(self.max_new_tokens) != self.max_new_tokens or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got "
-                             f"{self.max_new_tokens}")
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens}"
+            )
         if any(t < 0 for t in self.stop_token_ids):
             raise ValueError(f"stop_token_ids must be non-negative, got {self.stop_token_ids}")
         if any(s == "" for s in self.stop_strings):

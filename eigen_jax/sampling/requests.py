@@ -1,6 +1,7 @@
 """What callers hand the sampler and get back: `Request` (a single-turn job for `Engine.run` and
 `generate`) and `Completion` (one finished turn). Kept apart from the engine so that servers and
 learners can name them without the engine's internals."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,9 +47,12 @@ def check_token_ids(ids: Sequence[int], vocab_size: int) -> list[int]:
     [0, vocab_size)."""
     arr = np.asarray(list(ids))
     if arr.size and (arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"token ids must be a flat sequence of integers, got dtype "
-                        f"{arr.dtype} shape {arr.shape}")
+        raise TypeError(
+            f"token ids must be a flat sequence of integers, got dtype "
+            f"{arr.dtype} shape {arr.shape}"
+        )
     if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-        raise ValueError(f"token ids must lie in [0, {vocab_size}), got range "
-                         f"[{arr.min()}, {arr.max()}]")
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}), got range [{arr.min()}, {arr.max()}]"
+        )
     return [int(x) for x in arr]

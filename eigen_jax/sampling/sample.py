@@ -10,6 +10,7 @@ Order of operations follows Hugging Face `generate`: temperature, then top-k, th
 nucleus is computed on the top-k-renormalised distribution). Tokens tied with the last kept
 logit are kept, so a filter may keep slightly more than k tokens on exact ties.
 """
+
 from __future__ import annotations
 
 import jax
@@ -42,8 +43,9 @@ def _filter_top_k_top_p(scaled: jax.Array, top_k: jax.Array, top_p: jax.Array) -
     return jnp.where(scaled >= threshold, scaled, -jnp.inf)
 
 
-def sampling_logprobs(logits: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                      top_p: jax.Array) -> jax.Array:
+def sampling_logprobs(
+    logits: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+) -> jax.Array:
     """[B, V] log-probabilities of the distribution each row samples from (-inf off-support).
 
     logits: [B, V] float; temperature/top_k/top_p: [B] per-row settings (temperature 0 = greedy,
@@ -59,13 +61,15 @@ def sampling_logprobs(logits: jax.Array, temperature: jax.Array, top_k: jax.Arra
     top_p = jnp.where(greedy, 1.0, jnp.asarray(top_p, jnp.float32))
     scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
     needs_filter = jnp.any((top_k > 0) | (top_p < 1.0))
-    filtered = jax.lax.cond(needs_filter, _filter_top_k_top_p, lambda s, k, p: s,
-                            scaled, top_k, top_p)
+    filtered = jax.lax.cond(
+        needs_filter, _filter_top_k_top_p, lambda s, k, p: s, scaled, top_k, top_p
+    )
     return jax.nn.log_softmax(filtered, axis=-1)
 
 
-def sample_tokens(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                  top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sample_tokens(
+    logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Draw one token per row; returns (tokens [B] int32, their log-probabilities [B] float32).
 
     keys: [B] PRNG keys (see `row_keys`); greedy rows ignore theirs and take the argmax.

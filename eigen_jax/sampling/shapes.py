@@ -18,6 +18,7 @@ Padding never changes what a real row computes (padding rows write nowhere, padd
 position max_len, slots beyond the live length are masked); results match the exact bucket up to
 float summation order.
 """
+
 from __future__ import annotations
 
 import collections
@@ -25,16 +26,23 @@ from collections.abc import Callable, Hashable
 
 # program signature -> call kind -> shapes already chosen (hence compiled) for it
 _COMPILED: dict[Hashable, dict[Hashable, set[tuple[int, ...]]]] = collections.defaultdict(
-    lambda: collections.defaultdict(set))
+    lambda: collections.defaultdict(set)
+)
 
 
 def token_cost_of(config) -> float:
     """A token's per-layer weight matmul FLOPs in units of one attended cache slot's FLOPs
     (an MoE layer counts the experts a token runs through, and its router)."""
     d, hd = config.hidden_size, config.head_dim
-    mlp = sum(d * (3 * config.moe_intermediate_size * config.num_experts_per_tok
-                   + config.num_experts) if sparse else 3 * d * config.intermediate_size
-              for sparse in config.sparse_layers) / config.num_layers
+    mlp = (
+        sum(
+            d * (3 * config.moe_intermediate_size * config.num_experts_per_tok + config.num_experts)
+            if sparse
+            else 3 * d * config.intermediate_size
+            for sparse in config.sparse_layers
+        )
+        / config.num_layers
+    )
     weights = d * hd * (2 * config.num_heads + 2 * config.num_kv_heads) + mlp
     return weights / (2 * config.num_heads * hd)
 
@@ -53,23 +61,36 @@ class ShapePlanner:
 
     def prefill(self, rows: int, length: int, kv_len: int, max_length: int) -> tuple[int, int, int]:
         """(rows, length, kv_len) covering the exact bucket given, no longer than max_length."""
-        return self.cover("prefill", (rows, length, kv_len), lambda s: self.cost(*s),
-                          bound=lambda s: s[1] <= max_length)
+        return self.cover(
+            "prefill",
+            (rows, length, kv_len),
+            lambda s: self.cost(*s),
+            bound=lambda s: s[1] <= max_length,
+        )
 
     def decode(self, kv_len: int, num_slots: int, num_steps: int) -> int:
         """kv_len of a `num_steps` decode call over `num_slots` rows (both fixed per engine)."""
-        return self.cover(("decode", num_slots, num_steps), (kv_len,),
-                          lambda s: self.cost(num_slots, 1, s[0]))[0]
+        return self.cover(
+            ("decode", num_slots, num_steps), (kv_len,), lambda s: self.cost(num_slots, 1, s[0])
+        )[0]
 
-    def cover(self, kind: Hashable, exact: tuple[int, ...], cost: Callable[[tuple], float],
-              bound: Callable[[tuple], bool] = lambda s: True) -> tuple[int, ...]:
+    def cover(
+        self,
+        kind: Hashable,
+        exact: tuple[int, ...],
+        cost: Callable[[tuple], float],
+        bound: Callable[[tuple], bool] = lambda s: True,
+    ) -> tuple[int, ...]:
         """The cheapest recorded shape of `kind` at least `exact` in every dimension (and within
         `bound`) costing at most `slack` x cost(exact); else `exact`. Records the choice."""
         seen = self._seen[kind]
         exact = tuple(int(d) for d in exact)
         budget = self.slack * cost(exact)
-        reusable = [s for s in seen if all(a >= b for a, b in zip(s, exact)) and bound(s)
-                    and cost(s) <= budget]
+        reusable = [
+            s
+            for s in seen
+            if all(a >= b for a, b in zip(s, exact)) and bound(s) and cost(s) <= budget
+        ]
         chosen = min(reusable, key=cost) if reusable else exact
         seen.add(chosen)
         return chosen

@@ -24,6 +24,7 @@ caller must choose `kv_len` above every slot a row writes in the call (see `deco
 full-cache one up to float summation order. `kv_len` is static: each distinct value is one
 compilation, hence the power-of-two buckets.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,24 +47,34 @@ FINISH_REASONS = {FINISH_STOP: "stop", FINISH_LENGTH: "length"}
 class SlotState(NamedTuple):
     """Per-slot decoding state, all `[num_slots]` except `stop_ids` `[num_slots, K]` (-1 pads)."""
 
-    last_token: np.ndarray | jax.Array   # int32: sampled, not yet in the cache
-    position: np.ndarray | jax.Array     # int32: position of last_token (= tokens in cache)
-    active: np.ndarray | jax.Array       # bool: still decoding
+    last_token: np.ndarray | jax.Array  # int32: sampled, not yet in the cache
+    position: np.ndarray | jax.Array  # int32: position of last_token (= tokens in cache)
+    active: np.ndarray | jax.Array  # bool: still decoding
     num_generated: np.ndarray | jax.Array  # int32: tokens sampled in the current turn
-    max_new: np.ndarray | jax.Array      # int32
-    finish: np.ndarray | jax.Array       # int32: FINISH_* code of the last finished turn
+    max_new: np.ndarray | jax.Array  # int32
+    finish: np.ndarray | jax.Array  # int32: FINISH_* code of the last finished turn
     temperature: np.ndarray | jax.Array  # float32
-    top_k: np.ndarray | jax.Array        # int32
-    top_p: np.ndarray | jax.Array        # float32
-    seed: np.ndarray | jax.Array         # uint32
-    stop_ids: np.ndarray | jax.Array     # int32 [num_slots, K]
+    top_k: np.ndarray | jax.Array  # int32
+    top_p: np.ndarray | jax.Array  # float32
+    seed: np.ndarray | jax.Array  # uint32
+    stop_ids: np.ndarray | jax.Array  # int32 [num_slots, K]
 
     @classmethod
     def empty(cls, num_slots: int, num_stop_ids: int) -> SlotState:
         z = lambda dt: np.zeros((num_slots,), dt)
-        return cls(z(np.int32), z(np.int32), z(np.bool_), z(np.int32), z(np.int32), z(np.int32),
-                   z(np.float32), z(np.int32), np.ones((num_slots,), np.float32), z(np.uint32),
-                   np.full((num_slots, num_stop_ids), -1, np.int32))
+        return cls(
+            z(np.int32),
+            z(np.int32),
+            z(np.bool_),
+            z(np.int32),
+            z(np.int32),
+            z(np.int32),
+            z(np.float32),
+            z(np.int32),
+            np.ones((num_slots,), np.float32),
+            z(np.uint32),
+            np.full((num_slots, num_stop_ids), -1, np.int32),
+        )
 
 
 def finish_check(token, num_generated, position, stop_ids, max_new, max_len: int, xp=jnp):
@@ -90,8 +101,9 @@ def _live_len(cache, kv_len: int | None) -> int:
     return min(int(kv_len), max_len)
 
 
-def decode_kv_len(position, active, num_generated, max_new, num_steps: int, max_len: int,
-                  minimum: int) -> int:
+def decode_kv_len(
+    position, active, num_generated, max_new, num_steps: int, max_len: int, minimum: int
+) -> int:
     """Cache slots a `decode_steps` call of `num_steps` needs, bucketed: an active row at
     `position` writes slots position .. position + n - 1, n = min(num_steps, tokens left in its
     budget). `max_len` when no row is active (the call then runs no step)."""
@@ -109,8 +121,20 @@ def prefill_kv_len(positions, max_len: int, minimum: int) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "kv_len"), donate_argnames=("cache",))
-def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds, temperature,
-            top_k, top_p, kv_len: int | None = None):
+def prefill(
+    graphdef,
+    params,
+    cache,
+    rows,
+    tokens,
+    positions,
+    last_index,
+    seeds,
+    temperature,
+    top_k,
+    top_p,
+    kv_len: int | None = None,
+):
     """Write `tokens` [R, T] of cache rows `rows` [R] and sample one token after each row's
     `last_index` token.
 
@@ -122,13 +146,20 @@ def prefill(graphdef, params, cache, rows, tokens, positions, last_index, seeds,
     be < kv_len, or its write is dropped (see `prefill_kv_len`).
     """
     model = nnx.merge(graphdef, params)
-    hidden, cache = model(tokens, positions=positions, cache=cache, return_hidden=True,
-                          cache_rows=rows, kv_len=_live_len(cache, kv_len))
+    hidden, cache = model(
+        tokens,
+        positions=positions,
+        cache=cache,
+        return_hidden=True,
+        cache_rows=rows,
+        kv_len=_live_len(cache, kv_len),
+    )
     last_hidden = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
     logits = model.project(last_hidden)
     sample_pos = jnp.take_along_axis(positions, last_index[:, None], axis=1)[:, 0] + 1
-    new_tokens, logprobs = sample_tokens(logits, row_keys(seeds, sample_pos), temperature, top_k,
-                                         top_p)
+    new_tokens, logprobs = sample_tokens(
+        logits, row_keys(seeds, sample_pos), temperature, top_k, top_p
+    )
     return cache, new_tokens, logprobs
 
 
@@ -138,10 +169,18 @@ def split_layer_params(graphdef, params) -> list:
     return nnx.merge(graphdef, params).split_layers()
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_steps", "kv_len"),
-                   donate_argnames=("cache",))
-def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
-                 kv_len: int | None = None, layer_params: list | None = None):
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "num_steps", "kv_len"), donate_argnames=("cache",)
+)
+def decode_steps(
+    graphdef,
+    params,
+    cache,
+    state: SlotState,
+    num_steps: int,
+    kv_len: int | None = None,
+    layer_params: list | None = None,
+):
     """Up to `num_steps` decode steps over every slot (stops early once no slot is active).
 
     kv_len (static): attend and write cache slots [0, kv_len) only (default: all). The loop also
@@ -174,15 +213,19 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
     def body(carry):
         step, st, cache, out_tokens, out_logprobs = carry
         write_pos = jnp.where(st.active, st.position, max_len)
-        logits, cache = model(st.last_token[:, None], positions=write_pos[:, None], cache=cache,
-                              kv_len=kv_len, layer_params=layer_params)
+        logits, cache = model(
+            st.last_token[:, None],
+            positions=write_pos[:, None],
+            cache=cache,
+            kv_len=kv_len,
+            layer_params=layer_params,
+        )
         keys = row_keys(st.seed, st.position + 1)
         token, logprob = sample_tokens(logits[:, 0], keys, st.temperature, st.top_k, st.top_p)
         emit = st.active
         position = st.position + emit.astype(jnp.int32)
         num_generated = st.num_generated + emit.astype(jnp.int32)
-        done, code = finish_check(token, num_generated, position, st.stop_ids, st.max_new,
-                                  max_len)
+        done, code = finish_check(token, num_generated, position, st.stop_ids, st.max_new, max_len)
         st = st._replace(
             last_token=jnp.where(emit, token, st.last_token),
             position=position,
@@ -195,7 +238,8 @@ def decode_steps(graphdef, params, cache, state: SlotState, num_steps: int,
         return step + 1, st, cache, out_tokens, out_logprobs
 
     _, state, cache, out_tokens, out_logprobs = jax.lax.while_loop(
-        cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs))
+        cond, body, (jnp.int32(0), state, cache, out_tokens, out_logprobs)
+    )
     if layer_params is not None:
         cache = model.join_cache(cache)
     return cache, state, out_tokens, out_logprobs
@@ -206,5 +250,6 @@ def copy_rows(cache, src, dst):
     """Cache rows `src` [N] copied onto rows `dst` [N] (a `dst` of num_slots is padding and
     writes nothing). Lets sessions that open with the same prompt prefill it once: the program
     has no model in it, so it compiles in a moment for each bucketed N."""
-    return jax.tree.map(lambda x: x.at[:, dst].set(jnp.take(x, src, axis=ROW, mode="clip"),
-                                                   mode="drop"), cache)
+    return jax.tree.map(
+        lambda x: x.at[:, dst].set(jnp.take(x, src, axis=ROW, mode="clip"), mode="drop"), cache
+    )

@@ -7,6 +7,7 @@ Routes: `POST /generate`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /h
 that is down answers 503 so `LLMClient` retries elsewhere. This module routes only: the work is
 in `ModelServer`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,11 +27,19 @@ from eigen_jax.serve.engine_loop import EngineFailure, RequestError
 from eigen_jax.serve.server import BadRequest, ContextLengthExceeded, ModelServer
 
 
-def _error(status: int, message: str, kind: str, param: str | None = None,
-           code: str | int | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={
-        "object": "error", "message": message, "type": kind, "code": status,
-        "error": {"message": message, "type": kind, "param": param, "code": code or status}})
+def _error(
+    status: int, message: str, kind: str, param: str | None = None, code: str | int | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={
+            "object": "error",
+            "message": message,
+            "type": kind,
+            "code": status,
+            "error": {"message": message, "type": kind, "param": param, "code": code or status},
+        },
+    )
 
 
 def _describe(err: dict[str, Any]) -> tuple[str, str | None]:
@@ -61,8 +70,7 @@ def create_app(server: ModelServer) -> fastapi.FastAPI:
 
     @app.exception_handler(ContextLengthExceeded)
     async def _too_long(_request, exc: ContextLengthExceeded):
-        return _error(400, str(exc), "invalid_request_error", "messages",
-                      "context_length_exceeded")
+        return _error(400, str(exc), "invalid_request_error", "messages", "context_length_exceeded")
 
     @app.exception_handler(BadRequest)
     @app.exception_handler(RequestError)
@@ -80,8 +88,9 @@ def create_app(server: ModelServer) -> fastapi.FastAPI:
         return await server.generate(request)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: protocol.ChatCompletionRequest
-                               ) -> protocol.ChatCompletionResponse:
+    async def chat_completions(
+        request: protocol.ChatCompletionRequest,
+    ) -> protocol.ChatCompletionResponse:
         return await server.chat_completion(request)
 
     @app.get("/v1/models")
@@ -101,8 +110,9 @@ def create_app(server: ModelServer) -> fastapi.FastAPI:
     return app
 
 
-def serve(server: ModelServer, host: str = "127.0.0.1", port: int = 30000,
-          log_level: str = "info") -> None:
+def serve(
+    server: ModelServer, host: str = "127.0.0.1", port: int = 30000, log_level: str = "info"
+) -> None:
     """Serve until interrupted (blocking). A port outside 1..65535 is refused here: uvicorn would
     report it as served and listen elsewhere (the OS truncates it to 16 bits)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -114,8 +124,13 @@ class BackgroundServer:
     """uvicorn in a daemon thread on an already-bound socket (port 0 = a free port): for tests,
     notebooks and in-process evaluation."""
 
-    def __init__(self, server: ModelServer, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning"):
+    def __init__(
+        self,
+        server: ModelServer,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+    ):
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
@@ -123,8 +138,9 @@ class BackgroundServer:
         self.url = f"http://{self.host}:{self.port}"
         config = uvicorn.Config(create_app(server), log_level=log_level, lifespan="on")
         self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._uvicorn.run,
-                                        kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._uvicorn.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
 
     def start(self, timeout: float = 30.0) -> BackgroundServer:
         self._thread.start()

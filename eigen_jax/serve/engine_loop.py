@@ -15,6 +15,7 @@ hostile request cannot take the server down for everyone. Only `MAX_CONSECUTIVE_
 failed steps in a row (the engine itself is broken), or a failure outside the engine, stop the
 loop; then every pending request fails and `/health` answers 503 rather than hanging callers.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -25,7 +26,6 @@ from typing import Any, Self
 
 from eigen_jax.sampling.engine import Completion, Engine
 from eigen_jax.sampling.params import SamplingParams
-
 
 MAX_CONSECUTIVE_STEP_FAILURES = 3
 
@@ -48,8 +48,9 @@ class EngineLoop:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._cond = threading.Condition()
-        self._incoming: list[tuple[int, list[int], SamplingParams, int,
-                                   concurrent.futures.Future]] = []
+        self._incoming: list[
+            tuple[int, list[int], SamplingParams, int, concurrent.futures.Future]
+        ] = []
         self._cancelled: list[int] = []
         self._futures: dict[int, concurrent.futures.Future] = {}  # loop thread only
         self._ids = itertools.count()
@@ -70,8 +71,9 @@ class EngineLoop:
         self._thread.start()
         return self
 
-    def submit(self, token_ids: Sequence[int], params: SamplingParams,
-               seed: int = 0) -> concurrent.futures.Future:
+    def submit(
+        self, token_ids: Sequence[int], params: SamplingParams, seed: int = 0
+    ) -> concurrent.futures.Future:
         """Queue one single-turn request; the future resolves to its `Completion`, or raises
         `RequestError` (bad request) / `EngineFailure` (loop down)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -84,23 +86,38 @@ class EngineLoop:
         future.add_done_callback(lambda f, s=session_id: f.cancelled() and self._cancel(s))
         return future
 
-    def generate(self, token_ids: Sequence[int], params: SamplingParams, seed: int = 0,
-                 timeout: float | None = None) -> Completion:
+    def generate(
+        self,
+        token_ids: Sequence[int],
+        params: SamplingParams,
+        seed: int = 0,
+        timeout: float | None = None,
+    ) -> Completion:
         """Blocking convenience around `submit`."""
         return self.submit(token_ids, params, seed).result(timeout)
 
     @property
     def healthy(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive() and self.error is None
-                and not self._closing)
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self.error is None
+            and not self._closing
+        )
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
             queued = len(self._incoming)
-        return {"requests_done": self.requests_done, "tokens_generated": self.tokens_generated,
-                "requests_failed": self.requests_failed, "step_failures": self.step_failures,
-                "peak_running": self.peak_running, "incoming": queued,
-                "num_slots": self.engine.num_slots, "max_len": self.engine.max_len}
+        return {
+            "requests_done": self.requests_done,
+            "tokens_generated": self.tokens_generated,
+            "requests_failed": self.requests_failed,
+            "step_failures": self.step_failures,
+            "peak_running": self.peak_running,
+            "incoming": queued,
+            "num_slots": self.engine.num_slots,
+            "max_len": self.engine.max_len,
+        }
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop the loop; requests still pending fail with `EngineFailure`."""
@@ -132,8 +149,9 @@ class EngineLoop:
         try:
             while True:
                 with self._cond:
-                    while not (self._incoming or self._cancelled or self._closing
-                               or self.engine.has_work()):
+                    while not (
+                        self._incoming or self._cancelled or self._closing or self.engine.has_work()
+                    ):
                         self._cond.wait()
                     if self._closing:
                         return
@@ -165,8 +183,12 @@ class EngineLoop:
             except Exception as err:  # noqa: BLE001 - this request's fault or not, only it fails
                 self._forget(session_id)
                 self.requests_failed += 1
-                _resolve(future, error=EngineFailure(
-                    f"the engine could not admit the request: {type(err).__name__}: {err}"))
+                _resolve(
+                    future,
+                    error=EngineFailure(
+                        f"the engine could not admit the request: {type(err).__name__}: {err}"
+                    ),
+                )
                 continue
             self._futures[session_id] = future
 
@@ -193,8 +215,9 @@ class EngineLoop:
                 _resolve(future, error=failure)
             return
         self.step_failures = 0
-        self.peak_running = max(self.peak_running,
-                                self.engine.num_slots - self.engine.num_free_slots)
+        self.peak_running = max(
+            self.peak_running, self.engine.num_slots - self.engine.num_free_slots
+        )
         for completion in finished:
             self.engine.release(completion.session_id)
             future = self._futures.pop(completion.session_id, None)
@@ -214,8 +237,9 @@ class EngineLoop:
             _resolve(future, error=error)
 
 
-def _resolve(future: concurrent.futures.Future, result: Any = None,
-             error: BaseException | None = None) -> None:
+def _resolve(
+    future: concurrent.futures.Future, result: Any = None, error: BaseException | None = None
+) -> None:
     """Set a future's outcome unless the caller cancelled it meanwhile."""
     try:
         if error is not None:

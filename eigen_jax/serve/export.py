@@ -5,6 +5,7 @@ with `models.save_pretrained` proves the weights round-trip through our layout, 
 them (e.g. to bfloat16 for serving), and yields exactly the files SGLang loads (config.json,
 safetensors, tokenizer with its chat template, generation_config.json).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,17 @@ from eigen_jax.chat.generation_config import write_generation_files
 from eigen_jax.serve.server import check_checkpoint_dir, load_chat, load_model
 
 # Files besides weights and config that SGLang (via transformers) reads from the model directory.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "generation_config.json", "vocab.json", "merges.txt",
-                   "added_tokens.json", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "tokenizer.model",
+)
 # Our tool parser name -> SGLang's `--tool-call-parser` for the same format.
 SGLANG_TOOL_PARSERS = {"hermes": "qwen25", "llama3_json": "llama3"}
 
@@ -42,20 +51,31 @@ def export_checkpoint(checkpoint: str, out_dir: str, dtype: str | None = None) -
     return sorted(set(written + ["generation_config.json"]))
 
 
-def sglang_commands(model_dir: str, host: str = "127.0.0.1", port: int = 30000,
-                    tool_parser: str = "hermes", tp_size: int = 1) -> dict[str, str]:
+def sglang_commands(
+    model_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 30000,
+    tool_parser: str = "hermes",
+    tp_size: int = 1,
+) -> dict[str, str]:
     """The exact launch commands for sglang-jax (CPU and TPU) and SGLang (GPU) on `model_dir`."""
     if tool_parser not in SGLANG_TOOL_PARSERS:
-        raise ValueError(f"no SGLang tool-call parser known for {tool_parser!r}; known: "
-                         f"{sorted(SGLANG_TOOL_PARSERS)}")
+        raise ValueError(
+            f"no SGLang tool-call parser known for {tool_parser!r}; known: "
+            f"{sorted(SGLANG_TOOL_PARSERS)}"
+        )
     path = shlex.quote(os.path.abspath(model_dir))
-    common = (f"--model-path {path} --host {host} --port {port} "
-              f"--tool-call-parser {SGLANG_TOOL_PARSERS[tool_parser]}")
+    common = (
+        f"--model-path {path} --host {host} --port {port} "
+        f"--tool-call-parser {SGLANG_TOOL_PARSERS[tool_parser]}"
+    )
     return {
-        "sglang-jax (CPU)": ("JAX_PLATFORMS=cpu $(scripts/sglang_venv.sh)/bin/python -m "
-                             f"sgl_jax.launch_server {common} --device cpu "
-                             "--attention-backend native --disable-precompile "
-                             "--max-total-tokens 8192"),
+        "sglang-jax (CPU)": (
+            "JAX_PLATFORMS=cpu $(scripts/sglang_venv.sh)/bin/python -m "
+            f"sgl_jax.launch_server {common} --device cpu "
+            "--attention-backend native --disable-precompile "
+            "--max-total-tokens 8192"
+        ),
         "sglang-jax (TPU)": (f"python -m sgl_jax.launch_server {common} --tp-size {tp_size}"),
         "sglang (GPU)": f"python -m sglang.launch_server {common} --tp-size {tp_size}",
     }

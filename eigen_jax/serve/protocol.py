@@ -6,6 +6,7 @@ unfiltered samples back). Knobs some clients always send at their neutral value
 (`frequency_penalty=0`, `n=1`, ...) are accepted at exactly that value. Responses mirror the
 fields `data_agents.llm.LLMClient`, the `openai` package and SGLang clients read.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -16,16 +17,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from eigen_jax.chat import messages as messages_lib
 
 # Fields accepted only at their neutral value: we implement no such filter or penalty.
-_NEUTRAL_SAMPLING = {"min_p": 0.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
-                     "repetition_penalty": 1.0, "min_new_tokens": 0, "n": 1}
-_NEUTRAL_CHAT = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "n": 1, "min_p": 0.0,
-                 "repetition_penalty": 1.0, "logit_bias": None, "response_format": None,
-                 "stream_options": None, "top_logprobs": 0}
+_NEUTRAL_SAMPLING = {
+    "min_p": 0.0,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "min_new_tokens": 0,
+    "n": 1,
+}
+_NEUTRAL_CHAT = {
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "n": 1,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "logit_bias": None,
+    "response_format": None,
+    "stream_options": None,
+    "top_logprobs": 0,
+}
 
 
 # The engine holds counts and token ids in int32 arrays: a larger value must be a 400 naming the
 # field here, not an overflow inside the engine loop. Floats must be finite.
-INT32_MAX = 2 ** 31 - 1
+INT32_MAX = 2**31 - 1
 Int32 = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 Count = Annotated[int, Field(ge=1, le=INT32_MAX)]
@@ -70,7 +85,7 @@ class GenerateSamplingParams(_Strict):
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     no_stop_trim: bool = False
-    sampling_seed: int | None = Field(None, ge=0, lt=2 ** 32)
+    sampling_seed: int | None = Field(None, ge=0, lt=2**32)
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -141,7 +156,7 @@ class ChatCompletionRequest(_Strict):
     max_tokens: Count | None = None
     max_completion_tokens: Count | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2 ** 32)
+    seed: int | None = Field(None, ge=0, lt=2**32)
     logprobs: bool = False
     stream: bool = False
     user: str | None = None
@@ -190,8 +205,11 @@ def _flatten_content(message: dict[str, Any], index: int) -> dict[str, Any]:
         return message
     texts = []
     for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
-                part.get("text"), str):
+        if (
+            not isinstance(part, dict)
+            or part.get("type") != "text"
+            or not isinstance(part.get("text"), str)
+        ):
             raise ValueError(f"messages[{index}].content[{j}]: only text parts are supported")
         texts.append(part["text"])
     return {**message, "content": "".join(texts)}

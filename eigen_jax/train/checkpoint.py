@@ -9,6 +9,7 @@ process that holds it, and the metadata from process 0); the directory may be an
 (`gs://...`). A SIGTERM reaches one host at a time, so the loop asks `requested_anywhere()`,
 which is the same answer on every process, and all of them save the same step.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,13 @@ from absl import logging
 
 
 class Checkpointer:
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3,
-                 save_interval_steps: int = 100, async_save: bool = True):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_to_keep: int = 3,
+        save_interval_steps: int = 100,
+        async_save: bool = True,
+    ):
         from eigen_jax import paths
 
         self.directory = paths.resolve(directory)
@@ -32,8 +38,12 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, save_interval_steps=1,
-                enable_async_checkpointing=async_save, create=True))
+                max_to_keep=max_to_keep,
+                save_interval_steps=1,
+                enable_async_checkpointing=async_save,
+                create=True,
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -41,10 +51,12 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         return step % self.save_interval_steps == 0
 
-    def save(self, step: int, state: Any, data_state: dict | None = None,
-             force: bool = False) -> bool:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  data=ocp.args.JsonSave(data_state or {}))
+    def save(
+        self, step: int, state: Any, data_state: dict | None = None, force: bool = False
+    ) -> bool:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state or {})
+        )
         return self._manager.save(step, args=args, force=force)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
@@ -53,9 +65,14 @@ class Checkpointer:
         if step is None:
             raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
         target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state)
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), abstract_state
+        )
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()
+            ),
+        )
         return out.state, dict(out.data or {})
 
     def wait(self) -> None:
@@ -73,7 +90,7 @@ class PreemptionGuard:
         self.requested = False
         self._prev = None
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         if threading.current_thread() is threading.main_thread():
             self._prev = signal.signal(signal.SIGTERM, self._handle)
         return self
@@ -92,8 +109,14 @@ class PreemptionGuard:
             signal.signal(signal.SIGTERM, self._prev)
 
 
-def save_or_stop(ckpt: Checkpointer, guard: PreemptionGuard, done: int, last_step: int,
-                 state: Any, data_state: Callable[[], dict]) -> bool:
+def save_or_stop(
+    ckpt: Checkpointer,
+    guard: PreemptionGuard,
+    done: int,
+    last_step: int,
+    state: Any,
+    data_state: Callable[[], dict],
+) -> bool:
     """A learner loop's end of step: save when due, at the last step, or when any process got
     SIGTERM (then every process saves the same `done` step); True when the loop must stop."""
     stop = guard.requested_anywhere()

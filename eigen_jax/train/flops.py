@@ -1,4 +1,5 @@
 """Model FLOPs per trained token and this device's achieved matmul peak (for MFU)."""
+
 from __future__ import annotations
 
 import time
@@ -22,7 +23,7 @@ def matmul_peak_flops(dtype="float32", n: int | None = None, repeats: int = 5) -
         t0 = time.perf_counter()
         jax.block_until_ready(f(a, b))
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def train_flops_per_token(config, seq: int) -> float:

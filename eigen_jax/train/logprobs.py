@@ -8,9 +8,10 @@ Shared by SFT (cross-entropy) and GRPO (policy log-probs). Both losses read only
 (assistant or user tokens, policy tokens), so a batch may carry `score_index`: those positions,
 and only their hidden states are projected onto the vocabulary.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ def score_index(loss_mask: np.ndarray, minimum: int = 16) -> np.ndarray:
     index = np.zeros((len(targets), k), np.int32)
     for r, row in enumerate(targets):
         hits = np.flatnonzero(row)
-        index[r, :len(hits)] = hits
+        index[r, : len(hits)] = hits
     return index
 
 
@@ -45,9 +46,14 @@ def valid_index(loss_mask: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
     return jnp.arange(index.shape[1])[None, :] < count[:, None]
 
 
-def chunked_token_logprobs(hidden: jnp.ndarray, project: Callable[[jnp.ndarray], jnp.ndarray],
-                           targets: jnp.ndarray, chunk_size: int = 256,
-                           temperature: float = 1.0, with_entropy: bool = False):
+def chunked_token_logprobs(
+    hidden: jnp.ndarray,
+    project: Callable[[jnp.ndarray], jnp.ndarray],
+    targets: jnp.ndarray,
+    chunk_size: int = 256,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+):
     """log p(targets[b, t] | hidden[b, t]) for all b, t; optionally the entropy of each row.
 
     hidden: [B, T, D]; targets: [B, T] int. Returns [B, T] float32 (and [B, T] entropy).

@@ -6,6 +6,7 @@ metrics)`, and one more that returns the data state to checkpoint beside the tra
 input pipeline's position, reward curves). Time spent in earlier parts of a resumed run travels
 in the checkpoint, so a result's `seconds` covers the whole run.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,24 @@ class TrainLoop:
     """`workdir/checkpoints` (orbax), `workdir/tb` (metrics), `workdir/hf`, `workdir/result.json`;
     `workdir` may be any epath URL."""
 
-    def __init__(self, workdir, num_steps: int, *, metrics_prefix: str, checkpoint_every: int,
-                 keep_checkpoints: int, log_every: int, console_keys: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        workdir,
+        num_steps: int,
+        *,
+        metrics_prefix: str,
+        checkpoint_every: int,
+        keep_checkpoints: int,
+        log_every: int,
+        console_keys: tuple[str, ...] = (),
+    ):
         self.workdir = paths.resolve(workdir)
         self.num_steps = num_steps
-        self.ckpt = Checkpointer(self.workdir / "checkpoints", max_to_keep=keep_checkpoints,
-                                 save_interval_steps=checkpoint_every)
+        self.ckpt = Checkpointer(
+            self.workdir / "checkpoints",
+            max_to_keep=keep_checkpoints,
+            save_interval_steps=checkpoint_every,
+        )
         self._metrics = (metrics_prefix, log_every, console_keys)
         self._seconds_before = 0.0
         self._started = time.perf_counter()
@@ -59,25 +72,44 @@ class TrainLoop:
         process; then it stops early). Returns the last state."""
         prefix, log_every, keys = self._metrics
         # A progress bar (total, rate, ETA) on an interactive console, a log line otherwise.
-        bar = tqdm.tqdm(total=self.num_steps, initial=start, desc=prefix.rstrip("/"),
-                        unit="step", dynamic_ncols=True,
-                        disable=not (multihost.is_primary() and sys.stderr.isatty()))
-        writer = MetricsWriter(self.workdir / "tb", prefix=prefix, console_keys=keys,
-                               console_every=log_every if bar.disable else 0)
+        bar = tqdm.tqdm(
+            total=self.num_steps,
+            initial=start,
+            desc=prefix.rstrip("/"),
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (multihost.is_primary() and sys.stderr.isatty()),
+        )
+        writer = MetricsWriter(
+            self.workdir / "tb",
+            prefix=prefix,
+            console_keys=keys,
+            console_every=log_every if bar.disable else 0,
+        )
         with PreemptionGuard() as guard, bar:
             for i in range(start, self.num_steps):
                 state, metrics = step(i, state)
                 bar.set_postfix_str(writer.summary(writer.write(i + 1, metrics)), refresh=False)
                 bar.update(1)
-                if save_or_stop(self.ckpt, guard, i + 1, self.num_steps, state,
-                                lambda: dict(data_state(), seconds=self.seconds())):
+                if save_or_stop(
+                    self.ckpt,
+                    guard,
+                    i + 1,
+                    self.num_steps,
+                    state,
+                    lambda: dict(data_state(), seconds=self.seconds()),
+                ):
                     break
         self.ckpt.close()
         writer.close()
         return state
 
-    def finish(self, result: dict[str, Any], finished: bool,
-               export: Callable[[Any], dict[str, str]] | None = None) -> dict[str, Any]:
+    def finish(
+        self,
+        result: dict[str, Any],
+        finished: bool,
+        export: Callable[[Any], dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         """`result` + `seconds` (+ the folders `export(workdir / "hf")` wrote, e.g. `hf_dir`,
         when `finished`), written once as `result.json`."""
         result = dict(result, seconds=self.seconds())
@@ -94,8 +126,15 @@ def write_result(workdir, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str = "agent",
-                      merged: bool = True, base_model: str | None = None) -> dict[str, str]:
+def export_pretrained(
+    model,
+    config,
+    hf_dir,
+    tokenizer_dir: str,
+    objective: str = "agent",
+    merged: bool = True,
+    base_model: str | None = None,
+) -> dict[str, str]:
     """HF safetensors + config (eos/pad ids of the tokenizer) + generation_config.json +
     tokenizer + the prompt format it was trained with (`chat.prompt_format`: an agent records
     gin's `agent_prompt` mode, a user simulator the full flipped view) in `hf_dir` (any epath
@@ -123,14 +162,23 @@ def export_pretrained(model, config, hf_dir, tokenizer_dir: str, objective: str 
         if multihost.is_primary():
             copy_tokenizer(tokenizer_dir, paths.resolve(local))
             write_generation_files(local)  # eos = the chat template's end of turn
-            prompt_format.write(local, prompt_format.current() if objective == "agent" else
-                                prompt_format.PromptFormat("full"))
+            prompt_format.write(
+                local,
+                prompt_format.current()
+                if objective == "agent"
+                else prompt_format.PromptFormat("full"),
+            )
     multihost.barrier("hf_export")
     return dict(out, hf_dir=str(hf_dir))
 
 
-TOKENIZER_FILES = ("special_tokens_map.json", "generation_config.json", "vocab.json",
-                   "merges.txt", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
 
 
 def copy_tokenizer(src, dst) -> None:

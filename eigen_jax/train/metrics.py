@@ -3,6 +3,7 @@
 Metrics are global values (reduced over the whole mesh), so in a multi-process run process 0
 writes them and the others only return them: one event file, one `metrics.jsonl`.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from absl import logging
@@ -35,8 +37,14 @@ def _open_for_append(path):
 
 
 class MetricsWriter:
-    def __init__(self, logdir: str | os.PathLike, prefix: str = "", console_every: int = 10,
-                 write: bool | None = None, console_keys: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        prefix: str = "",
+        console_every: int = 10,
+        write: bool | None = None,
+        console_keys: tuple[str, ...] = (),
+    ):
         import jax
         from tensorboardX import SummaryWriter
 
@@ -50,8 +58,9 @@ class MetricsWriter:
             # A URL's event file is written locally and copied at close: tensorboardX's own
             # gs:// writer re-uploads the whole file on every flush and again when collected,
             # even after close (at interpreter exit, possibly after the storage is gone).
-            self._tb_local = tempfile.mkdtemp(prefix="eigen_jax_tb_") if paths.is_url(
-                self.logdir) else None
+            self._tb_local = (
+                tempfile.mkdtemp(prefix="eigen_jax_tb_") if paths.is_url(self.logdir) else None
+            )
             self._tb = SummaryWriter(self._tb_local or str(self.logdir))
             self._jsonl = _open_for_append(self.logdir / "metrics.jsonl")
         self.prefix = prefix
@@ -68,8 +77,13 @@ class MetricsWriter:
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self.console_every and step % self.console_every == 0:
-            logging.info("[%s] step %d (%.0fs) %s", self.prefix.rstrip("/") or "train", step,
-                         time.perf_counter() - self._t0, self.summary(scalars))
+            logging.info(
+                "[%s] step %d (%.0fs) %s",
+                self.prefix.rstrip("/") or "train",
+                step,
+                time.perf_counter() - self._t0,
+                self.summary(scalars),
+            )
         return scalars
 
     def summary(self, scalars: Mapping[str, float]) -> str:

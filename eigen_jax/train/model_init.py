@@ -1,11 +1,12 @@
 """Where a training stage's model comes from: a local HF checkpoint or a fresh random init."""
+
 from __future__ import annotations
 
 from typing import Any
 
-import gin
 from flax import nnx
 
+import gin
 from eigen_jax import models
 from eigen_jax import sharding as shd
 from eigen_jax.models import lora_io
@@ -16,18 +17,26 @@ LoraConfig = gin.external_configurable(_LoraConfig, "LoraConfig")
 
 
 @gin.configurable
-def init_model(mesh, hf_dir: str | None = None, preset: str | None = None,
-               config_overrides: dict[str, Any] | None = None, vocab_size: int | None = None,
-               seed: int = 0, dtype: str | None = None, param_dtype: str | None = None,
-               remat: str | None = None):
+def init_model(
+    mesh,
+    hf_dir: str | None = None,
+    preset: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    dtype: str | None = None,
+    param_dtype: str | None = None,
+    remat: str | None = None,
+):
     """(model, config): `hf_dir` wins (loaded straight into its sharding); else `preset` with
     `config_overrides` (and the tokenizer's `vocab_size`), randomly initialised and sharded."""
     overrides = dict(config_overrides or {})
     if remat is not None:
         overrides["remat"] = remat
     if hf_dir:
-        return models.from_pretrained(hf_dir, mesh=mesh, dtype=dtype, param_dtype=param_dtype,
-                                      **overrides)
+        return models.from_pretrained(
+            hf_dir, mesh=mesh, dtype=dtype, param_dtype=param_dtype, **overrides
+        )
     if not preset:
         raise ValueError("init_model needs hf_dir (a checkpoint) or preset (a random init)")
     if vocab_size is not None:

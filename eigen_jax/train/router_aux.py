@@ -6,6 +6,7 @@ A learner's loss is a sum over its micro-batch divided by the global loss-token 
 `coef * aux`, and accumulated micro-batches weight theirs by size. The router statistics travel
 as sums in the metrics, so gradient accumulation adds them like every other count.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,13 @@ def forward_with_router_stats(model, *args, **kwargs):
     return model(*args, return_router_stats=True, **kwargs)
 
 
-def add_router_aux(loss: jax.Array, sums: dict[str, jax.Array], stats: moe.RouterStats | None,
-                   coef: float, share: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+def add_router_aux(
+    loss: jax.Array,
+    sums: dict[str, jax.Array],
+    stats: moe.RouterStats | None,
+    coef: float,
+    share: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`loss + coef * share * load_balancing_loss(stats)`, the statistics added to `sums`."""
     if stats is None:
         return loss, sums

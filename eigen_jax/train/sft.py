@@ -4,16 +4,18 @@ mesh → model (HF checkpoint or random init) → optimizer → sharded train st
 restore the latest checkpoint (state + iterator) if any → loop: step, metrics, eval, checkpoint;
 SIGTERM saves and exits → final checkpoint and HF safetensors export (`workdir/hf`).
 """
+
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import gin
 import jax
 import numpy as np
 
+import gin
 from eigen_jax import multihost
 from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset
@@ -39,17 +41,33 @@ def evaluate_loss(eval_fn, params, batches: Sequence[dict[str, jax.Array]]) -> f
 
 
 @gin.configurable(denylist=["workdir"])
-def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin.REQUIRED,
-            objective: str = "agent", num_steps: int = 300, batch_size: int = 8,
-            seq_len: int = 1024, grad_accum_steps: int = 1, mesh_shape: Sequence[int] = (1, -1, 1),
-            eval_every: int = 50, eval_batches: int = 4, eval_split: str = "test",
-            checkpoint_every: int = 100, keep_checkpoints: int = 2, seed: int = 0,
-            export_hf: bool = True, log_every: int = 10,
-            peak_flops: float | None = None, prompt_loss_weight: float = 0.0,
-            project_scored_only: bool = True, init_hf_dir: str | None = None,
-            router_aux_loss_coef: float = 0.0, lora: Any = None,
-            init_adapter_dir: str | None = None,
-            export_merged: bool = True) -> dict[str, Any]:
+def run_sft(
+    workdir: str,
+    data_dir: str = gin.REQUIRED,
+    tokenizer_dir: str = gin.REQUIRED,
+    objective: str = "agent",
+    num_steps: int = 300,
+    batch_size: int = 8,
+    seq_len: int = 1024,
+    grad_accum_steps: int = 1,
+    mesh_shape: Sequence[int] = (1, -1, 1),
+    eval_every: int = 50,
+    eval_batches: int = 4,
+    eval_split: str = "test",
+    checkpoint_every: int = 100,
+    keep_checkpoints: int = 2,
+    seed: int = 0,
+    export_hf: bool = True,
+    log_every: int = 10,
+    peak_flops: float | None = None,
+    prompt_loss_weight: float = 0.0,
+    project_scored_only: bool = True,
+    init_hf_dir: str | None = None,
+    router_aux_loss_coef: float = 0.0,
+    lora: Any = None,
+    init_adapter_dir: str | None = None,
+    export_merged: bool = True,
+) -> dict[str, Any]:
     """Train; returns {"hf_dir", "eval_loss" (trace), "final_eval_loss", "steps", "seconds"}.
 
     The model comes from `init_model` (gin: a preset or an HF checkpoint); `init_hf_dir`, when
@@ -65,31 +83,50 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
     the PEFT adapter to `workdir/adapter` and, when `export_merged`, the merged checkpoint to
     `workdir/hf` (what later stages load).
     """
-    check_counts("run_sft", num_steps=(num_steps, 1), batch_size=(batch_size, 1),
-                 seq_len=(seq_len, 2), grad_accum_steps=(grad_accum_steps, 1),
-                 eval_every=(eval_every, 1), checkpoint_every=(checkpoint_every, 1))
+    check_counts(
+        "run_sft",
+        num_steps=(num_steps, 1),
+        batch_size=(batch_size, 1),
+        seq_len=(seq_len, 2),
+        grad_accum_steps=(grad_accum_steps, 1),
+        eval_every=(eval_every, 1),
+        checkpoint_every=(checkpoint_every, 1),
+    )
     mesh = shd.make_mesh(mesh_shape)
     if batch_size % shd.data_parallel_size(mesh):
-        raise ValueError(f"batch_size={batch_size} must be divisible by data*fsdp="
-                         f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}")
+        raise ValueError(
+            f"batch_size={batch_size} must be divisible by data*fsdp="
+            f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}"
+        )
     model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
     model = with_adapters(model, mesh, lora, init_adapter_dir)
     schedule = make_schedule(total_steps=num_steps)
     graphdef, (frozen, rest), state, step_fn, eval_fn = _programs(
-        model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef)
-    loop = TrainLoop(workdir, num_steps, metrics_prefix=f"sft_{objective}/",
-                     checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                     log_every=log_every, console_keys=("loss", "eval_loss", "tokens_per_s",
-                                                        "mfu", "learning_rate"))
+        model, make_optimizer(schedule), mesh, grad_accum_steps, router_aux_loss_coef
+    )
+    loop = TrainLoop(
+        workdir,
+        num_steps,
+        metrics_prefix=f"sft_{objective}/",
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        log_every=log_every,
+        console_keys=("loss", "eval_loss", "tokens_per_s", "mfu", "learning_rate"),
+    )
     # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
     complete = (loop.latest_step() or 0) >= num_steps
     device_batch = functools.partial(_device_batch, mesh=mesh, scored_only=project_scored_only)
     train_it, eval_set = None, []
     if not complete:
         train_it, eval_set = _datasets(
-            functools.partial(make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len,
-                              batch_size, seed=seed),
-            prompt_loss_weight, eval_split, eval_batches, device_batch)
+            functools.partial(
+                make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len, batch_size, seed=seed
+            ),
+            prompt_loss_weight,
+            eval_split,
+            eval_batches,
+            device_batch,
+        )
     state, saved = loop.restore(state)
     if saved is not None and train_it is not None:
         train_it.set_state(saved["iterator"])
@@ -103,27 +140,49 @@ def run_sft(workdir: str, data_dir: str = gin.REQUIRED, tokenizer_dir: str = gin
         host = next(train_it)
         state, metrics = step_fn(state, device_batch(host))
         metrics = jax.device_get(metrics)
-        out = dict(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
-                   learning_rate=float(schedule(i)), **throughput(host, time.perf_counter() - t0),
-                   **router_metrics(metrics))
+        out = dict(
+            loss=metrics["loss"],
+            grad_norm=metrics["grad_norm"],
+            learning_rate=float(schedule(i)),
+            **throughput(host, time.perf_counter() - t0),
+            **router_metrics(metrics),
+        )
         if eval_set and ((i + 1) % eval_every == 0 or i + 1 == num_steps):
             eval_trace.append((i + 1, evaluate_loss(eval_fn, state.params, eval_set)))
             out["eval_loss"] = eval_trace[-1][1]
         return state, out
 
-    state = loop.run(state, int(state.step), step,
-                     lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace})
-    export = functools.partial(
-        export_pretrained, state_lib.merge(graphdef, state.params, frozen, rest), config,
-        tokenizer_dir=tokenizer_dir, objective=objective, merged=export_merged,
-        base_model=init_hf_dir) if export_hf else None
-    return loop.finish({"steps": int(state.step), "eval_loss": eval_trace,
-                        "final_eval_loss": eval_trace[-1][1] if eval_trace else None},
-                       int(state.step) >= num_steps, export)
+    state = loop.run(
+        state,
+        int(state.step),
+        step,
+        lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace},
+    )
+    export = (
+        functools.partial(
+            export_pretrained,
+            state_lib.merge(graphdef, state.params, frozen, rest),
+            config,
+            tokenizer_dir=tokenizer_dir,
+            objective=objective,
+            merged=export_merged,
+            base_model=init_hf_dir,
+        )
+        if export_hf
+        else None
+    )
+    return loop.finish(
+        {
+            "steps": int(state.step),
+            "eval_loss": eval_trace,
+            "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
+        },
+        int(state.step) >= num_steps,
+        export,
+    )
 
 
-def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: int,
-              device_batch):
+def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: int, device_batch):
     """The training iterator and the held-out batches (on the devices). Held-out loss is always
     over the trained role's tokens only, whatever the prompt-loss weighting."""
     train_it = iter(data(prompt_loss_weight=prompt_loss_weight))
@@ -138,12 +197,25 @@ def _programs(model, tx, mesh, grad_accum_steps: int, router_aux_loss_coef: floa
     graphdef, params, frozen, rest = state_lib.split_trainable(model)
     state = state_lib.init_train_state(params, tx, mesh)
     loss_fn = functools.partial(sft_loss, router_aux_loss_coef=router_aux_loss_coef)
-    step_fn = state_lib.make_train_step(graphdef, rest, tx, loss_fn, mesh=mesh,
-                                        state_sharding=state_lib.state_shardings(state),
-                                        grad_accum_steps=grad_accum_steps, frozen=frozen)
-    eval_fn = state_lib.FrozenBound(state_lib.MeshBound(jax.jit(
-        lambda p, b, f=None: sft_loss(state_lib.merge(graphdef, p, f, rest), b, 1.0)[1]),
-        mesh), frozen)
+    step_fn = state_lib.make_train_step(
+        graphdef,
+        rest,
+        tx,
+        loss_fn,
+        mesh=mesh,
+        state_sharding=state_lib.state_shardings(state),
+        grad_accum_steps=grad_accum_steps,
+        frozen=frozen,
+    )
+    eval_fn = state_lib.FrozenBound(
+        state_lib.MeshBound(
+            jax.jit(
+                lambda p, b, f=None: sft_loss(state_lib.merge(graphdef, p, f, rest), b, 1.0)[1]
+            ),
+            mesh,
+        ),
+        frozen,
+    )
     return graphdef, (frozen, rest), state, step_fn, eval_fn
 
 
@@ -157,8 +229,10 @@ def _initial_model(mesh, tokenizer_dir: str, init_hf_dir: str | None):
         return init_model(mesh, vocab_size=vocab)
     model, config = init_model(mesh, hf_dir=init_hf_dir)
     if config.vocab_size != vocab:
-        raise ValueError(f"init checkpoint {init_hf_dir} has vocab {config.vocab_size}, the "
-                         f"tokenizer in {tokenizer_dir} has {vocab}")
+        raise ValueError(
+            f"init checkpoint {init_hf_dir} has vocab {config.vocab_size}, the "
+            f"tokenizer in {tokenizer_dir} has {vocab}"
+        )
     return model, config
 
 

@@ -4,9 +4,11 @@ The NNX model is split once into a static `graphdef` and its parameter `State`; 
 function of `TrainState` (params, optimizer state, step) and a batch, jitted with the state's own
 shardings in and out (donated), and the batch sharded on the batch mesh axes.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -73,9 +75,19 @@ def state_shardings(state: TrainState) -> Any:
     return jax.tree.map(lambda x: x.sharding, state)
 
 
-def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: LossFn, *,
-                    mesh=None, state_sharding=None, grad_accum_steps: int = 1,
-                    normalizer_key: str = "loss_mask", frozen=None, dropout_seed: int = 0):
+def make_train_step(
+    graphdef,
+    rest,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    *,
+    mesh=None,
+    state_sharding=None,
+    grad_accum_steps: int = 1,
+    normalizer_key: str = "loss_mask",
+    frozen=None,
+    dropout_seed: int = 0,
+):
     """Build `step(state, batch) -> (state, metrics)`.
 
     The batch (all `[batch, length]`) is split into `grad_accum_steps` micro-batches along the
@@ -91,6 +103,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
     def grads_of(params, micro, normalizer, frozen):
         def f(p):
             return loss_fn(merge(graphdef, p, frozen, rest), micro, normalizer)
+
         (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(params)
         return loss, metrics, grads
 
@@ -103,8 +116,7 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
         if mesh is None:
             return x
         axes = (None, "batch") + (None,) * (x.ndim - 2)
-        return jax.lax.with_sharding_constraint(
-            x, shd.logical_to_sharding(axes, mesh, x.shape))
+        return jax.lax.with_sharding_constraint(x, shd.logical_to_sharding(axes, mesh, x.shape))
 
     def step(state: TrainState, batch: dict[str, jax.Array], frozen=None):
         if frozen is None:  # no adapters, no adapter dropout
@@ -131,8 +143,9 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
             metrics = jax.tree.map(lambda m: m.sum(0), metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                       loss_tokens=normalizer)
+        metrics = dict(
+            metrics, loss=loss, grad_norm=optax.global_norm(grads), loss_tokens=normalizer
+        )
         return TrainState(state.step + 1, params, opt_state), metrics
 
     if mesh is None or state_sharding is None:
@@ -140,9 +153,18 @@ def make_train_step(graphdef, rest, tx: optax.GradientTransformation, loss_fn: L
     in_shardings = (state_sharding, shd.batch_sharding(mesh, 2))
     if frozen is not None:
         in_shardings += (jax.tree.map(lambda x: x.sharding, frozen),)
-    return FrozenBound(MeshBound(jax.jit(step, in_shardings=in_shardings,
-                                         out_shardings=(state_sharding, None),
-                                         donate_argnums=(0,)), mesh), frozen)
+    return FrozenBound(
+        MeshBound(
+            jax.jit(
+                step,
+                in_shardings=in_shardings,
+                out_shardings=(state_sharding, None),
+                donate_argnums=(0,),
+            ),
+            mesh,
+        ),
+        frozen,
+    )
 
 
 class FrozenBound:

@@ -2,6 +2,7 @@
 (prompt ids, reward rule), the table's ratios must point the right way, and the eigen-jax side's
 measurements must run on a tiny model. The full side-by-side (it builds the Tunix venv) is slow.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,10 +23,25 @@ compare = importlib.import_module("compare_tunix")
 report = importlib.import_module("compare_report")
 peer = importlib.import_module("tunix_bench")  # imports no tunix at module level
 
-SPEC = dict(name="tiny", preset="tiny-qwen3", overrides={"rope_theta": 1e6}, dtype="float32",
-            seed=0, repeats=1, clip_eps=0.2, batch=3, prompt_len=8, max_len=64,
-            decode_short=4, decode_long=12, train_batch=2, train_seq=16, group_size=4,
-            grpo_prompts=1, grpo_new_tokens=6)
+SPEC = dict(
+    name="tiny",
+    preset="tiny-qwen3",
+    overrides={"rope_theta": 1e6},
+    dtype="float32",
+    seed=0,
+    repeats=1,
+    clip_eps=0.2,
+    batch=3,
+    prompt_len=8,
+    max_len=64,
+    decode_short=4,
+    decode_long=12,
+    train_batch=2,
+    train_seq=16,
+    group_size=4,
+    grpo_prompts=1,
+    grpo_new_tokens=6,
+)
 
 
 def test_both_sides_draw_the_same_prompts():
@@ -51,23 +67,31 @@ def test_id_tokenizer_round_trips_and_never_emits_eos():
 
 
 def _train(tokens_per_s):
-    return {"tokens_per_s": tokens_per_s, "compile_s": 2.0, "flops_per_token": 8e9,
-            "mfu": tokens_per_s * 8e9 / 1e12}
+    return {
+        "tokens_per_s": tokens_per_s,
+        "compile_s": 2.0,
+        "flops_per_token": 8e9,
+        "mfu": tokens_per_s * 8e9 / 1e12,
+    }
 
 
 def test_table_ratio_is_eigen_jax_advantage():
-    result = {"spec": {"name": "m", "dtype": "bfloat16"},
-              "eigen_jax": {"grpo": {"step_s": 1.0, "compile_s": 4.0},
-                            "decode": {"decode_tok_s": 300.0, "generate_tok_s": 200.0,
-                                       "compile_s": 1.0},
-                            "train": _train(50.0)},
-              "tunix": {"grpo": {"step_s": 3.0, "compile_s": 2.0},
-                        "decode": {"decode_tok_s": 100.0, "generate_tok_s": 400.0,
-                                   "compile_s": 1.0},
-                        "train": {"tokens_per_s": 100.0, "compile_s": 2.0}}}
+    result = {
+        "spec": {"name": "m", "dtype": "bfloat16"},
+        "eigen_jax": {
+            "grpo": {"step_s": 1.0, "compile_s": 4.0},
+            "decode": {"decode_tok_s": 300.0, "generate_tok_s": 200.0, "compile_s": 1.0},
+            "train": _train(50.0),
+        },
+        "tunix": {
+            "grpo": {"step_s": 3.0, "compile_s": 2.0},
+            "decode": {"decode_tok_s": 100.0, "generate_tok_s": 400.0, "compile_s": 1.0},
+            "train": {"tokens_per_s": 100.0, "compile_s": 2.0},
+        },
+    }
     rows = {r["metric"]: r for r in report.table([result], {"bfloat16": 1e12})}
     ratio = {k: r["ratio"] for k, r in rows.items()}
-    assert ratio["GRPO step (s, lower better)"] == pytest.approx(3.0)   # we take 1/3 the time
+    assert ratio["GRPO step (s, lower better)"] == pytest.approx(3.0)  # we take 1/3 the time
     assert ratio["GRPO compile+first step (s)"] == pytest.approx(0.5)
     assert ratio["decode tok/s"] == pytest.approx(3.0)
     assert ratio["generate tok/s (prefill+decode)"] == pytest.approx(0.5)
@@ -79,9 +103,11 @@ def test_table_ratio_is_eigen_jax_advantage():
 
 
 def test_table_has_one_train_block_per_attention_impl_and_no_tunix_columns_when_skipped():
-    result = {"spec": {"name": "m", "dtype": "bfloat16"},
-              "eigen_jax": {"train[cudnn]": _train(80.0), "train[xla]": _train(40.0)},
-              "tunix": {"skipped": "no Tunix venv (--no_tunix)"}}
+    result = {
+        "spec": {"name": "m", "dtype": "bfloat16"},
+        "eigen_jax": {"train[cudnn]": _train(80.0), "train[xla]": _train(40.0)},
+        "tunix": {"skipped": "no Tunix venv (--no_tunix)"},
+    }
     rows = {r["metric"]: r for r in report.table([result], {"bfloat16": 1e12})}
     assert rows["train-step tokens/s[cudnn]"]["eigen_jax"] == 80.0
     assert rows["train-step tokens/s[xla]"]["eigen_jax"] == 40.0
@@ -97,6 +123,7 @@ def test_eigen_jax_side_runs_on_a_tiny_model():
     from flax import nnx
 
     from eigen_jax import models
+
     config = models.get_config("tiny-qwen3", rope_theta=1e6)
     model = models.Transformer(config, rngs=nnx.Rngs(0))
     decode = compare.bench_decode(model, SPEC)
@@ -113,6 +140,7 @@ def test_attention_impls_share_the_weights():
     from flax import nnx
 
     from eigen_jax import models
+
     model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(0))
     other = compare.with_attention(model, "splash")
     assert other.config.attention_impl == "splash" and compare.with_attention(model, None) is model
@@ -130,10 +158,25 @@ def test_side_by_side_end_to_end(tmp_path):
     on the shared checkpoint disagree."""
     out = tmp_path / "cmp.json"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    subprocess.run([sys.executable, os.path.join(BENCH, "compare_tunix.py"), "--models",
-                    "tiny-qwen3", "--metrics", "decode", "--repeats", "1", "--out", str(out)],
-                   check=True, env=env, timeout=1200)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(BENCH, "compare_tunix.py"),
+            "--models",
+            "tiny-qwen3",
+            "--metrics",
+            "decode",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        env=env,
+        timeout=1200,
+    )
     import json
+
     result = json.loads(out.read_text())
     assert result["results"][0]["logit_max_abs_diff"] < 1e-3
     assert {r["metric"] for r in result["table"]} >= {"decode tok/s"}

@@ -1,4 +1,5 @@
 """copy_probe.copy_positions: which assistant tokens count as copied from the conversation."""
+
 import numpy as np
 
 from bench.copy_probe import copy_positions
@@ -9,7 +10,7 @@ def test_copy_positions_hand_built():
     tokens = np.array([1, 10, 11, 12, 10, 12, 11, 13, 13, 13])
     assistant = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1], bool)
     context = np.array([0, 1, 1, 1, 0, 0, 0, 0, 1, 0], bool)
-    is_entity = lambda i: i != 12           # "the" is not an entity
+    is_entity = lambda i: i != 12  # "the" is not an entity
     got = copy_positions(tokens, assistant, context, prompt_ids={1}, is_entity=is_entity)
     # Vera and 59801 were shown by the user; "the" is no entity; Ben at 7 was not shown yet
     # (its first context occurrence is the tool result after it), Ben at 9 was.

@@ -1,6 +1,7 @@
 """The one dialogue protocol against tau2's own code: stop signals, greeting, the user's system
 prompt, the role-flipped view; and the loop on tau2 telecom with a scripted user that acts on
 its own device (the user's tools run as the user, the checker sees the effect)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,11 @@ def telecom():
 
 
 def test_stop_signals_and_greeting_are_tau2s():
-    assert set(protocol.STOP_SIGNALS) == {tau2_user.STOP, tau2_user.TRANSFER,
-                                          tau2_user.OUT_OF_SCOPE}
+    assert set(protocol.STOP_SIGNALS) == {
+        tau2_user.STOP,
+        tau2_user.TRANSFER,
+        tau2_user.OUT_OF_SCOPE,
+    }
     assert protocol.GREETING == DEFAULT_FIRST_AGENT_MESSAGE.content
     assert protocol.termination_of(f"thanks {tau2_user.TRANSFER}") == "transfer"
     assert protocol.stop_signal("no signal here") is None
@@ -51,13 +55,24 @@ def test_user_system_prompt_equals_tau2s(name):
 def _dual_control_transcript():
     return [
         {"role": "user", "content": "My mobile data is not working."},
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"id": "a1", "name": "get_customer_by_phone",
-                         "arguments": {"phone_number": "555-123-2002"}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "a1",
+                    "name": "get_customer_by_phone",
+                    "arguments": {"phone_number": "555-123-2002"},
+                }
+            ],
+        },
         {"role": "tool", "content": "{...}", "tool_call_id": "a1"},
         {"role": "assistant", "content": "Please check your status bar."},
-        {"role": "user", "content": "",
-         "tool_calls": [{"id": "u1", "name": "check_status_bar", "arguments": {}}]},
+        {
+            "role": "user",
+            "content": "",
+            "tool_calls": [{"id": "u1", "name": "check_status_bar", "arguments": {}}],
+        },
         {"role": "tool", "content": "Status Bar: 5G", "tool_call_id": "u1"},
         {"role": "user", "content": "It shows 5G."},
     ]
@@ -70,28 +85,44 @@ def test_user_view_equals_tau2_flip_roles():
     transcript = _dual_control_transcript()
     view = protocol.user_view(transcript, "SYS")
     tau2_msgs = to_tau2_messages(transcript)
-    users_share = [m for m in tau2_msgs if m.role == "user" or (m.role == "tool" and
-                   m.requestor == "user") or (m.role == "assistant" and not m.is_tool_call())]
+    users_share = [
+        m
+        for m in tau2_msgs
+        if m.role == "user"
+        or (m.role == "tool" and m.requestor == "user")
+        or (m.role == "assistant" and not m.is_tool_call())
+    ]
     flipped = tau2_user.UserState(system_messages=[], messages=users_share).flip_roles()
-    assert view[:2] == [{"role": "system", "content": "SYS"},
-                        {"role": "user", "content": protocol.GREETING}]
+    assert view[:2] == [
+        {"role": "system", "content": "SYS"},
+        {"role": "user", "content": protocol.GREETING},
+    ]
     assert len(view) - 2 == len(flipped)
     for ours, theirs in zip(view[2:], flipped):
         assert ours["role"] == theirs.role and (ours["content"] or None) == (theirs.content or None)
         calls = [(c["id"], c["name"], c["arguments"]) for c in ours.get("tool_calls", [])]
-        assert calls == [(c.id, c.name, c.arguments)
-                         for c in getattr(theirs, "tool_calls", None) or []]
+        assert calls == [
+            (c.id, c.name, c.arguments) for c in getattr(theirs, "tool_calls", None) or []
+        ]
     agent = protocol.agent_view(transcript, "POLICY")
-    assert [m["role"] for m in agent] == ["system", "user", "assistant", "tool", "assistant",
-                                          "user"]  # never the user's calls or results
+    assert [m["role"] for m in agent] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]  # never the user's calls or results
 
 
 def _scripted_user(calls_first: bool):
     """Opens (with words or straight away with its own tool calls), fixes its phone with two
     user tools, then stops — whatever the agent says."""
-    script = [protocol.Turn("", (protocol.Call("u1", "toggle_data_saver_mode", {}),)),
-              protocol.Turn("", (protocol.Call("u2", "toggle_roaming", {}),)),
-              protocol.Turn("It works now, thanks! ###STOP###")]
+    script = [
+        protocol.Turn("", (protocol.Call("u1", "toggle_data_saver_mode", {}),)),
+        protocol.Turn("", (protocol.Call("u2", "toggle_roaming", {}),)),
+        protocol.Turn("It works now, thanks! ###STOP###"),
+    ]
     if not calls_first:
         script.insert(0, protocol.Turn("My mobile data does not work."))
     views = []
@@ -99,6 +130,7 @@ def _scripted_user(calls_first: bool):
     async def user(view):
         views.append(view)
         return script[len(views) - 1]
+
     return user, views
 
 
@@ -128,6 +160,7 @@ def test_limits_and_protocol_errors():
     class Env:
         def call(self, name, arguments, requestor):
             from data_agents.env import ToolResult
+
             return ToolResult("Error: no", error=True)
 
     state = protocol.Dialogue(Env(), protocol.Limits(max_steps=100, max_errors=1))

@@ -1,5 +1,5 @@
 """Journal durability: torn tails from a SIGKILLed writer are dropped, keys are never duplicated."""
-import json
+
 import os
 import signal
 import subprocess
@@ -14,15 +14,25 @@ from data_agents.records import DialogueRecord, RecordError
 
 def make_record(i, status="accepted"):
     return DialogueRecord(
-        key=f"s0/r0/{i}", status=status, domain="outfitter", task={"id": f"t{i}"},
-        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}], policy="p",
-        messages=[{"role": "user", "content": f"hello {i}"},
-                  {"role": "assistant", "content": "", "tool_calls": [
-                      {"id": "c1", "name": "f", "arguments": {"x": i}}]},
-                  {"role": "tool", "content": "{}", "tool_call_id": "c1"},
-                  {"role": "assistant", "content": "done ✓"}],
+        key=f"s0/r0/{i}",
+        status=status,
+        domain="outfitter",
+        task={"id": f"t{i}"},
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        policy="p",
+        messages=[
+            {"role": "user", "content": f"hello {i}"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "c1", "name": "f", "arguments": {"x": i}}],
+            },
+            {"role": "tool", "content": "{}", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "done ✓"},
+        ],
         verdict={"status": "pass", "reward": 1.0, "components": {}, "reason": None},
-        failure=None if status == "accepted" else {"stage": "x", "reason": "y"})
+        failure=None if status == "accepted" else {"stage": "x", "reason": "y"},
+    )
 
 
 def test_append_resume_and_no_duplicates(tmp_path):
@@ -88,11 +98,26 @@ def test_merge_of_worker_journals(tmp_path):
 
 def test_bad_records_name_the_problem():
     with pytest.raises(RecordError, match=r"messages\[0\].role"):
-        DialogueRecord(key="k", status="accepted", domain="d", task={}, tools=[], policy="",
-                       messages=[{"role": "bot", "content": "x"}])
+        DialogueRecord(
+            key="k",
+            status="accepted",
+            domain="d",
+            task={},
+            tools=[],
+            policy="",
+            messages=[{"role": "bot", "content": "x"}],
+        )
     with pytest.raises(RecordError, match="failure reason"):
         make_record(0, status="rejected").__class__(
-            key="k", status="rejected", domain="d", task={}, tools=[], policy="", messages=[])
+            key="k", status="rejected", domain="d", task={}, tools=[], policy="", messages=[]
+        )
     with pytest.raises(RecordError, match="tool_call_id"):
-        DialogueRecord(key="k", status="accepted", domain="d", task={}, tools=[], policy="",
-                       messages=[{"role": "tool", "content": "x"}])
+        DialogueRecord(
+            key="k",
+            status="accepted",
+            domain="d",
+            task={},
+            tools=[],
+            policy="",
+            messages=[{"role": "tool", "content": "x"}],
+        )

@@ -1,4 +1,5 @@
 """Output-folder guards: a real second process holding the lock, configurations that differ."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,12 @@ HOLDER = textwrap.dedent("""
 
 def _holder(out, role):
     """Another process that takes the lock and keeps it until killed."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out), role], stdout=subprocess.PIPE,
-                            text=True, cwd=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out), role],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -51,6 +56,8 @@ def test_config_is_recorded_once_and_a_different_one_is_refused_by_key(tmp_path)
     with pytest.raises(run_dir.ConfigMismatch) as e:
         run_dir.record_config(tmp_path, changed)
     message = str(e.value)
-    assert "SynthesisConfig.num_rounds: 2 -> 3" in message and "--model: '<unset>' -> 'm'" in message
+    assert (
+        "SynthesisConfig.num_rounds: 2 -> 3" in message and "--model: '<unset>' -> 'm'" in message
+    )
     assert "--domain" not in message and "\n" not in message
     assert json.loads((tmp_path / "journals" / "config.json").read_text()) == recorded

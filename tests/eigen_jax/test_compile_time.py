@@ -1,4 +1,5 @@
 """CompileTimer counts a new program's compilation once, not its cached calls, in nested timers."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

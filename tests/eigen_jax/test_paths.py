@@ -1,5 +1,6 @@
 """Run-folder paths: URLs stay URLs (the bug was `Path('gs://b/run').absolute()` → `./gs:/b/run`),
 local paths become absolute, and a tree copies between folders through epath."""
+
 import os
 
 from eigen_jax import paths

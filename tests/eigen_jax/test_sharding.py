@@ -1,4 +1,5 @@
 """Mesh, logical rules and placement; forward and gradient under meshes equal single-device."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,15 +80,18 @@ def test_forward_and_gradient_match_single_device(mesh_shape, reference):
     flat_ref = dict(nnx.to_flat_state(ref_grads))
     for path, g in nnx.to_flat_state(grads):
         r = np.asarray(flat_ref[path][...])
-        np.testing.assert_allclose(np.asarray(g[...]), r, rtol=1e-5,
-                                   atol=1e-5 * np.abs(r).max(), err_msg=str(path))
+        np.testing.assert_allclose(
+            np.asarray(g[...]), r, rtol=1e-5, atol=1e-5 * np.abs(r).max(), err_msg=str(path)
+        )
 
 
 def test_state_shardings_cover_every_param():
     mesh = sharding.make_mesh((1, 2, 4))
     abstract = nnx.eval_shape(lambda: Transformer(get_config("tiny-llama"), rngs=nnx.Rngs(0)))
-    specs = {p: v.get_value().spec for p, v in nnx.to_flat_state(sharding.state_shardings(abstract,
-                                                                                  mesh))}
+    specs = {
+        p: v.get_value().spec
+        for p, v in nnx.to_flat_state(sharding.state_shardings(abstract, mesh))
+    }
     assert specs[("lm_head",)] == P("fsdp", "tensor")
     assert specs[("layers", "mlp", "down")] == P(None, "tensor", "fsdp")  # layers replicated
     assert specs[("layers", "attn", "k")] == P(None, "fsdp", None, None)  # 2 kv heads on 4

@@ -1,9 +1,10 @@
 """Every gin file parses against the registered configurables (typos fail here, not on a pod)."""
+
 from pathlib import Path
 
-import gin
 import pytest
 
+import gin
 import launch.configurables  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]

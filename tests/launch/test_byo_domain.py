@@ -2,6 +2,7 @@
 is found by its `module:factory` spec, by `register` and by an installed entry point, and runs
 through the offline synthesis (reference solver → journal → TFDS), agent SFT and a GRPO step with
 its own scripted user, with no edit to the `BUILTIN` table."""
+
 import json
 import subprocess
 import sys
@@ -34,11 +35,14 @@ def test_spec_register_and_entry_point_load_the_same_domain(tmp_path, monkeypatc
     assert domains.load("library_ep", n_train=5).tasks("train")[-1].id == "library_train_012"
 
 
-@pytest.mark.parametrize("name,message", [
-    ("nowhere.module:make_domain", "cannot import module 'nowhere.module'"),
-    ("tests.fixtures.library_domain:no_factory", "has no 'no_factory'"),
-    ("library", "unknown domain 'library'"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("nowhere.module:make_domain", "cannot import module 'nowhere.module'"),
+        ("tests.fixtures.library_domain:no_factory", "has no 'no_factory'"),
+        ("library", "unknown domain 'library'"),
+    ],
+)
 def test_bad_domain_names_say_what_is_wrong(name, message):
     with pytest.raises(ValueError, match=message):
         domains.load(name)
@@ -61,15 +65,18 @@ def test_reference_synthesis_on_the_own_domain(tmp_path):
     from launch.pipeline import RunContext, reference_data_stage
 
     ctx = RunContext(str(tmp_path))
-    reference_data_stage(ctx, domain=SPEC, num_train=6, num_test=2,
-                         domain_kwargs={"n_train": 6, "n_test": 2})
+    reference_data_stage(
+        ctx, domain=SPEC, num_train=6, num_test=2, domain_kwargs={"n_train": 6, "n_test": 2}
+    )
     assert ctx.dataset_splits == {"train": 6, "test": 2} and ctx.domain == SPEC
     source = dialogue_source(ctx.data_dir, "train")
     rows = [decode_example(source[i]) for i in range(len(source))]
     assert {r["domain"] for r in rows} == {SPEC}
     assert all(r["verdict"]["status"] == "pass" and r["reward"] == 1.0 for r in rows)
-    assert {c["name"] for r in rows for m in r["messages"] for c in m.get("tool_calls", [])} == \
-        {"find_book", "borrow_book"}
+    assert {c["name"] for r in rows for m in r["messages"] for c in m.get("tool_calls", [])} == {
+        "find_book",
+        "borrow_book",
+    }
 
 
 def test_a_domain_without_a_reference_solver_is_refused(tmp_path, monkeypatch):
@@ -90,22 +97,38 @@ def test_sft_and_a_grpo_step_on_the_own_domain(tmp_path):
     bindings = [
         "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage, "
         "@grpo_stage]",
-        f"reference_data_stage.domain='{SPEC}'", "reference_data_stage.num_train=24",
+        f"reference_data_stage.domain='{SPEC}'",
+        "reference_data_stage.num_train=24",
         "reference_data_stage.num_test=8",
         "reference_data_stage.domain_kwargs={'n_train': 24, 'n_test': 8}",
-        "run_sft.num_steps=6", "run_sft.eval_every=100", "run_sft.checkpoint_every=100",
-        "grpo_stage.user='reference'", "run_grpo.num_steps=1", "GRPOConfig.tasks_per_step=2",
-        "GRPOConfig.group_size=2", "GRPOConfig.max_extra_rounds=0",
-        "GRPOConfig.dynamic_filtering=False", "RolloutConfig.max_new_tokens=32",
-        "RolloutConfig.max_steps=4", "SamplerConfig.max_len=1024", "SamplerConfig.num_slots=4",
-        "run_grpo.save_episodes=True"]
-    cmd = [sys.executable, str(REPO / "launch" / "train.py"), "--gin_file",
-           "gin/test/sft_tiny.gin", "--workdir", str(tmp_path)] + \
-        [f"--gin_bindings={b}" for b in bindings]
+        "run_sft.num_steps=6",
+        "run_sft.eval_every=100",
+        "run_sft.checkpoint_every=100",
+        "grpo_stage.user='reference'",
+        "run_grpo.num_steps=1",
+        "GRPOConfig.tasks_per_step=2",
+        "GRPOConfig.group_size=2",
+        "GRPOConfig.max_extra_rounds=0",
+        "GRPOConfig.dynamic_filtering=False",
+        "RolloutConfig.max_new_tokens=32",
+        "RolloutConfig.max_steps=4",
+        "SamplerConfig.max_len=1024",
+        "SamplerConfig.num_slots=4",
+        "run_grpo.save_episodes=True",
+    ]
+    cmd = [
+        sys.executable,
+        str(REPO / "launch" / "train.py"),
+        "--gin_file",
+        "gin/test/sft_tiny.gin",
+        "--workdir",
+        str(tmp_path),
+    ] + [f"--gin_bindings={b}" for b in bindings]
     from tests.fixtures.multiprocess import cpu_env
 
-    out = subprocess.run(cmd, cwd=REPO, env=cpu_env(1), capture_output=True, text=True,
-                         timeout=1200)
+    out = subprocess.run(
+        cmd, cwd=REPO, env=cpu_env(1), capture_output=True, text=True, timeout=1200
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     sft = json.loads((tmp_path / "sft_agent" / "result.json").read_text())
     grpo = json.loads((tmp_path / "grpo" / "result.json").read_text())
@@ -113,8 +136,11 @@ def test_sft_and_a_grpo_step_on_the_own_domain(tmp_path):
     assert (tmp_path / "grpo" / "hf" / "model.safetensors").is_file()
     import pickle
 
-    groups = [g for f in sorted((tmp_path / "grpo" / "episodes").glob("*.pkl"))
-              for g in pickle.loads(f.read_bytes())]
+    groups = [
+        g
+        for f in sorted((tmp_path / "grpo" / "episodes").glob("*.pkl"))
+        for g in pickle.loads(f.read_bytes())
+    ]
     task_ids = {e.task_id for g in groups for e in g}
     assert task_ids and all(t.startswith("library_train_") for t in task_ids), task_ids
     pipeline = json.loads((tmp_path / "pipeline.json").read_text())

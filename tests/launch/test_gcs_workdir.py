@@ -6,6 +6,7 @@ The end-to-end test trains agent SFT with its run folder in the bucket, stops at
 resumes from it, exports HF safetensors there, and compares that export with an uninterrupted
 local run's, tensor by tensor (equal bits: same CPU device, same data order, resumed iterator).
 """
+
 import json
 import os
 import subprocess
@@ -22,8 +23,11 @@ from tests.fixtures.gcs_emulator import gcs_emulator, gcs_env, in_process  # noq
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(REPO / "launch" / "train.py"), "--gin_file", "gin/test/sft_tiny.gin"]
-AGENT_ONLY = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
-              "run_sft.checkpoint_every=2", "run_sft.eval_every=100"]
+AGENT_ONLY = [
+    "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
+    "run_sft.checkpoint_every=2",
+    "run_sft.eval_every=100",
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +100,9 @@ def test_data_stage_resumes_and_reads_back_from_a_bucket(gcs, tmp_path):
     from eigen_jax.data.dialogues import decode_example, dialogue_source
     from launch.pipeline import RunContext, reference_data_stage
 
-    kw = dict(domain="outfitter", num_train=4, num_test=2,
-              domain_kwargs={"n_train": 4, "n_test": 2})
+    kw = dict(
+        domain="outfitter", num_train=4, num_test=2, domain_kwargs={"n_train": 4, "n_test": 2}
+    )
     remote, again = RunContext("gs://bucket/data_run"), RunContext("gs://bucket/data_run")
     reference_data_stage(remote, **kw)
     assert remote.data_dir == "gs://bucket/data_run/data/tfds"
@@ -107,8 +112,10 @@ def test_data_stage_resumes_and_reads_back_from_a_bucket(gcs, tmp_path):
     reference_data_stage(local, **kw)
     for split in ("train", "test"):
         a, b = dialogue_source(remote.data_dir, split), dialogue_source(local.data_dir, split)
-        rows = lambda src: sorted((decode_example(src[i]) for i in range(len(src))),  # noqa: E731
-                                  key=lambda d: d["key"])
+        rows = lambda src: sorted(
+            (decode_example(src[i]) for i in range(len(src))),  # noqa: E731
+            key=lambda d: d["key"],
+        )
         assert rows(a) == rows(b)
 
 
@@ -146,17 +153,22 @@ def test_sft_in_a_bucket_checkpoints_resumes_and_exports_like_a_local_run(emulat
 
         wd = paths.resolve(run) / "sft_agent"
         assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["2", "4"]
-        steps = [json.loads(x)["step"] for x in (wd / "tb" / "metrics.jsonl").read_text()
-                 .splitlines() if "loss" in json.loads(x)]
+        steps = [
+            json.loads(x)["step"]
+            for x in (wd / "tb" / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(x)
+        ]
         assert steps == [1, 2, 3, 4]  # steps 3-4 came after the restore, not a restart
         exported = Path(paths.local_dir(wd / "hf"))
     local = tmp_path / "local" / "sft_agent" / "hf"
-    assert json.loads((exported / "config.json").read_text()) == \
-        json.loads((local / "config.json").read_text())
+    assert json.loads((exported / "config.json").read_text()) == json.loads(
+        (local / "config.json").read_text()
+    )
     got, want = _tensors(exported), _tensors(local)
     assert sorted(got) == sorted(want)
     for name in want:
         assert got[name].dtype == want[name].dtype, name
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    assert (exported / "model.safetensors").read_bytes() == (local / "model.safetensors") \
-        .read_bytes()
+    assert (exported / "model.safetensors").read_bytes() == (
+        local / "model.safetensors"
+    ).read_bytes()

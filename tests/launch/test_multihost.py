@@ -5,6 +5,7 @@ collectives, started with `--coordinator_address/--num_processes/--process_id`
 (`tests/fixtures/multiprocess.py`). The reference is the same program in one process with 8
 devices: the same mesh shape, so the same global computation.
 """
+
 import json
 import shutil
 import signal
@@ -18,8 +19,12 @@ import pytest
 from tests.fixtures import multiprocess as mp
 
 GIN = "gin/test/sft_tiny.gin"
-AGENT_SFT = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
-             "run_sft.batch_size=8", "run_sft.eval_every=100", "run_sft.checkpoint_every=100"]
+AGENT_SFT = [
+    "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
+    "run_sft.batch_size=8",
+    "run_sft.eval_every=100",
+    "run_sft.checkpoint_every=100",
+]
 
 COLLECTIVES = r"""
 import argparse, json, sys
@@ -174,8 +179,7 @@ def test_sigterm_to_one_process_saves_the_same_step_on_both(prepared):
         time.sleep(0.2)
     procs.signal(1, signal.SIGTERM)
     assert procs.wait(timeout=300) == [0, 0], procs.log(0)[-3000:]
-    saved = [int(p.name) for p in (wd / "sft_agent" / "checkpoints").iterdir()
-             if p.name.isdigit()]
+    saved = [int(p.name) for p in (wd / "sft_agent" / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and 2 <= saved[0] < 1000
     for i in range(2):
         assert f"SIGTERM: saved step {saved[0]}, exiting" in procs.log(i)

@@ -1,10 +1,11 @@
 """The run folder: `run.json`/`config.gin` at start, a record of each finished stage's gin
 bindings, and a resume under changed bindings that stops (or reruns from the changed stage)."""
+
 import json
 
-import gin
 import pytest
 
+import gin
 from launch.pipeline import RunContext, run_pipeline
 from launch.stage_records import StageConfigChanged, bound_values, changes, used_configurables
 
@@ -51,11 +52,15 @@ def test_operative_bindings_of_a_block_are_the_ones_it_used(config):
     with used_configurables() as used:
         with gin.config_scope("b"):
             assert _knob() == 5
-    values = {k.rsplit(".", 2)[0].split("/")[0] if "/" in k else "": v
-              for k, v in bound_values(used).items()}
+    values = {
+        k.rsplit(".", 2)[0].split("/")[0] if "/" in k else "": v
+        for k, v in bound_values(used).items()
+    }
     assert values == {"": "3", "b": "5"}  # both knob bindings, not toy_a_stage's factor
     assert changes({"x": "1", "y": "2"}, {"x": "1", "y": "3", "z": "0"}) == [
-        "y: 2 -> 3", "z: <unset> -> 0"]
+        "y: 2 -> 3",
+        "z: <unset> -> 0",
+    ]
 
 
 def test_run_folder_records_how_the_run_was_made(tmp_path, config):

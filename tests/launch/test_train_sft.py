@@ -3,6 +3,7 @@
 The resume test kills the trainer with SIGKILL mid-run and restarts it: the loss trace from the
 restored step on must equal the uninterrupted run's bit for bit (same mesh, CPU).
 """
+
 import json
 import os
 import shutil
@@ -24,8 +25,9 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform
 def run_train(workdir, *bindings, wait=True):
     cmd = TRAIN + ["--workdir", str(workdir)] + [f"--gin_bindings={b}" for b in bindings]
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
     out = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     return out
@@ -64,9 +66,13 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path):
 
 @pytest.mark.slow  # ~2 min of training here; `make test-slow`
 def test_sigkill_and_resume_reproduce_the_loss_trace(prepared, tmp_path):
-    agent_only = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
-                  "run_sft.num_steps=12", "run_sft.checkpoint_every=4", "run_sft.eval_every=100",
-                  "run_sft.export_hf=False"]
+    agent_only = [
+        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
+        "run_sft.num_steps=12",
+        "run_sft.checkpoint_every=4",
+        "run_sft.eval_every=100",
+        "run_sft.export_hf=False",
+    ]
     ref = clone(prepared, tmp_path / "ref")
     run_train(ref, *agent_only)
     expected = trace(ref)
@@ -99,9 +105,14 @@ def test_user_sft_starts_from_the_agent_checkpoint(prepared, tmp_path):
     is the trained agent's on user turns, far below a random init's ln(vocab) = 6.24. Re-running
     the finished pipeline keeps each SFT stage's result (held-out loss trace, seconds)."""
     warm = clone(prepared, tmp_path / "warm")
-    args = ["run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage, "
-            "@user/sft_stage]", "run_sft.eval_every=100", "agent/run_sft.num_steps=30",
-            "user/run_sft.num_steps=1", "user/sft_stage.init_from='agent'"]
+    args = [
+        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage, "
+        "@user/sft_stage]",
+        "run_sft.eval_every=100",
+        "agent/run_sft.num_steps=30",
+        "user/run_sft.num_steps=1",
+        "user/sft_stage.init_from='agent'",
+    ]
     run_train(warm, *args)
     agent_last, user_first = trace(warm, "sft_agent")[30], trace(warm, "sft_user")[1]
     assert user_first < np.log(512) - 1.5, (user_first, agent_last)
@@ -117,8 +128,12 @@ def test_init_from_needs_that_stage_first():
     from launch.pipeline import RunContext, sft_stage
 
     with pytest.raises(ValueError, match="needs the agent-SFT stage before it"):
-        sft_stage(RunContext("/tmp/x", data_dir="d", tokenizer_dir="t"), objective="user",
-                  init_from="agent", run=lambda **kw: {})
+        sft_stage(
+            RunContext("/tmp/x", data_dir="d", tokenizer_dir="t"),
+            objective="user",
+            init_from="agent",
+            run=lambda **kw: {},
+        )
 
 
 def test_moe_agent_and_user_sft_through_the_launcher(prepared, tmp_path):
@@ -126,28 +141,42 @@ def test_moe_agent_and_user_sft_through_the_launcher(prepared, tmp_path):
     (its loss falls, the router's expert load is logged), user SFT from that checkpoint, and the
     export is a Qwen3-MoE checkpoint transformers loads."""
     wd = clone(prepared, tmp_path / "moe")
-    run_train(wd, "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
-              "@agent/sft_stage, @user/sft_stage]", "init_model.preset='tiny-qwen3-moe'",
-              "run_sft.router_aux_loss_coef=0.01", "run_sft.eval_every=100",
-              "agent/run_sft.num_steps=12", "user/run_sft.num_steps=2",
-              "user/sft_stage.init_from='agent'")
+    run_train(
+        wd,
+        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
+        "@agent/sft_stage, @user/sft_stage]",
+        "init_model.preset='tiny-qwen3-moe'",
+        "run_sft.router_aux_loss_coef=0.01",
+        "run_sft.eval_every=100",
+        "agent/run_sft.num_steps=12",
+        "user/run_sft.num_steps=2",
+        "user/sft_stage.init_from='agent'",
+    )
     losses = trace(wd, "sft_agent")
     assert losses[12] < losses[1] - 0.5, losses
-    rows = [json.loads(line) for line in
-            (wd / "sft_agent" / "tb" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (wd / "sft_agent" / "tb" / "metrics.jsonl").read_text().splitlines()
+    ]
     loads = [r["router/max_load"] for r in rows if "router/max_load" in r]
     assert len(loads) == 12 and all(x >= 1.0 for x in loads)
     config = json.loads((wd / "sft_user" / "hf" / "config.json").read_text())
     assert config["model_type"] == "qwen3_moe" and config["num_experts"] == 8
     from transformers import AutoModelForCausalLM
-    assert type(AutoModelForCausalLM.from_pretrained(wd / "sft_user" / "hf")).__name__ == \
-        "Qwen3MoeForCausalLM"
+
+    assert (
+        type(AutoModelForCausalLM.from_pretrained(wd / "sft_user" / "hf")).__name__
+        == "Qwen3MoeForCausalLM"
+    )
 
 
-@pytest.mark.parametrize("binding,message", [
-    ("run_sft.num_steps=-1", "run_sft.num_steps must be >= 1, got -1"),
-    ("run_sft.batch_size=0", "run_sft.batch_size must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "binding,message",
+    [
+        ("run_sft.num_steps=-1", "run_sft.num_steps must be >= 1, got -1"),
+        ("run_sft.batch_size=0", "run_sft.batch_size must be >= 1, got 0"),
+    ],
+)
 def test_out_of_range_knob_is_one_line_and_nonzero(prepared, tmp_path, binding, message):
     wd = clone(prepared, tmp_path / "bad")
     stages = "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]"
@@ -166,11 +195,17 @@ def test_lora_agent_and_user_sft_lower_held_out_loss(prepared, tmp_path):
     from eigen_jax.models import lora_io
 
     wd = clone(prepared, tmp_path / "lora")
-    run_train(wd, "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
-              "@agent/sft_stage, @user/sft_stage]", "run_sft.lora=@LoraConfig()",
-              "LoraConfig.rank=16", "LoraConfig.alpha=32.0", "run_sft.eval_every=100",
-              "make_schedule.learning_rate=1e-2",  # adapters take a larger step than weights
-              "user/sft_stage.init_from='agent'")
+    run_train(
+        wd,
+        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, "
+        "@agent/sft_stage, @user/sft_stage]",
+        "run_sft.lora=@LoraConfig()",
+        "LoraConfig.rank=16",
+        "LoraConfig.alpha=32.0",
+        "run_sft.eval_every=100",
+        "make_schedule.learning_rate=1e-2",  # adapters take a larger step than weights
+        "user/sft_stage.init_from='agent'",
+    )
     for name in ("sft_agent", "sft_user"):
         result = json.loads((wd / name / "result.json").read_text())
         (_, first), (_, last) = result["eval_loss"][0], result["eval_loss"][-1]

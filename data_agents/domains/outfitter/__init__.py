@@ -5,10 +5,11 @@ database, policy, tasks, a reference dialogue solver) that runs without tau2 or 
 a tiny transformer can learn on CPU in minutes. `make_domain(seed=0, n_train=400, n_test=100)`
 returns the `Domain`; the registry loads it as `data_agents.domains.load("outfitter")`.
 """
+
 from __future__ import annotations
 
 import importlib.resources
-from typing import Sequence
+from collections.abc import Sequence
 
 from data_agents.domains.base import Domain
 from data_agents.domains.outfitter.db import OutfitterDB, make_base_db
@@ -27,8 +28,13 @@ class OutfitterDomain(Domain):
     name = "outfitter"
     policy = POLICY
 
-    def __init__(self, seed: int = 0, n_train: int = 400, n_test: int = 100,
-                 difficulties: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        n_train: int = 400,
+        n_test: int = 100,
+        difficulties: Sequence[str] | None = None,
+    ) -> None:
         """`difficulties` keeps only tasks of those tiers (easy/medium/hard/expert) — e.g. a CPU
         miniature whose tiny model cannot learn the longest multi-request dialogues."""
         for label, n in (("n_train", n_train), ("n_test", n_test)):
@@ -37,8 +43,10 @@ class OutfitterDomain(Domain):
         if difficulties is not None:
             unknown = set(difficulties) - set(DIFFICULTY_WEIGHTS)
             if unknown or not difficulties:
-                raise ValueError(f"difficulties {sorted(difficulties)} must be a non-empty subset "
-                                 f"of {sorted(DIFFICULTY_WEIGHTS)}")
+                raise ValueError(
+                    f"difficulties {sorted(difficulties)} must be a non-empty subset "
+                    f"of {sorted(DIFFICULTY_WEIGHTS)}"
+                )
         self.difficulties = set(difficulties) if difficulties is not None else None
         self.seed, self.n_train, self.n_test = seed, n_train, n_test
         self.base_db: OutfitterDB = make_base_db(seed)

@@ -5,6 +5,7 @@ dialogues, so ids are short ("C104", "G20", "R2051"), the catalog is fixed, and 
 its own customer on top of one shared base snapshot (through the task's `initial_state`), which
 also gives the model lookalike customers and other people's rentals as distractors.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -92,14 +93,63 @@ CATALOG = [
 ]
 CATEGORIES = sorted({c for _, _, c, _, _ in CATALOG})
 
-FIRST_NAMES = ["Ana", "Ben", "Carla", "David", "Elena", "Farid", "Grace", "Hugo", "Ines", "Jonas",
-               "Kira", "Liam", "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sam", "Tara",
-               "Umar", "Vera", "Wes", "Yara", "Zoe"]
-LAST_NAMES = ["Lopez", "Smith", "Khan", "Novak", "Berg", "Rossi", "Okafor", "Tanaka", "Silva",
-              "Meyer", "Dubois", "Hansen", "Park", "Moreau", "Costa", "Ward", "Ivanova", "Reyes"]
-CITIES = [("Boulder", "80302"), ("Denver", "80205"), ("Bend", "97701"), ("Moab", "84532"),
-          ("Flagstaff", "86001"), ("Missoula", "59801"), ("Asheville", "28801"),
-          ("Truckee", "96161")]
+FIRST_NAMES = [
+    "Ana",
+    "Ben",
+    "Carla",
+    "David",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kira",
+    "Liam",
+    "Maya",
+    "Noah",
+    "Olga",
+    "Pablo",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wes",
+    "Yara",
+    "Zoe",
+]
+LAST_NAMES = [
+    "Lopez",
+    "Smith",
+    "Khan",
+    "Novak",
+    "Berg",
+    "Rossi",
+    "Okafor",
+    "Tanaka",
+    "Silva",
+    "Meyer",
+    "Dubois",
+    "Hansen",
+    "Park",
+    "Moreau",
+    "Costa",
+    "Ward",
+    "Ivanova",
+    "Reyes",
+]
+CITIES = [
+    ("Boulder", "80302"),
+    ("Denver", "80205"),
+    ("Bend", "97701"),
+    ("Moab", "84532"),
+    ("Flagstaff", "86001"),
+    ("Missoula", "59801"),
+    ("Asheville", "28801"),
+    ("Truckee", "96161"),
+]
 STREETS = ["Oak St", "Pine Ave", "Cedar Rd", "Maple Ln", "Aspen Way", "Birch Ct", "Elm Dr"]
 
 
@@ -112,12 +162,17 @@ def random_person(rng: random.Random, cid: str) -> Customer:
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     city, zip_code = rng.choice(CITIES)
     return Customer(
-        id=cid, first_name=first, last_name=last,
+        id=cid,
+        first_name=first,
+        last_name=last,
         email=f"{first.lower()}.{last.lower()}{cid[1:]}@mail.com",
-        address=Address(street=f"{rng.randint(1, 99)} {rng.choice(STREETS)}", city=city,
-                        zip=zip_code),
+        address=Address(
+            street=f"{rng.randint(1, 99)} {rng.choice(STREETS)}", city=city, zip=zip_code
+        ),
         tier=rng.choice(["basic", "basic", "silver", "gold"]),
-        card_last4=f"{rng.randint(1000, 9999)}", points=rng.choice([0, 40, 120, 250, 400]))
+        card_last4=f"{rng.randint(1000, 9999)}",
+        points=rng.choice([0, 40, 120, 250, 400]),
+    )
 
 
 def make_base_db(seed: int = 0, n_customers: int = 40) -> OutfitterDB:
@@ -125,9 +180,17 @@ def make_base_db(seed: int = 0, n_customers: int = 40) -> OutfitterDB:
         raise ValueError(f"n_customers must be in [0, 100] (ids C100..C199), got {n_customers}")
     """The shared snapshot every task starts from: catalog, customers C100.., rentals R2000.."""
     rng = random.Random(f"outfitter-base-{seed}")
-    gear = {gid: Gear(id=gid, name=name, category=cat, daily_rate=rate,
-                      units=rng.randint(2, 4), gold_only=gold)
-            for gid, name, cat, rate, gold in CATALOG}
+    gear = {
+        gid: Gear(
+            id=gid,
+            name=name,
+            category=cat,
+            daily_rate=rate,
+            units=rng.randint(2, 4),
+            gold_only=gold,
+        )
+        for gid, name, cat, rate, gold in CATALOG
+    }
     customers: dict[str, Customer] = {}
     rentals: dict[str, Rental] = {}
     for i in range(n_customers):
@@ -140,7 +203,13 @@ def make_base_db(seed: int = 0, n_customers: int = 40) -> OutfitterDB:
             start = TODAY + dt.timedelta(days=offset + rng.randint(0, 6))
             end = start + dt.timedelta(days=rng.randint(1, 5))
             rid = f"R{2000 + len(rentals)}"
-            rentals[rid] = Rental(id=rid, customer_id=c.id, gear_id=g.id, start_date=start,
-                                  end_date=end, status=status,
-                                  total=g.daily_rate * rental_days(start, end))
+            rentals[rid] = Rental(
+                id=rid,
+                customer_id=c.id,
+                gear_id=g.id,
+                start_date=start,
+                end_date=end,
+                status=status,
+                total=g.daily_rate * rental_days(start, end),
+            )
     return OutfitterDB(today=TODAY, customers=customers, gear=gear, rentals=rentals)

@@ -5,6 +5,7 @@ an end-to-end check that the domain is solvable. The loop is the one dialogue pr
 (`data_agents.dialogue`); the record uses the project's message contract:
 {"role", "content", "tool_calls": [{"id", "name", "arguments"}], "tool_call_id"}.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,9 @@ from data_agents.domains.outfitter.reference_user import ReferenceUser
 from data_agents.domains.task import Task
 
 
-def run_reference_dialogue(domain: Domain, task: Task, max_turns: int = 40,
-                           agent: Any = None, user: Any = None) -> dict[str, Any]:
+def run_reference_dialogue(
+    domain: Domain, task: Task, max_turns: int = 40, agent: Any = None, user: Any = None
+) -> dict[str, Any]:
     """Play one task; `max_turns` bounds assistant steps (tool calls and replies).
 
     `agent` / `user` default to the reference pair; any object with the same `act` / `respond`
@@ -31,7 +33,7 @@ def run_reference_dialogue(domain: Domain, task: Task, max_turns: int = 40,
     user = user if user is not None else ReferenceUser(task)
     schema = env.tools_schema("assistant")
     system = {"role": "system", "content": domain.policy}
-    state = protocol.Dialogue(env, protocol.Limits(max_steps=10 ** 9, max_errors=10 ** 9))
+    state = protocol.Dialogue(env, protocol.Limits(max_steps=10**9, max_errors=10**9))
     turns = 0
 
     async def agent_speaks(view: list[dict[str, Any]]) -> protocol.Turn:
@@ -40,8 +42,10 @@ def run_reference_dialogue(domain: Domain, task: Task, max_turns: int = 40,
             raise protocol.EpisodeEnd("max_turns")
         turns += 1
         reply = agent.act(view, schema)
-        calls = [protocol.Call(c["id"], c["name"], c.get("arguments", {}))
-                 for c in reply.get("tool_calls") or []]
+        calls = [
+            protocol.Call(c["id"], c["name"], c.get("arguments", {}))
+            for c in reply.get("tool_calls") or []
+        ]
         return protocol.Turn(reply.get("content") or "", tuple(calls))
 
     async def user_speaks(_view: list[dict[str, Any]]) -> protocol.Turn:
@@ -51,5 +55,10 @@ def run_reference_dialogue(domain: Domain, task: Task, max_turns: int = 40,
 
     asyncio.run(protocol.play(state, agent_speaks, user_speaks, domain.policy, ""))
     termination = "user_stop" if state.finish == "user_stop" else "max_turns"
-    return {"task_id": task.id, "messages": [system] + state.messages, "final_env": env,
-            "tools": schema, "termination": termination}
+    return {
+        "task_id": task.id,
+        "messages": [system] + state.messages,
+        "final_env": env,
+        "tools": schema,
+        "termination": termination,
+    }

@@ -6,6 +6,7 @@ task or its gold actions — and recomputes its next step from the messages on e
 stateless and can take over any dialogue. It handles one request at a time: verify identity,
 read what the policy needs, refuse or ask for confirmation, write, report, ask for anything else.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,19 +16,40 @@ from typing import Any
 
 from data_agents.domains.outfitter.db import MAX_RENTAL_DAYS, OPEN_RENTAL_LIMIT, TODAY
 
-INTENTS = [("transfer", r"\b(damaged?|lost)\b"), ("address", r"\baddress\b"),
-           ("card", r"\bcard\b"), ("redeem", r"\bpoints\b"), ("cancel", r"\bcancel\b"),
-           ("modify", r"\b(change the dates|move my rental)\b"), ("create", r"\b(rent|book)\b")]
-CATEGORY_WORDS = {"tent": "tent", "bag": "sleeping_bag", "pack": "backpack", "stove": "stove",
-                  "kayak": "kayak", "bike": "bike"}
-WRITE_TOOLS = {"cancel": "cancel_rental", "modify": "modify_rental_dates",
-               "create": "create_rental", "address": "update_address",
-               "card": "update_payment_card", "redeem": "redeem_points"}
+INTENTS = [
+    ("transfer", r"\b(damaged?|lost)\b"),
+    ("address", r"\baddress\b"),
+    ("card", r"\bcard\b"),
+    ("redeem", r"\bpoints\b"),
+    ("cancel", r"\bcancel\b"),
+    ("modify", r"\b(change the dates|move my rental)\b"),
+    ("create", r"\b(rent|book)\b"),
+]
+CATEGORY_WORDS = {
+    "tent": "tent",
+    "bag": "sleeping_bag",
+    "pack": "backpack",
+    "stove": "stove",
+    "kayak": "kayak",
+    "bike": "bike",
+}
+WRITE_TOOLS = {
+    "cancel": "cancel_rental",
+    "modify": "modify_rental_dates",
+    "create": "create_rental",
+    "address": "update_address",
+    "card": "update_payment_card",
+    "redeem": "redeem_points",
+}
 ANYTHING_ELSE = "Is there anything else I can help you with?"
-ASK_IDENTITY = ("Before I can help, I need to verify your identity. Could you give me your "
-                "email, or your full name and zip code?")
-NOT_FOUND = ("I couldn't find an account with those details. Could you check your email, or give "
-             "your full name and zip code?")
+ASK_IDENTITY = (
+    "Before I can help, I need to verify your identity. Could you give me your "
+    "email, or your full name and zip code?"
+)
+NOT_FOUND = (
+    "I couldn't find an account with those details. Could you check your email, or give "
+    "your full name and zip code?"
+)
 RE_RENTAL, RE_DATE = re.compile(r"\bR\d{4}\b"), re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 RE_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 RE_NAME = re.compile(r"(?:I'm|I am|name is) ([A-Z][a-z]+) ([A-Z][a-z]+)")
@@ -54,8 +76,9 @@ def parse_request(text: str) -> dict[str, Any] | None:
                 if m := RE_CARD.search(sentence):
                     req["card_last4"] = m.group(1)
                 words = re.findall(r"[a-z]+", sentence.lower())
-                req["category"] = next((CATEGORY_WORDS[w] for w in words if w in CATEGORY_WORDS),
-                                       None)
+                req["category"] = next(
+                    (CATEGORY_WORDS[w] for w in words if w in CATEGORY_WORDS), None
+                )
                 return req
     return None
 
@@ -67,16 +90,17 @@ def parse_identity(texts: list[str]) -> tuple[str, dict[str, str]] | None:
             return "find_customer_by_email", {"email": m.group()}
         name, zip_code = RE_NAME.search(text), RE_ZIP.search(text)
         if name and zip_code:
-            return "find_customer_by_name_zip", {"first_name": name.group(1),
-                                                 "last_name": name.group(2),
-                                                 "zip": zip_code.group(1)}
+            return "find_customer_by_name_zip", {
+                "first_name": name.group(1),
+                "last_name": name.group(2),
+                "zip": zip_code.group(1),
+            }
     return None
 
 
 def _tool_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each tool call with its position, arguments and parsed result (None on error)."""
-    results = {m.get("tool_call_id"): m.get("content", "") for m in messages
-               if m["role"] == "tool"}
+    results = {m.get("tool_call_id"): m.get("content", "") for m in messages if m["role"] == "tool"}
     events = []
     for i, m in enumerate(messages):
         for call in m.get("tool_calls") or []:
@@ -87,8 +111,15 @@ def _tool_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     value = json.loads(text)
                 except json.JSONDecodeError:
                     value = text
-            events.append({"index": i, "name": call["name"], "arguments": call["arguments"],
-                           "result": value, "text": text})
+            events.append(
+                {
+                    "index": i,
+                    "name": call["name"],
+                    "arguments": call["arguments"],
+                    "result": value,
+                    "text": text,
+                }
+            )
     return events
 
 
@@ -98,8 +129,9 @@ class ReferenceAgent:
     def __init__(self, domain: Any = None) -> None:
         self.domain = domain  # kept for symmetry with LLM agents; the policy is built in
 
-    def act(self, messages: list[dict[str, Any]],
-            env_tools_schema: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def act(
+        self, messages: list[dict[str, Any]], env_tools_schema: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         self._messages, self._events = messages, _tool_events(messages)
         user_at = [i for i, m in enumerate(messages) if m["role"] == "user"]
         if not user_at:
@@ -111,8 +143,9 @@ class ReferenceAgent:
             if identity and not any((e["name"], e["arguments"]) == identity for e in tried):
                 return self._call(*identity)
             return self._say(NOT_FOUND if tried else ASK_IDENTITY)
-        request_at = next((i for i in reversed(user_at)
-                           if parse_request(messages[i]["content"])), None)
+        request_at = next(
+            (i for i in reversed(user_at) if parse_request(messages[i]["content"])), None
+        )
         if request_at is None:
             return self._say("Thank you, you are verified. How can I help you today?")
         request = parse_request(messages[request_at]["content"])
@@ -124,23 +157,35 @@ class ReferenceAgent:
 
     def _call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         n = sum(len(m.get("tool_calls") or []) for m in self._messages)
-        return {"role": "assistant", "content": "",
-                "tool_calls": [{"id": f"call_{n}", "name": name, "arguments": arguments}]}
+        return {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": f"call_{n}", "name": name, "arguments": arguments}],
+        }
 
     def _verified_customer(self) -> str | None:
-        found = [e for e in self._events if e["name"].startswith("find_customer")
-                 and isinstance(e["result"], dict)]
+        found = [
+            e
+            for e in self._events
+            if e["name"].startswith("find_customer") and isinstance(e["result"], dict)
+        ]
         return found[-1]["result"]["customer_id"] if found else None
 
     def _result(self, name: str, arguments: dict[str, Any], since: int) -> tuple[bool, Any]:
         """(called?, result) of the latest matching call after message `since`."""
-        hits = [e for e in self._events if e["index"] > since and e["name"] == name
-                and e["arguments"] == arguments]
+        hits = [
+            e
+            for e in self._events
+            if e["index"] > since and e["name"] == name and e["arguments"] == arguments
+        ]
         return (True, hits[-1]) if hits else (False, None)
 
     def _said_after(self, text: str, since: int) -> int | None:
-        hits = [i for i, m in enumerate(self._messages) if i > since
-                and m["role"] == "assistant" and m.get("content") == text]
+        hits = [
+            i
+            for i, m in enumerate(self._messages)
+            if i > since and m["role"] == "assistant" and m.get("content") == text
+        ]
         return hits[-1] if hits else None
 
     # -- one request ----------------------------------------------------------------------------
@@ -149,16 +194,20 @@ class ReferenceAgent:
             called, _ = self._result("transfer_to_human_agents", {"summary": req["text"]}, since)
             if not called:
                 return self._call("transfer_to_human_agents", {"summary": req["text"]})
-            return self._say("I have transferred you to a human agent, who will handle your "
-                             "report.")
+            return self._say(
+                "I have transferred you to a human agent, who will handle your report."
+            )
         reads: dict[str, Any] = {}
         for name, args in self._reads(req, customer_id, reads, since):
             called, event = self._result(name, args, since)
             if not called:
                 return self._call(name, args)
             if event["result"] is None:
-                return self._finish(f"I'm sorry, I could not look that up: "
-                                    f"{event['text'].removeprefix('Error: ')}.", since)
+                return self._finish(
+                    f"I'm sorry, I could not look that up: "
+                    f"{event['text'].removeprefix('Error: ')}.",
+                    since,
+                )
             reads[name] = event["result"]
         decision = self._decide(req, customer_id, reads)
         if isinstance(decision, str):
@@ -167,7 +216,7 @@ class ReferenceAgent:
         asked = self._said_after(confirm_text, since)
         if asked is None:
             return self._say(confirm_text)
-        answers = [m["content"] for m in self._messages[asked + 1:] if m["role"] == "user"]
+        answers = [m["content"] for m in self._messages[asked + 1 :] if m["role"] == "user"]
         if not answers or not (RE_YES.search(answers[-1]) or RE_NO.search(answers[-1])):
             return self._say(confirm_text)
         if RE_NO.search(answers[-1]) and not RE_YES.search(answers[-1]):
@@ -177,8 +226,9 @@ class ReferenceAgent:
         if not called:
             return self._call(write, write_args)
         if event["result"] is None:
-            return self._finish(f"I'm sorry, that did not work: "
-                                f"{event['text'].removeprefix('Error: ')}.", since)
+            return self._finish(
+                f"I'm sorry, that did not work: {event['text'].removeprefix('Error: ')}.", since
+            )
         return self._finish(_done_text(req["kind"], event["result"]), since)
 
     def _finish(self, text: str, since: int) -> dict[str, Any]:
@@ -196,16 +246,28 @@ class ReferenceAgent:
             yield "search_gear", {"category": req["category"]}
             gear = _match_gear(req["text"], reads.get("search_gear") or [])
             if gear is not None:
-                yield "check_availability", {"gear_id": gear["gear_id"],
-                                             "start_date": req["start"], "end_date": req["end"]}
+                yield (
+                    "check_availability",
+                    {
+                        "gear_id": gear["gear_id"],
+                        "start_date": req["start"],
+                        "end_date": req["end"],
+                    },
+                )
 
-    def _decide(self, req: dict[str, Any], customer_id: str,
-                reads: dict[str, Any]) -> str | tuple[str, dict[str, Any]]:
+    def _decide(
+        self, req: dict[str, Any], customer_id: str, reads: dict[str, Any]
+    ) -> str | tuple[str, dict[str, Any]]:
         """A refusal text, or (confirmation question, write arguments)."""
         kind, ask = req["kind"], "Shall I proceed? (yes/no)"
-        missing = {"cancel": ["rental_id"], "redeem": ["rental_id"], "address": ["street"],
-                   "modify": ["rental_id", "start"], "create": ["category", "start"],
-                   "card": ["card_last4"]}[kind]
+        missing = {
+            "cancel": ["rental_id"],
+            "redeem": ["rental_id"],
+            "address": ["street"],
+            "modify": ["rental_id", "start"],
+            "create": ["category", "start"],
+            "card": ["card_last4"],
+        }[kind]
         if any(k not in req for k in missing) or (kind == "create" and not req["category"]):
             return "I'm sorry, I could not understand all the details of that request."
         rental = reads.get("get_rental")
@@ -214,16 +276,25 @@ class ReferenceAgent:
             if rental["customer_id"] != customer_id:
                 return f"I'm sorry, rental {rid} is not on your account, so I cannot change it."
             if rental["status"] != "reserved":
-                return (f"I'm sorry, rental {rid} is {rental['status']}; only reserved rentals "
-                        "can be changed.")
+                return (
+                    f"I'm sorry, rental {rid} is {rental['status']}; only reserved rentals "
+                    "can be changed."
+                )
         if kind in ("modify", "create") and (problem := _date_problem(req["start"], req["end"])):
             return problem
         if kind == "cancel":
-            return ((f"I will cancel rental {rid} ({rental['gear']}, {rental['start']} to "
-                    f"{rental['end']}). {ask}"), {"rental_id": rid})
+            return (
+                (
+                    f"I will cancel rental {rid} ({rental['gear']}, {rental['start']} to "
+                    f"{rental['end']}). {ask}"
+                ),
+                {"rental_id": rid},
+            )
         if kind == "modify":
-            return (f"I will move rental {rid} to {req['start']} - {req['end']}. {ask}",
-                    {"rental_id": rid, "start_date": req["start"], "end_date": req["end"]})
+            return (
+                f"I will move rental {rid} to {req['start']} - {req['end']}. {ask}",
+                {"rental_id": rid, "start_date": req["start"], "end_date": req["end"]},
+            )
         if kind == "redeem":
             points = reads["get_customer"]["points"]
             if rental["points_applied"]:
@@ -233,12 +304,20 @@ class ReferenceAgent:
             return (f"I will use 100 points for $10 off rental {rid}. {ask}", {"rental_id": rid})
         if kind == "address":
             address = f"{req['street']}, {req['city']} {req['zip']}"
-            return (f"I will change your address to {address}. {ask}",
-                    {"customer_id": customer_id, "street": req["street"], "city": req["city"],
-                     "zip": req["zip"]})
+            return (
+                f"I will change your address to {address}. {ask}",
+                {
+                    "customer_id": customer_id,
+                    "street": req["street"],
+                    "city": req["city"],
+                    "zip": req["zip"],
+                },
+            )
         if kind == "card":
-            return (f"I will replace your card with the one ending in {req['card_last4']}. {ask}",
-                    {"customer_id": customer_id, "card_last4": req["card_last4"]})
+            return (
+                f"I will replace your card with the one ending in {req['card_last4']}. {ask}",
+                {"customer_id": customer_id, "card_last4": req["card_last4"]},
+            )
         gear = _match_gear(req["text"], reads.get("search_gear") or [])
         if gear is None:
             return "I'm sorry, I could not find that gear in our catalog."
@@ -247,16 +326,28 @@ class ReferenceAgent:
             return f"I'm sorry, the {gear['name']} is for gold members only."
         limit = OPEN_RENTAL_LIMIT[customer["tier"]]
         if len(customer["open_rentals"]) >= limit:
-            return (f"I'm sorry, you already have {len(customer['open_rentals'])} open rentals, "
-                    f"the limit for {customer['tier']} members.")
+            return (
+                f"I'm sorry, you already have {len(customer['open_rentals'])} open rentals, "
+                f"the limit for {customer['tier']} members."
+            )
         if reads["check_availability"]["available"] < 1:
-            return (f"I'm sorry, the {gear['name']} is not available from {req['start']} to "
-                    f"{req['end']}.")
+            return (
+                f"I'm sorry, the {gear['name']} is not available from {req['start']} to "
+                f"{req['end']}."
+            )
         days = (dt.date.fromisoformat(req["end"]) - dt.date.fromisoformat(req["start"])).days
-        return ((f"I can reserve the {gear['name']} ({gear['gear_id']}) from {req['start']} to "
-                f"{req['end']} for ${gear['daily_rate'] * days}. {ask}"),
-                {"customer_id": customer_id, "gear_id": gear["gear_id"],
-                 "start_date": req["start"], "end_date": req["end"]})
+        return (
+            (
+                f"I can reserve the {gear['name']} ({gear['gear_id']}) from {req['start']} to "
+                f"{req['end']} for ${gear['daily_rate'] * days}. {ask}"
+            ),
+            {
+                "customer_id": customer_id,
+                "gear_id": gear["gear_id"],
+                "start_date": req["start"],
+                "end_date": req["end"],
+            },
+        )
 
 
 def _match_gear(text: str, items: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -280,8 +371,10 @@ def _done_text(kind: str, r: dict[str, Any]) -> str:
         return f"Rental {r['rental_id']} is cancelled; you will get a refund of ${r['refund']}."
     if kind in ("modify", "create"):
         verb = "now runs" if kind == "modify" else "is reserved"
-        return (f"Rental {r['rental_id']} ({r['gear']}) {verb} from {r['start']} to {r['end']}; "
-                f"the total is ${r['total']}.")
+        return (
+            f"Rental {r['rental_id']} ({r['gear']}) {verb} from {r['start']} to {r['end']}; "
+            f"the total is ${r['total']}."
+        )
     if kind == "address":
         return f"Your address is now {r['address']}."
     if kind == "card":

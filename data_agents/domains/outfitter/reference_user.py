@@ -7,6 +7,7 @@ one request at a time, answers confirmations per its instructions, moves on when
 closes a request ("anything else?"), and ends with ###STOP### when done, transferred, or stuck
 (repeated assistant messages, a request restated too often, or a turn budget spent).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ class ReferenceUser:
     def __init__(self, task: Task, max_turns: int | None = None) -> None:
         script = (task.description or {}).get("user_script")
         if not script or not script.get("requests"):
-            raise ValueError(f"task {task.id!r} has no outfitter user_script in its description; "
-                             "the reference user only plays generated outfitter tasks")
+            raise ValueError(
+                f"task {task.id!r} has no outfitter user_script in its description; "
+                "the reference user only plays generated outfitter tasks"
+            )
         self.task_id = task.id
         self.script = script
         self.requests: list[dict[str, Any]] = script["requests"]
@@ -41,8 +44,11 @@ class ReferenceUser:
 
     def respond(self, messages: list[dict[str, Any]]) -> str:
         mine = [m.get("content") or "" for m in messages if m["role"] == "user"]
-        said = [(m.get("content") or "") for m in messages
-                if m["role"] == "assistant" and (m.get("content") or "").strip()]
+        said = [
+            (m.get("content") or "")
+            for m in messages
+            if m["role"] == "assistant" and (m.get("content") or "").strip()
+        ]
         if not mine:
             return self.first_message()
         if not said or len(mine) >= self.max_turns:
@@ -50,8 +56,9 @@ class ReferenceUser:
         last = said[-1]
         if len(said) >= 3 and said[-1] == said[-2] == said[-3]:
             return texts.STOP  # the assistant is looping
-        current = max(i for i, r in enumerate(self.requests)
-                      if i == 0 or any(r["text"] in m for m in mine))
+        current = max(
+            i for i, r in enumerate(self.requests) if i == 0 or any(r["text"] in m for m in mine)
+        )
         if RE_TRANSFER.search(last):
             return texts.STOP
         if RE_CONFIRM.search(last):

@@ -6,6 +6,7 @@ limits, gold-only gear, no change to started rentals...) is the agent's job, as 
 will happily cancel a rental that has already started, and the checker then sees the wrong DB.
 Results are compact JSON so dialogues stay short.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -43,12 +44,19 @@ def _rental(db: OutfitterDB, rental_id: str) -> Rental:
     return db.rentals[rental_id]
 
 
-def units_available(db: OutfitterDB, gear_id: str, start: dt.date, end: dt.date,
-                    exclude: str | None = None) -> int:
+def units_available(
+    db: OutfitterDB, gear_id: str, start: dt.date, end: dt.date, exclude: str | None = None
+) -> int:
     """Units of `gear_id` not held by an open rental overlapping [start, end)."""
-    busy = sum(1 for r in db.rentals.values()
-               if r.gear_id == gear_id and r.status in OPEN and r.id != exclude
-               and r.start_date < end and start < r.end_date)
+    busy = sum(
+        1
+        for r in db.rentals.values()
+        if r.gear_id == gear_id
+        and r.status in OPEN
+        and r.id != exclude
+        and r.start_date < end
+        and start < r.end_date
+    )
     return db.gear[gear_id].units - busy
 
 
@@ -60,10 +68,17 @@ def _check_dates(db: OutfitterDB, start: dt.date, end: dt.date) -> None:
 
 
 def rental_view(db: OutfitterDB, r: Rental) -> dict[str, Any]:
-    return {"rental_id": r.id, "customer_id": r.customer_id, "gear_id": r.gear_id,
-            "gear": db.gear[r.gear_id].name, "start": r.start_date.isoformat(),
-            "end": r.end_date.isoformat(), "status": r.status, "total": r.total,
-            "points_applied": r.points_applied}
+    return {
+        "rental_id": r.id,
+        "customer_id": r.customer_id,
+        "gear_id": r.gear_id,
+        "gear": db.gear[r.gear_id].name,
+        "start": r.start_date.isoformat(),
+        "end": r.end_date.isoformat(),
+        "status": r.status,
+        "total": r.total,
+        "points_applied": r.points_applied,
+    }
 
 
 @tool
@@ -80,8 +95,9 @@ def find_customer_by_email(db: OutfitterDB, email: str) -> dict[str, str]:
 
 
 @tool
-def find_customer_by_name_zip(db: OutfitterDB, first_name: str, last_name: str,
-                              zip: Zip) -> dict[str, str]:
+def find_customer_by_name_zip(
+    db: OutfitterDB, first_name: str, last_name: str, zip: Zip
+) -> dict[str, str]:
     """Find a customer id by full name and address zip code (identity check).
 
     Args:
@@ -91,7 +107,10 @@ def find_customer_by_name_zip(db: OutfitterDB, first_name: str, last_name: str,
     """
     for c in db.customers.values():
         if (c.first_name.lower(), c.last_name.lower(), c.address.zip) == (
-                first_name.strip().lower(), last_name.strip().lower(), zip):
+            first_name.strip().lower(),
+            last_name.strip().lower(),
+            zip,
+        ):
             return {"customer_id": c.id}
     raise ToolError(f"no customer named {first_name} {last_name} with zip {zip}")
 
@@ -105,11 +124,17 @@ def get_customer(db: OutfitterDB, customer_id: str) -> dict[str, Any]:
     """
     c = _customer(db, customer_id)
     a = c.address
-    return {"customer_id": c.id, "name": f"{c.first_name} {c.last_name}", "tier": c.tier,
-            "points": c.points, "card_last4": c.card_last4,
-            "address": f"{a.street}, {a.city} {a.zip}",
-            "open_rentals": sorted(r.id for r in db.rentals.values()
-                                   if r.customer_id == c.id and r.status in OPEN)}
+    return {
+        "customer_id": c.id,
+        "name": f"{c.first_name} {c.last_name}",
+        "tier": c.tier,
+        "points": c.points,
+        "card_last4": c.card_last4,
+        "address": f"{a.street}, {a.city} {a.zip}",
+        "open_rentals": sorted(
+            r.id for r in db.rentals.values() if r.customer_id == c.id and r.status in OPEN
+        ),
+    }
 
 
 @tool
@@ -131,13 +156,17 @@ def search_gear(db: OutfitterDB, category: str) -> list[dict[str, Any]]:
     """
     if category not in CATEGORIES:
         raise ToolError(f"unknown category {category!r}; known: {', '.join(CATEGORIES)}")
-    return [{"gear_id": g.id, "name": g.name, "daily_rate": g.daily_rate,
-             "gold_only": g.gold_only} for g in db.gear.values() if g.category == category]
+    return [
+        {"gear_id": g.id, "name": g.name, "daily_rate": g.daily_rate, "gold_only": g.gold_only}
+        for g in db.gear.values()
+        if g.category == category
+    ]
 
 
 @tool
-def check_availability(db: OutfitterDB, gear_id: str, start_date: dt.date,
-                       end_date: dt.date) -> dict[str, Any]:
+def check_availability(
+    db: OutfitterDB, gear_id: str, start_date: dt.date, end_date: dt.date
+) -> dict[str, Any]:
     """Count the units of a gear item free for a date range (end date = return day).
 
     Args:
@@ -147,13 +176,16 @@ def check_availability(db: OutfitterDB, gear_id: str, start_date: dt.date,
     """
     if gear_id not in db.gear:
         raise ToolError(f"gear {gear_id} not found")
-    return {"gear_id": gear_id, "available": max(0, units_available(db, gear_id, start_date,
-                                                                    end_date))}
+    return {
+        "gear_id": gear_id,
+        "available": max(0, units_available(db, gear_id, start_date, end_date)),
+    }
 
 
 @tool(kind="write")
-def create_rental(db: OutfitterDB, customer_id: str, gear_id: str, start_date: dt.date,
-                  end_date: dt.date) -> dict[str, Any]:
+def create_rental(
+    db: OutfitterDB, customer_id: str, gear_id: str, start_date: dt.date, end_date: dt.date
+) -> dict[str, Any]:
     """Reserve one unit of gear for a customer; the total is daily rate times days.
 
     Args:
@@ -169,10 +201,15 @@ def create_rental(db: OutfitterDB, customer_id: str, gear_id: str, start_date: d
     if units_available(db, gear_id, start_date, end_date) < 1:
         raise ToolError(f"{gear_id} is not available from {start_date} to {end_date}")
     rid = f"R{max((int(r[1:]) for r in db.rentals), default=1999) + 1}"
-    db.rentals[rid] = Rental(id=rid, customer_id=customer_id, gear_id=gear_id,
-                             start_date=start_date, end_date=end_date, status="reserved",
-                             total=db.gear[gear_id].daily_rate * rental_days(start_date,
-                                                                             end_date))
+    db.rentals[rid] = Rental(
+        id=rid,
+        customer_id=customer_id,
+        gear_id=gear_id,
+        start_date=start_date,
+        end_date=end_date,
+        status="reserved",
+        total=db.gear[gear_id].daily_rate * rental_days(start_date, end_date),
+    )
     return rental_view(db, db.rentals[rid])
 
 
@@ -194,8 +231,9 @@ def cancel_rental(db: OutfitterDB, rental_id: str) -> dict[str, Any]:
 
 
 @tool(kind="write")
-def modify_rental_dates(db: OutfitterDB, rental_id: str, start_date: dt.date,
-                        end_date: dt.date) -> dict[str, Any]:
+def modify_rental_dates(
+    db: OutfitterDB, rental_id: str, start_date: dt.date, end_date: dt.date
+) -> dict[str, Any]:
     """Move a rental to new dates and recompute its total.
 
     Args:
@@ -216,8 +254,9 @@ def modify_rental_dates(db: OutfitterDB, rental_id: str, start_date: dt.date,
 
 
 @tool(kind="write")
-def update_address(db: OutfitterDB, customer_id: str, street: str, city: str,
-                   zip: Zip) -> dict[str, Any]:
+def update_address(
+    db: OutfitterDB, customer_id: str, street: str, city: str, zip: Zip
+) -> dict[str, Any]:
     """Replace a customer's address.
 
     Args:
@@ -271,10 +310,21 @@ def transfer_to_human_agents(db: OutfitterDB, summary: str) -> str:
     return "Transfer successful"
 
 
-AGENT_TOOLS = [find_customer_by_email, find_customer_by_name_zip, get_customer, get_rental,
-               search_gear, check_availability, create_rental, cancel_rental,
-               modify_rental_dates, update_address, update_payment_card, redeem_points,
-               transfer_to_human_agents]
+AGENT_TOOLS = [
+    find_customer_by_email,
+    find_customer_by_name_zip,
+    get_customer,
+    get_rental,
+    search_gear,
+    check_availability,
+    create_rental,
+    cancel_rental,
+    modify_rental_dates,
+    update_address,
+    update_payment_card,
+    redeem_points,
+    transfer_to_human_agents,
+]
 
 
 # -- env assertion functions (read-only, bool-valued, for tau2-style `env_assertions`) ----------
@@ -295,8 +345,10 @@ def open_rental_count_is(db: OutfitterDB, customer_id: str, count: int) -> bool:
         customer_id: The customer's id.
         count: The expected number of open rentals.
     """
-    return sum(1 for r in db.rentals.values()
-               if r.customer_id == customer_id and r.status in OPEN) == count
+    return (
+        sum(1 for r in db.rentals.values() if r.customer_id == customer_id and r.status in OPEN)
+        == count
+    )
 
 
 ASSERTIONS = [rental_has_status, open_rental_count_is]

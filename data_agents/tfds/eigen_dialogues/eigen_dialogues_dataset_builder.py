@@ -15,6 +15,7 @@ builds the folder's fake data (2 train, 1 test). The folder is laid out as `tfds
 out (README.md, CITATIONS.bib, TAGS.txt, checksums.tsv, dummy_data/); its builder test, which
 runs without TensorFlow, is tests/data_agents/tfds/test_builder_folder.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,15 @@ def record_to_example(r: DialogueRecord) -> dict[str, Any]:
         "tools_json": _dumps(r.tools),
         "user_tools_json": _dumps(r.user_tools),
         "policy": r.policy,
-        "messages": [{"role": m["role"], "content": m["content"],
-                      "tool_calls_json": _dumps(m.get("tool_calls", [])),
-                      "tool_call_id": m.get("tool_call_id", "")} for m in r.messages],
+        "messages": [
+            {
+                "role": m["role"],
+                "content": m["content"],
+                "tool_calls_json": _dumps(m.get("tool_calls", [])),
+                "tool_call_id": m.get("tool_call_id", ""),
+            }
+            for m in r.messages
+        ],
         "checker_source": r.checker_source or "",
         "verdict_json": _dumps(r.verdict or {}),
         "reward": np.float32((r.verdict or {}).get("reward", 0.0)),
@@ -60,21 +67,37 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "First release: dialogues, tau2 tasks, tool schemas, checkers."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point --manual_dir at the directory of generation journals (*.jsonl) written by "
-        "`launch/generate_data.py`.")
+        "`launch/generate_data.py`."
+    )
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="default", description="all domains")]
 
     def _info(self) -> tfds.core.DatasetInfo:
         text = tfds.features.Text()
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "key": text, "domain": text, "task_id": text, "task_json": text,
-                "tools_json": text, "user_tools_json": text, "policy": text,
-                "messages": tfds.features.Sequence({
-                    "role": text, "content": text, "tool_calls_json": text,
-                    "tool_call_id": text}),
-                "checker_source": text, "verdict_json": text,
-                "reward": np.float32, "round": np.int32, "provenance_json": text,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "key": text,
+                    "domain": text,
+                    "task_id": text,
+                    "task_json": text,
+                    "tools_json": text,
+                    "user_tools_json": text,
+                    "policy": text,
+                    "messages": tfds.features.Sequence(
+                        {
+                            "role": text,
+                            "content": text,
+                            "tool_calls_json": text,
+                            "tool_call_id": text,
+                        }
+                    ),
+                    "checker_source": text,
+                    "verdict_json": text,
+                    "reward": np.float32,
+                    "round": np.int32,
+                    "provenance_json": text,
+                }
+            ),
             supervised_keys=None,
         )
 

@@ -6,6 +6,7 @@ call (written into its instructions) to the assistant, which performs it. Tests 
 role with a function to inject malformed or adversarial output. Run as a module it drives the
 engine (used by the SIGKILL-resume test): `python -m tests.data_agents.agents.fake_llm OUT`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,32 +24,61 @@ from data_agents.llm.types import TokenUsage
 GOLD = re.compile(r"GOLD=(\{.*?\})END")
 
 
-def completion(content: str | None = None, tool_calls: list[tuple[str, Any]] | None = None,
-               ) -> ChatCompletion:
+def completion(
+    content: str | None = None,
+    tool_calls: list[tuple[str, Any]] | None = None,
+) -> ChatCompletion:
     """A chat completion with text and/or tool calls ((name, arguments-as-object-or-raw-str))."""
     calls = None
     if tool_calls:
-        calls = [{"id": f"call_{i}", "type": "function",
-                  "function": {"name": n, "arguments": a if isinstance(a, str) else json.dumps(a)}}
-                 for i, (n, a) in enumerate(tool_calls)]
-    return ChatCompletion.model_validate({
-        "id": "fake", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop",
-                     "message": {"role": "assistant", "content": content, "tool_calls": calls}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+        calls = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": n, "arguments": a if isinstance(a, str) else json.dumps(a)},
+            }
+            for i, (n, a) in enumerate(tool_calls)
+        ]
+    return ChatCompletion.model_validate(
+        {
+            "id": "fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "fake",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls" if calls else "stop",
+                    "message": {"role": "assistant", "content": content, "tool_calls": calls},
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    )
 
 
 def role_of(messages: list[dict]) -> str:
     m = re.search(r"ROLE: ([\w -]+)", messages[0]["content"])
-    return {"meta-planner": "planner", "task synthesiser": "task_synth",
-            "task verifier": "task_verify", "user simulator": "user_sim",
-            "customer-service agent": "assistant", "trajectory verifier": "trajectory_verify",
-            "reflection agent": "reflection"}[m.group(1).strip()]
+    return {
+        "meta-planner": "planner",
+        "task synthesiser": "task_synth",
+        "task verifier": "task_verify",
+        "user simulator": "user_sim",
+        "customer-service agent": "assistant",
+        "trajectory verifier": "trajectory_verify",
+        "reflection agent": "reflection",
+    }[m.group(1).strip()]
 
 
-PLAN = {"synthesis": {"complexity_tier": "easy", "tool_patterns": ["get_customer -> write"],
-                      "user_style": "terse", "focus": "card change"},
-        "evaluation": {"rubric": ["changes the card"], "failure_taxonomy": ["wrong card"]}}
+PLAN = {
+    "synthesis": {
+        "complexity_tier": "easy",
+        "tool_patterns": ["get_customer -> write"],
+        "user_style": "terse",
+        "focus": "card change",
+    },
+    "evaluation": {"rubric": ["changes the card"], "failure_taxonomy": ["wrong card"]},
+}
 
 
 def default_planner(messages, tools, tag):
@@ -62,12 +92,22 @@ def default_task_synth(messages, tools, tag):
     seen = json.loads(messages[-1]["content"])["card_last4"]
     last4 = str(1000 + int(hashlib.sha256(tag.encode()).hexdigest(), 16) % 9000)
     last4 = last4 if last4 != seen else str(int(last4) % 9000 + 1000 + 1)
-    gold = {"name": "update_payment_card", "arguments": {"customer_id": "C100",
-                                                         "card_last4": last4}}
-    return completion(json.dumps({
-        "persona": "terse", "reason_for_call": "new card", "known_info": "customer C100",
-        "task_instructions": f"Ask for the change. GOLD={json.dumps(gold)}END",
-        "actions": [gold], "communicate_info": []}))
+    gold = {
+        "name": "update_payment_card",
+        "arguments": {"customer_id": "C100", "card_last4": last4},
+    }
+    return completion(
+        json.dumps(
+            {
+                "persona": "terse",
+                "reason_for_call": "new card",
+                "known_info": "customer C100",
+                "task_instructions": f"Ask for the change. GOLD={json.dumps(gold)}END",
+                "actions": [gold],
+                "communicate_info": [],
+            }
+        )
+    )
 
 
 def default_user(messages, tools, tag):
@@ -88,14 +128,19 @@ def default_assistant(messages, tools, tag):
 
 
 SCRIPTS: dict[str, Callable] = {
-    "planner": default_planner, "task_synth": default_task_synth,
-    "task_verify": lambda m, t, g: completion('{"policy_consistent": true, "solvable": true, '
-                                              '"reason": "fine"}'),
-    "user_sim": default_user, "assistant": default_assistant,
-    "trajectory_verify": lambda m, t, g: completion('{"passed": true, "attribution": '
-                                                    '"trajectory", "reason": "ok"}'),
-    "reflection": lambda m, t, g: completion(json.dumps(
-        {"analysis": "fine", "guidance": {"task_synth": "Prefer varied customers."}})),
+    "planner": default_planner,
+    "task_synth": default_task_synth,
+    "task_verify": lambda m, t, g: completion(
+        '{"policy_consistent": true, "solvable": true, "reason": "fine"}'
+    ),
+    "user_sim": default_user,
+    "assistant": default_assistant,
+    "trajectory_verify": lambda m, t, g: completion(
+        '{"passed": true, "attribution": "trajectory", "reason": "ok"}'
+    ),
+    "reflection": lambda m, t, g: completion(
+        json.dumps({"analysis": "fine", "guidance": {"task_synth": "Prefer varied customers."}})
+    ),
 }
 
 
@@ -124,10 +169,12 @@ class FakeLLM:
 
 def main(out_dir: str, delay_s: float = 0.01) -> None:  # pragma: no cover - resume test's child
     from data_agents.domains import load
-    from data_agents.synthesis import SynthesisEngine, SynthesisConfig
+    from data_agents.synthesis import SynthesisConfig, SynthesisEngine
 
     cfg = SynthesisConfig(num_rounds=2, plans_per_round=4, tasks_per_plan=3, max_concurrency=2)
-    engine = SynthesisEngine(FakeLLM(delay_s=delay_s), load("outfitter", n_train=0, n_test=0), out_dir, cfg)
+    engine = SynthesisEngine(
+        FakeLLM(delay_s=delay_s), load("outfitter", n_train=0, n_test=0), out_dir, cfg
+    )
     print(json.dumps(asyncio.run(engine.run())["worker_counts"]))
 
 

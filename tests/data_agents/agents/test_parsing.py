@@ -1,4 +1,5 @@
 """Defensive parsing: valid, wrapped, malformed and adversarial model output."""
+
 import json
 
 import pydantic
@@ -18,21 +19,32 @@ class Judgement(pydantic.BaseModel):
     reason: str = ""
 
 
-@pytest.mark.parametrize("text, want", [
-    ('{"ok": true}', {"ok": True}),
-    ('Sure! ```json\n{"ok": false, "reason": "x"}\n``` hope that helps', {"ok": False, "reason": "x"}),
-    ('<think>{"ok": "thinking"}</think> {"ok": true}', {"ok": True}),
-    ('prefix {not json} then {"ok": true}', {"ok": True}),
-    ('[1, 2]', [1, 2]),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ('{"ok": true}', {"ok": True}),
+        (
+            'Sure! ```json\n{"ok": false, "reason": "x"}\n``` hope that helps',
+            {"ok": False, "reason": "x"},
+        ),
+        ('<think>{"ok": "thinking"}</think> {"ok": true}', {"ok": True}),
+        ('prefix {not json} then {"ok": true}', {"ok": True}),
+        ('[1, 2]', [1, 2]),
+    ],
+)
 def test_extract_json_finds_the_payload(text, want):
     assert extract_json(text) == want
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("", "empty output"), (None, "empty output"), ("no braces here", "no JSON"),
-    ('{"ok": true, "reason": "trunc', "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("", "empty output"),
+        (None, "empty output"),
+        ("no braces here", "no JSON"),
+        ('{"ok": true, "reason": "trunc', "invalid JSON"),
+    ],
+)
 def test_extract_json_names_the_problem(text, needle):
     with pytest.raises(ValueError, match=needle):
         extract_json(text)
@@ -48,13 +60,20 @@ def test_parse_model_schema_failure_names_the_field():
 
 def test_parse_model_invalid_json_is_a_failure_not_a_crash():
     with pytest.raises(StageFailure) as e:
-        parse_model("\x00\x01 garbage <tool_call> {", Judgement, stage="s", attribution="trajectory")
+        parse_model(
+            "\x00\x01 garbage <tool_call> {", Judgement, stage="s", attribution="trajectory"
+        )
     assert e.value.category == "invalid_json" and e.value.attribution == "trajectory"
 
 
 def test_parse_tool_calls_decodes_and_flags_bad_arguments():
-    msg = completion(None, [("get", {"id": "C1"}), ("bad", "{not json"), ("lst", "[1]"),
-                            ("empty", "")]).choices[0].message
+    msg = (
+        completion(
+            None, [("get", {"id": "C1"}), ("bad", "{not json"), ("lst", "[1]"), ("empty", "")]
+        )
+        .choices[0]
+        .message
+    )
     calls = parse_tool_calls(msg)
     assert [c.name for c in calls] == ["get", "bad", "lst", "empty"]
     assert calls[0].arguments == {"id": "C1"} and calls[0].error is None
@@ -69,11 +88,13 @@ DEEP = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECT = '{"a": ' * 5000 + "1" + "}" * 5000
 
 
-@pytest.mark.parametrize("text", [DEEP, DEEP_OBJECT, "x" + "{" * 200_000,
-                                  '{"k": "' + "y" * 2_000_000 + '"}'])
+@pytest.mark.parametrize(
+    "text", [DEEP, DEEP_OBJECT, "x" + "{" * 200_000, '{"k": "' + "y" * 2_000_000 + '"}']
+)
 def test_hostile_json_is_a_stage_failure(text):
-    from data_agents.agents.parsing import StageFailure, parse_model
     import pydantic
+
+    from data_agents.agents.parsing import StageFailure, parse_model
 
     class Anything(pydantic.BaseModel):
         k: str = ""
@@ -88,6 +109,7 @@ def test_depth_limit_matches_the_decoder_below_it():
     """Nesting just inside the limit still parses (to the same value json.loads gives); brackets
     inside strings do not count."""
     from data_agents.agents.parsing import MAX_JSON_DEPTH, bounded_loads
+
     ok = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
     assert bounded_loads(ok) == json.loads(ok)
     quoted = json.dumps({"s": "[" * 1000})
@@ -98,9 +120,15 @@ def test_depth_limit_matches_the_decoder_below_it():
 
 def test_hostile_tool_arguments_become_tool_errors():
     from types import SimpleNamespace as NS
+
     from data_agents.agents.parsing import parse_tool_calls
-    message = NS(tool_calls=[NS(id="c1", function=NS(name="f", arguments=DEEP)),
-                             NS(id="c2", function=NS(name="g", arguments='{"x": 1}'))])
+
+    message = NS(
+        tool_calls=[
+            NS(id="c1", function=NS(name="f", arguments=DEEP)),
+            NS(id="c2", function=NS(name="g", arguments='{"x": 1}')),
+        ]
+    )
     first, second = parse_tool_calls(message)
     assert first.error and "nested deeper" in first.error and first.arguments == {}
     assert second.error is None and second.arguments == {"x": 1}

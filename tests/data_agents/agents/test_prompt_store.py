@@ -1,4 +1,5 @@
 """Prompt versions: v0 shipped, commits stored on disk, content-addressed, safe rendering."""
+
 import json
 
 import pytest
@@ -17,12 +18,15 @@ def test_v0_has_every_agent_and_renders(tmp_path):
 
 def test_commit_stores_versions_and_dedupes(tmp_path):
     store = PromptStore(tmp_path)
-    v1 = store.commit("v0", {"assistant": "Confirm first.", "bogus_agent": "x"}, round_index=0,
-                      reason="r0")
+    v1 = store.commit(
+        "v0", {"assistant": "Confirm first.", "bogus_agent": "x"}, round_index=0, reason="r0"
+    )
     assert v1.name == "v1" and v1.guidance == {"assistant": "Confirm first."}
     assert "Additional guidance:\nConfirm first." in v1.render("assistant", domain="d", policy="p")
-    assert store.commit("v0", {"assistant": "Confirm first."}, round_index=0, reason="again") \
-        .name == "v1"  # a resumed run does not duplicate
+    assert (
+        store.commit("v0", {"assistant": "Confirm first."}, round_index=0, reason="again").name
+        == "v1"
+    )  # a resumed run does not duplicate
     v2 = store.commit("v1", {"assistant": "Other."}, round_index=1, reason="r1")
     assert v2.name == "v2" and store.versions() == ["v0", "v1", "v2"]
     meta = json.loads((tmp_path / "v2" / "meta.json").read_text())

@@ -1,5 +1,6 @@
 """Scripted trajectories for tau2 tasks (gold, one write dropped, one argument wrong, nothing
 communicated) and tau2's own evaluator on them: the reference our declarative checker must match."""
+
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,8 @@ from typing import Any
 from tau2.data_model.simulation import SimulationRun, TerminationReason
 from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
 
-from data_agents.domains.tau2_adapter import Tau2Domain, to_tau2_messages, to_tau2_task
 from data_agents.domains.task import Action, Task
+from data_agents.domains.tau2_adapter import Tau2Domain, to_tau2_messages, to_tau2_task
 
 
 def play(domain: Tau2Domain, task: Task, actions: list[Action], final_text: str):
@@ -19,10 +20,21 @@ def play(domain: Tau2Domain, task: Task, actions: list[Action], final_text: str)
     for k, action in enumerate(actions):
         result = env.call(action.name, action.arguments, action.requestor)
         call_id = f"call_{k}"
-        messages.append({"role": action.requestor, "content": None, "tool_calls": [
-            {"id": call_id, "name": action.name, "arguments": action.arguments}]})
-        messages.append({"role": "tool", "tool_call_id": call_id, "content": result.content,
-                         "error": result.error})
+        messages.append(
+            {
+                "role": action.requestor,
+                "content": None,
+                "tool_calls": [{"id": call_id, "name": action.name, "arguments": action.arguments}],
+            }
+        )
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": call_id,
+                "content": result.content,
+                "error": result.error,
+            }
+        )
     messages.append({"role": "assistant", "content": final_text})
     return env, messages
 
@@ -51,13 +63,13 @@ def variants(domain: Tau2Domain, task: Task) -> dict[str, tuple[list[Action], st
     writes = [i for i, a in enumerate(gold) if probe.tool_type(a.name, a.requestor) == "write"]
     if writes:
         i = writes[-1]
-        out["drop_write"] = (gold[:i] + gold[i + 1:], told)
+        out["drop_write"] = (gold[:i] + gold[i + 1 :], told)
         j = writes[0]
         if gold[j].arguments:
             bad = copy.deepcopy(gold[j])
             key = sorted(bad.arguments)[-1]
             bad.arguments[key] = _wrong(bad.arguments[key])
-            out["wrong_arg"] = (gold[:j] + [bad] + gold[j + 1:], told)
+            out["wrong_arg"] = (gold[:j] + [bad] + gold[j + 1 :], told)
     if criteria.communicate_info:
         out["silent"] = (gold, "Done.")
     return out
@@ -65,8 +77,15 @@ def variants(domain: Tau2Domain, task: Task) -> dict[str, tuple[list[Action], st
 
 def tau2_reward(domain: Tau2Domain, task: Task, messages: list[dict[str, Any]]):
     """tau2's `evaluate_simulation` (EvaluationType.ALL) on our transcript."""
-    sim = SimulationRun(id="sim", task_id=task.id, start_time="", end_time="", duration=0.0,
-                        termination_reason=TerminationReason.AGENT_STOP,
-                        messages=to_tau2_messages(messages))
-    return evaluate_simulation(sim, to_tau2_task(task), EvaluationType.ALL, solo_mode=False,
-                               domain=domain.name)
+    sim = SimulationRun(
+        id="sim",
+        task_id=task.id,
+        start_time="",
+        end_time="",
+        duration=0.0,
+        termination_reason=TerminationReason.AGENT_STOP,
+        messages=to_tau2_messages(messages),
+    )
+    return evaluate_simulation(
+        sim, to_tau2_task(task), EvaluationType.ALL, solo_mode=False, domain=domain.name
+    )

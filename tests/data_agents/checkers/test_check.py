@@ -1,4 +1,5 @@
 """`check`: declarative criteria and the sandboxed code checker combined (a product)."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,10 @@ def test_code_checker_joins_the_product(retail):
 
 def test_errors_never_pass(retail):
     domain, task, runs = retail
-    hostile = _with(task, checker_source="import os\ndef check(a, b, t):\n"
-                                         "    os.system('id')\n    return True\n")
+    hostile = _with(
+        task,
+        checker_source="import os\ndef check(a, b, t):\n    os.system('id')\n    return True\n",
+    )
     v = check(domain, hostile, *runs["gold"], limits=LIMITS)
     assert v.status == "error" and v.reward == 0.0 and "os.system" in v.reason
     basis = task.evaluation_criteria.model_copy(update={"reward_basis": ["DB", "CODE"]})

@@ -1,4 +1,5 @@
 """The declarative checker against tau2-bench's own evaluator (the independent reference)."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,8 @@ import pytest
 pytest.importorskip("tau2")
 
 from data_agents.checkers.declarative import check_declarative, validate_transcript  # noqa: E402
-from data_agents.domains.tau2_adapter import Tau2Domain  # noqa: E402
 from data_agents.domains.task import Task  # noqa: E402
+from data_agents.domains.tau2_adapter import Tau2Domain  # noqa: E402
 
 from .tau2_trajectories import play, tau2_reward, variants  # noqa: E402
 
@@ -24,7 +25,9 @@ def _agree(domain, task):
         assert ours.status != "error", (task.id, name, ours.reason)
         assert ours.reward == ref.reward, (task.id, name, ours, ref.reward_breakdown)
         assert ours.components == {k.value: v for k, v in ref.reward_breakdown.items()}, (
-            task.id, name)
+            task.id,
+            name,
+        )
         if name == "gold":
             assert ours.reward == 1.0, (task.id, ours.reason)
         if domain.name != "telecom" and ref.db_check is not None:  # see declarative.py
@@ -75,22 +78,39 @@ def test_perturbations_are_caught():
     for name, (actions, text) in variants(domain, task).items():
         env, messages = play(domain, task, actions, text)
         got[name] = check_declarative(domain, task, env, messages)
-    assert got["gold"].status == "pass" and got["gold"].components == {"DB": 1.0,
-                                                                      "COMMUNICATE": 1.0}
+    assert got["gold"].status == "pass" and got["gold"].components == {
+        "DB": 1.0,
+        "COMMUNICATE": 1.0,
+    }
     assert got["drop_write"].status == "fail" and got["drop_write"].components["DB"] == 0.0
     assert got["wrong_arg"].status == "fail"
     assert "DB differs" in got["drop_write"].reason
 
 
 def test_action_and_communicate_rules():
-    task = Task.model_validate({
-        "id": "t", "user_scenario": {"instructions": "x"},
-        "evaluation_criteria": {
-            "actions": [{"action_id": "a", "name": "f", "arguments": {"x": 1, "y": 2},
-                         "compare_args": ["x"]}],
-            "communicate_info": ["Total 1000"], "reward_basis": ["ACTION", "COMMUNICATE"]}})
-    call = {"role": "assistant", "content": None,
-            "tool_calls": [{"id": "1", "name": "f", "arguments": {"x": 1, "y": 99}}]}
+    task = Task.model_validate(
+        {
+            "id": "t",
+            "user_scenario": {"instructions": "x"},
+            "evaluation_criteria": {
+                "actions": [
+                    {
+                        "action_id": "a",
+                        "name": "f",
+                        "arguments": {"x": 1, "y": 2},
+                        "compare_args": ["x"],
+                    }
+                ],
+                "communicate_info": ["Total 1000"],
+                "reward_basis": ["ACTION", "COMMUNICATE"],
+            },
+        }
+    )
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "1", "name": "f", "arguments": {"x": 1, "y": 99}}],
+    }
     said = {"role": "assistant", "content": "TOTAL 1,000 dollars"}  # commas are stripped
     v = check_declarative(None, task, None, [call, said])
     assert v.status == "pass", v
@@ -103,20 +123,29 @@ def test_action_and_communicate_rules():
 
 def test_nl_assertion_is_an_error_and_no_criteria_passes():
     base = {"id": "t", "user_scenario": {"instructions": "x"}}
-    task = Task.model_validate({**base, "evaluation_criteria": {
-        "nl_assertions": ["polite"], "reward_basis": ["NL_ASSERTION"]}})
+    task = Task.model_validate(
+        {
+            **base,
+            "evaluation_criteria": {"nl_assertions": ["polite"], "reward_basis": ["NL_ASSERTION"]},
+        }
+    )
     assert check_declarative(None, task, None, []).status == "error"
     assert check_declarative(None, Task.model_validate(base), None, []).status == "pass"
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ("nope", "must be a list"),
-    ([{"role": "robot", "content": "x"}], "role 'robot'"),
-    ([{"role": "assistant", "content": 3}], "content must be"),
-    ([{"role": "assistant", "tool_calls": [{"name": "f", "arguments": "x=1"}]}], "arguments"),
-    ([{"role": "tool", "content": "x", "tool_calls": [{"name": "f", "arguments": {}}]}],
-     "only assistant/user"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("nope", "must be a list"),
+        ([{"role": "robot", "content": "x"}], "role 'robot'"),
+        ([{"role": "assistant", "content": 3}], "content must be"),
+        ([{"role": "assistant", "tool_calls": [{"name": "f", "arguments": "x=1"}]}], "arguments"),
+        (
+            [{"role": "tool", "content": "x", "tool_calls": [{"name": "f", "arguments": {}}]}],
+            "only assistant/user",
+        ),
+    ],
+)
 def test_bad_transcripts_name_the_problem(bad, needle):
     with pytest.raises(ValueError, match=needle):
         validate_transcript(bad)

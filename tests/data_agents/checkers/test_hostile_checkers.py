@@ -3,6 +3,7 @@ unprivileged user, with the in-process audit hook on and with it removed outrigh
 copy below drops `sys.addaudithook`): the OS walls must hold alone. Every case asserts a non-pass
 verdict, host files/network/processes untouched, and no process of the sandbox's uid alive
 after the verdict."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from data_agents.checkers import bwrap, sandbox
 from data_agents.checkers.sandbox import SandboxLimits, run_code_checker
 from tests.data_agents.checkers.hostile_corpus import CORPUS
 
-LIMITS = SandboxLimits(cpu_s=1, wall_s=3.0, memory_bytes=256 << 20, file_bytes=4 << 20,
-                       output_bytes=64 << 10)
+LIMITS = SandboxLimits(
+    cpu_s=1, wall_s=3.0, memory_bytes=256 << 20, file_bytes=4 << 20, output_bytes=64 << 10
+)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(sandbox.__file__)))
 SECRET_ENV = "EIGEN_HOSTILE_SECRET"
 
@@ -59,8 +61,14 @@ def host(monkeypatch):
     os.mkdir(scratch_root)
     os.chmod(scratch_root, 0o777)
     monkeypatch.setattr(tempfile, "tempdir", scratch_root)
-    ctx = {"sentinel": sentinel, "pwned": os.path.join(base, "pwned"), "repo": REPO,
-           "port": listener.getsockname()[1], "host_pid": os.getpid(), "secret_env": SECRET_ENV}
+    ctx = {
+        "sentinel": sentinel,
+        "pwned": os.path.join(base, "pwned"),
+        "repo": REPO,
+        "port": listener.getsockname()[1],
+        "host_pid": os.getpid(),
+        "secret_env": SECRET_ENV,
+    }
     yield ctx, listener, scratch_root
     listener.close()
     shutil.rmtree(base, ignore_errors=True)
@@ -156,9 +164,11 @@ def test_honest_checker_passes_and_fails_in_both_identities(host, monkeypatch):
         if identity == "root" and os.geteuid() != 0:
             continue
         for want in (True, False):
-            source = (f"import json, datetime, zoneinfo\ndef check(a, b, t):\n"
-                      f"    open('scratch.txt', 'w').write(json.dumps(a['n']))\n"
-                      f"    return (sum(range(a['n'])) == 45) is {want}\n")
+            source = (
+                f"import json, datetime, zoneinfo\ndef check(a, b, t):\n"
+                f"    open('scratch.txt', 'w').write(json.dumps(a['n']))\n"
+                f"    return (sum(range(a['n'])) == 45) is {want}\n"
+            )
             verdict, _ = _run_as(identity, source, dict(ctx, n=10), monkeypatch)
             assert verdict["status"] == ("pass" if want else "fail"), (identity, verdict)
 
@@ -175,17 +185,34 @@ def test_missing_bubblewrap_fails_closed(monkeypatch):
 
 # Attacks that work on an unprotected host (checked as root, without any sandbox): the control
 # that shows the containment assertions above measure something.
-LIVE_WITHOUT_SANDBOX = ("read_etc_passwd", "read_host_file", "write_host_dir", "list_host_root",
-                        "symlink_to_root", "connect_loopback", "fork", "subprocess_shell",
-                        "ctypes_system", "environment_secret", "replace_os_exit")
-HARNESS = ("import json, sys\nsrc, ctx = json.load(sys.stdin)\nns = {}\nexec(src, ns)\n"
-           "print(json.dumps(ns['check'](ctx, {}, [])))\n")
+LIVE_WITHOUT_SANDBOX = (
+    "read_etc_passwd",
+    "read_host_file",
+    "write_host_dir",
+    "list_host_root",
+    "symlink_to_root",
+    "connect_loopback",
+    "fork",
+    "subprocess_shell",
+    "ctypes_system",
+    "environment_secret",
+    "replace_os_exit",
+)
+HARNESS = (
+    "import json, sys\nsrc, ctx = json.load(sys.stdin)\nns = {}\nexec(src, ns)\n"
+    "print(json.dumps(ns['check'](ctx, {}, [])))\n"
+)
 
 
 @pytest.mark.parametrize("case", LIVE_WITHOUT_SANDBOX)
 def test_attack_succeeds_without_the_sandbox(case, host):
     ctx, _, scratch_root = host
-    proc = subprocess.run([sys.executable, "-I", "-c", HARNESS], cwd=scratch_root, timeout=60,
-                          input=json.dumps([CORPUS[case][1], ctx]), capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", HARNESS],
+        cwd=scratch_root,
+        timeout=60,
+        input=json.dumps([CORPUS[case][1], ctx]),
+        capture_output=True,
+        text=True,
+    )
     assert proc.stdout.strip().splitlines()[-1] == "true", (proc.stdout, proc.stderr)

@@ -1,5 +1,6 @@
 """The seccomp programs' syscall numbers against the kernel's own uapi headers (where installed),
 and the programs' shape: every instruction 8 bytes, every jump inside the program."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,10 @@ import pytest
 
 from data_agents.checkers import seccomp
 
-HEADERS = {"x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
-           "aarch64": "/usr/include/asm-generic/unistd.h"}
+HEADERS = {
+    "x86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+    "aarch64": "/usr/include/asm-generic/unistd.h",
+}
 
 
 @pytest.mark.parametrize("arch", sorted(seccomp.SYSCALLS))
@@ -29,7 +32,7 @@ def test_syscall_numbers_match_kernel_headers(arch):
 def test_programs_are_well_formed(build):
     program = build()
     assert len(program) % 8 == 0
-    insns = [struct.unpack("=HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+    insns = [struct.unpack("=HBBI", program[i : i + 8]) for i in range(0, len(program), 8)]
     for index, (code, jt, jf, _) in enumerate(insns):
         if code & 0x07 == 0x05:  # BPF_JMP: both targets inside the program
             assert index + 1 + max(jt, jf) < len(insns)

@@ -1,4 +1,5 @@
 """Outfitter reference solver: agent + user reach the gold DB; the user copes with bad agents."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,9 +30,11 @@ def test_reference_dialogues_reach_the_gold_db(domain):
         record = run_reference_dialogue(domain, task)
         assert validate_messages(record["messages"]) == record["messages"]
         text = " ".join(m["content"] for m in record["messages"] if m["role"] == "assistant")
-        ok = (record["termination"] == "user_stop"
-              and record["final_env"].db_hash() == _gold_hash(domain, task)
-              and all(f in text for f in task.evaluation_criteria.communicate_info))
+        ok = (
+            record["termination"] == "user_stop"
+            and record["final_env"].db_hash() == _gold_hash(domain, task)
+            and all(f in text for f in task.evaluation_criteria.communicate_info)
+        )
         passed += ok
         if task.description["n_writes"] == 0:  # refusals / declines / transfers: no change
             refusal_only += 1
@@ -49,8 +52,9 @@ def test_dialogues_are_short_and_regular(domain):
 
 
 def test_agent_verifies_identity_before_anything_else(domain):
-    task = next(t for t in domain.tasks("test")
-                if not t.description["user_script"]["volunteer_identity"])
+    task = next(
+        t for t in domain.tasks("test") if not t.description["user_script"]["volunteer_identity"]
+    )
     messages = [{"role": "user", "content": ReferenceUser(task).first_message()}]
     reply = ReferenceAgent(domain).act(messages)
     assert "verify your identity" in reply["content"] and not reply.get("tool_calls")
@@ -76,13 +80,15 @@ def test_reference_user_ends_stuck_dialogues(domain, agent):
         record = run_reference_dialogue(domain, task, max_turns=60, agent=agent)
         assert record["termination"] == "user_stop"
         assert sum(m["role"] == "user" for m in record["messages"]) <= 4 + 3 * len(
-            task.description["user_script"]["requests"])
+            task.description["user_script"]["requests"]
+        )
         assert record["final_env"].db_hash() == domain.make_env(task).db_hash()
 
 
 def test_reference_user_follows_its_script(domain):
-    task = next(t for t in domain.tasks("test")
-                if len(t.description["user_script"]["requests"]) >= 2)
+    task = next(
+        t for t in domain.tasks("test") if len(t.description["user_script"]["requests"]) >= 2
+    )
     user, script = ReferenceUser(task), task.description["user_script"]
     first = user.first_message()
     assert first.endswith(script["requests"][0]["text"])
@@ -103,10 +109,15 @@ def test_reference_user_follows_its_script(domain):
 
 
 def test_request_parsing_ignores_distractor_sentences():
-    req = parse_request("Hi! By the way, my last rental R2001 went great. "
-                        "Please cancel my rental R3005.")
+    req = parse_request(
+        "Hi! By the way, my last rental R2001 went great. Please cancel my rental R3005."
+    )
     assert (req["kind"], req["rental_id"]) == ("cancel", "R3005")
     req = parse_request("Can I book the Sea Kayak Pro from 2025-06-20 until 2025-06-22?")
     assert (req["kind"], req["category"], req["start"], req["end"]) == (
-        "create", "kayak", "2025-06-20", "2025-06-22")
+        "create",
+        "kayak",
+        "2025-06-20",
+        "2025-06-22",
+    )
     assert parse_request("My kids love camping.") is None

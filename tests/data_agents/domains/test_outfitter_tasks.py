@@ -1,4 +1,5 @@
 """Outfitter task generator: determinism, disjoint splits, difficulty coverage, gold replay."""
+
 from __future__ import annotations
 
 import collections
@@ -30,8 +31,10 @@ def test_splits_are_deterministic_sized_and_disjoint(domain):
     again = load("outfitter", n_train=50, n_test=100)
     assert [t.to_json() for t in again.tasks("test")] == [t.to_json() for t in test]
     assert [t.to_json() for t in again.tasks("train")] == [t.to_json() for t in train[:50]]
-    sig = lambda t: (repr([r["text"] for r in t.description["user_script"]["requests"]]),
-                     repr(t.to_json()["evaluation_criteria"]["actions"]))
+    sig = lambda t: (
+        repr([r["text"] for r in t.description["user_script"]["requests"]]),
+        repr(t.to_json()["evaluation_criteria"]["actions"]),
+    )
     assert not {sig(t) for t in train} & {sig(t) for t in test}
     assert len({t.id for t in train + test}) == 500
     other_seed = load("outfitter", seed=1, n_train=0, n_test=5).tasks("test")
@@ -53,10 +56,23 @@ def test_difficulty_and_outcome_coverage(domain):
     assert writes[0] >= 20 and writes[1] > 0 and writes[2] > 0 and writes[3] > 0
     assert sum(n for k, n in writes.items() if k >= 4) > 0
     outcomes = collections.Counter(o for t in tasks for o in t.description["outcomes"])
-    for needed in ("cancel:active", "modify:active", "cancel:other_customer", "create:over_limit",
-                   "create:gold_only", "create:unavailable", "create:too_long",
-                   "redeem:no_points", "transfer:transfer", "cancel:decline", "create:write",
-                   "modify:write", "address:write", "card:write", "redeem:write"):
+    for needed in (
+        "cancel:active",
+        "modify:active",
+        "cancel:other_customer",
+        "create:over_limit",
+        "create:gold_only",
+        "create:unavailable",
+        "create:too_long",
+        "redeem:no_points",
+        "transfer:transfer",
+        "cancel:decline",
+        "create:write",
+        "modify:write",
+        "address:write",
+        "card:write",
+        "redeem:write",
+    ):
         assert outcomes[needed] > 0, needed
     assert any(t.evaluation_criteria.communicate_info for t in tasks)
     assert any(t.description["user_script"]["opening"].count("R") for t in tasks)  # distractor
@@ -67,11 +83,13 @@ def test_tasks_are_tau2_format(domain):
     for task in domain.tasks("test")[:20]:
         assert Task.model_validate(task.to_json()).to_json() == task.to_json()
         theirs = tau2_tasks.Task.model_validate(task.to_json())
-        assert [a.name for a in theirs.evaluation_criteria.actions] == \
-            [a.name for a in task.evaluation_criteria.actions]
+        assert [a.name for a in theirs.evaluation_criteria.actions] == [
+            a.name for a in task.evaluation_criteria.actions
+        ]
         basis = task.evaluation_criteria.reward_basis
-        assert basis == (["DB", "COMMUNICATE"] if task.evaluation_criteria.communicate_info
-                         else ["DB"])
+        assert basis == (
+            ["DB", "COMMUNICATE"] if task.evaluation_criteria.communicate_info else ["DB"]
+        )
 
 
 def test_gold_replay_changes_the_db_exactly_as_intended(domain):
@@ -86,8 +104,9 @@ def test_gold_replay_changes_the_db_exactly_as_intended(domain):
         after = _flat(env.db_state())
         actual = {k: v for k, v in after.items() if before.get(k) != v}
         assert set(before) <= set(after), task.id
-        expected = {k: v for k, v in task.description["expected_changes"].items()
-                    if before.get(k) != v}
+        expected = {
+            k: v for k, v in task.description["expected_changes"].items() if before.get(k) != v
+        }
         assert actual == expected, task.id
         assert (env.db_hash() != hash_before) == (task.description["n_writes"] > 0), task.id
 

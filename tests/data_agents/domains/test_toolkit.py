@@ -1,4 +1,5 @@
 """Toolkit: schemas from signatures, validation, error-as-result, private DBs, dual control."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -84,7 +85,11 @@ def test_schema_is_derived_from_signature_and_docstring():
     props = fn["parameters"]["properties"]
     assert set(props) == {"item_id", "qty", "due", "note"}  # the db parameter is hidden
     assert props["qty"] == {"type": "integer", "description": "How many units to add."}
-    assert props["due"] == {"type": "string", "format": "date", "description": "Delivery date, YYYY-MM-DD."}
+    assert props["due"] == {
+        "type": "string",
+        "format": "date",
+        "description": "Delivery date, YYYY-MM-DD.",
+    }
     assert props["note"]["default"] == ""
     assert sorted(fn["parameters"]["required"]) == ["due", "item_id", "qty"]
     assert fn["parameters"]["additionalProperties"] is False
@@ -116,14 +121,29 @@ def test_arguments_are_coerced_and_write_tools_change_the_private_db():
     assert [r.name for r in env.call_log] == ["restock"]
 
 
-@pytest.mark.parametrize("name,args,needle", [
-    ("restock", {"item_id": "I1", "due": "2025-07-01"}, "qty: Field required"),
-    ("restock", {"item_id": "I1", "qty": "many", "due": "2025-07-01"}, "qty: Input should be a valid integer"),
-    ("restock", {"item_id": "I1", "qty": 1, "due": "2025-07-01", "color": "red"}, "color: Extra inputs"),
-    ("get_item", {"item_id": "I9"}, "Error: item I9 not found"),
-    ("nope", {}, "unknown tool 'nope' for the assistant; known tools: broken, get_item, restock"),
-    ("broken", {}, "broken failed: ZeroDivisionError"),
-])
+@pytest.mark.parametrize(
+    "name,args,needle",
+    [
+        ("restock", {"item_id": "I1", "due": "2025-07-01"}, "qty: Field required"),
+        (
+            "restock",
+            {"item_id": "I1", "qty": "many", "due": "2025-07-01"},
+            "qty: Input should be a valid integer",
+        ),
+        (
+            "restock",
+            {"item_id": "I1", "qty": 1, "due": "2025-07-01", "color": "red"},
+            "color: Extra inputs",
+        ),
+        ("get_item", {"item_id": "I9"}, "Error: item I9 not found"),
+        (
+            "nope",
+            {},
+            "unknown tool 'nope' for the assistant; known tools: broken, get_item, restock",
+        ),
+        ("broken", {}, "broken failed: ZeroDivisionError"),
+    ],
+)
 def test_errors_are_results_with_a_clear_text(name, args, needle):
     env = _env()
     before = env.db_hash()
@@ -157,30 +177,57 @@ def test_dual_control_user_tools_act_on_the_user_db():
 
 def test_assertions_run_named_functions():
     env = _env()
-    assert env.run_assertion(EnvAssertion(env_type="assistant", func_name="has_qty",
-                                          arguments={"item_id": "I1", "qty": 2}))
-    assert env.run_assertion(EnvAssertion(env_type="assistant", func_name="has_qty",
-                                          arguments={"item_id": "I1", "qty": 5},
-                                          assert_value=False))
+    assert env.run_assertion(
+        EnvAssertion(
+            env_type="assistant", func_name="has_qty", arguments={"item_id": "I1", "qty": 2}
+        )
+    )
+    assert env.run_assertion(
+        EnvAssertion(
+            env_type="assistant",
+            func_name="has_qty",
+            arguments={"item_id": "I1", "qty": 5},
+            assert_value=False,
+        )
+    )
     with pytest.raises(ValueError, match="unknown assistant assertion 'missing'"):
         env.run_assertion(EnvAssertion(env_type="assistant", func_name="missing"))
 
 
 def test_initial_state_merges_data_and_runs_actions():
     env = _env()
-    env.apply_initial_state(InitialState(
-        initialization_data=InitializationData(agent_data={"items": {"I3": {"qty": 7}}}),
-        initialization_actions=[EnvFunctionCall(env_type="assistant", func_name="restock",
-                                                arguments={"item_id": "I2", "qty": 1,
-                                                           "due": "2025-02-03"})]))
+    env.apply_initial_state(
+        InitialState(
+            initialization_data=InitializationData(agent_data={"items": {"I3": {"qty": 7}}}),
+            initialization_actions=[
+                EnvFunctionCall(
+                    env_type="assistant",
+                    func_name="restock",
+                    arguments={"item_id": "I2", "qty": 1, "due": "2025-02-03"},
+                )
+            ],
+        )
+    )
     assert env.db.items["I3"].qty == 7 and env.db.items["I2"].qty == 1
     assert env.db.items["I1"].qty == 2 and env.call_log == []
     with pytest.raises(ValueError, match="agent_data does not fit"):
-        env.apply_initial_state(InitialState(initialization_data=InitializationData(
-            agent_data={"items": {"I4": {"qty": "lots"}}})))
+        env.apply_initial_state(
+            InitialState(
+                initialization_data=InitializationData(
+                    agent_data={"items": {"I4": {"qty": "lots"}}}
+                )
+            )
+        )
     with pytest.raises(ValueError, match="initialization action get_item failed"):
-        env.apply_initial_state(InitialState(initialization_actions=[EnvFunctionCall(
-            env_type="assistant", func_name="get_item", arguments={"item_id": "zz"})]))
+        env.apply_initial_state(
+            InitialState(
+                initialization_actions=[
+                    EnvFunctionCall(
+                        env_type="assistant", func_name="get_item", arguments={"item_id": "zz"}
+                    )
+                ]
+            )
+        )
 
 
 def test_make_tool_rejects_undescribable_functions():
@@ -193,8 +240,11 @@ def test_make_tool_rejects_undescribable_functions():
     def var_kw(db, **kw):
         """Doc."""
 
-    for f, msg in ((no_doc, "needs a docstring"), (no_hint, "needs a type hint"),
-                   (var_kw, r"\*args/\*\*kwargs")):
+    for f, msg in (
+        (no_doc, "needs a docstring"),
+        (no_hint, "needs a type hint"),
+        (var_kw, r"\*args/\*\*kwargs"),
+    ):
         with pytest.raises(ValueError, match=msg):
             make_tool(f)
     with pytest.raises(ValueError, match="tool kind"):
@@ -209,9 +259,12 @@ class AddressDB(pydantic.BaseModel):
 
 
 @tool(kind="write")
-def set_zip(db: AddressDB, customer_id: str,
-            zip: Annotated[str, pydantic.StringConstraints(pattern=r"^\d{5}$", max_length=5)],
-            note: Annotated[str, annotated_types.MaxLen(8)] = "") -> str:
+def set_zip(
+    db: AddressDB,
+    customer_id: str,
+    zip: Annotated[str, pydantic.StringConstraints(pattern=r"^\d{5}$", max_length=5)],
+    note: Annotated[str, annotated_types.MaxLen(8)] = "",
+) -> str:
     """Replace a customer's zip code.
 
     Args:
@@ -233,22 +286,32 @@ def test_annotated_constraints_reach_the_schema():
     """The constraints are in the schema, and an independent validator enforces them there."""
     jsonschema = pytest.importorskip("jsonschema")
     params = set_zip.schema()["function"]["parameters"]
-    assert params["properties"]["zip"] == {"type": "string", "pattern": r"^\d{5}$", "maxLength": 5,
-                                           "description": "5-digit zip code."}
+    assert params["properties"]["zip"] == {
+        "type": "string",
+        "pattern": r"^\d{5}$",
+        "maxLength": 5,
+        "description": "5-digit zip code.",
+    }
     assert params["properties"]["note"]["maxLength"] == 8
     jsonschema.validate({"customer_id": "C1", "zip": "84532"}, params)
-    for bad in ({"customer_id": "C1", "zip": "ABCDEFGH"}, {"customer_id": "C1", "zip": "8453"},
-                {"customer_id": "C1", "zip": "84532", "note": "x" * 9}):
+    for bad in (
+        {"customer_id": "C1", "zip": "ABCDEFGH"},
+        {"customer_id": "C1", "zip": "8453"},
+        {"customer_id": "C1", "zip": "84532", "note": "x" * 9},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, params)
 
 
-@pytest.mark.parametrize("args,needle", [
-    ({"zip": "ABCDEFGH"}, "zip: String should have at most 5 characters"),
-    ({"zip": "ABCDE"}, "zip: String should match pattern '^\\d{5}$'"),
-    ({"zip": "8453"}, "zip: String should match pattern"),
-    ({"zip": "84532", "note": "x" * 9}, "note: "),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ({"zip": "ABCDEFGH"}, "zip: String should have at most 5 characters"),
+        ({"zip": "ABCDE"}, "zip: String should match pattern '^\\d{5}$'"),
+        ({"zip": "8453"}, "zip: String should match pattern"),
+        ({"zip": "84532", "note": "x" * 9}, "note: "),
+    ],
+)
 def test_annotated_constraint_violation_is_a_tool_error_and_db_is_unchanged(args, needle):
     env = _address_env()
     before = env.db_state()
@@ -259,12 +322,15 @@ def test_annotated_constraint_violation_is_a_tool_error_and_db_is_unchanged(args
     assert env.db_state() == {"zips": {"C1": "84532"}}
 
 
-@pytest.mark.parametrize("name,args", [
-    ("get_item", {"item_id": "I" * 5_000_000}),  # echoed by the tool's own ToolError
-    ("restock", {"item_id": "I1", "qty": "9" * 5_000_000, "due": "2025-07-01"}),
-    ("n" * 5_000_000, {}),  # an unknown tool's name is echoed too
-    ("get_item", {"item_id": {"deep": ["x" * 5_000_000]}}),
-])
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("get_item", {"item_id": "I" * 5_000_000}),  # echoed by the tool's own ToolError
+        ("restock", {"item_id": "I1", "qty": "9" * 5_000_000, "due": "2025-07-01"}),
+        ("n" * 5_000_000, {}),  # an unknown tool's name is echoed too
+        ("get_item", {"item_id": {"deep": ["x" * 5_000_000]}}),
+    ],
+)
 def test_huge_arguments_are_not_echoed_whole_in_error_texts(name, args):
     result = _env().call(name, args)
     assert result.error and len(result.content) <= 2_100, len(result.content)

@@ -1,4 +1,5 @@
 """Fixtures for the LLM client tests: fake servers (per test) and the real sglang-jax server."""
+
 from __future__ import annotations
 
 import pytest

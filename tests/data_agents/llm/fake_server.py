@@ -5,6 +5,7 @@ servers' wire format, records every request, tracks how many were in flight at o
 told to answer the next requests on a path with a given status, a delay, or a dropped
 connection — the failure modes the client must survive.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,8 +29,13 @@ def default_generate(request: dict) -> dict:
     """Deterministic sglang-shaped answer: output ids are the prompt length + 1..3."""
     n_prompt = len(request.get("input_ids") or request.get("text", "").split())
     ids = [n_prompt + k for k in (1, 2, 3)]
-    meta = {"id": "fake", "finish_reason": {"type": "length", "length": 3},
-            "prompt_tokens": n_prompt, "completion_tokens": 3, "cached_tokens": 0}
+    meta = {
+        "id": "fake",
+        "finish_reason": {"type": "length", "length": 3},
+        "prompt_tokens": n_prompt,
+        "completion_tokens": 3,
+        "cached_tokens": 0,
+    }
     if request.get("return_logprob"):
         meta["output_token_logprobs"] = [[-0.5 * k, t, None] for k, t in enumerate(ids, 1)]
     return {"text": " ".join(f"t{t}" for t in ids), "output_ids": ids, "meta_info": meta}
@@ -40,15 +46,33 @@ def default_chat(request: dict) -> dict:
     finish = "stop"
     if request.get("tools"):
         name = request["tools"][0]["function"]["name"]
-        message = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_0", "type": "function",
-             "function": {"name": name, "arguments": json.dumps({"echo": len(request["messages"])})}}]}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "arguments": json.dumps({"echo": len(request["messages"])}),
+                    },
+                }
+            ],
+        }
         finish = "tool_calls"
-    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
-            "model": request.get("model", "fake"),
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 7 * len(request["messages"]), "completion_tokens": 2,
-                      "total_tokens": 7 * len(request["messages"]) + 2}}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": request.get("model", "fake"),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": 7 * len(request["messages"]),
+            "completion_tokens": 2,
+            "total_tokens": 7 * len(request["messages"]) + 2,
+        },
+    }
 
 
 class FakeServer:
@@ -82,9 +106,13 @@ class FakeServer:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    payload = reply.body if reply.body is not None else fake.default(self.path, body)
+                    payload = (
+                        reply.body if reply.body is not None else fake.default(self.path, body)
+                    )
                     status = reply.status if payload is not None else 404
-                    payload = payload if payload is not None else {"detail": f"no route {self.path}"}
+                    payload = (
+                        payload if payload is not None else {"detail": f"no route {self.path}"}
+                    )
                     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                     self.send_response(status)
                     self.send_header("content-type", "application/json")

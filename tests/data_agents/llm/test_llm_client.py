@@ -1,4 +1,5 @@
 """LLMClient against a scripted fake server: parsing, retries, timeouts, 4xx, concurrency, balancing."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,16 +33,23 @@ def _closed_port_url() -> str:
 def test_generate_sends_native_payload_and_counts_tokens(fake_server):
     async def go():
         async with LLMClient(fake_server.url) as llm:
-            out = await llm.generate(input_ids=[4, 5, 6, 7], return_logprob=True,
-                                     sampling_params={"max_new_tokens": 3, "temperature": 0.0},
-                                     logprob_start_len=0)
+            out = await llm.generate(
+                input_ids=[4, 5, 6, 7],
+                return_logprob=True,
+                sampling_params={"max_new_tokens": 3, "temperature": 0.0},
+                logprob_start_len=0,
+            )
             return out, llm.usage
 
     out, usage = run(go())
     method, path, body = fake_server.requests[-1]
     assert (method, path) == ("POST", "/generate")
-    assert body == {"input_ids": [4, 5, 6, 7], "return_logprob": True, "logprob_start_len": 0,
-                    "sampling_params": {"max_new_tokens": 3, "temperature": 0.0}}
+    assert body == {
+        "input_ids": [4, 5, 6, 7],
+        "return_logprob": True,
+        "logprob_start_len": 0,
+        "sampling_params": {"max_new_tokens": 3, "temperature": 0.0},
+    }
     assert out.output_ids == [5, 6, 7]
     assert out.output_logprobs == [-0.5, -1.0, -1.5]
     assert out.finish_reason == "length"
@@ -168,9 +176,16 @@ def test_semaphore_bounds_requests_in_flight(fake_server):
 
 
 def test_chat_sends_tools_and_parses_tool_calls(fake_server):
-    tools = [{"type": "function", "function": {
-        "name": "get_order", "description": "Look up an order",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_order",
+                "description": "Look up an order",
+                "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            },
+        }
+    ]
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "order?"}]
 
     async def go():
@@ -180,8 +195,13 @@ def test_chat_sends_tools_and_parses_tool_calls(fake_server):
     completion, llm = run(go())
     method, path, body = fake_server.requests[-1]
     assert (method, path) == ("POST", "/v1/chat/completions")
-    assert body == {"model": "agent", "messages": messages, "tools": tools,
-                    "tool_choice": "auto", "temperature": 0.0}
+    assert body == {
+        "model": "agent",
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": "auto",
+        "temperature": 0.0,
+    }
     call = completion.choices[0].message.tool_calls[0]
     assert call.function.name == "get_order" and call.function.arguments == '{"echo": 2}'
     assert (llm.usage.prompt_tokens, llm.usage.completion_tokens) == (14, 2)
@@ -199,12 +219,15 @@ def test_health_and_model_info(fake_server):
     assert info["model_path"] == "fake/model"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(), "exactly one of text= or input_ids="),
-    (dict(text="a", input_ids=[1]), "exactly one of text= or input_ids="),
-    (dict(input_ids=[]), "non-empty sequence"),
-    (dict(input_ids=[1, -2]), "non-negative ints"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(), "exactly one of text= or input_ids="),
+        (dict(text="a", input_ids=[1]), "exactly one of text= or input_ids="),
+        (dict(input_ids=[]), "non-empty sequence"),
+        (dict(input_ids=[1, -2]), "non-negative ints"),
+    ],
+)
 def test_generate_rejects_bad_prompts(fake_server, kwargs, message):
     async def go():
         async with LLMClient(fake_server.url) as llm:
@@ -240,8 +263,10 @@ def test_timeout_bounds_the_whole_attempt_not_each_read():
         conn, _ = listener.accept()
         conn.recv(65536)
         body = b'{"text": "' + b"x" * 25 + b'"}'
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
         try:
             for byte in body:
                 conn.sendall(bytes([byte]))

@@ -1,4 +1,5 @@
 """The on-disk response cache: keys, hits through the client, re-runs, concurrent writers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,9 @@ def test_key_is_canonical_and_sensitive():
     b = cache_key("/generate", {"sampling_params": {"n": 1, "t": 0}, "text": "hi"})
     assert a == b  # key order does not matter
     assert a != cache_key("/generate", {"text": "hi", "sampling_params": {"t": 0, "n": 2}})
-    assert a != cache_key("/v1/chat/completions", {"text": "hi", "sampling_params": {"t": 0, "n": 1}})
+    assert a != cache_key(
+        "/v1/chat/completions", {"text": "hi", "sampling_params": {"t": 0, "n": 1}}
+    )
     assert a != cache_key("/generate", {"text": "hi", "sampling_params": {"t": 0, "n": 1}}, "m2")
 
 
@@ -55,7 +58,9 @@ def test_client_cache_hits_skip_the_network_and_survive_a_rerun(fake_server, tmp
             b = await llm.generate("one two", sampling_params={"max_new_tokens": 3})
             c = await llm.generate("one two", sampling_params={"max_new_tokens": 4})
             d = await llm.generate("one two", sampling_params={"max_new_tokens": 3}, cache_tag="s1")
-            e = await llm.generate("one two", sampling_params={"max_new_tokens": 3}, use_cache=False)
+            e = await llm.generate(
+                "one two", sampling_params={"max_new_tokens": 3}, use_cache=False
+            )
             return (a, b, c, d, e), llm.usage, llm.cached_usage
 
     (a, b, *_), usage, cached = asyncio.run(first_run())

@@ -1,4 +1,5 @@
 """Balancing across servers and skipping / re-probing unhealthy ones."""
+
 from __future__ import annotations
 
 import asyncio
@@ -97,8 +98,13 @@ def test_cooldown_doubles_on_failed_probes_with_fake_clock():
         return False
 
     async def go():
-        pool = ServerPool(["http://a:1", "http://b:1"], probe=probe, cooldown_s=1.0,
-                          max_cooldown_s=3.0, clock=lambda: now[0])
+        pool = ServerPool(
+            ["http://a:1", "http://b:1"],
+            probe=probe,
+            cooldown_s=1.0,
+            max_cooldown_s=3.0,
+            clock=lambda: now[0],
+        )
         pool.release(await pool.acquire(), ok=False)  # a fails at t=0 → back at t=1
         history = []
         for t in (0.5, 1.0, 3.0, 5.0, 8.0):

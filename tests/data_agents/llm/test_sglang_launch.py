@@ -1,4 +1,5 @@
 """The sglang-jax launch line the fixture and the benchmark build (no server needed)."""
+
 from __future__ import annotations
 
 import pathlib
@@ -29,18 +30,23 @@ def test_default_launch_is_the_documented_cpu_launch():
     flags = _flags(cmd)
     assert flags["--port"] == ["31234"] and flags["--model-path"] == ["/m"]
     assert flags["--device"] == ["cpu"] and flags["--attention-backend"] == ["native"]
-    assert flags["--disable-precompile"] == []          # a bare switch
+    assert flags["--disable-precompile"] == []  # a bare switch
     assert flags["--tool-call-parser"] == ["qwen25"]
-    assert len(flags) == len(TEST_FLAGS) + 3            # + host, port, model path
+    assert len(flags) == len(TEST_FLAGS) + 3  # + host, port, model path
 
 
 def test_overrides_replace_drop_and_extend_flags():
-    cmd = launch_command(pathlib.Path("py"), pathlib.Path("/m"), 1, {
-        "--disable-precompile": None,                    # dropped
-        "--max-total-tokens": 16384,                     # replaced
-        "--precompile-bs-paddings": [1, 2, 4],           # several values
-        "--context-length": 4096,                        # added
-    })
+    cmd = launch_command(
+        pathlib.Path("py"),
+        pathlib.Path("/m"),
+        1,
+        {
+            "--disable-precompile": None,  # dropped
+            "--max-total-tokens": 16384,  # replaced
+            "--precompile-bs-paddings": [1, 2, 4],  # several values
+            "--context-length": 4096,  # added
+        },
+    )
     flags = _flags(cmd)
     assert "--disable-precompile" not in flags
     assert flags["--max-total-tokens"] == ["16384"]

@@ -3,6 +3,7 @@
 References are independent of the server: token counts come from the HF tokenizer and its chat
 template, logprobs from transformers' Qwen3ForCausalLM on the same checkpoint.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,10 +15,20 @@ from data_agents.llm import LLMClient
 
 pytestmark = pytest.mark.server
 
-TOOLS = [{"type": "function", "function": {
-    "name": "cancel_order", "description": "Cancel a pending order.",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
-                   "required": ["order_id"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "cancel_order",
+            "description": "Cancel a pending order.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+            },
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +74,18 @@ def test_generate_text_matches_local_tokenizer(sglang_server, tokenizer):
 
     async def go():
         async with LLMClient(sglang_server.url) as llm:
-            return await llm.generate(text, sampling_params={"max_new_tokens": 6,
-                                                             "temperature": 0.0}), llm.usage
+            return await llm.generate(
+                text, sampling_params={"max_new_tokens": 6, "temperature": 0.0}
+            ), llm.usage
 
     out, usage = run(go())
     assert out.prompt_tokens == len(tokenizer(text).input_ids)
     assert 1 <= out.completion_tokens == len(out.output_ids) <= 6
     assert out.text == tokenizer.decode(out.output_ids, skip_special_tokens=True)
-    assert (usage.prompt_tokens, usage.completion_tokens) == (out.prompt_tokens, out.completion_tokens)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        out.prompt_tokens,
+        out.completion_tokens,
+    )
 
 
 def test_generate_ids_logprobs_match_transformers(sglang_server, tokenizer, reference_logprobs):
@@ -79,8 +94,11 @@ def test_generate_ids_logprobs_match_transformers(sglang_server, tokenizer, refe
     async def go():
         async with LLMClient(sglang_server.url) as llm:
             return await llm.generate(
-                input_ids=prompt, return_logprob=True, logprob_start_len=0,
-                sampling_params={"max_new_tokens": 8, "temperature": 0.0, "ignore_eos": True})
+                input_ids=prompt,
+                return_logprob=True,
+                logprob_start_len=0,
+                sampling_params={"max_new_tokens": 8, "temperature": 0.0, "ignore_eos": True},
+            )
 
     out = run(go())
     assert len(out.output_ids) == 8 and out.finish_reason == "length"
@@ -98,22 +116,35 @@ def test_generate_ids_logprobs_match_transformers(sglang_server, tokenizer, refe
 
 
 def test_chat_with_tools_uses_the_chat_template(sglang_server, tokenizer):
-    messages = [{"role": "system", "content": "You are a helpful customer service agent."},
-                {"role": "user", "content": "Please cancel order #W123."}]
+    messages = [
+        {"role": "system", "content": "You are a helpful customer service agent."},
+        {"role": "user", "content": "Please cancel order #W123."},
+    ]
 
     async def go():
         async with LLMClient(sglang_server.url) as llm:
-            return await llm.chat(messages, tools=TOOLS, tool_choice="auto",
-                                  max_tokens=5, temperature=0.0)
+            return await llm.chat(
+                messages, tools=TOOLS, tool_choice="auto", max_tokens=5, temperature=0.0
+            )
 
     completion = run(go())
     # The server validates tools into its pydantic Tool model before rendering, which adds
     # `"strict": false` and orders the function's fields; render the same JSON locally.
-    served_tools = [{"type": "function", "function": {
-        "description": t["function"]["description"], "name": t["function"]["name"],
-        "parameters": t["function"]["parameters"], "strict": False}} for t in TOOLS]
-    want_prompt = tokenizer.apply_chat_template(messages, tools=served_tools, add_generation_prompt=True,
-                                                tokenize=True, return_dict=True)["input_ids"]
+    served_tools = [
+        {
+            "type": "function",
+            "function": {
+                "description": t["function"]["description"],
+                "name": t["function"]["name"],
+                "parameters": t["function"]["parameters"],
+                "strict": False,
+            },
+        }
+        for t in TOOLS
+    ]
+    want_prompt = tokenizer.apply_chat_template(
+        messages, tools=served_tools, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     assert completion.usage.prompt_tokens == len(want_prompt)
     assert 1 <= completion.usage.completion_tokens <= 5
     choice = completion.choices[0]

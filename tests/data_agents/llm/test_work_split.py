@@ -1,4 +1,5 @@
 """Sharding work by index across workers: a partition, balanced, validated."""
+
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ metadata comes from the folder (README.md, CITATIONS.bib, TAGS.txt with tfds' va
 building the folder's `dummy_data/` with the documented command gives the expected split sizes
 (rejected and duplicate journal records left out), each example decoding to its journal record.
 """
+
 import json
 import subprocess
 import sys
@@ -22,8 +23,14 @@ SPLITS = {"train": 2, "test": 1}  # DatasetBuilderTestCase.SPLITS for dummy_data
 
 
 def test_folder_has_what_tfds_new_lays_out():
-    for name in ("__init__.py", "README.md", "CITATIONS.bib", "TAGS.txt", "checksums.tsv",
-                 "eigen_dialogues_dataset_builder.py"):
+    for name in (
+        "__init__.py",
+        "README.md",
+        "CITATIONS.bib",
+        "TAGS.txt",
+        "checksums.tsv",
+        "eigen_dialogues_dataset_builder.py",
+    ):
         assert (FOLDER / name).is_file(), name
     assert sorted(p.suffix for p in (FOLDER / "dummy_data").iterdir()) == [".jsonl", ".jsonl"]
 
@@ -43,9 +50,19 @@ def test_registered_and_metadata_from_the_folder():
 def built(tmp_path_factory):
     """The builder docstring's command on dummy_data/ (tfds build's flags, no TensorFlow)."""
     out = tmp_path_factory.mktemp("tfds")
-    cmd = [sys.executable, "-m", "data_agents.tfds", "build", str(FOLDER),
-           "--manual_dir", str(FOLDER / "dummy_data"), "--data_dir", str(out),
-           "--file_format", "array_record"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_agents.tfds",
+        "build",
+        str(FOLDER),
+        "--manual_dir",
+        str(FOLDER / "dummy_data"),
+        "--data_dir",
+        str(out),
+        "--file_format",
+        "array_record",
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return out
@@ -74,5 +91,6 @@ def test_examples_are_the_accepted_journal_records(built):
         for key, r in want.items():
             expected = record_to_example(r)
             assert got[key]["task_json"].decode() == expected["task_json"]
-            assert [m.decode() for m in got[key]["messages"]["content"]] == \
-                [m["content"] for m in expected["messages"]]
+            assert [m.decode() for m in got[key]["messages"]["content"]] == [
+                m["content"] for m in expected["messages"]
+            ]

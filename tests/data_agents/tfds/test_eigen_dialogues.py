@@ -1,5 +1,4 @@
 """Publishing journals as TFDS array_record shards and reading them back with identical content."""
-import json
 
 import tensorflow_datasets as tfds
 
@@ -63,7 +62,8 @@ def test_republish_builds_a_new_version_only_when_the_journals_changed(tmp_path)
     assert str(second.version) == "1.0.1" and second.info.splits["train"].num_examples == 5
     newest = dialogue_source(str(data), "train")
     assert sorted(example_to_dialogue(ex)["key"] for ex in newest) == sorted(
-        make_record(i).key for i in range(5))
+        make_record(i).key for i in range(5)
+    )
     old = dialogue_source(str(data), "train", "eigen_dialogues/default:1.0.0")
     assert len(old) == 3  # the earlier version stays readable
     assert str(build_dataset(jdir, data).version) == "1.0.1"

@@ -1,4 +1,5 @@
 """Chat-layer fixtures: the real Qwen3 template (from npm) and a tiny tokenizer trained here."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """ChatTemplate against transformers' own apply_chat_template (the independent reference)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,13 +14,29 @@ from . import dialogues
 def test_render_equals_transformers(fixture, request):
     chat = request.getfixturevalue(fixture)
     msgs = dialogues.dialogue()
-    hf_msgs = [dict(m, tool_calls=[{"id": c["id"], "type": "function",
-                                    "function": {"name": c["name"], "arguments": c["arguments"]}}
-                                   for c in m["tool_calls"]]) if "tool_calls" in m else m for m in msgs]
+    hf_msgs = [
+        dict(
+            m,
+            tool_calls=[
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c["arguments"]},
+                }
+                for c in m["tool_calls"]
+            ],
+        )
+        if "tool_calls" in m
+        else m
+        for m in msgs
+    ]
     for gen in (False, True):
-        ref = chat.tokenizer.apply_chat_template(hf_msgs, tools=dialogues.TOOLS, tokenize=False,
-                                                 add_generation_prompt=gen)
-        assert chat.render(msgs, dialogues.TOOLS, gen) == chat.tokenizer.encode(ref, add_special_tokens=False)
+        ref = chat.tokenizer.apply_chat_template(
+            hf_msgs, tools=dialogues.TOOLS, tokenize=False, add_generation_prompt=gen
+        )
+        assert chat.render(msgs, dialogues.TOOLS, gen) == chat.tokenizer.encode(
+            ref, add_special_tokens=False
+        )
 
 
 def test_qwen3_stop_ids_and_end_of_turn(qwen3_chat):

@@ -1,4 +1,5 @@
 """Conversation: masks vs independent reconstructions, incremental == full render where stable."""
+
 from __future__ import annotations
 
 import itertools
@@ -31,16 +32,22 @@ def test_qwen3_assistant_mask_round_trips_the_dialogue(qwen3_chat):
     assert len(spans) == len(_assistants(msgs))
     for (s, e), msg in zip(spans, _assistants(msgs)):
         # independent reconstruction: Qwen3 turn = empty think block + Hermes body + <|im_end|>
-        assert qwen3_chat.decode(tokens[s:e]) == QWEN_EMPTY_THINK + dialogues.hermes_text(msg) + "<|im_end|>"
+        assert (
+            qwen3_chat.decode(tokens[s:e])
+            == QWEN_EMPTY_THINK + dialogues.hermes_text(msg) + "<|im_end|>"
+        )
         assert tokens[e - 1] == qwen3_chat.end_of_turn_id
-        assert qwen3_chat.decode(tokens[s - 3:s]) == "<|im_start|>assistant\n"  # prompt is not masked
+        assert (
+            qwen3_chat.decode(tokens[s - 3 : s]) == "<|im_start|>assistant\n"
+        )  # prompt is not masked
         parsed = qwen3_chat.parse(tokens[s:e])
         assert parsed.content == msg["content"] and parsed.errors == ()
-        assert [(c.name, c.arguments) for c in parsed.tool_calls] == \
-            [(c["name"], c["arguments"]) for c in msg.get("tool_calls", [])]
+        assert [(c.name, c.arguments) for c in parsed.tool_calls] == [
+            (c["name"], c["arguments"]) for c in msg.get("tool_calls", [])
+        ]
     # the turn table agrees with the mask
     for turn in conv.turns:
-        assert mask[turn.start:turn.end].any() == (turn.role == "assistant")
+        assert mask[turn.start : turn.end].any() == (turn.role == "assistant")
     assert conv.messages == msgs
 
 
@@ -86,7 +93,9 @@ def test_qwen3_rollout_keeps_generated_ids_verbatim(qwen3_chat):
     chat = qwen3_chat
     conv = Conversation.start(chat, dialogues.dialogue()[:2], dialogues.TOOLS)
     prompt = conv.generation_prompt()
-    assert prompt == chat.render(dialogues.dialogue()[:2], dialogues.TOOLS, add_generation_prompt=True)
+    assert prompt == chat.render(
+        dialogues.dialogue()[:2], dialogues.TOOLS, add_generation_prompt=True
+    )
     text = QWEN_EMPTY_THINK + dialogues.hermes_text(dialogues.DIALOGUE[2])
     # a non-canonical tokenisation (one token per character run) must be stored as sampled
     generated = [i for piece in text.split(" ") for i in chat.encode(piece + " ")][:-1]
@@ -96,20 +105,31 @@ def test_qwen3_rollout_keeps_generated_ids_verbatim(qwen3_chat):
     assert conv.tokens == prompt + generated
     assert conv.assistant_mask().sum() == len(generated)
     assert [c.id for c in parsed.tool_calls] == ["call_2_0", "call_2_1"]
-    results = [{"role": "tool", "tool_call_id": c.id, "content": f"result {k}"}
-               for k, c in enumerate(parsed.tool_calls)]
+    results = [
+        {"role": "tool", "tool_call_id": c.id, "content": f"result {k}"}
+        for k, c in enumerate(parsed.tool_calls)
+    ]
     conv.append_messages(results)
-    tail = chat.decode(conv.tokens[len(prompt) + len(generated):])
-    assert tail == ("\n<|im_start|>user\n<tool_response>\nresult 0\n</tool_response>\n"
-                    "<tool_response>\nresult 1\n</tool_response><|im_end|>\n")
-    assert chat.decode(conv.generation_prompt()[len(conv):]) == "<|im_start|>assistant\n"
+    tail = chat.decode(conv.tokens[len(prompt) + len(generated) :])
+    assert tail == (
+        "\n<|im_start|>user\n<tool_response>\nresult 0\n</tool_response>\n"
+        "<tool_response>\nresult 1\n</tool_response><|im_end|>\n"
+    )
+    assert chat.decode(conv.generation_prompt()[len(conv) :]) == "<|im_start|>assistant\n"
     # a malformed call is a parse error value, and the rollout can report it back
     bad = chat.encode("<tool_call>\n{\"name\": \"update_address\", \"arguments\": {\n</tool_call>")
     parsed = conv.append_generated(bad + [chat.end_of_turn_id])
     assert parsed.tool_calls == () and "invalid JSON" in parsed.errors[0].reason
     conv.append_message({"role": "user", "content": parsed.errors[0].to_tool_message()})
-    assert [m["role"] for m in conv.messages] == ["system", "user", "assistant", "tool", "tool",
-                                                  "assistant", "user"]
+    assert [m["role"] for m in conv.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+        "user",
+    ]
 
 
 def _tiny_rollout(chat, msgs):
@@ -120,7 +140,9 @@ def _tiny_rollout(chat, msgs):
     while i < len(msgs):
         if msgs[i]["role"] == "assistant":
             conv.generation_prompt()
-            conv.append_generated(chat.encode(dialogues.hermes_text(msgs[i])) + [chat.end_of_turn_id])
+            conv.append_generated(
+                chat.encode(dialogues.hermes_text(msgs[i])) + [chat.end_of_turn_id]
+            )
             i += 1
         else:
             j = i
@@ -145,8 +167,10 @@ def test_tiny_incremental_equals_full_render(tiny_chat):
         assert tiny_chat.decode(full[s:e]) == dialogues.hermes_text(msg) + "<|im_end|>"
     # rollout messages carry generated call ids; everything else round-trips
     strip = [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")} for m in msgs]
-    assert [{k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")}
-            for m in rollout.messages] == strip
+    assert [
+        {k: v for k, v in m.items() if k not in ("tool_calls", "tool_call_id")}
+        for m in rollout.messages
+    ] == strip
 
 
 def test_tiny_turns_tile_the_sequence(tiny_chat):
@@ -160,7 +184,7 @@ def test_tiny_turns_tile_the_sequence(tiny_chat):
         if t.role == "assistant":
             assert conv.tokens[t.end - 1] == eot
         else:
-            assert conv.tokens[t.end - 2:t.end] == [eot] + tiny_chat.encode("\n")
+            assert conv.tokens[t.end - 2 : t.end] == [eot] + tiny_chat.encode("\n")
 
 
 def test_truncated_turn_and_bad_ids_are_refused(tiny_chat):
@@ -172,7 +196,9 @@ def test_truncated_turn_and_bad_ids_are_refused(tiny_chat):
     with pytest.raises(ConversationError, match="must be integers"):
         conv.append_generated([3.5, 2.0])
     assert len(conv) == len(conv.origins) and conv.messages == dialogues.dialogue()[:2]  # untouched
-    parsed = conv.append_generated(tiny_chat.encode("<tool_call>\n{\"name\": \"a\""))  # max tokens hit
+    parsed = conv.append_generated(
+        tiny_chat.encode("<tool_call>\n{\"name\": \"a\"")
+    )  # max tokens hit
     assert "unterminated" in parsed.errors[0].reason
     with pytest.raises(ConversationError, match="cut off"):
         conv.append_message({"role": "user", "content": "?"})
@@ -186,18 +212,21 @@ def test_qwen3_reasoning_and_non_thinking_mode(qwen3_chat):
     msgs = dialogues.dialogue()[:3]
     msgs[2]["reasoning_content"] = "Two ids given, look both up."
     conv = render_dialogue(qwen3_chat, msgs, dialogues.TOOLS)
-    (s, e), = _spans(conv.assistant_mask())
+    ((s, e),) = _spans(conv.assistant_mask())
     body = dialogues.hermes_text(msgs[2])
-    assert qwen3_chat.decode(conv.tokens[s:e]) == f"<think>\n{msgs[2]['reasoning_content']}\n</think>\n\n{body}<|im_end|>"
+    assert (
+        qwen3_chat.decode(conv.tokens[s:e])
+        == f"<think>\n{msgs[2]['reasoning_content']}\n</think>\n\n{body}<|im_end|>"
+    )
     assert qwen3_chat.parse(conv.tokens[s:e]).reasoning == msgs[2]["reasoning_content"]
     assert conv.tokens == qwen3_chat.render(msgs, dialogues.TOOLS)[:-1]
     # enable_thinking=False: the template pre-fills the empty think block, so it is prompt, not policy
     plain = ChatTemplate(qwen3_chat.tokenizer, template_kwargs={"enable_thinking": False})
     msgs = dialogues.dialogue()[:3]
     conv = render_dialogue(plain, msgs, dialogues.TOOLS)
-    (s, e), = _spans(conv.assistant_mask())
+    ((s, e),) = _spans(conv.assistant_mask())
     assert plain.decode(conv.tokens[s:e]) == dialogues.hermes_text(msgs[2]) + "<|im_end|>"
-    assert plain.decode(conv.tokens[s - 8:s]).endswith("assistant\n" + QWEN_EMPTY_THINK)
+    assert plain.decode(conv.tokens[s - 8 : s]).endswith("assistant\n" + QWEN_EMPTY_THINK)
     assert conv.tokens == plain.render(msgs, dialogues.TOOLS)[:-1]
 
 

@@ -1,10 +1,16 @@
 """Tiny BPE tokenizer: exact vocab size, fixed special ids, lossless, loadable by AutoTokenizer."""
+
 from __future__ import annotations
 
 import pytest
 from transformers import AutoTokenizer
 
-from eigen_jax.chat.tiny_tokenizer import SPECIAL_TOKENS, TOOL_TOKENS, min_vocab_size, train_tiny_tokenizer
+from eigen_jax.chat.tiny_tokenizer import (
+    SPECIAL_TOKENS,
+    TOOL_TOKENS,
+    min_vocab_size,
+    train_tiny_tokenizer,
+)
 
 from . import dialogues
 

@@ -1,4 +1,5 @@
 """Tool-call parsers: valid, several, malformed, missing name, Llama 3.1 JSON; never raise."""
+
 from __future__ import annotations
 
 import json
@@ -20,15 +21,22 @@ def test_hermes_single_call_and_content():
 
 
 def test_hermes_several_calls_keep_order_and_arguments():
-    calls = [{"name": "a", "arguments": {"x": [1, 2], "y": {"z": None}}},
-             {"name": "b", "arguments": {}}, {"name": "a", "arguments": {"x": "é"}}]
+    calls = [
+        {"name": "a", "arguments": {"x": [1, 2], "y": {"z": None}}},
+        {"name": "b", "arguments": {}},
+        {"name": "a", "arguments": {"x": "é"}},
+    ]
     out = tp.parse_hermes("".join(_block(c) for c in calls))
-    assert [(c.name, c.arguments) for c in out.tool_calls] == [(c["name"], c["arguments"]) for c in calls]
+    assert [(c.name, c.arguments) for c in out.tool_calls] == [
+        (c["name"], c["arguments"]) for c in calls
+    ]
     assert out.content == ""
 
 
 def test_hermes_malformed_json_is_an_error_value_and_good_calls_survive():
-    text = "<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}\n</tool_call>" + _block({"name": "b"})
+    text = "<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}\n</tool_call>" + _block(
+        {"name": "b"}
+    )
     out = tp.parse_hermes(text)
     assert [c.name for c in out.tool_calls] == ["b"]
     assert len(out.errors) == 1 and "invalid JSON" in out.errors[0].reason
@@ -36,13 +44,16 @@ def test_hermes_malformed_json_is_an_error_value_and_good_calls_survive():
     assert "invalid JSON" in out.errors[0].to_tool_message()
 
 
-@pytest.mark.parametrize("obj,reason", [
-    ({"arguments": {"x": 1}}, "missing or empty 'name'"),
-    ({"name": "  ", "arguments": {}}, "missing or empty 'name'"),
-    ({"name": 3, "arguments": {}}, "missing or empty 'name'"),
-    ({"name": "a", "arguments": [1]}, "must be a JSON object"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "obj,reason",
+    [
+        ({"arguments": {"x": 1}}, "missing or empty 'name'"),
+        ({"name": "  ", "arguments": {}}, "missing or empty 'name'"),
+        ({"name": 3, "arguments": {}}, "missing or empty 'name'"),
+        ({"name": "a", "arguments": [1]}, "must be a JSON object"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_hermes_invalid_calls(obj, reason):
     out = tp.parse_hermes(_block(obj))
     assert out.tool_calls == ()
@@ -68,7 +79,9 @@ def test_hermes_unterminated_and_stray_close_tags():
 
 
 def test_reasoning_split_like_qwen3():
-    out = tp.parse_hermes("<think>\nplan: look up\n</think>\n\nSure." + _block({"name": "a", "arguments": {}}))
+    out = tp.parse_hermes(
+        "<think>\nplan: look up\n</think>\n\nSure." + _block({"name": "a", "arguments": {}})
+    )
     assert out.reasoning == "plan: look up" and out.content == "Sure." and len(out.tool_calls) == 1
     empty = tp.parse_hermes("<think>\n\n</think>\n\nHi")
     assert empty.reasoning == "" and empty.content == "Hi"
@@ -79,8 +92,9 @@ def test_reasoning_split_like_qwen3():
 def test_llama3_json_single_and_several_calls():
     out = tp.parse_llama3_json('{"name": "get_weather", "parameters": {"city": "Paris"}}')
     assert out.tool_calls == (tp.ToolCall("get_weather", {"city": "Paris"}),) and out.content == ""
-    out = tp.parse_llama3_json('<|python_tag|>{"name": "a", "parameters": {"x": 1}}; '
-                               '{"name": "b", "arguments": {"y": 2}}')
+    out = tp.parse_llama3_json(
+        '<|python_tag|>{"name": "a", "parameters": {"x": 1}}; {"name": "b", "arguments": {"y": 2}}'
+    )
     assert [(c.name, c.arguments) for c in out.tool_calls] == [("a", {"x": 1}), ("b", {"y": 2})]
 
 
@@ -101,13 +115,17 @@ def test_unknown_parser_name_is_a_clear_error():
 
 
 @pytest.mark.parametrize("parser", ["hermes", "llama3_json"])
-@pytest.mark.parametrize("payload", [
-    '{"name": "f", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}",
-    '{"name": "f", "arguments": "' + "[" * 100_000 + '"}',
-    '{"name": "f", "arguments": {"x": "' + "y" * 1_100_000 + '"}}',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"name": "f", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"name": "f", "arguments": "' + "[" * 100_000 + '"}',
+        '{"name": "f", "arguments": {"x": "' + "y" * 1_100_000 + '"}}',
+    ],
+)
 def test_hostile_tool_calls_are_parse_errors_not_exceptions(parser, payload):
     from eigen_jax.chat.tool_parsers import get_tool_parser
+
     text = f"<tool_call>{payload}</tool_call>" if parser == "hermes" else payload
     parsed = get_tool_parser(parser)(text)
     assert not parsed.tool_calls and len(parsed.errors) == 1

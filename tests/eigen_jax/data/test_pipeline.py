@@ -1,11 +1,12 @@
 """SFT input pipeline: loss masks against the dialogue itself, packing, per-host sharding, and
 checkpointable iterator state (a restored iterator yields exactly the batches that followed)."""
+
 import json
 
-import gin
 import numpy as np
 import pytest
 
+import gin
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.chat.tiny_tokenizer import train_tiny_tokenizer
 from eigen_jax.data.dialogues import decode_example, dialogue_source
@@ -20,8 +21,9 @@ def dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sftdata")
     kwargs = {"n_train": 24, "n_test": 4}
-    generate_reference("outfitter", root / "journals" / "j.jsonl", {"train": 24, "test": 4},
-                       **kwargs)
+    generate_reference(
+        "outfitter", root / "journals" / "j.jsonl", {"train": 24, "test": 4}, **kwargs
+    )
     build_dataset(root / "journals", root / "tfds")
     texts = []
     for line in (root / "journals" / "j.jsonl").read_text().splitlines():
@@ -60,11 +62,12 @@ def test_agent_mask_is_exactly_the_assistant_turns(dataset, mode):
     assert len(runs) == len(assistant)
     for (s, e), msg in zip(runs, assistant):
         text = chat.decode(ex["tokens"][s:e])
-        assert text.endswith(chat.end_of_turn_text)   # the end-of-turn token is trained
-        parsed = chat.parse_text(text)                # the span parses back to the message
+        assert text.endswith(chat.end_of_turn_text)  # the end-of-turn token is trained
+        parsed = chat.parse_text(text)  # the span parses back to the message
         assert parsed.content.strip() == msg["content"].strip()
-        assert [(c.name, c.arguments) for c in parsed.tool_calls] == \
-            [(c["name"], c["arguments"]) for c in msg.get("tool_calls", [])]
+        assert [(c.name, c.arguments) for c in parsed.tool_calls] == [
+            (c["name"], c["arguments"]) for c in msg.get("tool_calls", [])
+        ]
 
 
 @pytest.mark.parametrize("objective", ["agent", "user"])
@@ -75,8 +78,9 @@ def test_prompt_loss_weight_weights_every_other_token(dataset, compact, objectiv
     role = tokenize_dialogue(chat, d, objective, 100_000)
     weighted = tokenize_dialogue(chat, d, objective, 100_000, prompt_loss_weight=0.1)
     np.testing.assert_array_equal(weighted["tokens"], role["tokens"])
-    np.testing.assert_array_equal(weighted["loss_mask"],
-                                  np.where(role["loss_mask"] > 0, 1.0, 0.1).astype(np.float32))
+    np.testing.assert_array_equal(
+        weighted["loss_mask"], np.where(role["loss_mask"] > 0, 1.0, 0.1).astype(np.float32)
+    )
     with pytest.raises(ValueError, match="prompt_loss_weight"):
         tokenize_dialogue(chat, d, objective, 100_000, prompt_loss_weight=1.0)
     batch = next(iter(make_sft_dataset(data_dir, tok, objective, 4096, 2, prompt_loss_weight=0.1)))
@@ -91,17 +95,24 @@ def test_user_mask_is_exactly_the_user_turns(dataset):
     d = decode_example(dialogue_source(data_dir, "train")[1])
     ex = tokenize_dialogue(chat, d, "user", 100_000)
     users = [m["content"] for m in d["messages"] if m["role"] == "user"]
-    got = [chat.decode(ex["tokens"][s:e]).removesuffix(chat.end_of_turn_text)
-           for s, e in spans(ex["loss_mask"] > 0)]
+    got = [
+        chat.decode(ex["tokens"][s:e]).removesuffix(chat.end_of_turn_text)
+        for s, e in spans(ex["loss_mask"] > 0)
+    ]
     assert got == users
 
 
 def test_packing_segments_and_positions(dataset, compact):
     data_dir, tok = dataset
     it = iter(make_sft_dataset(data_dir, tok, "agent", seq_len=2048, batch_size=2, seed=1))
-    singles = {tuple(tokenize_dialogue(ChatTemplate.from_pretrained(tok), decode_example(ex),
-                                       "agent", 2048)["tokens"])
-               for ex in dialogue_source(data_dir, "train")}
+    singles = {
+        tuple(
+            tokenize_dialogue(ChatTemplate.from_pretrained(tok), decode_example(ex), "agent", 2048)[
+                "tokens"
+            ]
+        )
+        for ex in dialogue_source(data_dir, "train")
+    }
     packed_any = False
     for _ in range(3):
         b = next(it)
@@ -111,9 +122,9 @@ def test_packing_segments_and_positions(dataset, compact):
             assert not b["loss_mask"][row][seg == 0].any()
             for sid in set(seg[seg > 0].tolist()):
                 where = np.flatnonzero(seg == sid)
-                assert (np.diff(where) == 1).all()                 # contiguous
+                assert (np.diff(where) == 1).all()  # contiguous
                 assert (pos[where] == np.arange(len(where))).all()  # positions restart
-                assert tuple(b["tokens"][row][where]) in singles     # an unaltered example
+                assert tuple(b["tokens"][row][where]) in singles  # an unaltered example
             packed_any |= len(set(seg[seg > 0].tolist())) > 1
     assert packed_any
 
@@ -139,8 +150,19 @@ def test_per_process_rows_rebuild_the_single_process_batches(dataset, compact, p
     """Two processes' rows, stacked in process order, are the one-process global batches (same
     seed): the global batch does not depend on the process count."""
     data_dir, tok = dataset
-    make = lambda **kw: list(make_sft_dataset(data_dir, tok, "agent", seq_len=1024, batch_size=4,
-                                              num_epochs=1, pack=pack, seed=3, **kw))
+    make = lambda **kw: list(
+        make_sft_dataset(
+            data_dir,
+            tok,
+            "agent",
+            seq_len=1024,
+            batch_size=4,
+            num_epochs=1,
+            pack=pack,
+            seed=3,
+            **kw,
+        )
+    )
     whole = make()
     parts = [make(process_index=p, process_count=2) for p in range(2)]
     assert whole and len(parts[0]) == len(parts[1]) == len(whole)

@@ -1,4 +1,5 @@
 """Evaluation fixtures: a scripted OpenAI-compatible agent server."""
+
 import http.server
 import json
 import threading
@@ -26,13 +27,27 @@ def text_agent_server():
 
         def do_POST(self):
             requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            send_json(self, 200, {"id": "x", "object": "chat.completion", "created": 0,
-                                  "model": "text", "choices": [{
-                                      "index": 0, "finish_reason": "stop", "message": {
-                                          "role": "assistant", "content":
-                                          "Please turn data saver off and roaming on."}}],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                            "total_tokens": 2}})
+            send_json(
+                self,
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "text",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": "Please turn data saver off and roaming on.",
+                            },
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                },
+            )
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -1,4 +1,5 @@
 """Paired comparison of two evaluations: exact Δ by hand, the CI against the normal approximation."""
+
 import numpy as np
 import pytest
 
@@ -6,8 +7,12 @@ from eigen_jax.eval.compare import compare_table, format_comparison, paired_diff
 
 
 def result(rewards_by_task):
-    return {"tasks": {t: [{"trial": i, "reward": r} for i, r in enumerate(rs)]
-                      for t, rs in rewards_by_task.items()}}
+    return {
+        "tasks": {
+            t: [{"trial": i, "reward": r} for i, r in enumerate(rs)]
+            for t, rs in rewards_by_task.items()
+        }
+    }
 
 
 A = result({"t0": [1, 1, 0, 0], "t1": [0, 0, 0, 0], "t2": [1, 1, 1, 1], "t3": [1, 0, 0, 0]})
@@ -42,8 +47,13 @@ def test_interval_matches_the_normal_approximation_on_many_tasks():
     a = result({f"t{i}": list((rng.uniform(size=4) < pa[i]).astype(int)) for i in range(n)})
     b = result({f"t{i}": list((rng.uniform(size=4) < pb[i]).astype(int)) for i in range(n)})
     r = paired_difference(a, b, num_resamples=20_000)
-    d = np.array([np.mean([t["reward"] for t in b["tasks"][k]]) -
-                  np.mean([t["reward"] for t in a["tasks"][k]]) for k in a["tasks"]])
+    d = np.array(
+        [
+            np.mean([t["reward"] for t in b["tasks"][k]])
+            - np.mean([t["reward"] for t in a["tasks"][k]])
+            for k in a["tasks"]
+        ]
+    )
     half = 1.96 * d.std() / np.sqrt(n)
     lo, hi = r["ci"]
     assert r["delta"] == pytest.approx(d.mean())

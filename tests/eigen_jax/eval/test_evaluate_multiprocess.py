@@ -4,6 +4,7 @@ The (task, trial) jobs are dealt to the processes, each plays its share on its o
 process 0 gathers every trial: the gathered trials and the pass^k table must be the ones a single
 process produces for the same checkpoint, user and seed.
 """
+
 import json
 
 import pytest
@@ -34,8 +35,9 @@ evaluate_checkpoint(a.policy, a.out, domain="outfitter", domain_kwargs={"n_train
 
 
 def play(out, policy, processes, devices):
-    procs = mp.Processes(["-c", EVAL, str(out), str(policy)], processes, devices,
-                         out.parent / f"{out.name}_logs")
+    procs = mp.Processes(
+        ["-c", EVAL, str(out), str(policy)], processes, devices, out.parent / f"{out.name}_logs"
+    )
     assert procs.wait(timeout=900) == [0] * processes, procs.log(0)[-4000:]
     return json.loads((out / "results.json").read_text())
 
@@ -47,10 +49,17 @@ def test_two_process_evaluation_gives_the_one_process_pass_k(tmp_path, random_po
     assert two["pass^k"] == one["pass^k"] and two["num_tasks"] == one["num_tasks"] == 6
     trials = lambda wd: sorted(
         (t["task_id"], t["trial"], t["reward"], t["finish_reason"], t["turns"], t["tokens"])
-        for t in map(json.loads, (wd / "trials.jsonl").read_text().splitlines()))
+        for t in map(json.loads, (wd / "trials.jsonl").read_text().splitlines())
+    )
     assert len(trials(tmp_path / "two")) == 12
     assert trials(tmp_path / "two") == trials(tmp_path / "one")
-    shares = [[json.loads(l)["task_id"] for l in (tmp_path / "two" / f"trials.process_{p}_of_2"
-                                                  ".jsonl").read_text().splitlines()]
-              for p in range(2)]
+    shares = [
+        [
+            json.loads(line)["task_id"]
+            for line in (tmp_path / "two" / f"trials.process_{p}_of_2.jsonl")
+            .read_text()
+            .splitlines()
+        ]
+        for p in range(2)
+    ]
     assert len(shares[0]) == len(shares[1]) == 6  # each process played half of the trials

@@ -1,4 +1,5 @@
 """pass^k / pass@k against brute-force enumeration over all k-subsets of the trials."""
+
 import itertools
 
 import numpy as np
@@ -12,8 +13,9 @@ def brute(trials, k):
     return (np.mean([all(s) for s in subsets]), np.mean([any(s) for s in subsets]))
 
 
-@pytest.mark.parametrize("trials", [[1, 0, 1, 1], [0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 1, 0, 1],
-                                    [0, 1]])
+@pytest.mark.parametrize(
+    "trials", [[1, 0, 1, 1], [0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 1, 0, 1], [0, 1]]
+)
 def test_matches_enumeration(trials):
     n, c = len(trials), sum(trials)
     for k in range(1, n + 1):

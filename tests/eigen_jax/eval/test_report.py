@@ -1,4 +1,5 @@
 """The run report: pass^k intervals, finish reasons per stage, plots and the Markdown page."""
+
 import json
 
 import numpy as np
@@ -12,11 +13,18 @@ def result(rewards: dict[str, list[float]], finish: dict[str, int] | None = None
     from eigen_jax.eval.passk import pass_table
 
     table = pass_table(rewards)
-    return {"domain": "outfitter", "num_tasks": len(rewards), "num_trials": 2,
-            "pass^k": table["pass^k"], "pass@k": table["pass@k"],
-            "finish_reasons": finish or {"done": 2 * len(rewards)},
-            "tasks": {t: [{"trial": i, "reward": r, "finish_reason": "done"}
-                          for i, r in enumerate(rs)] for t, rs in rewards.items()}}
+    return {
+        "domain": "outfitter",
+        "num_tasks": len(rewards),
+        "num_trials": 2,
+        "pass^k": table["pass^k"],
+        "pass@k": table["pass@k"],
+        "finish_reasons": finish or {"done": 2 * len(rewards)},
+        "tasks": {
+            t: [{"trial": i, "reward": r, "finish_reason": "done"} for i, r in enumerate(rs)]
+            for t, rs in rewards.items()
+        },
+    }
 
 
 REWARDS = {f"t{i}": [float(i % 2), float(i % 3 == 0)] for i in range(12)}
@@ -37,27 +45,37 @@ def test_interval_is_the_bootstrap_of_the_mean_over_tasks():
 
 
 def test_report_page_has_intervals_plots_finish_reasons_and_config(tmp_path):
-    evals = {"random": result({t: [0.0, 0.0] for t in REWARDS}, {"max_errors": 24}),
-             "sft": result(REWARDS, {"done": 18, "max_steps": 6})}
+    evals = {
+        "random": result({t: [0.0, 0.0] for t in REWARDS}, {"max_errors": 24}),
+        "sft": result(REWARDS, {"done": 18, "max_steps": 6}),
+    }
     for name, r in evals.items():
         (tmp_path / "eval" / name).mkdir(parents=True)
         (tmp_path / "eval" / name / "results.json").write_text(json.dumps(r))
     (tmp_path / "grpo" / "tb").mkdir(parents=True)
-    rows = [{"step": 1, "episodes": 8, "finish_done": 0.25, "finish_max_errors": 0.75},
-            {"step": 2, "episodes": 24, "finish_done": 0.5, "finish_max_errors": 0.5}]
+    rows = [
+        {"step": 1, "episodes": 8, "finish_done": 0.25, "finish_max_errors": 0.75},
+        {"step": 2, "episodes": 24, "finish_done": 0.5, "finish_max_errors": 0.5},
+    ]
     (tmp_path / "grpo" / "tb" / "metrics.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in rows) + "\n")
+        "\n".join(json.dumps(r) for r in rows) + "\n"
+    )
     (tmp_path / "config.gin").write_text("run_grpo.num_steps = 2\n")
     summaries = {n: {k: v for k, v in r.items() if k != "tasks"} for n, r in evals.items()}
-    md = write_report(tmp_path, evals=summaries, runs={"grpo": {"reward_curve": [[1, 0.1],
-                                                                                 [2, 0.3]]}},
-                      timings={"eval": 1.0}, compile_s={"eval": 0.5}).read_text()
+    md = write_report(
+        tmp_path,
+        evals=summaries,
+        runs={"grpo": {"reward_curve": [[1, 0.1], [2, 0.3]]}},
+        timings={"eval": 1.0},
+        compile_s={"eval": 0.5},
+    ).read_text()
     assert "![pass^k](pass_k.png)" in md and "![reward curve](reward_curve.png)" in md
     assert (tmp_path / "pass_k.png").stat().st_size > 0
     assert "run_grpo.num_steps = 2" in md
     reasons = finish_reasons(tmp_path, summaries, {"grpo": {}})
-    assert reasons["grpo"] == pytest.approx({"done": (0.25 * 8 + 0.5 * 24) / 32,
-                                             "max_errors": (0.75 * 8 + 0.5 * 24) / 32})
+    assert reasons["grpo"] == pytest.approx(
+        {"done": (0.25 * 8 + 0.5 * 24) / 32, "max_errors": (0.75 * 8 + 0.5 * 24) / 32}
+    )
     assert reasons["eval sft"] == pytest.approx({"done": 0.75, "max_steps": 0.25})
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["pass_k_95ci"]) == {"random", "sft"}

@@ -1,4 +1,5 @@
 """TrialLog resume and its identity guard; summarize's task selection."""
+
 import json
 
 from eigen_jax.eval.results import TrialLog, summarize
@@ -25,7 +26,8 @@ def test_other_identity_moves_old_log_aside(tmp_path):
     stale = tmp_path / "trials.jsonl.stale-0"
     assert [json.loads(x)["task_id"] for x in stale.read_text().splitlines()] == ["t0"]
     assert json.loads((tmp_path / "trials.jsonl.stale-0.identity.json").read_text()) == {
-        "weights_sha256": "aa"}
+        "weights_sha256": "aa"
+    }
     fresh.add([_trial("t1", 0, 0.0)])
     TrialLog(path, identity={"weights_sha256": "aa"})  # and back: a second stale file
     assert (tmp_path / "trials.jsonl.stale-1").exists()
@@ -41,9 +43,17 @@ def test_log_without_identity_is_adopted(tmp_path):
 
 def test_summarize_counts_only_requested_tasks_and_trials(tmp_path):
     log = TrialLog(tmp_path / "trials.jsonl")
-    log.add([_trial("t0", 0, 1.0), _trial("t0", 1, 1.0), _trial("t0", 2, 0.0),
-             _trial("t1", 0, 0.0), _trial("t1", 1, 1.0), _trial("t2", 0, 0.0),
-             _trial("t2", 1, 0.0)])
+    log.add(
+        [
+            _trial("t0", 0, 1.0),
+            _trial("t0", 1, 1.0),
+            _trial("t0", 2, 0.0),
+            _trial("t1", 0, 0.0),
+            _trial("t1", 1, 1.0),
+            _trial("t2", 0, 0.0),
+            _trial("t2", 1, 0.0),
+        ]
+    )
     result = summarize(log, "outfitter", 2, task_ids=["t0", "t1"])
     assert result["num_tasks"] == 2
     # pass^1 = mean over tasks of c/n: (2/2 + 1/2) / 2; pass^2: (1 + 0) / 2

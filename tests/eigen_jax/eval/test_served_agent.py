@@ -1,6 +1,7 @@
 """Served-agent evaluation over the OpenAI protocol, against an independent reference: an HTTP
 server whose replies come from the outfitter REFERENCE agent must score what that agent scores
 in-process (it solves every task), and the trial log must make a rerun a no-op."""
+
 import asyncio
 import http.server
 import json
@@ -22,9 +23,14 @@ def _from_openai(messages):
     for m in messages:
         r = {"role": m["role"], "content": m.get("content") or ""}
         if m.get("tool_calls"):
-            r["tool_calls"] = [{"id": c["id"], "name": c["function"]["name"],
-                                "arguments": json.loads(c["function"]["arguments"])}
-                               for c in m["tool_calls"]]
+            r["tool_calls"] = [
+                {
+                    "id": c["id"],
+                    "name": c["function"]["name"],
+                    "arguments": json.loads(c["function"]["arguments"]),
+                }
+                for c in m["tool_calls"]
+            ]
         if m.get("tool_call_id"):
             r["tool_call_id"] = m["tool_call_id"]
         out.append(r)
@@ -45,22 +51,50 @@ def reference_agent_server():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             requests.append(body)
             if any(p(body) for p in refuse_if):
-                send_json(self, 400, {"object": "error", "message": "messages: prompt of 9999 "
-                                      "tokens leaves no room to generate within the server's "
-                                      "max_len=640", "code": 400})
+                send_json(
+                    self,
+                    400,
+                    {
+                        "object": "error",
+                        "message": "messages: prompt of 9999 "
+                        "tokens leaves no room to generate within the server's "
+                        "max_len=640",
+                        "code": 400,
+                    },
+                )
                 return
             reply = agent.act(_from_openai(body["messages"]), body.get("tools"))
-            calls = [{"id": c["id"], "type": "function", "function": {
-                "name": c["name"], "arguments": json.dumps(c["arguments"])}}
-                for c in reply.get("tool_calls") or []]
-            msg = {"role": "assistant", "content": reply.get("content") or None,
-                   "tool_calls": calls or None}
-            send_json(self, 200, {"id": "x", "object": "chat.completion", "created": 0,
-                                  "model": "reference", "choices": [{
-                                      "index": 0, "message": msg,
-                                      "finish_reason": "tool_calls" if calls else "stop"}],
-                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                            "total_tokens": 2}})
+            calls = [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for c in reply.get("tool_calls") or []
+            ]
+            msg = {
+                "role": "assistant",
+                "content": reply.get("content") or None,
+                "tool_calls": calls or None,
+            }
+            send_json(
+                self,
+                200,
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "reference",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": msg,
+                            "finish_reason": "tool_calls" if calls else "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                },
+            )
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -73,15 +107,25 @@ def test_served_reference_agent_solves_every_task(reference_agent_server, tmp_pa
     domain = load("outfitter", n_train=0, n_test=6)
     tasks = domain.tasks("test")
     log = TrialLog(tmp_path / "trials.jsonl")
-    asyncio.run(evaluate_served(url, domain, tasks, ReferenceUserSimulator(), 2, log, check,
-                                concurrency=4))
+    asyncio.run(
+        evaluate_served(url, domain, tasks, ReferenceUserSimulator(), 2, log, check, concurrency=4)
+    )
     result = summarize(log, "outfitter", 2)
     assert result["num_tasks"] == 6
     assert result["pass^k"][1] == 1.0 and result["pass^k"][2] == 1.0
     assert all(r["tools"] for r in requests)  # the domain's tools were offered every call
     n = len(requests)
-    asyncio.run(evaluate_served(url, domain, tasks, ReferenceUserSimulator(), 2,
-                                TrialLog(tmp_path / "trials.jsonl"), check))
+    asyncio.run(
+        evaluate_served(
+            url,
+            domain,
+            tasks,
+            ReferenceUserSimulator(),
+            2,
+            TrialLog(tmp_path / "trials.jsonl"),
+            check,
+        )
+    )
     assert len(requests) == n  # resumed: every trial was done, nothing re-run
 
 
@@ -106,8 +150,18 @@ def test_overflow_fails_one_trial_and_limits_apply(reference_agent_server, tmp_p
     assert result["pass^k"][1] == 5 / 6  # every other task still passes
     refuse_if.clear()
     short = TrialLog(tmp_path / "short.jsonl")
-    asyncio.run(evaluate_served(url, domain, tasks[:2], ReferenceUserSimulator(), 1, short,
-                                check, limits=Limits(max_steps=3)))
+    asyncio.run(
+        evaluate_served(
+            url,
+            domain,
+            tasks[:2],
+            ReferenceUserSimulator(),
+            1,
+            short,
+            check,
+            limits=Limits(max_steps=3),
+        )
+    )
     assert {t["finish_reason"] for t in short.trials.values()} == {"max_steps"}
     assert all(t["reward"] == 0.0 for t in short.trials.values())
 
@@ -123,9 +177,12 @@ def test_served_tau2_telecom_with_a_user_acting_on_its_device(text_agent_server,
     from eigen_jax.rl.user_sim import UserSimulator
 
     class User(UserSimulator):
-        script = [Turn("My mobile data does not work."),
-                  Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
-                  Turn("", (Call("u2", "toggle_roaming", {}),)), Turn("Fixed! ###STOP###")]
+        script = [
+            Turn("My mobile data does not work."),
+            Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
+            Turn("", (Call("u2", "toggle_roaming", {}),)),
+            Turn("Fixed! ###STOP###"),
+        ]
 
         def respond(self, turns):
             return [self.script[sum(m["role"] == "user" for m in t.messages)] for t in turns]
@@ -159,6 +216,8 @@ def test_a_user_that_cannot_answer_fails_only_its_trial(reference_agent_server, 
     log = TrialLog(tmp_path / "trials.jsonl")
     asyncio.run(evaluate_served(url, domain, tasks, Overflowing(), 1, log, check))
     trials = {t["task_id"]: t for t in log.trials.values()}
-    assert (trials[tasks[0].id]["finish_reason"], trials[tasks[0].id]["reward"]) == \
-        ("max_context", 0.0)
+    assert (trials[tasks[0].id]["finish_reason"], trials[tasks[0].id]["reward"]) == (
+        "max_context",
+        0.0,
+    )
     assert all(trials[t.id]["reward"] == 1.0 for t in tasks[1:])

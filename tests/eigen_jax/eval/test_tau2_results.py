@@ -1,6 +1,7 @@
 """Our evaluation as tau2's Results file: loaded through tau2's own data model, pass^k by tau2's
 metrics code equals ours, and tau2's evaluator re-scoring the saved trajectories gives our
 rewards."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,10 @@ from eigen_jax.eval.tau2_results import write_tau2_results  # noqa: E402
 from eigen_jax.rl.user_sim import UserSimulator  # noqa: E402
 from tests.eigen_jax.eval.test_served_agent import TELECOM_TASK  # noqa: E402
 
-FIX = [Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
-       Turn("", (Call("u2", "toggle_roaming", {}),))]
+FIX = [
+    Turn("", (Call("u1", "toggle_data_saver_mode", {}),)),
+    Turn("", (Call("u2", "toggle_roaming", {}),)),
+]
 
 
 class MoodyUser(UserSimulator):
@@ -35,8 +38,11 @@ class MoodyUser(UserSimulator):
         out = []
         for t in turns:
             trial = int(t.key.rsplit("/", 1)[1])
-            script = [Turn("My mobile data does not work.")] + (FIX if trial != 1 else []) + \
-                [Turn("Thanks. ###STOP###")]
+            script = (
+                [Turn("My mobile data does not work.")]
+                + (FIX if trial != 1 else [])
+                + [Turn("Thanks. ###STOP###")]
+            )
             out.append(script[sum(m["role"] == "user" for m in t.messages)])
         return out
 
@@ -49,14 +55,31 @@ def test_tau2_results_load_and_pass_k_match(text_agent_server, tmp_path):
     tasks += [t for t in test if t.id != TELECOM_TASK][:1]
     log = TrialLog(tmp_path / "trials.jsonl")
     trajectories = TrialLog(tmp_path / "trajectories.jsonl")
-    asyncio.run(evaluate_served(url, domain, tasks, MoodyUser(), 3, log, check,
-                                messages_log=trajectories, limits=Limits(max_steps=40)))
+    asyncio.run(
+        evaluate_served(
+            url,
+            domain,
+            tasks,
+            MoodyUser(),
+            3,
+            log,
+            check,
+            messages_log=trajectories,
+            limits=Limits(max_steps=40),
+        )
+    )
     ours = summarize(log, "tau2:telecom", 3)
-    path = write_tau2_results(tmp_path, domain, tasks, ours, limits=Limits(max_steps=40),
-                              agent={"llm": "text"}, user={"kind": "MoodyUser"})
+    path = write_tau2_results(
+        tmp_path,
+        domain,
+        tasks,
+        ours,
+        limits=Limits(max_steps=40),
+        agent={"llm": "text"},
+        user={"kind": "MoodyUser"},
+    )
     results = Results.load(path)  # tau2's own data model reads it
-    assert len(results.simulations) == 6 and {t.id for t in results.tasks} == \
-        {t.id for t in tasks}
+    assert len(results.simulations) == 6 and {t.id for t in results.tasks} == {t.id for t in tasks}
     theirs = compute_metrics(results).pass_hat_ks
     assert set(theirs) == {1, 2, 3}
     for k in (1, 2, 3):
@@ -65,15 +88,20 @@ def test_tau2_results_load_and_pass_k_match(text_agent_server, tmp_path):
     by_id = {t.id: to_tau2_task(t) for t in tasks}
     for sim in results.simulations:
         assert sim.messages[0].role == "assistant"  # tau2's greeting opens every trajectory
-        reward = evaluate_simulation(sim, by_id[sim.task_id], EvaluationType.ALL,
-                                     solo_mode=False, domain="telecom").reward
+        reward = evaluate_simulation(
+            sim, by_id[sim.task_id], EvaluationType.ALL, solo_mode=False, domain="telecom"
+        ).reward
         assert reward == sim.reward_info.reward  # tau2's evaluator on the saved trajectory
 
 
 class OneQuestionUser(UserSimulator):
     def respond(self, turns):
-        return [Turn("I need help with my booking.") if not t.messages else
-                Turn("Never mind. ###STOP###") for t in turns]
+        return [
+            Turn("I need help with my booking.")
+            if not t.messages
+            else Turn("Never mind. ###STOP###")
+            for t in turns
+        ]
 
 
 @pytest.mark.parametrize("name", ["airline", "retail"])
@@ -84,14 +112,34 @@ def test_every_tau2_domain_scores_the_same_on_both_sides(text_agent_server, tmp_
     domain = load(f"tau2:{name}")
     tasks = domain.tasks("test")[:6]
     log = TrialLog(tmp_path / "trials.jsonl")
-    asyncio.run(evaluate_served(url, domain, tasks, OneQuestionUser(), 1, log, check,
-                                messages_log=TrialLog(tmp_path / "trajectories.jsonl")))
+    asyncio.run(
+        evaluate_served(
+            url,
+            domain,
+            tasks,
+            OneQuestionUser(),
+            1,
+            log,
+            check,
+            messages_log=TrialLog(tmp_path / "trajectories.jsonl"),
+        )
+    )
     ours = summarize(log, f"tau2:{name}", 1)
-    results = Results.load(write_tau2_results(tmp_path, domain, tasks, ours, limits=Limits(),
-                                              agent={"llm": "text"}, user={"kind": "one"}))
+    results = Results.load(
+        write_tau2_results(
+            tmp_path,
+            domain,
+            tasks,
+            ours,
+            limits=Limits(),
+            agent={"llm": "text"},
+            user={"kind": "one"},
+        )
+    )
     assert compute_metrics(results).pass_hat_ks[1] == pytest.approx(ours["pass^k"][1])
     by_id = {t.id: to_tau2_task(t) for t in tasks}
     for sim in results.simulations:
-        reward = evaluate_simulation(sim, by_id[sim.task_id], EvaluationType.ALL,
-                                     solo_mode=False, domain=name).reward
+        reward = evaluate_simulation(
+            sim, by_id[sim.task_id], EvaluationType.ALL, solo_mode=False, domain=name
+        ).reward
         assert reward == sim.reward_info.reward

@@ -1,4 +1,5 @@
 """Tiny random HF checkpoints shared by the model tests (written once per session)."""
+
 import pytest
 
 from tests.fixtures.tiny_hf import TINY_FAMILIES, make_tiny_hf_checkpoint, tiny_hf_model

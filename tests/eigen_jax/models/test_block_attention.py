@@ -1,4 +1,5 @@
 """Blockwise causal training attention == the dense masked reference (values and gradients)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ def _packed_segments(rng, b, t):
         start, s = 0, 1
         while start < t - 20:
             n = rng.randint(5, 90)
-            seg[r, start:start + n] = s
+            seg[r, start : start + n] = s
             start, s = start + n, s + 1
     return jnp.asarray(seg)
 
@@ -25,18 +26,24 @@ def _packed_segments(rng, b, t):
 @pytest.mark.parametrize("block", [pytest.param(16, marks=pytest.mark.slow), 100])
 def test_block_attention_matches_dense(block):
     rng = np.random.RandomState(block)
-    b, t, h, kv, hd = 2, 203, 4, 2, 8   # t not a multiple of any block
+    b, t, h, kv, hd = 2, 203, 4, 2, 8  # t not a multiple of any block
     q, k, v = (jnp.asarray(rng.randn(b, t, n, hd), jnp.float32) for n in (h, kv, kv))
     seg = _packed_segments(rng, b, t)
     # Padding queries (segment 0) attend nothing; their outputs are don't-care (uniform over a
     # different key range in the two paths) and never reach a loss, so weight them 0.
     real = np.asarray(seg != 0)
     w = jnp.asarray(rng.randn(b, t, h, hd) * real[:, :, None, None], jnp.float32)
-    dense = lambda q, k, v: grouped_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2),  # noqa: E731
-                                              training_mask(seg), hd ** -0.5)
-    blocked = lambda q, k, v: causal_block_attention(q, k, v, seg, hd ** -0.5, block)
-    np.testing.assert_allclose(np.asarray(blocked(q, k, v))[real], np.asarray(dense(q, k, v))[real],
-                               atol=2e-6)
+    dense = lambda q, k, v: grouped_attention(
+        q,
+        k.swapaxes(1, 2),
+        v.swapaxes(1, 2),  # noqa: E731
+        training_mask(seg),
+        hd**-0.5,
+    )
+    blocked = lambda q, k, v: causal_block_attention(q, k, v, seg, hd**-0.5, block)
+    np.testing.assert_allclose(
+        np.asarray(blocked(q, k, v))[real], np.asarray(dense(q, k, v))[real], atol=2e-6
+    )
     grad = lambda f: jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * w), argnums=(0, 1, 2))
     for ours, ref in zip(grad(blocked)(q, k, v), grad(dense)(q, k, v)):
         np.testing.assert_allclose(ours, ref, atol=2e-5)

@@ -1,5 +1,6 @@
 """The KV-cache contract the sampler relies on: cached prefill + decode equals the no-cache
 forward, for right-padded rows of different lengths and for chunks appended at a row's length."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,4 +1,5 @@
 """ModelConfig: HF conversion both ways, presets, validation."""
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -13,8 +14,9 @@ def test_hf_config_round_trip(family):
     ours = ModelConfig.from_hf_config(hf)
     assert ours.family == family
     exported = ours.to_hf_config()
-    again = AutoConfig.for_model(exported["model_type"], **{
-        k: v for k, v in exported.items() if k != "model_type"})
+    again = AutoConfig.for_model(
+        exported["model_type"], **{k: v for k, v in exported.items() if k != "model_type"}
+    )
     assert ModelConfig.from_hf_config(again) == ours
     assert ModelConfig.from_hf_config(exported) == ours  # the plain dict path
     for key in ("hidden_size", "num_key_value_heads", "tie_word_embeddings", "rms_norm_eps"):
@@ -28,14 +30,22 @@ def test_num_params_matches_transformers(family):
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(tiny_hf_config(family))
     assert ModelConfig.from_hf_config(hf.config).num_params() == sum(
-        p.numel() for p in hf.parameters())
+        p.numel() for p in hf.parameters()
+    )
 
 
 def test_presets_have_released_sizes():
     # Public parameter counts of the released models, to 3 significant digits.
-    expected = {"qwen3-0.6b": 0.596e9, "qwen3-8b": 8.19e9, "qwen3-32b": 32.8e9,
-                "qwen2.5-0.5b": 0.494e9, "qwen2.5-7b": 7.62e9, "qwen2.5-72b": 72.7e9,
-                "llama3.1-8b": 8.03e9, "llama3.1-70b": 70.6e9}
+    expected = {
+        "qwen3-0.6b": 0.596e9,
+        "qwen3-8b": 8.19e9,
+        "qwen3-32b": 32.8e9,
+        "qwen2.5-0.5b": 0.494e9,
+        "qwen2.5-7b": 7.62e9,
+        "qwen2.5-72b": 72.7e9,
+        "llama3.1-8b": 8.03e9,
+        "llama3.1-70b": 70.6e9,
+    }
     for name, count in expected.items():
         assert get_config(name).num_params() == pytest.approx(count, rel=5e-3), name
     assert 20e6 < get_config("bench-25m").num_params() < 30e6

@@ -1,5 +1,6 @@
 """HF checkpoint import/export: round trip through transformers, sharded files, dtypes, mesh
 placement and the errors a bad checkpoint must produce."""
+
 import json
 import os
 import shutil
@@ -49,15 +50,16 @@ def test_sharded_save_and_load(tiny_checkpoints, tmp_path):
     index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(names)
     reloaded, _ = from_pretrained(str(tmp_path / "out"))
-    np.testing.assert_array_equal(np.asarray(reloaded(jnp.asarray(IDS))),
-                                  np.asarray(model(jnp.asarray(IDS))))
-    np.testing.assert_allclose(_hf_logits(str(tmp_path / "out")), np.asarray(model(IDS)),
-                               atol=1e-4)
+    np.testing.assert_array_equal(
+        np.asarray(reloaded(jnp.asarray(IDS))), np.asarray(model(jnp.asarray(IDS)))
+    )
+    np.testing.assert_allclose(_hf_logits(str(tmp_path / "out")), np.asarray(model(IDS)), atol=1e-4)
 
 
 def test_loads_transformers_sharded_bf16_checkpoint(tmp_path):
-    path = make_tiny_hf_checkpoint(str(tmp_path / "ckpt"), "llama", dtype="bfloat16",
-                                   max_shard_size="100KB")
+    path = make_tiny_hf_checkpoint(
+        str(tmp_path / "ckpt"), "llama", dtype="bfloat16", max_shard_size="100KB"
+    )
     assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
     model, config = from_pretrained(path)
     assert config.param_dtype == "bfloat16" and config.dtype == "bfloat16"
@@ -92,8 +94,11 @@ def _copy_with(src, dst, edit):
 
 
 def test_missing_tensor_is_named(tiny_checkpoints, tmp_path):
-    bad = _copy_with(tiny_checkpoints["qwen3"], tmp_path / "bad",
-                     lambda t: t.pop("model.layers.1.self_attn.k_norm.weight"))
+    bad = _copy_with(
+        tiny_checkpoints["qwen3"],
+        tmp_path / "bad",
+        lambda t: t.pop("model.layers.1.self_attn.k_norm.weight"),
+    )
     with pytest.raises(ValueError, match=r"missing tensor.*layers\.1\.self_attn\.k_norm"):
         from_pretrained(str(bad))
 
@@ -101,14 +106,18 @@ def test_missing_tensor_is_named(tiny_checkpoints, tmp_path):
 def test_shape_mismatch_is_named(tiny_checkpoints, tmp_path):
     def edit(t):
         t["model.layers.0.mlp.up_proj.weight"] = t["model.layers.0.mlp.up_proj.weight"][:-1]
+
     bad = _copy_with(tiny_checkpoints["llama"], tmp_path / "bad", edit)
     with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp\.up_proj\.weight.*shape"):
         from_pretrained(str(bad))
 
 
 def test_unexpected_tensor_and_architecture_are_rejected(tiny_checkpoints, tmp_path):
-    bad = _copy_with(tiny_checkpoints["qwen3"], tmp_path / "extra",
-                     lambda t: t.update({"model.layers.0.mlp.extra": np.zeros(3, np.float32)}))
+    bad = _copy_with(
+        tiny_checkpoints["qwen3"],
+        tmp_path / "extra",
+        lambda t: t.update({"model.layers.0.mlp.extra": np.zeros(3, np.float32)}),
+    )
     with pytest.raises(ValueError, match=r"does not use.*mlp\.extra"):
         from_pretrained(str(bad))
     other = tmp_path / "mixtral"

@@ -1,4 +1,5 @@
 """Logit and greedy-decoding parity with transformers (torch float32) for every family."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,8 +57,16 @@ def test_greedy_continuation_matches_transformers(family, tiny_checkpoints, tiny
     model, _ = from_pretrained(tiny_checkpoints[family])
     prompt = _ids((2, 12), seed=2)
     with torch.no_grad():
-        ref = tiny_references[family].generate(
-            torch.tensor(prompt, dtype=torch.long), max_new_tokens=20, min_new_tokens=20,
-            do_sample=False, pad_token_id=0)[:, prompt.shape[1]:].numpy()
+        ref = (
+            tiny_references[family]
+            .generate(
+                torch.tensor(prompt, dtype=torch.long),
+                max_new_tokens=20,
+                min_new_tokens=20,
+                do_sample=False,
+                pad_token_id=0,
+            )[:, prompt.shape[1] :]
+            .numpy()
+        )
     ours = _greedy_with_cache(model, prompt, 20)
     np.testing.assert_array_equal(ours, ref)

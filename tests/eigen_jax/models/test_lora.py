@@ -1,5 +1,6 @@
 """LoRA adapters: the base at init, PEFT parity (transformers + PEFT as the reference), merged
 export, adapter import, MoE experts/router, sharding like the base."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,9 +21,12 @@ IDS = np.random.default_rng(0).integers(3, 256, (2, 12)).astype(np.int32)
 
 def _batch(rng, rows=4, length=16, vocab=256):
     t = rng.integers(3, vocab, (rows, length)).astype(np.int32)
-    return {"tokens": jnp.asarray(t), "positions": jnp.tile(jnp.arange(length), (rows, 1)),
-            "segment_ids": jnp.ones((rows, length), jnp.int32),
-            "loss_mask": jnp.ones((rows, length), jnp.int32)}
+    return {
+        "tokens": jnp.asarray(t),
+        "positions": jnp.tile(jnp.arange(length), (rows, 1)),
+        "segment_ids": jnp.ones((rows, length), jnp.int32),
+        "loss_mask": jnp.ones((rows, length), jnp.int32),
+    }
 
 
 def train_adapters(model, steps=3, lr=1e-2, seed=0):
@@ -76,8 +80,11 @@ def test_peft_loads_the_exported_adapter_and_merged_export_matches(tiny_qwen3, t
     from transformers import AutoModelForCausalLM
 
     base, _ = models.from_pretrained(tiny_qwen3)
-    lora = LoraConfig(rank=4, alpha=16, targets=("q_proj", "k_proj", "v_proj", "o_proj",
-                                                 "gate_proj", "up_proj", "down_proj"))
+    lora = LoraConfig(
+        rank=4,
+        alpha=16,
+        targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    )
     trained, _ = train_adapters(lora_io.add_lora(base, lora), steps=3, lr=3e-2)
     ours = np.asarray(trained(IDS))
     assert np.abs(ours - np.asarray(base(IDS))).max() > 1e-2  # the adapter matters
@@ -90,8 +97,9 @@ def test_peft_loads_the_exported_adapter_and_merged_export_matches(tiny_qwen3, t
 
     merged = lora_io.merge_adapters(trained)
     models.save_pretrained(merged, merged.config, str(tmp_path / "merged"))
-    hf_merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"),
-                                                     dtype=torch.float32).eval()
+    hf_merged = AutoModelForCausalLM.from_pretrained(
+        str(tmp_path / "merged"), dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         plain = hf_merged(torch.tensor(IDS, dtype=torch.long)).logits.numpy()
     np.testing.assert_allclose(plain, theirs, atol=1e-4, rtol=0)
@@ -104,8 +112,9 @@ def test_peft_loads_the_exported_adapter_and_merged_export_matches(tiny_qwen3, t
 
 
 def test_save_pretrained_refuses_unmerged_adapters(tmp_path):
-    model = lora_io.add_lora(models.Transformer(models.get_config("tiny-qwen3"),
-                                                rngs=nnx.Rngs(0)), LoraConfig(rank=2))
+    model = lora_io.add_lora(
+        models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(0)), LoraConfig(rank=2)
+    )
     with pytest.raises(ValueError, match="LoRA"):
         models.save_pretrained(model, model.config, str(tmp_path))
 
@@ -121,7 +130,11 @@ def test_moe_expert_and_router_adapters_merge_exactly():
     np.testing.assert_array_equal(np.asarray(model(IDS)), ref)
     state = nnx.state(model, LoRA)
     assert state["layers"]["moe"]["gate_lora"]["a"].get_value().shape == (
-        config.num_layers, config.num_experts, config.hidden_size, 2)
+        config.num_layers,
+        config.num_experts,
+        config.hidden_size,
+        2,
+    )
     nnx.update(model, jax.tree.map(lambda x: x + 0.05, state))
     out = np.asarray(model(IDS))
     assert np.abs(out - ref).max() > 1e-3
@@ -148,8 +161,14 @@ def test_adapters_shard_like_their_base_and_the_sharded_step_matches():
         tx = optax.adam(1e-2)
         state = state_lib.init_train_state(params, tx, mesh)
         step = state_lib.make_train_step(
-            graphdef, rest, tx, sft_loss, mesh=mesh, frozen=frozen,
-            state_sharding=None if mesh is None else state_lib.state_shardings(state))
+            graphdef,
+            rest,
+            tx,
+            sft_loss,
+            mesh=mesh,
+            frozen=frozen,
+            state_sharding=None if mesh is None else state_lib.state_shardings(state),
+        )
         b = batch if mesh is None else jax.device_put(batch, shd.batch_sharding(mesh, 2))
         state, metrics = step(state, b)
         return state.params, float(metrics["loss"])
@@ -158,7 +177,8 @@ def test_adapters_shard_like_their_base_and_the_sharded_step_matches():
     q = sharded["layers"]["attn"]["q_lora"]
     assert q["a"].get_value().sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None)
     assert q["b"].get_value().sharding.spec == jax.sharding.PartitionSpec(
-        None, None, "tensor", None)
+        None, None, "tensor", None
+    )
     single, loss_single = one_step(None)
     np.testing.assert_allclose(loss_sharded, loss_single, rtol=1e-5)
     for x, y in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
@@ -185,8 +205,7 @@ def test_adapter_dropout_only_under_a_training_key():
         with dropout_key(key):
             return m(IDS)
 
-    np.testing.assert_array_equal(np.asarray(fwd(model, jax.random.key(0))),
-                                  np.asarray(base(IDS)))
+    np.testing.assert_array_equal(np.asarray(fwd(model, jax.random.key(0))), np.asarray(base(IDS)))
     nnx.update(model, jax.tree.map(lambda x: x + 0.05, nnx.state(model, LoRA)))
     plain = np.asarray(fwd(model))
     np.testing.assert_array_equal(plain, np.asarray(fwd(model)))

@@ -1,6 +1,7 @@
 """Qwen3-MoE: logits and greedy decoding against transformers' Qwen3MoeForCausalLM on several
 tiny configs, grouped-matmul vs dense reference (outputs and gradients), sharded vs one device,
 and the router statistics against HF's load-balancing loss."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,13 +15,28 @@ from tests.fixtures.tiny_hf import make_tiny_hf_checkpoint, tiny_hf_model
 
 # Each differs from the shared fixture's (8 experts, top-2, renormalised, layer 0 dense).
 VARIANTS = {
-    "top1_of_4_unnormalised": dict(num_experts=4, num_experts_per_tok=1, norm_topk_prob=False,
-                                   mlp_only_layers=[], num_key_value_heads=1),
-    "top3_of_6_every_other": dict(num_experts=6, num_experts_per_tok=3, norm_topk_prob=True,
-                                  mlp_only_layers=[], decoder_sparse_step=2,
-                                  num_hidden_layers=3),
-    "top4_of_16_all_sparse": dict(num_experts=16, num_experts_per_tok=4, norm_topk_prob=False,
-                                  mlp_only_layers=[], num_key_value_heads=4),
+    "top1_of_4_unnormalised": dict(
+        num_experts=4,
+        num_experts_per_tok=1,
+        norm_topk_prob=False,
+        mlp_only_layers=[],
+        num_key_value_heads=1,
+    ),
+    "top3_of_6_every_other": dict(
+        num_experts=6,
+        num_experts_per_tok=3,
+        norm_topk_prob=True,
+        mlp_only_layers=[],
+        decoder_sparse_step=2,
+        num_hidden_layers=3,
+    ),
+    "top4_of_16_all_sparse": dict(
+        num_experts=16,
+        num_experts_per_tok=4,
+        norm_topk_prob=False,
+        mlp_only_layers=[],
+        num_key_value_heads=4,
+    ),
 }
 IDS = np.random.RandomState(3).randint(3, 256, (2, 40)).astype(np.int32)
 
@@ -28,8 +44,9 @@ IDS = np.random.RandomState(3).randint(3, 256, (2, 40)).astype(np.int32)
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def variant(request, tmp_path_factory):
     kw = VARIANTS[request.param]
-    path = make_tiny_hf_checkpoint(str(tmp_path_factory.mktemp(request.param)), "qwen3_moe",
-                                   seed=5, **kw)
+    path = make_tiny_hf_checkpoint(
+        str(tmp_path_factory.mktemp(request.param)), "qwen3_moe", seed=5, **kw
+    )
     return path, tiny_hf_model("qwen3_moe", seed=5, **kw)
 
 
@@ -44,12 +61,16 @@ def test_variant_logits_and_greedy_match_transformers(variant):
         assert np.abs(out - expected).max() <= 1e-4, (impl, np.abs(out - expected).max())
     prompt = IDS[:, :8]
     with torch.no_grad():
-        greedy = ref.generate(torch.tensor(prompt, dtype=torch.long), max_new_tokens=10,
-                              min_new_tokens=10, do_sample=False, pad_token_id=0)
+        greedy = ref.generate(
+            torch.tensor(prompt, dtype=torch.long),
+            max_new_tokens=10,
+            min_new_tokens=10,
+            do_sample=False,
+            pad_token_id=0,
+        )
     cache = model.init_cache(2, 18)
     step = jax.jit(lambda m, ids, pos, c: m(ids, positions=pos, cache=c))
-    logits, cache = step(model, jnp.asarray(prompt), jnp.broadcast_to(jnp.arange(8), (2, 8)),
-                         cache)
+    logits, cache = step(model, jnp.asarray(prompt), jnp.broadcast_to(jnp.arange(8), (2, 8)), cache)
     tokens = [jnp.argmax(logits[:, -1], -1).astype(jnp.int32)]
     for i in range(9):
         logits, cache = step(model, tokens[-1][:, None], jnp.full((2, 1), 8 + i), cache)
@@ -62,6 +83,7 @@ def test_config_reads_both_expert_spellings(variant):
     exported = ref.config.to_dict()
     assert "num_local_experts" in exported  # what transformers writes
     from eigen_jax.models import ModelConfig
+
     ours = ModelConfig.from_hf_config(exported)
     released = ours.to_hf_config()
     assert "num_experts" in released and "num_local_experts" not in released
@@ -118,8 +140,9 @@ def test_sharded_forward_and_gradients_equal_one_device():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), s8, s1)
     flat1, flat8 = nnx.to_flat_state(nnx.state(g1)), dict(nnx.to_flat_state(nnx.state(g8)))
     for path, v in flat1:
-        np.testing.assert_allclose(np.asarray(flat8[path][...]), np.asarray(v[...]), atol=2e-5,
-                                   err_msg=str(path))
+        np.testing.assert_allclose(
+            np.asarray(flat8[path][...]), np.asarray(v[...]), atol=2e-5, err_msg=str(path)
+        )
 
 
 def test_load_balancing_loss_matches_transformers():
@@ -135,10 +158,10 @@ def test_load_balancing_loss_matches_transformers():
         probs = jax.nn.softmax(jnp.asarray(lg), -1)
         _, ids = jax.lax.top_k(probs, k)
         stats = jax.tree.map(jnp.add, stats, moe.router_stats(probs, ids, mask.reshape(-1)))
-    expected = load_balancing_loss_func(tuple(torch.tensor(lg) for lg in logits), e, k,
-                                        torch.tensor(mask))
-    np.testing.assert_allclose(float(moe.load_balancing_loss(stats)), float(expected),
-                               rtol=1e-5)
+    expected = load_balancing_loss_func(
+        tuple(torch.tensor(lg) for lg in logits), e, k, torch.tensor(mask)
+    )
+    np.testing.assert_allclose(float(moe.load_balancing_loss(stats)), float(expected), rtol=1e-5)
     load = moe.expert_load(stats)
     assert load["router/max_load"] >= 1.0 >= load["router/min_load"]
 

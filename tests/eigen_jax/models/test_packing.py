@@ -1,4 +1,5 @@
 """Packed sequences (segment_ids) give the same logits as each example run alone."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,16 +20,16 @@ def test_packed_equals_unpacked():
     pos = np.zeros((1, t), np.int32)
     start = 0
     for i, ex in enumerate(examples):
-        ids[0, start:start + len(ex)] = ex
-        seg[0, start:start + len(ex)] = i + 1
-        pos[0, start:start + len(ex)] = np.arange(len(ex))
+        ids[0, start : start + len(ex)] = ex
+        seg[0, start : start + len(ex)] = i + 1
+        pos[0, start : start + len(ex)] = np.arange(len(ex))
         start += len(ex)
     packed = np.asarray(_forward(model, jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(seg)))
     assert np.isfinite(packed).all()  # padding rows attend nothing but must not produce NaN
     start = 0
     for ex in examples:
         alone = np.asarray(_forward(model, jnp.asarray(ex)[None]))[0]
-        np.testing.assert_allclose(packed[0, start:start + len(ex)], alone, atol=1e-5)
+        np.testing.assert_allclose(packed[0, start : start + len(ex)], alone, atol=1e-5)
         start += len(ex)
 
 

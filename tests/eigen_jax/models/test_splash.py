@@ -1,5 +1,6 @@
 """Splash attention (Pallas, interpret mode on the CPU) against the XLA query-block path:
 forward and gradients, packed segments with padding, GQA ratios 1/2/4, and on a mesh."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,10 +41,11 @@ def test_forward_and_gradients_match_xla(kv):
     def loss(fn, q, k, v):  # padding outputs carry no weight, as in training
         return jnp.sum(fn(q, k, v) * w * real)
 
-    xla = lambda q, k, v: causal_block_attention(q, k, v, seg, HD ** -0.5, 64)  # noqa: E731
-    spl = lambda q, k, v: splash_attention(q, k, v, seg, HD ** -0.5, block=128)  # noqa: E731
-    np.testing.assert_allclose(np.asarray(spl(q, k, v) * real), np.asarray(xla(q, k, v) * real),
-                               atol=2e-5, rtol=1e-5)
+    xla = lambda q, k, v: causal_block_attention(q, k, v, seg, HD**-0.5, 64)  # noqa: E731
+    spl = lambda q, k, v: splash_attention(q, k, v, seg, HD**-0.5, block=128)  # noqa: E731
+    np.testing.assert_allclose(
+        np.asarray(spl(q, k, v) * real), np.asarray(xla(q, k, v) * real), atol=2e-5, rtol=1e-5
+    )
     g_xla = jax.grad(lambda *a: loss(xla, *a), argnums=(0, 1, 2))(q, k, v)
     g_spl = jax.grad(lambda *a: loss(spl, *a), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(g_spl, g_xla):

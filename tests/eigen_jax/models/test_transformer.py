@@ -1,4 +1,5 @@
 """Forward-contract details: return_hidden + project, remat, dtypes, input validation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,10 +17,19 @@ def model():
 
 
 def test_hidden_then_project_equals_logits(model):
-    logits, hidden, chunked = jax.jit(lambda m: (
-        m(IDS), m(IDS, return_hidden=True),
-        jnp.concatenate([m.project(m(IDS, return_hidden=True))[..., :100],
-                         m.project(m(IDS, return_hidden=True))[..., 100:]], -1)))(model)
+    logits, hidden, chunked = jax.jit(
+        lambda m: (
+            m(IDS),
+            m(IDS, return_hidden=True),
+            jnp.concatenate(
+                [
+                    m.project(m(IDS, return_hidden=True))[..., :100],
+                    m.project(m(IDS, return_hidden=True))[..., 100:],
+                ],
+                -1,
+            ),
+        )
+    )(model)
     assert hidden.shape == (2, 10, 64) and logits.shape == (2, 10, 256)
     assert logits.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(logits), atol=1e-6)
@@ -30,8 +40,7 @@ def test_hidden_then_project_equals_logits(model):
 
 def _loss(m, ids):
     logits = m(ids)
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]),
-                                         ids[:, 1:, None], -1))
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1))
 
 
 def test_remat_policies_give_identical_gradients(model):
@@ -50,8 +59,7 @@ def test_scanned_stack_equals_unrolled(remat):
     stacked parameters: same logits, gradients and cache writes."""
     out = {}
     for scan in (True, False):
-        m = Transformer(get_config("tiny-qwen3", remat=remat, scan_layers=scan),
-                        rngs=nnx.Rngs(0))
+        m = Transformer(get_config("tiny-qwen3", remat=remat, scan_layers=scan), rngs=nnx.Rngs(0))
         loss, grads = jax.jit(nnx.value_and_grad(_loss))(m, IDS)
         logits, cache = jax.jit(lambda m: m(IDS, cache=m.init_cache(2, 16)))(m)
         out[scan] = (loss, grads, logits, cache)
@@ -84,4 +92,6 @@ def test_bad_inputs_raise_clear_errors(model):
     with pytest.raises(ValueError, match="positions shape"):
         model(jnp.ones((1, 4), jnp.int32), positions=jnp.ones((1, 3), jnp.int32))
     with pytest.raises(ValueError, match="cache has 1 layers"):
-        model(jnp.ones((1, 4), jnp.int32), cache=jax.tree.map(lambda x: x[:1], model.init_cache(1, 8)))
+        model(
+            jnp.ones((1, 4), jnp.int32), cache=jax.tree.map(lambda x: x[:1], model.init_cache(1, 8))
+        )

@@ -2,6 +2,7 @@
 tiny policy briefly fine-tuned on those dialogues (compact agent prompt) so that it ends its
 turns with the end-of-turn id and sometimes calls tools — a random model never would, and every
 episode would be one truncated turn."""
+
 from __future__ import annotations
 
 import jax
@@ -34,8 +35,11 @@ def reference_dialogues(outfitter):
 def rl_tokenizer_dir(tmp_path_factory, outfitter, reference_dialogues):
     from eigen_jax.chat.tiny_tokenizer import train_tiny_tokenizer
 
-    texts = [outfitter.policy] + [str(m.get("content") or "") + str(m.get("tool_calls") or "")
-                                  for d in reference_dialogues for m in d]
+    texts = [outfitter.policy] + [
+        str(m.get("content") or "") + str(m.get("tool_calls") or "")
+        for d in reference_dialogues
+        for m in d
+    ]
     out = tmp_path_factory.mktemp("rl_tokenizer")
     train_tiny_tokenizer(texts, vocab_size=512, output_dir=out)
     return out
@@ -51,8 +55,9 @@ def rl_chat(rl_tokenizer_dir):
 def compact_prompt(outfitter):
     from eigen_jax.chat import views
 
-    return views.agent_prompt(outfitter.policy, outfitter.make_env().tools_schema("assistant"),
-                              mode="compact")
+    return views.agent_prompt(
+        outfitter.policy, outfitter.make_env().tools_schema("assistant"), mode="compact"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +75,10 @@ def policy_model(rl_chat, outfitter, reference_dialogues):
         rows.append(np.pad(ids, (0, SFT_LEN - len(ids))))
         masks.append(np.pad(mask, (0, SFT_LEN - len(mask))))
     tokens, mask = jnp.asarray(np.stack(rows)), jnp.asarray(np.stack(masks), jnp.float32)
-    model = Transformer(get_config("tiny-qwen3", vocab_size=len(rl_chat.tokenizer),
-                                   max_position_embeddings=4096), rngs=nnx.Rngs(0))
+    model = Transformer(
+        get_config("tiny-qwen3", vocab_size=len(rl_chat.tokenizer), max_position_embeddings=4096),
+        rngs=nnx.Rngs(0),
+    )
     opt = nnx.Optimizer(model, optax.adam(5e-3), wrt=nnx.Param)
 
     @nnx.jit
@@ -80,6 +87,7 @@ def policy_model(rl_chat, outfitter, reference_dialogues):
             logp = jax.nn.log_softmax(m(tokens[:, :-1]))
             picked = jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
             return -(picked * mask[:, 1:]).sum() / mask[:, 1:].sum()
+
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)
         return loss

@@ -1,4 +1,5 @@
 """Advantages and filtering against NumPy references on hand-built groups."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """GRPO learner: dynamic filtering refills the batch, the task stream resumes, and a tiny run
 executes, trains the policy and exports it."""
+
 import json
 from pathlib import Path
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 
 from data_agents.checkers.verdict import Verdict
-from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.config import GRPOConfig
+from eigen_jax.rl.episode import Episode
 from eigen_jax.rl.grpo import TaskStream, collect_groups, run_grpo
 from eigen_jax.rl.rollout import RolloutConfig
 from eigen_jax.sampling.config import SamplerConfig
@@ -32,17 +33,27 @@ class ScriptedWorker:
         for j in jobs:
             informative = int(j.task.id[4:]) % 3 == 0
             reward = float(informative and j.sample_index == 0)
-            out.append(Episode(j.task.id, j.group_id, j.sample_index, np.arange(4),
-                               np.array([0, 0, 1, 1], bool), np.zeros(4), [(2, 4)], reward,
-                               "user_stop", []))
+            out.append(
+                Episode(
+                    j.task.id,
+                    j.group_id,
+                    j.sample_index,
+                    np.arange(4),
+                    np.array([0, 0, 1, 1], bool),
+                    np.zeros(4),
+                    [(2, 4)],
+                    reward,
+                    "user_stop",
+                    [],
+                )
+            )
         return out
 
 
 def test_dynamic_filtering_refills_until_batch_is_full():
     stream = TaskStream([FakeTask(i) for i in range(12)], seed=0)
     worker = ScriptedWorker()
-    groups, stats = collect_groups(worker, stream, num_groups=3, group_size=4,
-                                   max_extra_rounds=10)
+    groups, stats = collect_groups(worker, stream, num_groups=3, group_size=4, max_extra_rounds=10)
     assert len(groups) == 3
     assert all(len({e.reward for e in g}) > 1 for g in groups)
     assert all(int(g[0].task_id[4:]) % 3 == 0 for g in groups)
@@ -58,8 +69,9 @@ def test_filtering_gives_up_after_bounded_rounds_and_can_be_off():
     worker = ScriptedWorker()
     groups, stats = collect_groups(worker, TaskStream(tasks, 0), 2, 4, max_extra_rounds=2)
     assert groups == [] and len(worker.rounds) == 3 and stats["extra_rollout_rounds"] == 2
-    groups, stats = collect_groups(ScriptedWorker(), TaskStream(tasks, 0), 2, 4,
-                                   dynamic_filtering=False)
+    groups, stats = collect_groups(
+        ScriptedWorker(), TaskStream(tasks, 0), 2, 4, dynamic_filtering=False
+    )
     assert len(groups) == 2 and stats["extra_rollout_rounds"] == 0
 
 
@@ -102,13 +114,19 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
         gin.bind_parameter("agent_prompt.mode", "compact")
     lr, wd = 1e-3, 0.01
     try:
-        result = run_grpo(str(tmp_path), policy_hf_dir=str(policy_hf_dir), domain=outfitter,
-                          user=StopOnSecondMessage(), num_steps=1,
-                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
-                                               learning_rate=lr),
-                          sampler=SamplerConfig(max_len=512, num_slots=8),
-                          rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
-                          checker=mixed_checker)
+        result = run_grpo(
+            str(tmp_path),
+            policy_hf_dir=str(policy_hf_dir),
+            domain=outfitter,
+            user=StopOnSecondMessage(),
+            num_steps=1,
+            algorithm=GRPOConfig(
+                tasks_per_step=2, group_size=4, max_extra_rounds=3, learning_rate=lr
+            ),
+            sampler=SamplerConfig(max_len=512, num_slots=8),
+            rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+            checker=mixed_checker,
+        )
     finally:
         gin.clear_config()
     assert result["steps"] == 1 and result["learner_updates"] == 1
@@ -117,20 +135,35 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
     assert fmt["agent_prompt"] == "compact" and fmt["tool_parser"] == "hermes"
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["reward_curve"] == [list(x) for x in result["reward_curve"]]
-    metrics = [json.loads(l) for l in (tmp_path / "tb" / "metrics.jsonl").read_text().split("\n")
-               if l]
+    metrics = [
+        json.loads(line)
+        for line in (tmp_path / "tb" / "metrics.jsonl").read_text().split("\n")
+        if line
+    ]
     m = metrics[-1]
-    for key in ("reward_mean", "informative_group_fraction", "extra_rollout_rounds",
-                "policy_tokens", "clip_fraction", "is_mask_fraction", "kl", "entropy",
-                "episode_length", "episode_turns", "rollout_s", "update_s"):
+    for key in (
+        "reward_mean",
+        "informative_group_fraction",
+        "extra_rollout_rounds",
+        "policy_tokens",
+        "clip_fraction",
+        "is_mask_fraction",
+        "kl",
+        "entropy",
+        "episode_length",
+        "episode_turns",
+        "rollout_s",
+        "update_s",
+    ):
         assert key in m, key
     assert m["policy_tokens"] > 0 and m["entropy"] > 0
     assert m["clip_fraction"] == 0.0  # μ = 1: ρ = 1 exactly on the single pass
-    transcripts = [json.loads(x)
-                   for x in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
+    transcripts = [json.loads(x) for x in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
     assert 1 <= len(transcripts) <= 2 and all(t["step"] == 1 for t in transcripts)
-    assert all(t["messages"] and all("role" in m for m in t["messages"]) and
-               t["reward"] in (0.0, 1.0) for t in transcripts)
+    assert all(
+        t["messages"] and all("role" in m for m in t["messages"]) and t["reward"] in (0.0, 1.0)
+        for t in transcripts
+    )
     before, _ = models.from_pretrained(str(policy_hf_dir))
     after, _ = models.from_pretrained(result["hf_dir"])
     import jax
@@ -139,8 +172,9 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
     p0 = jax.tree.leaves(nnx.state(before, nnx.Param))
     p1 = jax.tree.leaves(nnx.state(after, nnx.Param))
     # changed beyond AdamW's decoupled weight decay alone: the policy gradient moved it
-    moved = max(float(np.abs(np.asarray(b) - np.asarray(a) * (1 - lr * wd)).max())
-                for a, b in zip(p0, p1))
+    moved = max(
+        float(np.abs(np.asarray(b) - np.asarray(a) * (1 - lr * wd)).max()) for a, b in zip(p0, p1)
+    )
     assert moved > 1e-4
 
 
@@ -152,12 +186,16 @@ def test_resume_continues_the_run(tmp_path, policy_hf_dir, outfitter):
 
     with gin.unlock_config():
         gin.bind_parameter("agent_prompt.mode", "compact")
-    kwargs = dict(policy_hf_dir=str(policy_hf_dir), domain=outfitter,
-                  user=StopOnSecondMessage(),
-                  algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=1),
-                  sampler=SamplerConfig(max_len=512, num_slots=8),
-                  rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
-                  checker=mixed_checker, checkpoint_every=1)
+    kwargs = dict(
+        policy_hf_dir=str(policy_hf_dir),
+        domain=outfitter,
+        user=StopOnSecondMessage(),
+        algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=1),
+        sampler=SamplerConfig(max_len=512, num_slots=8),
+        rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+        checker=mixed_checker,
+        checkpoint_every=1,
+    )
     try:
         first = run_grpo(str(tmp_path), num_steps=1, **kwargs)
         second = run_grpo(str(tmp_path), num_steps=2, **kwargs)
@@ -174,13 +212,14 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
     router's expert load reaches the metrics log, and the exported checkpoint is an MoE one."""
     import shutil
 
-    import gin
     from flax import nnx
 
+    import gin
     from eigen_jax import models
 
-    config = models.get_config("tiny-qwen3-moe", vocab_size=len(rl_chat.tokenizer),
-                               max_position_embeddings=4096)
+    config = models.get_config(
+        "tiny-qwen3-moe", vocab_size=len(rl_chat.tokenizer), max_position_embeddings=4096
+    )
     policy = tmp_path / "policy"
     models.save_pretrained(models.Transformer(config, rngs=nnx.Rngs(0)), config, str(policy))
     for f in rl_tokenizer_dir.iterdir():
@@ -188,12 +227,19 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
     with gin.unlock_config():
         gin.bind_parameter("agent_prompt.mode", "compact")
     try:
-        result = run_grpo(str(tmp_path / "run"), policy_hf_dir=str(policy), domain=outfitter,
-                          user=StopOnSecondMessage(), num_steps=1,
-                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
-                                               router_aux_loss_coef=0.01),
-                          sampler=SamplerConfig(max_len=512, num_slots=8),
-                          rollout=RolloutConfig(max_new_tokens=16), checker=mixed_checker)
+        result = run_grpo(
+            str(tmp_path / "run"),
+            policy_hf_dir=str(policy),
+            domain=outfitter,
+            user=StopOnSecondMessage(),
+            num_steps=1,
+            algorithm=GRPOConfig(
+                tasks_per_step=2, group_size=4, max_extra_rounds=3, router_aux_loss_coef=0.01
+            ),
+            sampler=SamplerConfig(max_len=512, num_slots=8),
+            rollout=RolloutConfig(max_new_tokens=16),
+            checker=mixed_checker,
+        )
     finally:
         gin.clear_config()
     assert result["learner_updates"] == 1
@@ -208,24 +254,27 @@ def test_out_of_range_counts_are_refused_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: SamplerConfig(num_slots=0), r"SamplerConfig\.num_slots must be >= 1"),
-    (lambda: SamplerConfig(max_len=1), r"SamplerConfig\.max_len must be >= 2"),
-    (lambda: RolloutConfig(max_new_tokens=-3), r"RolloutConfig\.max_new_tokens must be >= 1"),
-    (lambda: GRPOConfig(group_size=1), r"GRPOConfig\.group_size must be >= 2"),
-    (lambda: GRPOConfig(loss="nope"), r"GRPOConfig\.loss must be one of"),
-    (lambda: GRPOConfig(layout="rows"), r"GRPOConfig\.layout must be one of"),
-    (lambda: GRPOConfig(is_cap=0.0), r"GRPOConfig\.is_cap must be > 0 or None"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SamplerConfig(num_slots=0), r"SamplerConfig\.num_slots must be >= 1"),
+        (lambda: SamplerConfig(max_len=1), r"SamplerConfig\.max_len must be >= 2"),
+        (lambda: RolloutConfig(max_new_tokens=-3), r"RolloutConfig\.max_new_tokens must be >= 1"),
+        (lambda: GRPOConfig(group_size=1), r"GRPOConfig\.group_size must be >= 2"),
+        (lambda: GRPOConfig(loss="nope"), r"GRPOConfig\.loss must be one of"),
+        (lambda: GRPOConfig(layout="rows"), r"GRPOConfig\.layout must be one of"),
+        (lambda: GRPOConfig(is_cap=0.0), r"GRPOConfig\.is_cap must be > 0 or None"),
+    ],
+)
 def test_configs_refuse_out_of_range_values(make, message):
     with pytest.raises(ValueError, match=message):
         make()
-def test_run_grpo_with_lora_exports_adapter_and_merged_policy(tmp_path, policy_hf_dir,
-                                                              outfitter):
+
+
+def test_run_grpo_with_lora_exports_adapter_and_merged_policy(tmp_path, policy_hf_dir, outfitter):
     """`run_grpo(lora=...)` with the KL term on: one update, the PEFT adapter and the merged
     policy exported, and merged = the SFT policy + that adapter."""
     import gin
-
     from eigen_jax import models
     from eigen_jax.models import lora_io
     from eigen_jax.models.lora import LoraConfig
@@ -233,13 +282,20 @@ def test_run_grpo_with_lora_exports_adapter_and_merged_policy(tmp_path, policy_h
     with gin.unlock_config():
         gin.bind_parameter("agent_prompt.mode", "compact")
     try:
-        result = run_grpo(str(tmp_path), policy_hf_dir=str(policy_hf_dir), domain=outfitter,
-                          user=StopOnSecondMessage(), num_steps=1,
-                          algorithm=GRPOConfig(tasks_per_step=2, group_size=4, max_extra_rounds=3,
-                                               learning_rate=1e-2, kl_coef=0.05),
-                          sampler=SamplerConfig(max_len=512, num_slots=8),
-                          rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
-                          checker=mixed_checker, lora=LoraConfig(rank=4, alpha=8, dropout=0.1))
+        result = run_grpo(
+            str(tmp_path),
+            policy_hf_dir=str(policy_hf_dir),
+            domain=outfitter,
+            user=StopOnSecondMessage(),
+            num_steps=1,
+            algorithm=GRPOConfig(
+                tasks_per_step=2, group_size=4, max_extra_rounds=3, learning_rate=1e-2, kl_coef=0.05
+            ),
+            sampler=SamplerConfig(max_len=512, num_slots=8),
+            rollout=RolloutConfig(max_new_tokens=64, temperature=0.8),
+            checker=mixed_checker,
+            lora=LoraConfig(rank=4, alpha=8, dropout=0.1),
+        )
     finally:
         gin.clear_config()
     assert result["learner_updates"] == 1

@@ -1,6 +1,7 @@
 """GRPO with LoRA: at step 0 the loss is the full-parameter step's on the same batch, the step
 moves only the adapters, the KL reference is the base (adapters off), and the sampler's weights
 share the frozen base's buffers (no second copy)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,18 +20,21 @@ def _grpo_batch(rows=4, length=24, seed=0):
     rng = np.random.default_rng(seed)
     mask = (rng.random((rows, length)) > 0.4).astype(np.int32)
     mask[:, 0] = 0
-    return {"tokens": jnp.asarray(rng.integers(3, 256, (rows, length)), jnp.int32),
-            "positions": jnp.tile(jnp.arange(length, dtype=jnp.int32), (rows, 1)),
-            "segment_ids": jnp.ones((rows, length), jnp.int32), "loss_mask": jnp.asarray(mask),
-            "advantages": jnp.asarray(rng.normal(size=(rows, 1)) * mask, jnp.float32),
-            "behaviour_logprobs": jnp.asarray(-rng.random((rows, length)) * 3, jnp.float32)}
+    return {
+        "tokens": jnp.asarray(rng.integers(3, 256, (rows, length)), jnp.int32),
+        "positions": jnp.tile(jnp.arange(length, dtype=jnp.int32), (rows, 1)),
+        "segment_ids": jnp.ones((rows, length), jnp.int32),
+        "loss_mask": jnp.asarray(mask),
+        "advantages": jnp.asarray(rng.normal(size=(rows, 1)) * mask, jnp.float32),
+        "behaviour_logprobs": jnp.asarray(-rng.random((rows, length)) * 3, jnp.float32),
+    }
 
 
 def _learner(model, mesh, kl_coef):
-    config = GRPOConfig(learning_rate=1e-3, kl_coef=kl_coef, share_prefix=False,
-                        log_entropy=False)
-    return GRPOLearner.create(model, model.config, mesh, config, num_steps=10, max_len=64,
-                              temperature=1.0)
+    config = GRPOConfig(learning_rate=1e-3, kl_coef=kl_coef, share_prefix=False, log_entropy=False)
+    return GRPOLearner.create(
+        model, model.config, mesh, config, num_steps=10, max_len=64, temperature=1.0
+    )
 
 
 def test_lora_grpo_step_matches_full_step_at_init_and_moves_only_adapters():
@@ -68,6 +72,6 @@ def test_lora_grpo_step_matches_full_step_at_init_and_moves_only_adapters():
     for path, var in nnx.to_flat_state(frozen):
         assert engine_state[path].get_value() is var.get_value(), path
     for path, var in nnx.to_flat_state(lora_state.params):
-        np.testing.assert_array_equal(np.asarray(engine_state[path].get_value()),
-                                      np.asarray(var.get_value()))
-
+        np.testing.assert_array_equal(
+            np.asarray(engine_state[path].get_value()), np.asarray(var.get_value())
+        )

@@ -5,6 +5,7 @@ it kept (`run_grpo(save_episodes=True)`); the shares must be disjoint and cover 
 and the step's loss (at the starting weights) must equal the loss one process computes on the
 union of those episodes with the same learner.
 """
+
 import json
 import pickle
 
@@ -35,11 +36,17 @@ gin.bind_parameter("agent_prompt.mode", "compact")
 run_grpo(a.workdir, policy_hf_dir=a.policy, domain=domains.load("outfitter", n_train=24, n_test=4),
          user=StopOnSecondMessage(), checker=mixed_checker, **KWARGS)
 """
-ALGORITHM = GRPOConfig(tasks_per_step=4, group_size=2, dynamic_filtering=False,
-                       learning_rate=1e-3, share_prefix=False)
-KWARGS = dict(num_steps=1, algorithm=ALGORITHM, sampler=SamplerConfig(max_len=512, num_slots=8),
-              rollout=RolloutConfig(max_new_tokens=32, temperature=1.0), save_episodes=True,
-              export_hf=False)
+ALGORITHM = GRPOConfig(
+    tasks_per_step=4, group_size=2, dynamic_filtering=False, learning_rate=1e-3, share_prefix=False
+)
+KWARGS = dict(
+    num_steps=1,
+    algorithm=ALGORITHM,
+    sampler=SamplerConfig(max_len=512, num_slots=8),
+    rollout=RolloutConfig(max_new_tokens=32, temperature=1.0),
+    save_episodes=True,
+    export_hf=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +74,34 @@ def reference_loss(policy_dir, groups):
 
     mesh = shd.make_mesh((1, -1, 1))
     model, config = models.from_pretrained(str(policy_dir), mesh=mesh)
-    state, learner = GRPOLearner.create(model, config, mesh, ALGORITHM, num_steps=1,
-                                        max_len=KWARGS["sampler"].max_len, temperature=1.0,
-                                        shape_slack=1.0)
+    state, learner = GRPOLearner.create(
+        model,
+        config,
+        mesh,
+        ALGORITHM,
+        num_steps=1,
+        max_len=KWARGS["sampler"].max_len,
+        temperature=1.0,
+        shape_slack=1.0,
+    )
     _, out = learner.update(state, groups)
     return out
 
 
 @pytest.mark.slow  # ~2-3 min: two processes compile sampler and learner
 def test_two_processes_split_the_episodes_and_give_the_one_process_loss(
-        tmp_path, random_policy, outfitter):
+    tmp_path, random_policy, outfitter
+):
     from eigen_jax.rl.grpo import TaskStream
 
     wd = tmp_path / "grpo"
     code = STEP.replace("**KWARGS", ", ".join(f"{k}={v!r}" for k, v in KWARGS.items()))
     procs = mp.Processes(["-c", code, str(wd), str(random_policy)], 2, 4, tmp_path / "logs")
     assert procs.wait(timeout=900) == [0, 0], procs.log(0)[-4000:] + procs.log(1)[-4000:]
-    shares = [pickle.loads((wd / "episodes" / f"step_00001.process_{p}.pkl").read_bytes())
-              for p in range(2)]
+    shares = [
+        pickle.loads((wd / "episodes" / f"step_00001.process_{p}.pkl").read_bytes())
+        for p in range(2)
+    ]
     keys = [{(g[0].task_id, g[0].group_id) for g in share} for share in shares]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     step_tasks = TaskStream(outfitter.tasks("train"), seed=0).take(ALGORITHM.tasks_per_step)
@@ -92,7 +109,9 @@ def test_two_processes_split_the_episodes_and_give_the_one_process_loss(
     for share in shares:
         for g in share:
             assert len(g) == ALGORITHM.group_size and len({e.task_id for e in g}) == 1
-    logged = [json.loads(l) for l in (wd / "tb" / "metrics.jsonl").read_text().splitlines()][-1]
+    logged = [json.loads(line) for line in (wd / "tb" / "metrics.jsonl").read_text().splitlines()][
+        -1
+    ]
     want = reference_loss(random_policy, shares[0] + shares[1])
     print("2-process loss", logged["loss"], "1-process loss", want["loss"])
     assert logged["policy_tokens"] == want["policy_tokens"] > 0
@@ -100,7 +119,13 @@ def test_two_processes_split_the_episodes_and_give_the_one_process_loss(
     np.testing.assert_allclose(logged["loss"], want["loss"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(logged["pg_loss"], want["pg_loss"], rtol=1e-5, atol=1e-7)
     # the forward (entropy) and the backward (gradient norm) over the global batch agree too
-    print("grad norm", logged["grad_norm"], want["grad_norm"], "entropy", logged["entropy"],
-          want["entropy"])
+    print(
+        "grad norm",
+        logged["grad_norm"],
+        want["grad_norm"],
+        "entropy",
+        logged["entropy"],
+        want["entropy"],
+    )
     np.testing.assert_allclose(logged["grad_norm"], want["grad_norm"], rtol=1e-4)
     np.testing.assert_allclose(logged["entropy"], want["entropy"], rtol=1e-5)

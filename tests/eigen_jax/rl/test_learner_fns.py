@@ -1,4 +1,5 @@
 """μ = 1 shortcut: without `old_logprobs` the loss and gradient equal those with π_old recomputed."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,11 +16,14 @@ def test_missing_old_logprobs_means_current_policy():
     rng = np.random.default_rng(0)
     b, t = 3, 24
     mask = (rng.random((b, t)) > 0.5).astype(np.int32)
-    batch = {"tokens": jnp.asarray(rng.integers(0, 256, (b, t)), jnp.int32),
-             "positions": jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1)),
-             "segment_ids": jnp.ones((b, t), jnp.int32), "loss_mask": jnp.asarray(mask),
-             "advantages": jnp.asarray(rng.normal(size=(b, 1)) * mask, jnp.float32),
-             "behaviour_logprobs": jnp.asarray(-rng.random((b, t)) * 3, jnp.float32)}
+    batch = {
+        "tokens": jnp.asarray(rng.integers(0, 256, (b, t)), jnp.int32),
+        "positions": jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1)),
+        "segment_ids": jnp.ones((b, t), jnp.int32),
+        "loss_mask": jnp.asarray(mask),
+        "advantages": jnp.asarray(rng.normal(size=(b, 1)) * mask, jnp.float32),
+        "behaviour_logprobs": jnp.asarray(-rng.random((b, t)) * 3, jnp.float32),
+    }
     old = make_logprob_fn(graphdef, rest)(params, batch)
     loss_fn = make_grpo_loss(with_entropy=False)
 
@@ -39,20 +43,24 @@ def test_scoring_only_policy_positions_gives_the_same_loss_and_gradient():
     same log-probs at policy positions, same loss, same gradient, entropy included — also for a
     row with no policy token and rows padded past their own count."""
     from eigen_jax.rl.train_batch import score_index
+
     model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(1))
     graphdef, params, rest = state_lib.split_model(model)
     rng = np.random.default_rng(1)
     b, t = 4, 40
     mask = (rng.random((b, t)) > 0.6).astype(np.int32)
     mask[:, 0] = 0
-    mask[2] = 0                      # a row with no policy token
-    mask[3, 5:] = 1                  # the longest row decides K; the others are padded
-    mask[0, 1] = 1                   # row 0 scores index 0, which its padding also points at
-    batch = {"tokens": jnp.asarray(rng.integers(0, 256, (b, t)), jnp.int32),
-             "positions": jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1)),
-             "segment_ids": jnp.ones((b, t), jnp.int32), "loss_mask": jnp.asarray(mask),
-             "advantages": jnp.asarray(rng.normal(size=(b, 1)) * mask, jnp.float32),
-             "behaviour_logprobs": jnp.asarray(-rng.random((b, t)) * 3, jnp.float32)}
+    mask[2] = 0  # a row with no policy token
+    mask[3, 5:] = 1  # the longest row decides K; the others are padded
+    mask[0, 1] = 1  # row 0 scores index 0, which its padding also points at
+    batch = {
+        "tokens": jnp.asarray(rng.integers(0, 256, (b, t)), jnp.int32),
+        "positions": jnp.tile(jnp.arange(t, dtype=jnp.int32), (b, 1)),
+        "segment_ids": jnp.ones((b, t), jnp.int32),
+        "loss_mask": jnp.asarray(mask),
+        "advantages": jnp.asarray(rng.normal(size=(b, 1)) * mask, jnp.float32),
+        "behaviour_logprobs": jnp.asarray(-rng.random((b, t)) * 3, jnp.float32),
+    }
     index = score_index(mask, minimum=4)
     assert mask[:, 1:].sum(1).max() <= index.shape[1] <= t - 1
     sparse = dict(batch, score_index=jnp.asarray(index))
@@ -79,8 +87,8 @@ def test_a_grpo_step_moves_each_trajectory_the_way_its_advantage_says():
     policy tokens and lowers the negative one's, measured independently by a full forward pass
     and a NumPy log-softmax over each trajectory alone (a sign or off-by-one error in the batch
     alignment would fail this)."""
-    from eigen_jax.rl.train_batch import make_train_batch
     from eigen_jax.rl.episode import Episode
+    from eigen_jax.rl.train_batch import make_train_batch
 
     model = models.Transformer(models.get_config("tiny-qwen3"), rngs=nnx.Rngs(2))
     graphdef, params, rest = state_lib.split_model(model)
@@ -89,10 +97,18 @@ def test_a_grpo_step_moves_each_trajectory_the_way_its_advantage_says():
     def episode(i, n=48):
         mask = np.zeros(n, bool)
         mask[10:18] = mask[30:40] = True  # two policy turns
-        return Episode(task_id="t", group_id=0, sample_index=i,
-                       tokens=rng.integers(0, 256, n).astype(np.int32), policy_mask=mask,
-                       sampler_logprobs=np.where(mask, -1.0, 0.0), policy_turns=[(10, 18), (30, 40)],
-                       reward=float(i == 0), finish_reason="user_stop", messages=[])
+        return Episode(
+            task_id="t",
+            group_id=0,
+            sample_index=i,
+            tokens=rng.integers(0, 256, n).astype(np.int32),
+            policy_mask=mask,
+            sampler_logprobs=np.where(mask, -1.0, 0.0),
+            policy_turns=[(10, 18), (30, 40)],
+            reward=float(i == 0),
+            finish_reason="user_stop",
+            messages=[],
+        )
 
     eps = [episode(0), episode(1)]
 
@@ -105,8 +121,10 @@ def test_a_grpo_step_moves_each_trajectory_the_way_its_advantage_says():
 
     loss_fn = make_grpo_loss(with_entropy=False)
     for layout in ("trajectory", "per_turn"):
-        batch = {k: jnp.asarray(v) for k, v in
-                 make_train_batch(eps, [1.0, -1.0], layout=layout, min_len=16).items()}
+        batch = {
+            k: jnp.asarray(v)
+            for k, v in make_train_batch(eps, [1.0, -1.0], layout=layout, min_len=16).items()
+        }
         n = jnp.float32(np.asarray(batch["loss_mask"]).sum())
         grads = jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p, rest), batch, n)[0])(params)
         stepped = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)

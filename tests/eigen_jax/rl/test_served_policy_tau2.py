@@ -5,6 +5,7 @@ render the request as in training, and the model's tool call comes back as `tool
 Independent reference: the same weights decoded greedily in-process on the training render
 (`views.agent_messages` + the compact system prompt), parsed by the chat layer.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -34,15 +35,17 @@ def _tool_call_prefix(policy_model, rl_chat, reference_dialogues):
     from eigen_jax.chat import views
     from eigen_jax.sampling import SamplingParams, generate
 
-    params = SamplingParams(temperature=0.0, max_new_tokens=64,
-                            stop_token_ids=tuple(rl_chat.stop_ids))
+    params = SamplingParams(
+        temperature=0.0, max_new_tokens=64, stop_token_ids=tuple(rl_chat.stop_ids)
+    )
     for msgs in reference_dialogues:
         for i, m in enumerate(msgs):
             if m["role"] != "assistant" or not m.get("tool_calls"):
                 continue
             prefix = [x for x in msgs[:i] if x["role"] != "system"]
-            ids = rl_chat.render(views.agent_messages(prefix, views.COMPACT_SYSTEM), None,
-                                 add_generation_prompt=True)
+            ids = rl_chat.render(
+                views.agent_messages(prefix, views.COMPACT_SYSTEM), None, add_generation_prompt=True
+            )
             out = generate(policy_model, [ids], params)[0]
             parsed = rl_chat.parse(out.token_ids)
             if parsed.tool_calls and not parsed.errors:
@@ -51,7 +54,8 @@ def _tool_call_prefix(policy_model, rl_chat, reference_dialogues):
 
 
 def test_compact_policy_tool_call_round_trips_through_tau2_generate(
-        compact_checkpoint, policy_model, rl_chat, reference_dialogues, outfitter):
+    compact_checkpoint, policy_model, rl_chat, reference_dialogues, outfitter
+):
     from tau2.data_model.message import AssistantMessage
     from tau2.utils.llm_utils import generate as tau2_generate
 
@@ -59,18 +63,26 @@ def test_compact_policy_tool_call_round_trips_through_tau2_generate(
     from eigen_jax.serve import BackgroundServer, ModelServer
 
     prefix, expected = _tool_call_prefix(policy_model, rl_chat, reference_dialogues)
-    server = ModelServer.load(str(compact_checkpoint), num_slots=2, max_len=1024,
-                              steps_per_sync=4)
+    server = ModelServer.load(str(compact_checkpoint), num_slots=2, max_len=1024, steps_per_sync=4)
     assert server.prompt_format.agent_prompt == "compact"
-    tools = [types.SimpleNamespace(openai_schema=s)  # what tau2's generate reads of a Tool
-             for s in outfitter.make_env().tools_schema("assistant")]
+    tools = [
+        types.SimpleNamespace(openai_schema=s)  # what tau2's generate reads of a Tool
+        for s in outfitter.make_env().tools_schema("assistant")
+    ]
     with BackgroundServer(server) as background:
         # tau2 sends the full policy and every tool schema; the server renders the compact
         # prompt the model was trained with
         messages = to_tau2_messages([{"role": "system", "content": outfitter.policy}] + prefix)
-        reply = tau2_generate(model=f"openai/{server.model_name}", messages=messages,
-                              tools=tools, api_base=f"{background.url}/v1", api_key="EMPTY",
-                              temperature=0.0, max_tokens=64, num_retries=0)
+        reply = tau2_generate(
+            model=f"openai/{server.model_name}",
+            messages=messages,
+            tools=tools,
+            api_base=f"{background.url}/v1",
+            api_key="EMPTY",
+            temperature=0.0,
+            max_tokens=64,
+            num_retries=0,
+        )
     assert isinstance(reply, AssistantMessage) and reply.tool_calls
     call = reply.tool_calls[0]
     assert (call.name, call.arguments) == (expected.name, expected.arguments)
@@ -95,17 +107,47 @@ def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
     with launched_server(compact_checkpoint, "--num_slots", "4") as url:
         args = json.dumps({"api_base": f"{url}/v1", "temperature": 0.0, "max_tokens": 48})
         run = subprocess.run(
-            [str(tau2), "run", "--domain", "airline", "--num-trials", "1", "--num-tasks", "2",
-             "--agent-llm", "openai/tiny-agent", "--agent-llm-args", args,
-             "--agent-api-key", "EMPTY", "--user-llm", "openai/tiny-agent",
-             "--user-llm-args", args, "--user-api-key", "EMPTY", "--max-steps", "12",
-             "--max-concurrency", "2", "--results-dir", str(tmp_path), "--save-to", "run"],
-            capture_output=True, text=True, timeout=900)
+            [
+                str(tau2),
+                "run",
+                "--domain",
+                "airline",
+                "--num-trials",
+                "1",
+                "--num-tasks",
+                "2",
+                "--agent-llm",
+                "openai/tiny-agent",
+                "--agent-llm-args",
+                args,
+                "--agent-api-key",
+                "EMPTY",
+                "--user-llm",
+                "openai/tiny-agent",
+                "--user-llm-args",
+                args,
+                "--user-api-key",
+                "EMPTY",
+                "--max-steps",
+                "12",
+                "--max-concurrency",
+                "2",
+                "--results-dir",
+                str(tmp_path),
+                "--save-to",
+                "run",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = Results.load(tmp_path / "run.json")
     assert len(results.simulations) == 2
-    assert all(s.termination_reason.value in ("user_stop", "agent_stop", "max_steps")
-               for s in results.simulations), [s.termination_reason for s in results.simulations]
+    assert all(
+        s.termination_reason.value in ("user_stop", "agent_stop", "max_steps")
+        for s in results.simulations
+    ), [s.termination_reason for s in results.simulations]
     # our checker on the trajectories tau2's runner played gives tau2's rewards (pass^1 equal)
     from data_agents.checkers import check
     from data_agents.domains import load
@@ -119,21 +161,24 @@ def test_tau2_run_against_launch_serve(compact_checkpoint, tmp_path):
         for m in messages:
             for c in m.get("tool_calls") or []:
                 env.call(c["name"], c["arguments"], m["role"])
-        ours = check(airline, tasks[sim.task_id], env, messages).reward \
-            if sim.termination_reason.value in ("user_stop", "agent_stop") else 0.0
+        ours = (
+            check(airline, tasks[sim.task_id], env, messages).reward
+            if sim.termination_reason.value in ("user_stop", "agent_stop")
+            else 0.0
+        )
         assert ours == sim.reward_info.reward
 
 
 @pytest.mark.slow  # one server, a short served evaluation per tau2 domain on CPU
-def test_launch_eval_on_every_tau2_domain_writes_what_tau2_scores_alike(compact_checkpoint,
-                                                                         tmp_path):
+def test_launch_eval_on_every_tau2_domain_writes_what_tau2_scores_alike(
+    compact_checkpoint, tmp_path
+):
     """`launch/eval.py --agent_url` (the tiny agent served, the same server as the user) on each
     tau2 domain: the run completes, and tau2's data model, metrics and evaluator on the saved
     `tau2_results.json` give our pass^1 and our per-trial rewards."""
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
     from tau2.data_model.simulation import Results
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
@@ -147,11 +192,34 @@ def test_launch_eval_on_every_tau2_domain_writes_what_tau2_scores_alike(compact_
         for name in ("airline", "retail", "telecom"):
             out = tmp_path / name
             run = subprocess.run(
-                [sys.executable, str(REPO / "launch" / "eval.py"), "--agent_url", url,
-                 "--user_url", url, "--domain", f"tau2:{name}", "--split", "test",
-                 "--max_tasks", "2", "--num_trials", "1", "--max_steps", "10",
-                 "--output_dir", str(out), "--concurrency", "4"],
-                cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+                [
+                    sys.executable,
+                    str(REPO / "launch" / "eval.py"),
+                    "--agent_url",
+                    url,
+                    "--user_url",
+                    url,
+                    "--domain",
+                    f"tau2:{name}",
+                    "--split",
+                    "test",
+                    "--max_tasks",
+                    "2",
+                    "--num_trials",
+                    "1",
+                    "--max_steps",
+                    "10",
+                    "--output_dir",
+                    str(out),
+                    "--concurrency",
+                    "4",
+                ],
+                cwd=REPO,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
             ours = json.loads((out / "results.json").read_text())
             results = Results.load(out / "tau2_results.json")
@@ -159,6 +227,7 @@ def test_launch_eval_on_every_tau2_domain_writes_what_tau2_scores_alike(compact_
             assert compute_metrics(results).pass_hat_ks[1] == pytest.approx(ours["pass^k"]["1"])
             tasks = {t.id: to_tau2_task(t) for t in load(f"tau2:{name}").tasks("test")}
             for sim in results.simulations:
-                reward = evaluate_simulation(sim, tasks[sim.task_id], EvaluationType.ALL,
-                                             solo_mode=False, domain=name).reward
+                reward = evaluate_simulation(
+                    sim, tasks[sim.task_id], EvaluationType.ALL, solo_mode=False, domain=name
+                ).reward
                 assert reward == sim.reward_info.reward

@@ -1,5 +1,6 @@
 """Task sources: a domain's split, or the synthesised tasks (with their checkers, code ones run
 sandboxed) of a published TFDS dataset, against the journal the dataset was built from."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def test_synthesised_tasks_are_the_datasets_with_their_checkers(published):
     domain = load("outfitter", n_train=6, n_test=2)
     source = TaskSource("synthesised", data_dir)
     tasks = source.tasks(domain, "train")
-    expected = {r["task"]["id"] for r in records
-                if r["split"] == "train" and r["status"] == "accepted"}
+    expected = {
+        r["task"]["id"] for r in records if r["split"] == "train" and r["status"] == "accepted"
+    }
     assert sorted(t.id for t in tasks) == sorted(expected)  # each once (TFDS shuffles)
     by_id = {t.id: t for t in tasks}
     assert by_id[coded_id].checker_source == NEVER
@@ -48,12 +50,14 @@ def test_synthesised_tasks_are_the_datasets_with_their_checkers(published):
     for m in record["messages"]:
         for c in m.get("tool_calls") or []:
             env.call(c["name"], c["arguments"], m["role"])
-    verdict = check(domain, by_id[coded_id], env, record["messages"],
-                    limits=SandboxLimits(cpu_s=5, wall_s=20.0))
+    verdict = check(
+        domain, by_id[coded_id], env, record["messages"], limits=SandboxLimits(cpu_s=5, wall_s=20.0)
+    )
     assert verdict.status == "fail" and verdict.components["CODE"] == 0.0
     assert TaskSource("synthesised", data_dir, max_tasks=2).tasks(domain, "train") == tasks[:2]
-    assert [t.id for t in TaskSource().tasks(domain, "test")] == \
-        [t.id for t in domain.tasks("test")]
+    assert [t.id for t in TaskSource().tasks(domain, "test")] == [
+        t.id for t in domain.tasks("test")
+    ]
 
 
 def test_bad_sources_name_the_problem(published):

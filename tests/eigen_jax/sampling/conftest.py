@@ -1,5 +1,6 @@
 """Shared fixtures for the sampler tests: a tiny model with peaked logits and cache-free
 reference computations (plain forward passes, no KV cache) to compare the sampler against."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,9 +43,9 @@ def reference_logits(model, sequences):
     seg = np.zeros((len(sequences), REF_LEN), np.int32)
     for i, s in enumerate(sequences):
         assert len(s) <= REF_LEN
-        ids[i, :len(s)], seg[i, :len(s)] = s, 1
+        ids[i, : len(s)], seg[i, : len(s)] = s, 1
     out = np.asarray(_padded_logits(model, jnp.asarray(ids), jnp.asarray(seg)), np.float64)
-    return [out[i, :len(s)] for i, s in enumerate(sequences)]
+    return [out[i, : len(s)] for i, s in enumerate(sequences)]
 
 
 def reference_greedy(model, prompts, num_tokens):
@@ -53,7 +54,7 @@ def reference_greedy(model, prompts, num_tokens):
     for _ in range(num_tokens):
         for s, logits in zip(seqs, reference_logits(model, seqs)):
             s.append(int(np.argmax(logits[-1])))
-    return [s[len(p):] for s, p in zip(seqs, prompts)]
+    return [s[len(p) :] for s, p in zip(seqs, prompts)]
 
 
 def numpy_sampling_logprobs(logits, temperature=1.0, top_k=0, top_p=1.0):

@@ -1,5 +1,6 @@
 """Continuous batching: multi-turn sessions reuse their cached prefix and match fresh
 full-context generation; slots are reused after release; stop strings end turns."""
+
 import numpy as np
 import pytest
 
@@ -162,8 +163,9 @@ def test_group_with_one_prompt_is_prefilled_once_and_matches_alone(tiny_model, m
     assert calls == [(1, 8)]  # one row: the prompt less its last id (decoded by each copy)
     assert len({tuple(c.token_ids) for c in got}) > 1  # the copies draw different samples
     calls.clear()
-    mixed = [Request(("l", k), long_, SAMPLED, 7 + k) for k in range(3)] + \
-        [Request("o", other, SAMPLED, 5)]
+    mixed = [Request(("l", k), long_, SAMPLED, 7 + k) for k in range(3)] + [
+        Request("o", other, SAMPLED, 5)
+    ]
     got += engine.run(mixed)
     # 39 ids of the long prompt in chunks of 16; the 6-token prompt rides along in the first
     assert calls == [(2, 22), (1, 16), (1, 7)]

@@ -1,4 +1,5 @@
 """Static batched generation against cache-free recomputation and teacher-forced scoring."""
+
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -16,9 +17,12 @@ from tests.eigen_jax.sampling.conftest import (
 
 LENGTHS = [5, 21, 9, 14]  # mixed prompt lengths: right-padded prefill, per-row positions
 NEW = 12
-MIXED = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_k=20),
-         SamplingParams(temperature=1.0, top_p=0.9), SamplingParams(temperature=1.2, top_k=30,
-                                                                    top_p=0.8)]
+MIXED = [
+    SamplingParams(temperature=0),
+    SamplingParams(temperature=0.7, top_k=20),
+    SamplingParams(temperature=1.0, top_p=0.9),
+    SamplingParams(temperature=1.2, top_k=30, top_p=0.8),
+]
 
 
 def _check_against_teacher_forcing(model, prompts, outs, params):
@@ -26,8 +30,9 @@ def _check_against_teacher_forcing(model, prompts, outs, params):
     for prompt, out, logits, q in zip(prompts, outs, reference_logits(model, seqs), params):
         assert out.finish_reason == "length" and out.num_tokens == NEW
         for j, token in enumerate(out.token_ids):
-            dist = numpy_sampling_logprobs(logits[len(prompt) - 1 + j], q.temperature, q.top_k,
-                                           q.top_p)
+            dist = numpy_sampling_logprobs(
+                logits[len(prompt) - 1 + j], q.temperature, q.top_k, q.top_p
+            )
             assert np.isfinite(dist[token]), "sampled a token outside the filtered support"
             assert abs(dist[token] - out.logprobs[j]) <= 1e-4, (q, j)
 
@@ -59,8 +64,12 @@ def test_mixed_params_logprobs_equal_teacher_forced(tiny_model, mesh_shape):
         return
     mesh = make_mesh(mesh_shape)
     engine = Engine(tiny_model, num_slots=4, max_len=64, mesh=mesh)
-    outs = engine.run([Request(i, p, q.replace(max_new_tokens=NEW), s)
-                       for i, (p, q, s) in enumerate(zip(prompts, MIXED, seeds))])
+    outs = engine.run(
+        [
+            Request(i, p, q.replace(max_new_tokens=NEW), s)
+            for i, (p, q, s) in enumerate(zip(prompts, MIXED, seeds))
+        ]
+    )
     _check_against_teacher_forcing(tiny_model, prompts, outs, MIXED)
     expected = NamedSharding(mesh, P(None, ("data", "fsdp"), "tensor", None, None))
     for part in engine.cache.values():  # still laid out like the model after donated updates
@@ -86,10 +95,14 @@ def test_stop_token_ends_the_row_and_is_kept(tiny_model):
     greedy = generate(tiny_model, prompts, SamplingParams(temperature=0), max_new_tokens=NEW)
     stop_id = int(greedy[1].token_ids[4])
     first = greedy[1].token_ids.tolist().index(stop_id)
-    outs = generate(tiny_model, prompts, SamplingParams(temperature=0, stop_token_ids=[stop_id]),
-                    max_new_tokens=NEW)
+    outs = generate(
+        tiny_model,
+        prompts,
+        SamplingParams(temperature=0, stop_token_ids=[stop_id]),
+        max_new_tokens=NEW,
+    )
     assert outs[1].finish_reason == "stop" and outs[1].stop == stop_id
-    assert outs[1].token_ids.tolist() == greedy[1].token_ids[:first + 1].tolist()
+    assert outs[1].token_ids.tolist() == greedy[1].token_ids[: first + 1].tolist()
     for other, ref in zip(outs, greedy):  # the other rows are unaffected unless they hit it too
         ids = ref.token_ids.tolist()
         cut = ids.index(stop_id) + 1 if stop_id in ids else NEW

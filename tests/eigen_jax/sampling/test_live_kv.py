@@ -2,6 +2,7 @@
 samples (ids and log-probabilities) equal those of the same engine attending its whole cache.
 The live engines take exact buckets (`shape_slack=1`), so reuse of the full-cache engine's
 compiled shapes cannot hide the buckets under test (reuse is tested in test_shapes.py)."""
+
 import jax
 import numpy as np
 import pytest
@@ -49,8 +50,16 @@ def _sessions(engine, params):
     while engine.has_work():
         for c in engine.step():
             sid = c.session_id
-            out.append((sid, turns[sid], c.token_ids.tolist(), c.logprobs, c.finish_reason,
-                        c.context_length))
+            out.append(
+                (
+                    sid,
+                    turns[sid],
+                    c.token_ids.tolist(),
+                    c.logprobs,
+                    c.finish_reason,
+                    c.context_length,
+                )
+            )
             if turns[sid] < len(suffixes):
                 engine.submit(sid, suffixes[turns[sid]][sid], params, seed=50 + sid)
                 turns[sid] += 1
@@ -61,12 +70,12 @@ def _sessions(engine, params):
 
 @pytest.mark.parametrize("params", [SAMPLED, GREEDY], ids=["sampled", "greedy"])
 def test_multi_turn_live_length_equals_full_cache(tiny_model, kv_lens, params):
-    full = _sessions(Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=MAX_LEN),
-                     params)
+    full = _sessions(Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=MAX_LEN), params)
     assert set(kv_lens["decode"]) == {MAX_LEN} and set(kv_lens["prefill"]) == {MAX_LEN}
     kv_lens["decode"].clear(), kv_lens["prefill"].clear()
-    live = _sessions(Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=16,
-                            shape_slack=1), params)
+    live = _sessions(
+        Engine(tiny_model, 2, MAX_LEN, max_prefill_len=32, min_kv_len=16, shape_slack=1), params
+    )
     assert {32, 64, MAX_LEN} <= set(kv_lens["decode"]), kv_lens["decode"]
     assert len(set(kv_lens["prefill"]) - {MAX_LEN}) >= 2, kv_lens["prefill"]
     assert len(live) == len(full) == 9
@@ -84,8 +93,9 @@ def test_row_near_max_len_finishes_with_length(tiny_model, kv_lens):
     params = SAMPLED.replace(max_new_tokens=50)
 
     def run(min_kv_len):
-        engine = Engine(tiny_model, 2, max_len, max_prefill_len=max_len, min_kv_len=min_kv_len,
-                        shape_slack=1)
+        engine = Engine(
+            tiny_model, 2, max_len, max_prefill_len=max_len, min_kv_len=min_kv_len, shape_slack=1
+        )
         return engine.run([Request("long", long, params, 1), Request("short", short, params, 2)])
 
     ref, got = run(max_len), run(16)
@@ -125,30 +135,44 @@ def test_decode_stops_at_a_too_small_kv_len_without_losing_tokens(tiny_model):
     def prefilled():
         cache = tiny_model.init_cache(1, 64)
         pos = np.arange(len(prompt), dtype=np.int32)[None]
-        cache, tok, _ = steps.prefill(graphdef, params, cache, np.zeros(1, np.int32),
-                                      np.asarray([prompt], np.int32), pos,
-                                      np.asarray([len(prompt) - 1], np.int32),
-                                      np.ones(1, np.uint32), np.ones(1, np.float32),
-                                      np.zeros(1, np.int32), np.ones(1, np.float32))
+        cache, tok, _ = steps.prefill(
+            graphdef,
+            params,
+            cache,
+            np.zeros(1, np.int32),
+            np.asarray([prompt], np.int32),
+            pos,
+            np.asarray([len(prompt) - 1], np.int32),
+            np.ones(1, np.uint32),
+            np.ones(1, np.float32),
+            np.zeros(1, np.int32),
+            np.ones(1, np.float32),
+        )
         state = steps.SlotState.empty(1, 4)._replace(
-            last_token=np.asarray(tok, np.int32), position=np.asarray([len(prompt)], np.int32),
-            active=np.ones(1, bool), num_generated=np.ones(1, np.int32),
-            max_new=np.full(1, 20, np.int32), temperature=np.ones(1, np.float32),
-            seed=np.ones(1, np.uint32))
+            last_token=np.asarray(tok, np.int32),
+            position=np.asarray([len(prompt)], np.int32),
+            active=np.ones(1, bool),
+            num_generated=np.ones(1, np.int32),
+            max_new=np.full(1, 20, np.int32),
+            temperature=np.ones(1, np.float32),
+            seed=np.ones(1, np.uint32),
+        )
         return cache, state
 
     cache, state = prefilled()
     _, _, ref_tokens, ref_lps = steps.decode_steps(graphdef, params, cache, state, 16)
     cache, state = prefilled()
-    cache, state, first, first_lps = steps.decode_steps(graphdef, params, cache, state, 16,
-                                                        kv_len=32)
+    cache, state, first, first_lps = steps.decode_steps(
+        graphdef, params, cache, state, 16, kv_len=32
+    )
     state, first, first_lps = jax.device_get((state, first, first_lps))
     assert (first[0] >= 0).sum() == 2  # slots 30 and 31, then slot 32 would fall outside
     assert state.active[0] and state.position[0] == 32 and state.finish[0] == steps.FINISH_NONE
     _, _, rest, rest_lps = steps.decode_steps(graphdef, params, cache, state, 14)
     np.testing.assert_array_equal(np.concatenate([first[0, :2], rest[0]]), ref_tokens[0])
-    np.testing.assert_allclose(np.concatenate([first_lps[0, :2], rest_lps[0]]), ref_lps[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([first_lps[0, :2], rest_lps[0]]), ref_lps[0], atol=1e-5
+    )
 
 
 def test_kv_len_bounds_cover_every_write():
@@ -174,18 +198,32 @@ def test_per_layer_weights_decode_like_the_stacks(tiny_model, kv_len):
     the stacked path's tokens, log-probs and cache."""
     graphdef, params = nnx.split(tiny_model)
     rng = np.random.RandomState(5)
-    cache = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(x.dtype),
-                         tiny_model.init_cache(3, 64))
+    cache = jax.tree.map(
+        lambda x: rng.normal(size=x.shape).astype(x.dtype), tiny_model.init_cache(3, 64)
+    )
     state = steps.SlotState.empty(3, 4)._replace(
         last_token=rng.randint(3, 200, 3).astype(np.int32),
-        position=np.asarray([5, 17, 9], np.int32), active=np.asarray([True, True, False]),
-        max_new=np.full(3, 20, np.int32), temperature=np.ones(3, np.float32),
-        seed=np.arange(3, dtype=np.uint32))
+        position=np.asarray([5, 17, 9], np.int32),
+        active=np.asarray([True, True, False]),
+        max_new=np.full(3, 20, np.int32),
+        temperature=np.ones(3, np.float32),
+        seed=np.arange(3, dtype=np.uint32),
+    )
     outs = []
     for layer_params in (None, steps.split_layer_params(graphdef, params)):
-        outs.append(jax.device_get(steps.decode_steps(
-            graphdef, params, jax.tree.map(np.copy, cache), state, 6, kv_len=kv_len,
-            layer_params=layer_params)))
+        outs.append(
+            jax.device_get(
+                steps.decode_steps(
+                    graphdef,
+                    params,
+                    jax.tree.map(np.copy, cache),
+                    state,
+                    6,
+                    kv_len=kv_len,
+                    layer_params=layer_params,
+                )
+            )
+        )
     (c0, s0, t0, l0), (c1, s1, t1, l1) = outs
     np.testing.assert_array_equal(t0, t1)
     np.testing.assert_allclose(l0, l1, atol=1e-6)

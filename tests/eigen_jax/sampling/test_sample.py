@@ -1,4 +1,5 @@
 """Logit processing and sampling against a NumPy reference and against exact distributions."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +10,14 @@ from eigen_jax.sampling import row_keys, sample_tokens, sampling_logprobs
 from tests.eigen_jax.sampling.conftest import numpy_sampling_logprobs
 
 SETTINGS = [  # (temperature, top_k, top_p)
-    (1.0, 0, 1.0), (0.7, 0, 1.0), (1.0, 3, 1.0), (1.3, 0, 0.8), (0.8, 5, 0.6), (0.0, 4, 0.5),
-    (2.0, 1, 1.0), (1.0, 0, 1e-6),
+    (1.0, 0, 1.0),
+    (0.7, 0, 1.0),
+    (1.0, 3, 1.0),
+    (1.3, 0, 0.8),
+    (0.8, 5, 0.6),
+    (0.0, 4, 0.5),
+    (2.0, 1, 1.0),
+    (1.0, 0, 1e-6),
 ]
 
 
@@ -40,8 +47,9 @@ def test_greedy_takes_argmax_and_reports_model_logprob():
     np.testing.assert_allclose(lps, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 3, 1.0),
-                                                     (1.3, 0, 0.8), (0.9, 5, 0.7)])
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p", [(0.7, 0, 1.0), (1.0, 3, 1.0), (1.3, 0, 0.8), (0.9, 5, 0.7)]
+)
 def test_empirical_distribution_matches_exact(temperature, top_k, top_p):
     """20k draws on a 10-token vocab: chi-square goodness of fit to the exact filtered
     distribution, nothing drawn off-support, and the test rejects the unfiltered distribution."""

@@ -1,5 +1,6 @@
 """Serving fixtures: a tiny random Qwen3 checkpoint with a tiny tokenizer in the same directory
 (as `launch/serve.py` expects), one loaded `ModelServer`, and uvicorn serving it on a free port."""
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,9 @@ def serve_checkpoint(tmp_path_factory):
 def model_server(serve_checkpoint):
     from eigen_jax.serve import ModelServer
 
-    server = ModelServer.load(str(serve_checkpoint), num_slots=NUM_SLOTS, max_len=MAX_LEN,
-                              steps_per_sync=4)
+    server = ModelServer.load(
+        str(serve_checkpoint), num_slots=NUM_SLOTS, max_len=MAX_LEN, steps_per_sync=4
+    )
     yield server
     server.close()
 

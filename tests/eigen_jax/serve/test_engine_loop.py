@@ -1,5 +1,6 @@
 """EngineLoop: concurrent requests decode in one batch and equal `generate`; bad requests,
 cancellation and engine failures reach the caller instead of hanging it."""
+
 import concurrent.futures
 import time
 
@@ -28,8 +29,7 @@ def test_requests_submitted_together_decode_together(engine, reference_model):
         assert loop.peak_running == len(PROMPTS)
         # Requests from many threads at once, more than there are slots.
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            threaded = list(pool.map(lambda p: loop.generate(p, GREEDY, timeout=120),
-                                     PROMPTS * 2))
+            threaded = list(pool.map(lambda p: loop.generate(p, GREEDY, timeout=120), PROMPTS * 2))
     for got, want in zip(results, ref):
         assert got.token_ids.tolist() == want.token_ids.tolist()
         np.testing.assert_allclose(got.logprobs, want.logprobs, atol=2e-4)
@@ -63,7 +63,8 @@ def test_cancelled_request_frees_its_slot(engine):
 
 
 def test_engine_step_exception_fails_only_touched_requests_and_loop_keeps_serving(
-        reference_model, monkeypatch):
+    reference_model, monkeypatch
+):
     engine = Engine(reference_model, num_slots=4, max_len=64, steps_per_sync=4)
     real_step, calls = engine.step, []
 

@@ -1,5 +1,6 @@
 """launch/serve.py as a user runs it: serving, --export_only, and one-line errors on a bad
 checkpoint (subprocesses on one CPU device)."""
+
 import json
 import os
 import shutil
@@ -21,8 +22,15 @@ ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform
 
 
 def launch(*args, timeout=300):
-    return subprocess.run(SERVE + list(args), cwd=REPO, env=ENV, capture_output=True, text=True,
-                          check=False, timeout=timeout)
+    return subprocess.run(
+        SERVE + list(args),
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def last_line(text):
@@ -44,8 +52,9 @@ def test_checkpoint_dir_checks_name_the_problem(tmp_path, serve_checkpoint):
 def test_missing_and_corrupt_checkpoints_exit_with_one_line(tmp_path, serve_checkpoint):
     out = launch("--checkpoint", str(tmp_path / "missing"))
     assert out.returncode != 0
-    assert last_line(out.stderr) == (f"error: checkpoint directory "
-                                     f"{str(tmp_path / 'missing')!r} does not exist")
+    assert last_line(out.stderr) == (
+        f"error: checkpoint directory {str(tmp_path / 'missing')!r} does not exist"
+    )
     corrupt = tmp_path / "corrupt"
     shutil.copytree(serve_checkpoint, corrupt)
     (corrupt / "model.safetensors").write_bytes(b"\x00garbage" * 10)
@@ -57,14 +66,25 @@ def test_missing_and_corrupt_checkpoints_exit_with_one_line(tmp_path, serve_chec
 
 def test_export_only_writes_sglang_checkpoint_and_prints_commands(tmp_path, serve_checkpoint):
     export = tmp_path / "export"
-    out = launch("--checkpoint", str(serve_checkpoint), "--export_only", "--export_dir",
-                 str(export), "--port", "31234")
+    out = launch(
+        "--checkpoint",
+        str(serve_checkpoint),
+        "--export_only",
+        "--export_dir",
+        str(export),
+        "--port",
+        "31234",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     path = str(export.resolve())
     for command in ("-m sgl_jax.launch_server", "-m sglang.launch_server"):
         lines = [x for x in out.stdout.splitlines() if command in x]
-        assert lines and all(f"--model-path {path} " in x and "--port 31234" in x
-                             and "--tool-call-parser qwen25" in x for x in lines)
+        assert lines and all(
+            f"--model-path {path} " in x
+            and "--port 31234" in x
+            and "--tool-call-parser qwen25" in x
+            for x in lines
+        )
     original = load_file(str(serve_checkpoint / "model.safetensors"))
     exported = load_file(str(export / "model.safetensors"))
     assert sorted(original) == sorted(exported)
@@ -78,9 +98,10 @@ def test_export_only_writes_sglang_checkpoint_and_prints_commands(tmp_path, serv
 @pytest.mark.slow  # ~20 s: a second process loads and compiles; the app is tested in-process
 def test_launch_serves_generate(serve_checkpoint):
     with launched_server(serve_checkpoint, "--num_slots", "2") as url:
-        body = {"input_ids": [5, 6, 7], "sampling_params": {"temperature": 0,
-                                                            "max_new_tokens": 5,
-                                                            "ignore_eos": True}}
+        body = {
+            "input_ids": [5, 6, 7],
+            "sampling_params": {"temperature": 0, "max_new_tokens": 5, "ignore_eos": True},
+        }
         out = httpx.post(url + "/generate", json=body, timeout=120).json()
         assert len(out["output_ids"]) == 5
         info = httpx.get(url + "/get_model_info", timeout=10).json()
@@ -90,8 +111,9 @@ def test_launch_serves_generate(serve_checkpoint):
         assert info["num_slots"] == 2
 
 
-@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--port", "0"),
-                                         ("--num_slots", "0"), ("--max_len", "-1")])
+@pytest.mark.parametrize(
+    "flag, value", [("--port", "70000"), ("--port", "0"), ("--num_slots", "0"), ("--max_len", "-1")]
+)
 def test_out_of_range_flags_are_refused_naming_the_flag(tmp_path, flag, value):
     out = launch("--checkpoint", str(tmp_path), flag, value, timeout=120)
     assert out.returncode != 0
@@ -101,6 +123,7 @@ def test_out_of_range_flags_are_refused_naming_the_flag(tmp_path, flag, value):
 
 def test_serve_refuses_a_port_the_os_would_truncate():
     from eigen_jax.serve.app import serve
+
     for port in (70000, 0, -1, True):
         with pytest.raises(ValueError, match="port must be an integer in 1..65535"):
             serve(None, port=port)

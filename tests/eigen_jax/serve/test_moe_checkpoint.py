@@ -1,5 +1,6 @@
 """A Qwen3-MoE checkpoint through the serving stack (HTTP greedy generation against the sampler
 on the same checkpoint loaded separately) and through pass^k evaluation."""
+
 import json
 import shutil
 
@@ -16,8 +17,9 @@ def moe_checkpoint(serve_checkpoint, tmp_path_factory):
     from tests.fixtures.tiny_hf import make_tiny_hf_checkpoint
 
     ckpt = tmp_path_factory.mktemp("serve_moe") / "tiny-qwen3-moe"
-    make_tiny_hf_checkpoint(str(ckpt), "qwen3_moe", vocab_size=VOCAB, eos_token_id=2,
-                            bos_token_id=1)
+    make_tiny_hf_checkpoint(
+        str(ckpt), "qwen3_moe", vocab_size=VOCAB, eos_token_id=2, bos_token_id=1
+    )
     for f in serve_checkpoint.iterdir():  # the tokenizer files beside the weights
         if not f.name.startswith(("model", "config", "generation_config")):
             shutil.copy(f, ckpt / f.name)
@@ -34,8 +36,14 @@ def test_served_moe_greedy_matches_the_sampler(moe_checkpoint):
     server = ModelServer.load(str(moe_checkpoint), num_slots=4, max_len=256, steps_per_sync=4)
     try:
         with BackgroundServer(server) as background:
-            outs = run(_generate_all(background.url, PROMPTS, {
-                "temperature": 0, "max_new_tokens": 10, "ignore_eos": True}, False))
+            outs = run(
+                _generate_all(
+                    background.url,
+                    PROMPTS,
+                    {"temperature": 0, "max_new_tokens": 10, "ignore_eos": True},
+                    False,
+                )
+            )
     finally:
         server.close()
     for out, expected in zip(outs, ref):
@@ -45,7 +53,6 @@ def test_served_moe_greedy_matches_the_sampler(moe_checkpoint):
 
 def test_moe_checkpoint_is_evaluated(moe_checkpoint, tmp_path):
     import gin
-
     from eigen_jax.eval.evaluate import evaluate_checkpoint
 
     with gin.unlock_config():
@@ -55,13 +62,20 @@ def test_moe_checkpoint_is_evaluated(moe_checkpoint, tmp_path):
 
     try:
         result = evaluate_checkpoint(
-            str(moe_checkpoint), str(tmp_path), max_tasks=2, num_trials=1,
+            str(moe_checkpoint),
+            str(tmp_path),
+            max_tasks=2,
+            num_trials=1,
             sampler=SamplerConfig(num_slots=4, max_len=1024, max_prefill_len=512),
-            rollout=RolloutConfig(max_new_tokens=16))
+            rollout=RolloutConfig(max_new_tokens=16),
+        )
     finally:
         gin.clear_config()
-    trials = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()
-              if line.strip()]
+    trials = [
+        json.loads(line)
+        for line in (tmp_path / "trials.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     assert len(trials) == 2 and all(t["reward"] in (0.0, 1.0) for t in trials)
     assert all(t["turns"] > 0 and t["finish_reason"] != "max_context" for t in trials), trials
     assert result["pass^k"][1] == np.mean([t["reward"] for t in trials])

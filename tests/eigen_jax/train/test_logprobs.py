@@ -1,6 +1,7 @@
 """Chunked next-token log-probs equal the full-logits computation, in value and gradient, for
 every chunking regime: one chunk (no remat), lengths that are not a multiple of the chunk, and
 several rematerialised chunks."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +27,9 @@ def test_chunked_matches_full_logits_value_and_gradient(length, chunk_size):
     weights = jnp.asarray(rng.normal(size=(2, length)), jnp.float32)
 
     def ours(h, w):
-        lp, ent = chunked_token_logprobs(h, lambda x: x @ w, targets, chunk_size,
-                                         temperature=0.7, with_entropy=True)
+        lp, ent = chunked_token_logprobs(
+            h, lambda x: x @ w, targets, chunk_size, temperature=0.7, with_entropy=True
+        )
         return (lp * weights).sum() + (ent * weights).sum(), (lp, ent)
 
     def ref(h, w):

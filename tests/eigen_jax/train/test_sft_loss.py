@@ -1,4 +1,5 @@
 """SFT loss: projecting only the scored positions (`score_index`) changes nothing but speed."""
+
 from __future__ import annotations
 
 import jax
@@ -15,20 +16,22 @@ from eigen_jax.train.sft_loss import sft_loss
 def _batch(rng, b=4, t=80):
     tokens = rng.integers(0, 256, (b, t))
     seg = np.ones((b, t), np.int32)
-    seg[1, 20:] = 2                       # two packed dialogues in row 1
-    seg[3, 40:] = 0                       # padding at the end of row 3
+    seg[1, 20:] = 2  # two packed dialogues in row 1
+    seg[3, 40:] = 0  # padding at the end of row 3
     weights = (rng.random((b, t)) > 0.6).astype(np.float32)
-    weights[0, 1] = 1.0                   # row 0 scores index 0, which its padding points at
-    weights[1, 20] = 1.0                  # a segment's first token: no target (boundary)
-    weights[1, 30:34] = 0.25              # fractional (prompt-loss) weights
-    weights[2] = 0.0                      # a row with nothing to score
-    weights[3, 3:40] = 1.0                # the longest row decides K
+    weights[0, 1] = 1.0  # row 0 scores index 0, which its padding points at
+    weights[1, 20] = 1.0  # a segment's first token: no target (boundary)
+    weights[1, 30:34] = 0.25  # fractional (prompt-loss) weights
+    weights[2] = 0.0  # a row with nothing to score
+    weights[3, 3:40] = 1.0  # the longest row decides K
     weights[:, 0] = 0.0
     weights *= seg > 0
-    return {"tokens": jnp.asarray(tokens, jnp.int32),
-            "positions": jnp.asarray(np.where(seg == 2, np.arange(t) - 20, np.arange(t)),
-                                     jnp.int32),
-            "segment_ids": jnp.asarray(seg), "loss_mask": jnp.asarray(weights)}, weights
+    return {
+        "tokens": jnp.asarray(tokens, jnp.int32),
+        "positions": jnp.asarray(np.where(seg == 2, np.arange(t) - 20, np.arange(t)), jnp.int32),
+        "segment_ids": jnp.asarray(seg),
+        "loss_mask": jnp.asarray(weights),
+    }, weights
 
 
 def test_scored_positions_only_give_the_same_loss_and_gradient():
@@ -46,10 +49,17 @@ def test_scored_positions_only_give_the_same_loss_and_gradient():
 
     ((l0, m0), g0), ((l1, m1), g1) = value_and_grad(batch), value_and_grad(sparse)
     # independent reference: full logits from the model, log-softmax, weighted by hand
-    logits = np.asarray(nnx.merge(graphdef, params, rest)(batch["tokens"], batch["positions"],
-                                                         batch["segment_ids"]), np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+    logits = np.asarray(
+        nnx.merge(graphdef, params, rest)(
+            batch["tokens"], batch["positions"], batch["segment_ids"]
+        ),
+        np.float64,
+    )
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
         - logits.max(-1, keepdims=True)
+    )
     tok, seg = np.asarray(batch["tokens"]), np.asarray(batch["segment_ids"])
     nll = 0.0
     for r in range(tok.shape[0]):
