@@ -6,7 +6,7 @@ WORKDIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: venv venv-gpu sysdeps quickstart test test-slow bench clean
+.PHONY: venv venv-gpu sysdeps quickstart lint test test-slow bench clean
 
 # Debian packages the code needs: bubblewrap (bwrap), the OS-level code-checker sandbox
 # (data_agents/checkers/bwrap.py). Installed when missing and we are root with apt-get; otherwise
@@ -46,6 +46,11 @@ venv-gpu:
 # The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
 quickstart: sysdeps $(RUN_STAMP)
 	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
+
+# ruff (configured in pyproject.toml): the lint rules, and the tree as ruff formats it.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: sysdeps $(STAMP)
 	$(VPY) -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=25 tests
