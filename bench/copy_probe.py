@@ -59,10 +59,10 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    import gin
     import jax
     import jax.numpy as jnp
 
-    import gin
     from eigen_jax import models
     from eigen_jax.chat import views
     from eigen_jax.chat.conversation import Origin

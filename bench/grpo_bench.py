@@ -149,6 +149,7 @@ def main() -> None:
     args = p.parse_args()
 
     import gin
+
     from data_agents import domains
     from eigen_jax.chat import views  # noqa: F401  (registers agent_prompt with gin)
     from eigen_jax.chat.template import ChatTemplate

@@ -86,6 +86,7 @@ def parse_gin(files=None, bindings=None, search_paths=None) -> None:
     """Parse gin files/bindings (default: the flags); errors (unknown binding, missing file) end
     the run with one line."""
     import gin
+
     import launch.configurables  # noqa: F401 - registers what gin files bind
 
     for p in FLAGS.gin_search_paths if search_paths is None else search_paths:

@@ -1,7 +1,7 @@
 """Evaluate an agent: pass^k per domain, results.json + table + PNG; resumable.
 
     python launch/eval.py --checkpoint DIR | --agent_url URL  [--user_checkpoint DIR | --user_url URL]
-        --domain outfitter|tau2:airline|... --split test --num_trials 4 --output_dir OUT
+        --domain outfitter|tau2:airline|... --split test --num_trials 4 --workdir OUT
         [--baseline EARLIER_OUTPUT_DIR]   # Δ pass^k vs that run, paired bootstrap over tasks
 
 Writes results.json (ours), trials.jsonl + trajectories.jsonl (resumable logs) and
@@ -37,7 +37,7 @@ flags.DEFINE_string("domain", "outfitter", "domain name (built-in or tau2:airlin
 flags.DEFINE_string("split", "test", "task split.")
 flags.DEFINE_integer("num_trials", 1, "trials per task (k ≤ num_trials).")
 flags.DEFINE_integer("max_tasks", None, "evaluate only the first N tasks of the split.")
-flags.DEFINE_string("output_dir", None, "where results.json, trials.jsonl, pass_k.png go.")
+flags.DEFINE_alias("output_dir", "workdir")  # the earlier name of the output folder
 flags.DEFINE_integer("concurrency", 32, "episodes in flight (engine slots / HTTP requests).")
 flags.DEFINE_integer(
     "max_steps",
@@ -54,7 +54,7 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "baseline",
     None,
-    "an earlier evaluation's --output_dir on the same tasks: "
+    "an earlier evaluation's --workdir on the same tasks: "
     "also print Δ pass^k against it with a paired-bootstrap CI "
     "(written to OUTPUT_DIR/comparison.json).",
 )
@@ -99,8 +99,8 @@ def main(argv):
     del argv
     if bool(FLAGS.checkpoint) == bool(FLAGS.agent_url):
         fail("give exactly one of --checkpoint or --agent_url")
-    if not FLAGS.output_dir:
-        fail("--output_dir is required")
+    if not FLAGS.workdir:
+        fail("--workdir is required (where results.json, trials.jsonl, pass_k.png go)")
     for flag in ("checkpoint", "user_checkpoint"):
         if getattr(FLAGS, flag):
             _check_checkpoint(flag, getattr(FLAGS, flag))
@@ -129,7 +129,7 @@ def main(argv):
 
         result = evaluate_checkpoint(
             FLAGS.checkpoint,
-            FLAGS.output_dir,
+            FLAGS.workdir,
             domain=FLAGS.domain,
             split=FLAGS.split,
             num_trials=FLAGS.num_trials,
@@ -153,6 +153,7 @@ def _rollout_config():
     """gin's `RolloutConfig` after binding --max_steps / --max_errors into it (unset: gin's
     value), so the in-process evaluation, which builds its own, gets the same limits."""
     import gin
+
     from eigen_jax import scopes
     from eigen_jax.rl.rollout import RolloutConfig
 
@@ -186,7 +187,7 @@ def _compare(baseline: dict, result: dict) -> None:
         rows = compare_table(baseline, result)
     except ValueError as e:
         fail(f"--baseline: {e}")
-    with open(os.path.join(FLAGS.output_dir, "comparison.json"), "w") as f:
+    with open(os.path.join(FLAGS.workdir, "comparison.json"), "w") as f:
         json.dump({"baseline": FLAGS.baseline, "rows": rows}, f, indent=1)
     print(format_comparison(rows, "baseline", "this run"))
 
@@ -209,8 +210,8 @@ def _eval_served(domain, user, config):
         "user": user_identity(user),
         "limits": str(config.limits()),
     }
-    log = TrialLog(Path(FLAGS.output_dir) / "trials.jsonl", identity=identity)
-    trajectories = TrialLog(Path(FLAGS.output_dir) / "trajectories.jsonl", identity=identity)
+    log = TrialLog(Path(FLAGS.workdir) / "trials.jsonl", identity=identity)
+    trajectories = TrialLog(Path(FLAGS.workdir) / "trajectories.jsonl", identity=identity)
     from eigen_jax.rl.task_source import TaskSource
 
     tasks = TaskSource().tasks(domain, FLAGS.split)[: FLAGS.max_tasks]  # gin: TaskSource.*
@@ -239,9 +240,9 @@ def _eval_served(domain, user, config):
         {"agent_url": FLAGS.agent_url, "split": FLAGS.split},
         task_ids=[t.id for t in tasks],
     )
-    write_results(FLAGS.output_dir, "served", result)
+    write_results(FLAGS.workdir, "served", result)
     write_tau2_results(
-        FLAGS.output_dir,
+        FLAGS.workdir,
         domain,
         tasks,
         result,

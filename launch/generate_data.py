@@ -27,6 +27,7 @@ from absl import app, flags, logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import gin
+
 from data_agents.synthesis import SynthesisConfig, SynthesisEngine
 
 FLAGS = flags.FLAGS

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import gin
 from absl import logging
 
-import gin
 from eigen_jax import multihost, paths
 
 

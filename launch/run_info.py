@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import gin
+
 from eigen_jax import multihost, paths
 
 PACKAGES = (

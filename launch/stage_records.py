@@ -16,9 +16,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import gin
 import gin.config as gin_config
 
-import gin
 from eigen_jax import multihost, paths
 
 

@@ -13,10 +13,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import gin
 import jax.numpy as jnp
 from flax import nnx
 
-import gin
 from eigen_jax import scopes
 from eigen_jax import sharding as shd
 from eigen_jax.aot import programs as P

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
+
 from eigen_jax.chat import views
 
 FILE = "prompt_format.json"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+
 from data_agents import dialogue as protocol
 
 STOP_TOKENS = tuple(protocol.STOP_SIGNALS)  # tau2's, from the one dialogue protocol

@@ -10,10 +10,10 @@ and per-segment `positions`; the model never attends across segments.
 
 from __future__ import annotations
 
+import gin
 import grain
 import numpy as np
 
-import gin
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.data.dialogues import decode_example, dialogue_source
 from eigen_jax.data.tokenize import tokenize_dialogue

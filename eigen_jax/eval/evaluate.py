@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gin
 import jax
+import tqdm
 from absl import logging
 
-import gin
 from eigen_jax import models, multihost, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate
@@ -86,16 +88,27 @@ def run_trials(
         for j in multihost.split_evenly(make_jobs(tasks, num_trials))
         if not log.done(j.task.id, j.sample_index)
     ]
-    for start in range(0, len(jobs), chunk_episodes):
-        chunk = jobs[start : start + chunk_episodes]
-        episodes = worker.run(chunk, seed=seed)
-        if trajectories is not None:  # before the trial log: a logged trial has its transcript
-            trajectories.add(
-                {"task_id": ep.task_id, "trial": job.sample_index, "messages": ep.messages}
-                for ep, job in zip(episodes, chunk)
-            )
-        log.add(trial_record(ep, job.sample_index) for ep, job in zip(episodes, chunk))
-        logging.info("eval: %d/%d episodes", start + len(chunk), len(jobs))
+    # A progress bar (total, rate, ETA) on an interactive console, a log line per chunk otherwise.
+    bar = tqdm.tqdm(
+        total=len(jobs),
+        desc="eval",
+        unit="episode",
+        dynamic_ncols=True,
+        disable=not (multihost.is_primary() and sys.stderr.isatty()),
+    )
+    with bar:
+        for start in range(0, len(jobs), chunk_episodes):
+            chunk = jobs[start : start + chunk_episodes]
+            episodes = worker.run(chunk, seed=seed)
+            if trajectories is not None:  # before the trial log: a logged trial has its transcript
+                trajectories.add(
+                    {"task_id": ep.task_id, "trial": job.sample_index, "messages": ep.messages}
+                    for ep, job in zip(episodes, chunk)
+                )
+            log.add(trial_record(ep, job.sample_index) for ep, job in zip(episodes, chunk))
+            bar.update(len(chunk))
+            if bar.disable:
+                logging.info("eval: %d/%d episodes", start + len(chunk), len(jobs))
 
 
 @gin.configurable(denylist=["agent_hf_dir", "output_dir"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import gin
+
 from eigen_jax.rl import advantages, losses
 from eigen_jax.rl.train_batch import LAYOUTS
 

@@ -23,11 +23,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import gin
 import jax
 import numpy as np
 from absl import logging
 
-import gin
 from eigen_jax import models, multihost, paths, scopes
 from eigen_jax import sharding as shd
 from eigen_jax.chat.template import ChatTemplate

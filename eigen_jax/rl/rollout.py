@@ -23,10 +23,10 @@ import zlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import gin
 import numpy as np
 from flax import nnx
 
-import gin
 from data_agents import dialogue as protocol
 from eigen_jax.chat import views
 from eigen_jax.chat.conversation import Conversation

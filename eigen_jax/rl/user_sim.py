@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gin
+
 from data_agents import dialogue as protocol
 from eigen_jax import scopes
 from eigen_jax.chat import views

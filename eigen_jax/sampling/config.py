@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import gin
+
 from eigen_jax.sampling.engine import Engine
 
 

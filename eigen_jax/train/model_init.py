@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import gin
 from flax import nnx
 
-import gin
 from eigen_jax import models
 from eigen_jax import sharding as shd
 from eigen_jax.models import lora_io

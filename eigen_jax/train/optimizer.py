@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import optax
-
 import gin
+import optax
 
 
 @gin.configurable

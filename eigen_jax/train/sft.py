@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import gin
 import jax
 import numpy as np
 
-import gin
 from eigen_jax import multihost
 from eigen_jax import sharding as shd
 from eigen_jax.data.pipeline import make_sft_dataset

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+import gin
 import pytest
 
-import gin
 import launch.configurables  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,9 +3,9 @@ bindings, and a resume under changed bindings that stops (or reruns from the cha
 
 import json
 
+import gin
 import pytest
 
-import gin
 from launch.pipeline import RunContext, run_pipeline
 from launch.stage_records import StageConfigChanged, bound_values, changes, used_configurables
 

@@ -9,10 +9,10 @@ import os
 import subprocess
 import sys
 
+import gin
 import jax
 import pytest
 
-import gin
 from eigen_jax.aot import plan
 from eigen_jax.aot import programs as P
 from eigen_jax.aot.report import compile_program

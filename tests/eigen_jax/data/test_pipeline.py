@@ -3,10 +3,10 @@ checkpointable iterator state (a restored iterator yields exactly the batches th
 
 import json
 
+import gin
 import numpy as np
 import pytest
 
-import gin
 from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.chat.tiny_tokenizer import train_tiny_tokenizer
 from eigen_jax.data.dialogues import decode_example, dialogue_source

@@ -108,6 +108,7 @@ class StopOnSecondMessage:
 
 def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
     import gin
+
     from eigen_jax import models
 
     with gin.unlock_config():
@@ -212,9 +213,9 @@ def test_moe_policy_trains_with_router_metrics(tmp_path, rl_chat, rl_tokenizer_d
     router's expert load reaches the metrics log, and the exported checkpoint is an MoE one."""
     import shutil
 
+    import gin
     from flax import nnx
 
-    import gin
     from eigen_jax import models
 
     config = models.get_config(
@@ -275,6 +276,7 @@ def test_run_grpo_with_lora_exports_adapter_and_merged_policy(tmp_path, policy_h
     """`run_grpo(lora=...)` with the KL term on: one update, the PEFT adapter and the merged
     policy exported, and merged = the SFT policy + that adapter."""
     import gin
+
     from eigen_jax import models
     from eigen_jax.models import lora_io
     from eigen_jax.models.lora import LoraConfig

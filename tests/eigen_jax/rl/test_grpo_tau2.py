@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("tau2")
 
 import gin  # noqa: E402
+
 from data_agents.checkers.verdict import Verdict  # noqa: E402
 from data_agents.dialogue import Call, Turn  # noqa: E402
 from eigen_jax.rl.config import GRPOConfig  # noqa: E402

@@ -1,13 +1,13 @@
 """Rollouts: token-in/token-out recording checked against teacher forcing, tool and parse errors
 as tool messages, limits scoring 0, user stops scored by the checker, in-place weight updates."""
 
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-import gin
 from data_agents.checkers.verdict import Verdict
 from eigen_jax.rl.rollout import (
     EpisodeJob,

@@ -53,6 +53,7 @@ def test_served_moe_greedy_matches_the_sampler(moe_checkpoint):
 
 def test_moe_checkpoint_is_evaluated(moe_checkpoint, tmp_path):
     import gin
+
     from eigen_jax.eval.evaluate import evaluate_checkpoint
 
     with gin.unlock_config():
