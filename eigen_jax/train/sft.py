@@ -83,21 +83,15 @@ def run_sft(
     the PEFT adapter to `workdir/adapter` and, when `export_merged`, the merged checkpoint to
     `workdir/hf` (what later stages load).
     """
-    check_counts(
-        "run_sft",
-        num_steps=(num_steps, 1),
-        batch_size=(batch_size, 1),
-        seq_len=(seq_len, 2),
-        grad_accum_steps=(grad_accum_steps, 1),
-        eval_every=(eval_every, 1),
-        checkpoint_every=(checkpoint_every, 1),
+    mesh = _checked_mesh(
+        mesh_shape,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        grad_accum_steps=grad_accum_steps,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
     )
-    mesh = shd.make_mesh(mesh_shape)
-    if batch_size % shd.data_parallel_size(mesh):
-        raise ValueError(
-            f"batch_size={batch_size} must be divisible by data*fsdp="
-            f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}"
-        )
     model, config = _initial_model(mesh, tokenizer_dir, init_hf_dir)
     model = with_adapters(model, mesh, lora, init_adapter_dir)
     schedule = make_schedule(total_steps=num_steps)
@@ -111,21 +105,16 @@ def run_sft(
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
         log_every=log_every,
-        console_keys=("loss", "eval_loss", "tokens_per_s", "mfu", "learning_rate"),
+        console_keys=CONSOLE_KEYS,
     )
-    # A finished run (say, an earlier stage of a resumed pipeline) needs neither data nor evals.
-    complete = (loop.latest_step() or 0) >= num_steps
     device_batch = functools.partial(_device_batch, mesh=mesh, scored_only=project_scored_only)
     train_it, eval_set = None, []
-    if not complete:
+    if (loop.latest_step() or 0) < num_steps:  # a finished run needs neither data nor evals
+        data = functools.partial(
+            make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len, batch_size, seed=seed
+        )
         train_it, eval_set = _datasets(
-            functools.partial(
-                make_sft_dataset, data_dir, tokenizer_dir, objective, seq_len, batch_size, seed=seed
-            ),
-            prompt_loss_weight,
-            eval_split,
-            eval_batches,
-            device_batch,
+            data, prompt_loss_weight, eval_split, eval_batches, device_batch
         )
     state, saved = loop.restore(state)
     if saved is not None and train_it is not None:
@@ -158,28 +147,39 @@ def run_sft(
         step,
         lambda: {"iterator": train_it.get_state(), "eval_trace": eval_trace},
     )
-    export = (
-        functools.partial(
-            export_pretrained,
-            state_lib.merge(graphdef, state.params, frozen, rest),
-            config,
-            tokenizer_dir=tokenizer_dir,
-            objective=objective,
-            merged=export_merged,
-            base_model=init_hf_dir,
+    export = functools.partial(
+        export_pretrained,
+        state_lib.merge(graphdef, state.params, frozen, rest),
+        config,
+        tokenizer_dir=tokenizer_dir,
+        objective=objective,
+        merged=export_merged,
+        base_model=init_hf_dir,
+    )
+    result = {
+        "steps": int(state.step),
+        "eval_loss": eval_trace,
+        "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
+    }
+    return loop.finish(result, int(state.step) >= num_steps, export if export_hf else None)
+
+
+# The console line of a step: loss, held-out loss when evaluated, speed, schedule.
+CONSOLE_KEYS = ("loss", "eval_loss", "tokens_per_s", "mfu", "learning_rate")
+
+
+def _checked_mesh(mesh_shape, **counts: int):
+    """The mesh, once every count is in range and the batch splits over its batch axes (one
+    line naming the knob otherwise, before any work)."""
+    check_counts("run_sft", **{k: (v, 2 if k == "seq_len" else 1) for k, v in counts.items()})
+    batch_size = counts["batch_size"]
+    mesh = shd.make_mesh(mesh_shape)
+    if batch_size % shd.data_parallel_size(mesh):
+        raise ValueError(
+            f"batch_size={batch_size} must be divisible by data*fsdp="
+            f"{shd.data_parallel_size(mesh)} of mesh {dict(mesh.shape)}"
         )
-        if export_hf
-        else None
-    )
-    return loop.finish(
-        {
-            "steps": int(state.step),
-            "eval_loss": eval_trace,
-            "final_eval_loss": eval_trace[-1][1] if eval_trace else None,
-        },
-        int(state.step) >= num_steps,
-        export,
-    )
+    return mesh
 
 
 def _datasets(data, prompt_loss_weight: float, eval_split: str, eval_batches: int, device_batch):
