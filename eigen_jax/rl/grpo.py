@@ -34,7 +34,7 @@ from eigen_jax.chat.template import ChatTemplate
 from eigen_jax.rl import advantages as advantages_lib
 from eigen_jax.rl import multiprocess as mproc
 from eigen_jax.rl.config import GRPOConfig
-from eigen_jax.rl.episode import Episode
+from eigen_jax.rl.episode import FINISH_REASONS, Episode
 from eigen_jax.rl.learner import GRPOLearner
 from eigen_jax.rl.rollout import EpisodeJob, RolloutConfig, RolloutWorker
 from eigen_jax.rl.task_source import TaskSource
@@ -133,7 +133,7 @@ def collect_groups(
         "episodes": float(len(every["reward"])),
         **timings,
     }
-    for reason in ("max_steps", "max_errors", "max_context", "turn_truncated"):
+    for reason in FINISH_REASONS:  # every way an episode ends, so the fractions sum to 1
         stats[f"finish_{reason}"] = float(np.mean([f == reason for f in every["finish"]]))
     return kept, stats
 

@@ -159,6 +159,8 @@ def test_tiny_grpo_step_trains_and_exports(tmp_path, policy_hf_dir, outfitter):
         assert key in m, key
     assert m["policy_tokens"] > 0 and m["entropy"] > 0
     assert m["clip_fraction"] == 0.0  # μ = 1: ρ = 1 exactly on the single pass
+    finishes = {k: v for k, v in m.items() if k.startswith("finish_")}
+    assert abs(sum(finishes.values()) - 1.0) < 1e-6, finishes  # every episode ends one way
     transcripts = [json.loads(x) for x in (tmp_path / "transcripts.jsonl").read_text().splitlines()]
     assert 1 <= len(transcripts) <= 2 and all(t["step"] == 1 for t in transcripts)
     assert all(
