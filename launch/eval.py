@@ -101,6 +101,8 @@ def main(argv):
         fail("give exactly one of --checkpoint or --agent_url")
     if not FLAGS.workdir:
         fail("--workdir is required (where results.json, trials.jsonl, pass_k.png go)")
+    if missing := common.missing_gin_file():
+        fail(missing)
     for flag in ("checkpoint", "user_checkpoint"):
         if getattr(FLAGS, flag):
             _check_checkpoint(flag, getattr(FLAGS, flag))
@@ -253,5 +255,10 @@ def _eval_served(domain, user, config):
     return result
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eigen-eval` console script (setup.py) and `python -m launch.eval`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

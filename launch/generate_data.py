@@ -29,10 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import gin
 
 from data_agents.synthesis import SynthesisConfig, SynthesisEngine
+from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "gin config files.")
-flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, e.g. 'SynthesisConfig.num_rounds=3'.")
+common.define_gin_flags()
 flags.DEFINE_multi_string("server_url", [], "LLM server base URL (repeatable; balanced).")
 flags.DEFINE_string("domain", "outfitter", "domain name: outfitter, tau2:airline, ...")
 flags.DEFINE_string("workdir", None, "output directory (journals, prompts, report).")
@@ -298,6 +298,10 @@ def _check_flags(argv) -> None:
 
 def main(argv) -> None:
     _check_flags(argv)
+    if missing := common.missing_gin_file():
+        fail(missing)
+    for path in common.gin_search_paths():
+        gin.add_config_file_search_path(path)
     try:
         gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
         SynthesisConfig()  # its bindings are checked whichever backend runs
@@ -312,5 +316,10 @@ def main(argv) -> None:
     print({k: summary[k] for k in keys if k in summary})
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eigen-data` console script (setup.py) and `python -m launch.generate_data`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -92,5 +92,10 @@ def main(argv):
     serve(server, FLAGS.host, FLAGS.port)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eigen-serve` console script (setup.py) and `python -m launch.serve`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

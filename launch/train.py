@@ -1,4 +1,5 @@
-"""Train: `python launch/train.py --gin_file gin/X.gin [--gin_bindings ...] [--workdir DIR]`.
+"""Train: `eigen-train --gin_file gin/X.gin [--gin_bindings ...] [--workdir DIR]` (installed), or
+`python launch/train.py ...` / `python -m launch.train ...` in a checkout.
 
 absl flags carry infrastructure only; gin chooses the stage(s) and every scientific knob. The gin
 files bind `launch.pipeline.run_pipeline.stages` (agent SFT, user SFT, GRPO, evaluation, or a
@@ -18,6 +19,7 @@ from launch import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 common.define_infra_flags()
+common.define_wandb_flags()
 flags.DEFINE_bool(
     "rerun_changed_stages",
     False,
@@ -29,6 +31,9 @@ flags.DEFINE_bool(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if missing := common.missing_gin_file():
+        sys.exit(missing)
+    common.setup_wandb(FLAGS.workdir)
     common.setup_jax()
     common.setup_logging(FLAGS.workdir)
     common.parse_gin()
@@ -42,5 +47,10 @@ def main(argv):
     logging.info("done: %s (report: %s)", result.workdir, result.report)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eigen-train` console script (setup.py) and `python -m launch.train`."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

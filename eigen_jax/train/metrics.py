@@ -1,11 +1,13 @@
-"""Metrics to TensorBoard event files in the workdir and a progress/rate line on the console.
+"""Metrics to TensorBoard event files in the workdir and a progress/rate line on the console,
+mirrored to Weights & Biases when a launcher asks for it (`mirror_to_wandb`).
 
 Metrics are global values (reduced over the whole mesh), so in a multi-process run process 0
-writes them and the others only return them: one event file, one `metrics.jsonl`.
+writes them and the others only return them: one event file, one `metrics.jsonl`, one W&B run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -36,6 +38,45 @@ def _open_for_append(path):
     return f
 
 
+@dataclasses.dataclass(frozen=True)
+class WandbSettings:
+    """Where every MetricsWriter opened afterwards also logs: one W&B run per writer (a stage:
+    its steps restart at 1), the stages of one training run under one `group`."""
+
+    project: str
+    mode: str | None = None  # online | offline | disabled; None: wandb reads WANDB_MODE
+    group: str | None = None
+    config: dict[str, Any] | None = None
+
+
+_WANDB: WandbSettings | None = None
+
+
+def mirror_to_wandb(settings: WandbSettings | None) -> None:
+    """Set by a launcher's infrastructure flags (`--wandb_project`); None stops mirroring."""
+    global _WANDB
+    _WANDB = settings
+
+
+def _start_wandb_run(logdir, name: str):
+    """The W&B run a writer mirrors to (None when not asked for); its local files go beside the
+    event file when the run folder is local."""
+    if _WANDB is None:
+        return None
+    import wandb
+
+    from eigen_jax import paths
+
+    return wandb.init(
+        project=_WANDB.project,
+        mode=_WANDB.mode,
+        group=_WANDB.group,
+        name=name,
+        config=_WANDB.config,
+        dir=None if paths.is_url(logdir) else str(logdir),
+    )
+
+
 class MetricsWriter:
     def __init__(
         self,
@@ -52,7 +93,7 @@ class MetricsWriter:
 
         self.logdir = paths.resolve(logdir)
         self.writes = jax.process_index() == 0 if write is None else write
-        self._tb = self._jsonl = None
+        self._tb = self._jsonl = self._wandb = None
         if self.writes:
             self.logdir.mkdir(parents=True, exist_ok=True)
             # A URL's event file is written locally and copied at close: tensorboardX's own
@@ -63,6 +104,7 @@ class MetricsWriter:
             )
             self._tb = SummaryWriter(self._tb_local or str(self.logdir))
             self._jsonl = _open_for_append(self.logdir / "metrics.jsonl")
+            self._wandb = _start_wandb_run(self.logdir, prefix.rstrip("/") or self.logdir.name)
         self.prefix = prefix
         self.console_every = console_every
         self.console_keys = console_keys  # the console line's metrics (default: all)
@@ -74,6 +116,8 @@ class MetricsWriter:
             return scalars
         for k, v in scalars.items():
             self._tb.add_scalar(f"{self.prefix}{k}", v, step)
+        if self._wandb is not None:  # the same tags and steps as TensorBoard's
+            self._wandb.log({f"{self.prefix}{k}": v for k, v in scalars.items()}, step=step)
         self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
         self._jsonl.flush()
         if self.console_every and step % self.console_every == 0:
@@ -96,6 +140,9 @@ class MetricsWriter:
             self._tb.close()
             self._jsonl.close()
             self._tb = self._jsonl = None
+            if self._wandb is not None:
+                self._wandb.finish()
+                self._wandb = None
             if self._tb_local:
                 from eigen_jax import paths
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.fake_wandb import install_fake_wandb, read_fake_wandb_log
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(REPO / "launch" / "train.py"), "--gin_file", "gin/test/sft_tiny.gin"]
 # One CPU device: sharded equivalence is tested in tests/eigen_jax; here speed matters.
@@ -62,6 +64,56 @@ def test_unknown_gin_binding_fails_before_compute(tmp_path):
     assert out.returncode != 0
     assert "not_a_knob" in out.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_wandb_flag_without_wandb_installed_is_one_line_before_any_work(tmp_path):
+    not_installed = tmp_path / "site"
+    not_installed.mkdir()
+    (not_installed / "wandb.py").write_text("raise ImportError(\"No module named 'wandb'\")\n")
+    cmd = TRAIN + ["--workdir", str(tmp_path / "wd"), "--wandb_project", "eigen"]
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([str(not_installed), str(REPO)]))
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "--wandb_project needs the wandb package: pip install 'eigen-jax[wandb]'"
+    ]
+    assert not (tmp_path / "wd").exists()
+
+
+def test_wandb_flag_mirrors_the_stage_metrics_jsonl(prepared, tmp_path):
+    """Through the launcher: one W&B run for the agent-SFT stage, in the run folder's group, with
+    exactly the steps and (prefixed) values of its metrics.jsonl, then finished."""
+    wd = clone(prepared, tmp_path / "run1")
+    fake, log = install_fake_wandb(tmp_path / "fake"), tmp_path / "wandb_calls.jsonl"
+    bindings = [
+        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]",
+        "run_sft.num_steps=3",
+        "run_sft.eval_every=100",
+        "run_sft.export_hf=False",
+    ]
+    cmd = TRAIN + ["--workdir", str(wd), "--wandb_project", "eigen", "--wandb_mode", "offline"]
+    cmd += [f"--gin_bindings={b}" for b in bindings]
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([str(fake), str(REPO)]), FAKE_WANDB_LOG=str(log))
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    calls = read_fake_wandb_log(log)
+    assert [c["call"] for c in calls] == ["init", "log", "log", "log", "finish"]
+    init = calls[0]["kwargs"]
+    assert (init["project"], init["mode"], init["group"], init["name"]) == (
+        "eigen",
+        "offline",
+        "run1",
+        "sft_agent",
+    )
+    lines = [
+        json.loads(x) for x in (wd / "sft_agent" / "tb" / "metrics.jsonl").read_text().splitlines()
+    ]
+    expected = [
+        {"data": {f"sft_agent/{k}": v for k, v in d.items() if k != "step"}, "step": d["step"]}
+        for d in lines
+    ]
+    assert [{"data": c["data"], "step": c["step"]} for c in calls[1:4]] == expected
+    assert [d["step"] for d in lines] == [1, 2, 3]
 
 
 @pytest.mark.slow  # ~2 min of training here; `make test-slow`
