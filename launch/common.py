@@ -159,7 +159,8 @@ def missing_gin_file(files=None, search_paths=None) -> str | None:
             continue
         candidates = [f] if os.path.isabs(f) else [f] + [os.path.join(r, f) for r in roots]
         if not any(os.path.isfile(c) for c in candidates):
-            return f"gin file not found: {f} (looked in {os.getcwd()} and {', '.join(roots)})"
+            looked = ", ".join(dict.fromkeys([os.getcwd(), *roots]))
+            return f"gin file not found: {f} (looked in {looked})"
     return None
 
 
