@@ -212,34 +212,38 @@ class Attention(nnx.Module):
     def _decode_impl(self, decode: bool, kv_len: int, max_len: int, rows) -> str:
         """The cached attention for this call: the Pallas kernel only for the sampler's decode
         (one token per row, no segment ids: a learner's cache path passes them and is
-        differentiated, which the kernel has no rule for), where TPU tiling allows its blocks
-        and (under a mesh) each row reads its own cache row; "auto" only when compiled for TPU."""
+        differentiated, which the kernel has no rule for; no cache_rows: prefill's padding rows
+        share a row, and the kernel writes each row's own), where TPU tiling allows its blocks;
+        "auto" only when compiled for a TPU."""
         if not decode or self.decode_impl == "xla":
             return "xla"
-        mesh = jax.sharding.get_abstract_mesh()
-        own_rows = rows is None or mesh is None or mesh.empty
-        fits = own_rows and decode_attention.block_size(kv_len, max_len) is not None
+        fits = rows is None and decode_attention.block_size(kv_len, max_len) is not None
         if self.decode_impl == "pallas":
             if not fits:
                 raise ValueError(
                     f"decode_attention_impl='pallas' cannot run kv_len={kv_len} of a "
-                    f"{max_len}-slot cache{'' if own_rows else ' with cache_rows on a mesh'}"
+                    f"{max_len}-slot cache{'' if rows is None else ' with cache_rows'}"
                 )
             return "pallas"
         return "pallas" if fits and splash.target_platform() == "tpu" else "xla"
 
     def _cached(self, q, k, v, positions, decode, cache, layer, cache_rows, kv_len):
-        """Attention through the cache: write this call's keys, then attend each row's slots."""
-        rows = jnp.arange(q.shape[0]) if cache_rows is None else cache_rows
-        new_cache = write_cache(cache, layer, rows, k, v, positions)
+        """Attention through the cache: write this call's keys, then attend each row's slots
+        (the kernel does both, so XLA never scatters into the cache: see its docstring)."""
         max_len = cache["k"].shape[CACHE_SLOT_AXIS]
         live = max_len if kv_len is None else min(kv_len, max_len)
         scale = self.head_dim**-0.5
         if self._decode_impl(decode, live, max_len, cache_rows) == "pallas":
-            out = decode_attention.decode_attention(
-                q, new_cache["k"], new_cache["v"], layer, cache_rows, positions, scale, live
+            out, ck, cv = decode_attention.decode_attention(
+                q, k, v, cache["k"], cache["v"], layer, cache_rows, positions, scale, live
             )
+            new_cache = {
+                "k": with_logical_constraint(ck, CACHE_LOGICAL_AXES),
+                "v": with_logical_constraint(cv, CACHE_LOGICAL_AXES),
+            }
             return out.astype(self.dtype), new_cache
+        rows = jnp.arange(q.shape[0]) if cache_rows is None else cache_rows
+        new_cache = write_cache(cache, layer, rows, k, v, positions)
         k, v = (
             read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
             for n in ("k", "v")

@@ -47,10 +47,15 @@ def block_size(kv_len: int, max_len: int, block: int = BLOCK) -> int | None:
     return bs if pl.cdiv(kv_len, bs) * bs <= max_len else None
 
 
+def last_block(length, bs: int):
+    """A row's last live block (block 0 for an empty row): where its new slot lands."""
+    return jnp.maximum(pl.cdiv(length, bs) - 1, 0)
+
+
 def fetched_block(j, length, bs: int):
-    """The key/value block grid step j fetches: j, clamped to the row's last live block (block 0
-    for an empty row), so the steps past it repeat an index and the pipeline fetches nothing."""
-    return jnp.minimum(j, jnp.maximum(pl.cdiv(length, bs) - 1, 0))
+    """The key/value block grid step j fetches: j, clamped to the row's last live block, so the
+    steps past it repeat an index and the pipeline fetches nothing."""
+    return jnp.minimum(j, last_block(length, bs))
 
 
 def _kernel(
@@ -58,9 +63,13 @@ def _kernel(
     rows_ref,
     lens_ref,
     q_ref,
+    kn_ref,
+    vn_ref,
     k_ref,
     v_ref,
     o_ref,
+    ko_ref,
+    vo_ref,
     m_ref,
     l_ref,
     acc_ref,
@@ -77,9 +86,20 @@ def _kernel(
         l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
         acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
 
+    # The token's own key/value go to slot length - 1, inside its last live block: put them
+    # into that block as it is read, and write the block back (an empty row's block 0 goes back
+    # unchanged).
+    row = j * bs + jax.lax.broadcasted_iota(jnp.int32, k_ref.shape, 0)
+    k = jnp.where(row == length - 1, kn_ref[...], k_ref[...])  # [bs, hd]
+    v = jnp.where(row == length - 1, vn_ref[...], v_ref[...])
+
+    @pl.when(j == last_block(length, bs))
+    def _write():
+        ko_ref[...], vo_ref[...] = k, v
+
     @pl.when(j * bs < length)
     def _block():
-        q, k, v = q_ref[...], k_ref[...], v_ref[...]  # [G, hd], [bs, hd], [bs, hd]
+        q = q_ref[...]  # [G, hd]
         dims = (((1,), (1,)), ((), ()))
         s = jax.lax.dot_general(q, k, dims, preferred_element_type=jnp.float32) * scale
         slot = j * bs + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
@@ -100,24 +120,30 @@ def _kernel(
         o_ref[...] = jnp.where(total > 0, acc_ref[...] / safe, 0.0).astype(o_ref.dtype)
 
 
-def _call(qg, cache_k, cache_v, layer, rows, lengths, scale, kv_len, bs, interpret):
-    """The pallas_call on one shard: qg [B, KV, G, hd], caches [L, Bc, KV, S, hd]."""
+def _call(qg, k_new, v_new, cache_k, cache_v, layer, rows, lengths, scale, kv_len, bs, interpret):
+    """The pallas_call on one shard: qg [B, KV, G, hd], k/v_new [B, KV, 1, hd], caches
+    [L, Bc, KV, S, hd] (updated in place: aliased to the 2nd and 3rd outputs)."""
     b, kv, g, hd = qg.shape
     nblocks = pl.cdiv(kv_len, bs)
 
     def kv_index(i, h, j, layer_ref, rows_ref, lens_ref):
         return layer_ref[0], rows_ref[i], h, fetched_block(j, lens_ref[i], bs), 0
 
-    def q_index(i, h, j, *_):
+    def write_index(i, h, j, layer_ref, rows_ref, lens_ref):  # constant over j: one write-back
+        return layer_ref[0], rows_ref[i], h, last_block(lens_ref[i], bs), 0
+
+    def head_index(i, h, j, *_):
         return i, h, 0, 0
 
-    q_spec = pl.BlockSpec((None, None, g, hd), q_index)
+    q_spec = pl.BlockSpec((None, None, g, hd), head_index)
+    new_spec = pl.BlockSpec((None, None, 1, hd), head_index)
     kv_spec = pl.BlockSpec((None, None, None, bs, hd), kv_index)
+    write_spec = pl.BlockSpec((None, None, None, bs, hd), write_index)
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=3,
         grid=(b, kv, nblocks),
-        in_specs=[q_spec, kv_spec, kv_spec],
-        out_specs=q_spec,
+        in_specs=[q_spec, new_spec, new_spec, kv_spec, kv_spec],
+        out_specs=[q_spec, write_spec, write_spec],
         scratch_shapes=[
             pltpu.VMEM((g, LANES), jnp.float32),
             pltpu.VMEM((g, LANES), jnp.float32),
@@ -128,23 +154,30 @@ def _call(qg, cache_k, cache_v, layer, rows, lengths, scale, kv_len, bs, interpr
     cost = pl.CostEstimate(  # every row at full kv_len: an upper bound, lengths are run-time
         flops=4 * b * kv * g * kv_len * hd,
         transcendentals=b * kv * g * kv_len,
-        bytes_accessed=2 * b * kv * kv_len * hd * itemsize + 2 * qg.size * qg.dtype.itemsize,
+        bytes_accessed=2 * b * kv * (kv_len + bs) * hd * itemsize + 2 * qg.size * qg.dtype.itemsize,
     )
     return pl.pallas_call(
         functools.partial(_kernel, scale=scale, bs=bs),
         grid_spec=grid_spec,
-        out_shape=jax.ShapeDtypeStruct(qg.shape, qg.dtype),
+        out_shape=[
+            jax.ShapeDtypeStruct(qg.shape, qg.dtype),
+            jax.ShapeDtypeStruct(cache_k.shape, cache_k.dtype),
+            jax.ShapeDtypeStruct(cache_v.shape, cache_v.dtype),
+        ],
+        input_output_aliases={6: 1, 7: 2},  # the caches (after 3 scalars, q, k_new, v_new)
         compiler_params=pltpu.CompilerParams(
             dimension_semantics=("parallel", "parallel", "arbitrary")
         ),
         cost_estimate=cost,
         name="decode_attention",
         interpret=pltpu.InterpretParams() if interpret else False,
-    )(layer, rows, lengths, qg, cache_k, cache_v)
+    )(layer, rows, lengths, qg, k_new, v_new, cache_k, cache_v)
 
 
 def decode_attention(
     q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
     cache_k: jax.Array,
     cache_v: jax.Array,
     layer: jax.Array | int,
@@ -153,13 +186,15 @@ def decode_attention(
     scale: float,
     kv_len: int,
     block: int = BLOCK,
-) -> jax.Array:
-    """One token per row against its cache row's slots [0, position]: [B, 1, H, hd] out.
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Writes each row's new key/value (k, v [B, 1, KV, hd]) to slot `position` of its cache row
+    and attends slots [0, position]: ([B, 1, H, hd] out, cache_k, cache_v updated in place).
 
-    cache_k/v: the stacked cache [L, Bc, KV, S, hd]; rows [B] (None: row b reads cache row b;
-    out of range is clipped, as `read_cache`); positions [B, 1]; kv_len (static) bounds the
-    slots any row may attend. Under a mesh `rows` must be None (a row's cache row lives on the
-    row's own shard only when the two are the same row).
+    cache_k/v: the stacked cache [L, Bc, KV, S, hd]; rows [B] (None: row b is cache row b) must
+    be distinct and in range, as each row writes its own; positions [B, 1]; kv_len (static)
+    bounds the slots any row reads or writes (a position >= kv_len writes nothing, as
+    `steps.decode_steps` requires). Under a mesh `rows` must be None (a row's cache row lives
+    on the row's own shard only when the two are the same row).
     """
     b, t, h, hd = q.shape
     kv, max_len = cache_k.shape[2], cache_k.shape[3]
@@ -171,6 +206,7 @@ def decode_attention(
     pos = positions[:, 0].astype(jnp.int32)
     lengths = jnp.where(pos < kv_len, pos + 1, 0)
     qg = q.reshape(b, kv, h // kv, hd).astype(cache_k.dtype)
+    k_new, v_new = (x.reshape(b, kv, 1, hd).astype(cache_k.dtype) for x in (k, v))
     layer = jnp.asarray(layer, jnp.int32).reshape(1)
     call = functools.partial(
         _call, scale=scale, kv_len=kv_len, bs=bs, interpret=target_platform() == "cpu"
@@ -178,25 +214,34 @@ def decode_attention(
     mesh = jax.sharding.get_abstract_mesh()
     if mesh is None or mesh.empty:
         rows = jnp.arange(b, dtype=jnp.int32) if rows is None else rows.astype(jnp.int32)
-        out = call(qg, cache_k, cache_v, layer, jnp.clip(rows, 0, cache_k.shape[1] - 1), lengths)
-        return out.reshape(b, 1, h, hd)
+        rows = jnp.clip(rows, 0, cache_k.shape[1] - 1)
+        out, ck, cv = call(qg, k_new, v_new, cache_k, cache_v, layer, rows, lengths)
+        return out.reshape(b, 1, h, hd), ck, cv
     if rows is not None:
         raise ValueError("under a mesh, decode attention reads each row's own cache row")
 
-    def local(qg, ck, cv, layer, lengths):
+    def local(qg, k_new, v_new, ck, cv, layer, lengths):
         own = jnp.arange(qg.shape[0], dtype=jnp.int32)
-        return call(qg, ck, cv, layer, own, lengths)
+        return call(qg, k_new, v_new, ck, cv, layer, own, lengths)
 
     spec = lambda axes, x: logical_to_spec(axes, x.shape, mesh)  # noqa: E731
     q_spec = spec(("batch", "kv_heads", None, None), qg)
     cache_spec = spec((None, "batch", "kv_heads", None, None), cache_k)
     if (q_spec[0], q_spec[1]) != (cache_spec[1], cache_spec[2]):
         raise ValueError(f"rows and heads of q ({q_spec}) and cache ({cache_spec}) split apart")
-    out = jax.shard_map(
+    out, ck, cv = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(q_spec, cache_spec, cache_spec, PartitionSpec(), PartitionSpec(q_spec[0])),
-        out_specs=q_spec,
+        in_specs=(
+            q_spec,
+            q_spec,
+            q_spec,
+            cache_spec,
+            cache_spec,
+            PartitionSpec(),
+            PartitionSpec(q_spec[0]),
+        ),
+        out_specs=(q_spec, cache_spec, cache_spec),
         check_vma=False,
-    )(qg, cache_k, cache_v, layer, lengths)
-    return out.reshape(b, 1, h, hd)
+    )(qg, k_new, v_new, cache_k, cache_v, layer, lengths)
+    return out.reshape(b, 1, h, hd), ck, cv

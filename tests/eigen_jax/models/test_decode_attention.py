@@ -18,7 +18,7 @@ from eigen_jax.aot import programs
 from eigen_jax.aot.report import compile_program
 from eigen_jax.aot.topology import parse_topology
 from eigen_jax.models import Transformer, get_config
-from eigen_jax.models.attention import cache_mask, grouped_attention, read_cache
+from eigen_jax.models.attention import cache_mask, grouped_attention, read_cache, write_cache
 from eigen_jax.models.decode_attention import block_size, decode_attention, fetched_block
 from eigen_jax.sampling import Engine, Request, SamplingParams, steps
 from tests.eigen_jax.sampling.conftest import random_prompts, redrawn_model
@@ -27,20 +27,27 @@ L, B, S, H, HD = 2, 5, 256, 4, 32
 KV_LEN, BLOCK = 128, 32  # four blocks per row; slots >= KV_LEN are never attended
 
 
-def _xla(q, ck, cv, layer, rows, positions, kv_len):
-    k, v = (read_cache(c, layer, rows, kv_len) for c in (ck, cv))
-    return grouped_attention(q, k, v, cache_mask(positions, kv_len), HD**-0.5)
+def _xla(q, k, v, ck, cv, layer, rows, positions, kv_len):
+    """The XLA path: scatter the new keys (`write_cache`), then masked attention."""
+    cache = write_cache(
+        {"k": ck, "v": cv}, layer, jnp.arange(B) if rows is None else rows, k, v, positions
+    )
+    kc, vc = (read_cache(cache[n], layer, rows, kv_len) for n in ("k", "v"))
+    out = grouped_attention(q, kc, vc, cache_mask(positions, kv_len), HD**-0.5)
+    return out, cache["k"], cache["v"]
 
 
 def _inputs(kv, dtype, seed=0):
-    ks = jax.random.split(jax.random.PRNGKey(seed), 3)
-    ck = jax.random.normal(ks[0], (L, B, kv, S, HD), jnp.float32).astype(dtype)
-    cv = jax.random.normal(ks[1], (L, B, kv, S, HD), jnp.float32).astype(dtype)
-    q = jax.random.normal(ks[2], (B, 1, H, HD), jnp.float32).astype(dtype)
-    return q, ck, cv
+    ks = jax.random.split(jax.random.PRNGKey(seed), 5)
+    normal = lambda key, shape: jax.random.normal(key, shape, jnp.float32).astype(dtype)  # noqa: E731
+    ck, cv = normal(ks[0], (L, B, kv, S, HD)), normal(ks[1], (L, B, kv, S, HD))
+    q = normal(ks[2], (B, 1, H, HD))
+    k, v = normal(ks[3], (B, 1, kv, HD)), normal(ks[4], (B, 1, kv, HD))
+    return q, k, v, ck, cv
 
 
-# Lengths 1, one block, mid-block, full kv_len, and a row past kv_len (inactive: zeros).
+# Lengths 1, one block, mid-block, full kv_len, and a row past kv_len (inactive: no write, and
+# zeros where XLA averages: the sampler reads neither).
 POSITIONS = np.asarray([[0], [31], [77], [KV_LEN - 1], [S]], np.int32)
 LIVE = POSITIONS[:, 0] < KV_LEN
 
@@ -48,28 +55,34 @@ LIVE = POSITIONS[:, 0] < KV_LEN
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 2e-2)])
 @pytest.mark.parametrize("kv", [4, 2, 1])
 def test_kernel_matches_xla_with_row_lengths_and_cache_rows(kv, dtype, tol):
-    q, ck, cv = _inputs(kv, dtype)
-    rows = jnp.asarray([3, 0, 4, 1, 2])  # row b reads cache row rows[b]
+    """Outputs within tolerance; the written caches equal XLA's scatter bit for bit."""
+    q, k, v, ck, cv = _inputs(kv, dtype)
+    rows = jnp.asarray([3, 0, 4, 1, 2])  # row b reads and writes cache row rows[b]
     for layer in (0, 1):
-        got = decode_attention(q, ck, cv, layer, rows, POSITIONS, HD**-0.5, KV_LEN, block=BLOCK)
-        ref = _xla(q, ck, cv, layer, rows, POSITIONS, KV_LEN)
+        args = (q, k, v, ck, cv, layer, rows, POSITIONS, HD**-0.5, KV_LEN)
+        got, got_k, got_v = decode_attention(*args, block=BLOCK)
+        ref, ref_k, ref_v = _xla(*args[:-2], KV_LEN)
         assert got.shape == ref.shape and got.dtype == dtype
         got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
         np.testing.assert_allclose(got[LIVE], ref[LIVE], atol=tol, rtol=tol)
         assert np.all(got[~LIVE] == 0)
+        np.testing.assert_array_equal(np.asarray(got_k), np.asarray(ref_k))
+        np.testing.assert_array_equal(np.asarray(got_v), np.asarray(ref_v))
 
 
 def test_dead_blocks_never_reach_the_softmax():
     """Every slot from the block after a row's last live block holds NaN: any block of them
     that reached the softmax (0 x NaN) would poison the row's output. (The clamped fetch and the
     skipped compute each keep them out; `fetched_block` is checked on its own below.)"""
-    q, ck, cv = _inputs(2, jnp.float32)
+    q, k, v, ck, cv = _inputs(2, jnp.float32)
     ends = [((min(p, KV_LEN - 1) // BLOCK) + 1) * BLOCK for p in POSITIONS[:, 0]]
     slot = jnp.arange(S)[None, :]
     dead = (slot >= jnp.asarray(ends)[:, None])[None, :, None, :, None]  # rows in order
     poisoned = [jnp.where(dead, jnp.nan, c) for c in (ck, cv)]
-    got = decode_attention(q, *poisoned, 1, None, POSITIONS, HD**-0.5, KV_LEN, block=BLOCK)
-    ref = _xla(q, ck, cv, 1, None, POSITIONS, KV_LEN)
+    got, _, _ = decode_attention(
+        q, k, v, *poisoned, 1, None, POSITIONS, HD**-0.5, KV_LEN, block=BLOCK
+    )
+    ref = _xla(q, k, v, ck, cv, 1, None, POSITIONS, KV_LEN)[0]
     assert np.all(np.isfinite(np.asarray(got)))
     np.testing.assert_allclose(np.asarray(got)[LIVE], np.asarray(ref)[LIVE], atol=2e-6)
 
