@@ -1,4 +1,5 @@
-"""Pallas TPU flash-decode attention over the sampler's stacked heads-major KV cache.
+"""Pallas TPU flash-decode attention over the sampler's stacked heads-major KV cache, which
+also writes the step's new key/value into it.
 
 Why an own kernel: jax's `paged_attention` wants each layer's keys as [KV, pages, page, hd];
 the cache is [L, B, KV, S, hd] (layer-stacked for the scanned decoder, heads-major for the XLA
@@ -7,17 +8,22 @@ stacked cache in place: the layer, each row's cache row and its live length ride
 prefetch, so a (row, KV head) program fetches only the key/value blocks below the row's length
 (the block index is clamped to the last live block, which the pipeline does not fetch again) and
 skips their compute; the XLA path reads all `kv_len` slots of every row each step.
+Why it writes too: with XLA's scatter in the decode loop, XLA keeps the cache slot-major there
+(its layout for the scatter) and copied it to the kernel's row-major layout for every layer
+(and, on the XLA path, into and out of the loop: an extra cache-sized buffer, bench/NOTES.md).
+The new key lands in the row's last live block, which the kernel holds anyway: it puts it there
+and writes that one block back to the cache (aliased in and out), so XLA never scatters into it.
 
-Contract (as `attention.grouped_attention` with `cache_mask` for one token per row): q
-[B, 1, H, hd] is the token at position p of its row, attending slots [0, p] of cache row
-`rows[b]` in plane `layer`; a row with p >= kv_len (inactive: its write was dropped) attends
-nothing and gets zeros, where the XLA path averages its slots: the sampler never reads those.
-All G = H / KV query heads of a group run in one program against their shared K/V block, with
-an online softmax in float32 VMEM scratch. The probabilities meet V in V's dtype, as on the XLA
-path. Slots above a row's length inside its last live block are masked; the cache holds finite
-values there (zeros or stale keys), as the XLA path also assumes.
+Contract (as `attention.write_cache`, then `grouped_attention` with `cache_mask`, for one token
+per row): the token at position p of batch row b is written to slot p of cache row `rows[b]` in
+plane `layer` and attends slots [0, p]; a row with p >= kv_len (inactive) writes nothing and
+gets zeros, where the XLA path averages its slots: the sampler never reads those. All G = H / KV
+query heads of a group run in one program against their shared K/V block, with an online
+softmax in float32 VMEM scratch; the probabilities meet V in V's dtype, as on the XLA path.
+Slots above a row's length inside its last live block are masked; the cache holds finite values
+there (zeros or stale keys), as the XLA path also assumes.
 Under a mesh it is `shard_map`ped over the batch and KV-head axes (as `splash`), each shard
-reading its own cache rows; on a CPU it runs in Pallas TPU interpret mode (tests).
+reading and writing its own cache rows; on a CPU it runs in Pallas TPU interpret mode (tests).
 """
 
 from __future__ import annotations
