@@ -213,3 +213,17 @@ def test_decode_lowers_to_mosaic_for_v5p():
         texts[impl] = compiled.as_text()
     assert "tpu_custom_call" in texts["auto"] and "decode_attention" in texts["auto"]
     assert "tpu_custom_call" not in texts["xla"]
+
+
+def test_decode_attention_impl_is_checked():
+    with pytest.raises(ValueError, match="decode_attention_impl"):
+        get_config("tiny-qwen3", decode_attention_impl="splash")
+    model = Transformer(get_config("tiny-qwen3", decode_attention_impl="pallas"), rngs=nnx.Rngs(0))
+    cache = model.init_cache(2, 64)
+    with pytest.raises(ValueError, match="with cache_rows"):  # rows must own their cache rows
+        model(
+            jnp.ones((2, 1), jnp.int32),
+            positions=jnp.ones((2, 1), jnp.int32),
+            cache=cache,
+            cache_rows=jnp.asarray([1, 0]),
+        )
