@@ -69,8 +69,8 @@ class ModelConfig:
     cuDNN, else xla. Same result either way, up to kernel tolerance.
     `decode_attention_impl` picks the cached attention of one-token decode steps: "xla" (masked
     attention over the first kv_len slots), "pallas" (`models.decode_attention`, a TPU kernel
-    that reads only each row's live slots; interpret mode on a CPU), "auto" = pallas when the
-    program is compiled for a TPU and the shapes tile, else xla.
+    that reads only each row's live slots and writes the new ones itself; interpret mode on a
+    CPU), "auto" = pallas when the program is compiled for a TPU and the shapes tile, else xla.
     `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
     compile time does not grow with depth); off, they are unrolled over the same parameters.
 
