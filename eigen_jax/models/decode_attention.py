@@ -12,7 +12,8 @@ Why it writes too: with XLA's scatter in the decode loop, XLA keeps the cache sl
 (its layout for the scatter) and copied it to the kernel's row-major layout for every layer
 (and, on the XLA path, into and out of the loop: an extra cache-sized buffer, bench/NOTES.md).
 The new key lands in the row's last live block, which the kernel holds anyway: it puts it there
-and writes that one block back to the cache (aliased in and out), so XLA never scatters into it.
+and writes back the 16-slot tile that holds it (the cache aliased in and out), so XLA never
+scatters into the cache.
 
 Contract (as `attention.write_cache`, then `grouped_attention` with `cache_mask`, for one token
 per row): the token at position p of batch row b is written to slot p of cache row `rows[b]` in
@@ -58,6 +59,11 @@ def last_block(length, bs: int):
     return jnp.maximum(pl.cdiv(length, bs) - 1, 0)
 
 
+def written_tile(length, ws: int):
+    """The ws-slot tile holding a row's new slot, length - 1 (tile 0 for an empty row)."""
+    return jnp.maximum(length - 1, 0) // ws
+
+
 def fetched_block(j, length, bs: int):
     """The key/value block grid step j fetches: j, clamped to the row's last live block, so the
     steps past it repeat an index and the pipeline fetches nothing."""
@@ -82,6 +88,7 @@ def _kernel(
     *,
     scale: float,
     bs: int,
+    ws: int,
 ):
     b, j = pl.program_id(0), pl.program_id(2)
     length = lens_ref[b]
@@ -93,15 +100,19 @@ def _kernel(
         acc_ref[...] = jnp.zeros(acc_ref.shape, jnp.float32)
 
     # The token's own key/value go to slot length - 1, inside its last live block: put them
-    # into that block as it is read, and write the block back (an empty row's block 0 goes back
-    # unchanged).
+    # into that block as it is read, and write back the ws-slot tile that holds the slot (an
+    # empty row's tile 0 goes back unchanged).
     row = j * bs + jax.lax.broadcasted_iota(jnp.int32, k_ref.shape, 0)
     k = jnp.where(row == length - 1, kn_ref[...], k_ref[...])  # [bs, hd]
     v = jnp.where(row == length - 1, vn_ref[...], v_ref[...])
 
     @pl.when(j == last_block(length, bs))
     def _write():
-        ko_ref[...], vo_ref[...] = k, v
+        tile = written_tile(length, ws)
+        start = pl.multiple_of(tile * ws - j * bs, ws)
+        put = tile * ws + jax.lax.broadcasted_iota(jnp.int32, ko_ref.shape, 0) == length - 1
+        ko_ref[...] = jnp.where(put, kn_ref[...], k_ref[pl.ds(start, ws), :])
+        vo_ref[...] = jnp.where(put, vn_ref[...], v_ref[pl.ds(start, ws), :])
 
     @pl.when(j * bs < length)
     def _block():
@@ -131,12 +142,13 @@ def _call(qg, k_new, v_new, cache_k, cache_v, layer, rows, lengths, scale, kv_le
     [L, Bc, KV, S, hd] (updated in place: aliased to the 2nd and 3rd outputs)."""
     b, kv, g, hd = qg.shape
     nblocks = pl.cdiv(kv_len, bs)
+    ws = SUBLANES if bs % SUBLANES == 0 else bs  # slots written back per row and head
 
     def kv_index(i, h, j, layer_ref, rows_ref, lens_ref):
         return layer_ref[0], rows_ref[i], h, fetched_block(j, lens_ref[i], bs), 0
 
     def write_index(i, h, j, layer_ref, rows_ref, lens_ref):  # constant over j: one write-back
-        return layer_ref[0], rows_ref[i], h, last_block(lens_ref[i], bs), 0
+        return layer_ref[0], rows_ref[i], h, written_tile(lens_ref[i], ws), 0
 
     def head_index(i, h, j, *_):
         return i, h, 0, 0
@@ -144,7 +156,7 @@ def _call(qg, k_new, v_new, cache_k, cache_v, layer, rows, lengths, scale, kv_le
     q_spec = pl.BlockSpec((None, None, g, hd), head_index)
     new_spec = pl.BlockSpec((None, None, 1, hd), head_index)
     kv_spec = pl.BlockSpec((None, None, None, bs, hd), kv_index)
-    write_spec = pl.BlockSpec((None, None, None, bs, hd), write_index)
+    write_spec = pl.BlockSpec((None, None, None, ws, hd), write_index)
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=3,
         grid=(b, kv, nblocks),
@@ -160,10 +172,10 @@ def _call(qg, k_new, v_new, cache_k, cache_v, layer, rows, lengths, scale, kv_le
     cost = pl.CostEstimate(  # every row at full kv_len: an upper bound, lengths are run-time
         flops=4 * b * kv * g * kv_len * hd,
         transcendentals=b * kv * g * kv_len,
-        bytes_accessed=2 * b * kv * (kv_len + bs) * hd * itemsize + 2 * qg.size * qg.dtype.itemsize,
+        bytes_accessed=2 * b * kv * (kv_len + ws) * hd * itemsize + 2 * qg.size * qg.dtype.itemsize,
     )
     return pl.pallas_call(
-        functools.partial(_kernel, scale=scale, bs=bs),
+        functools.partial(_kernel, scale=scale, bs=bs, ws=ws),
         grid_spec=grid_spec,
         out_shape=[
             jax.ShapeDtypeStruct(qg.shape, qg.dtype),
