@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from eigen_jax.models import cudnn_attention, splash
+from eigen_jax.models import cudnn_attention, decode_attention, splash
 from eigen_jax.models import lora as lora_lib
 from eigen_jax.models.config import ModelConfig
 from eigen_jax.models.layers import RMSNorm, default_kernel_init, make_param
@@ -160,6 +160,7 @@ class Attention(nnx.Module):
         self.head_dim = hd
         self.block = config.attention_block
         self.impl = config.attention_impl
+        self.decode_impl = config.decode_attention_impl
         # A tuple (static, hashable), not an array: it is a constant of the architecture.
         self.inv_freq = tuple(
             float(f) for f in inverse_frequencies(hd, config.rope_theta, config.rope_scaling)
@@ -208,6 +209,47 @@ class Attention(nnx.Module):
             return "cudnn"
         return "xla"
 
+    def _decode_impl(self, decode: bool, kv_len: int, max_len: int, rows) -> str:
+        """The cached attention for this call: the Pallas kernel only for the sampler's decode
+        (one token per row, no segment ids: a learner's cache path passes them and is
+        differentiated, which the kernel has no rule for; no cache_rows: prefill's padding rows
+        share a row, and the kernel writes each row's own), where TPU tiling allows its blocks;
+        "auto" only when compiled for a TPU."""
+        if not decode or self.decode_impl == "xla":
+            return "xla"
+        fits = rows is None and decode_attention.block_size(kv_len, max_len) is not None
+        if self.decode_impl == "pallas":
+            if not fits:
+                raise ValueError(
+                    f"decode_attention_impl='pallas' cannot run kv_len={kv_len} of a "
+                    f"{max_len}-slot cache{'' if rows is None else ' with cache_rows'}"
+                )
+            return "pallas"
+        return "pallas" if fits and splash.target_platform() == "tpu" else "xla"
+
+    def _cached(self, q, k, v, positions, decode, cache, layer, cache_rows, kv_len):
+        """Attention through the cache: write this call's keys, then attend each row's slots
+        (the kernel does both, so XLA never scatters into the cache: see its docstring)."""
+        max_len = cache["k"].shape[CACHE_SLOT_AXIS]
+        live = max_len if kv_len is None else min(kv_len, max_len)
+        scale = self.head_dim**-0.5
+        if self._decode_impl(decode, live, max_len, cache_rows) == "pallas":
+            out, ck, cv = decode_attention.decode_attention(
+                q, k, v, cache["k"], cache["v"], layer, cache_rows, positions, scale, live
+            )
+            new_cache = {
+                "k": with_logical_constraint(ck, CACHE_LOGICAL_AXES),
+                "v": with_logical_constraint(cv, CACHE_LOGICAL_AXES),
+            }
+            return out.astype(self.dtype), new_cache
+        rows = jnp.arange(q.shape[0]) if cache_rows is None else cache_rows
+        new_cache = write_cache(cache, layer, rows, k, v, positions)
+        k, v = (
+            read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
+            for n in ("k", "v")
+        )
+        return grouped_attention(q, k, v, cache_mask(positions, k.shape[2]), scale), new_cache
+
     def _project(self, x, kernel, bias, adapter, axes):
         y = jnp.einsum("btd,dnh->btnh", x, kernel[...].astype(self.dtype))
         y = lora_lib.add_delta(y, adapter, x, self.dtype)
@@ -252,13 +294,10 @@ class Attention(nnx.Module):
                 out = blocks(q, k, v, seg)
             new_cache = None
         else:
-            rows = jnp.arange(x.shape[0]) if cache_rows is None else cache_rows
-            new_cache = write_cache(cache, layer, rows, k, v, positions)
-            k, v = (
-                read_cache(new_cache[n], layer, cache_rows, kv_len).astype(self.dtype)
-                for n in ("k", "v")
+            decode = x.shape[1] == 1 and segment_ids is None
+            out, new_cache = self._cached(
+                q, k, v, positions, decode, cache, layer, cache_rows, kv_len
             )
-            out = grouped_attention(q, k, v, cache_mask(positions, k.shape[2]), self.head_dim**-0.5)
         out = with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         y = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype))
         return lora_lib.add_delta(y, self.o_lora, out, self.dtype), new_cache

@@ -31,6 +31,7 @@ _ARCH_TO_FAMILY = {arch: fam for fam, (_, arch) in FAMILIES.items()}
 _TYPE_TO_FAMILY = {mt: fam for fam, (mt, _) in FAMILIES.items()}
 
 ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn")
+DECODE_ATTENTION_IMPLS = ("auto", "xla", "pallas")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 ROPE_TYPES = ("default", "linear", "llama3")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -66,6 +67,10 @@ class ModelConfig:
     GPU only; float32 compute is cast to bfloat16 for it), "auto" = splash when the program is
     compiled for a TPU, cudnn for a GPU when the compute dtype (bf16/fp16) and head_dim suit
     cuDNN, else xla. Same result either way, up to kernel tolerance.
+    `decode_attention_impl` picks the cached attention of one-token decode steps: "xla" (masked
+    attention over the first kv_len slots), "pallas" (`models.decode_attention`, a TPU kernel
+    that reads only each row's live slots and writes the new ones itself; interpret mode on a
+    CPU), "auto" = pallas when the program is compiled for a TPU and the shapes tile, else xla.
     `scan_layers` runs the stacked decoder blocks under `lax.scan` (one block in the program, so
     compile time does not grow with depth); off, they are unrolled over the same parameters.
 
@@ -105,6 +110,7 @@ class ModelConfig:
     attention_block: int = 128
     scan_layers: bool = True
     attention_impl: str = "auto"
+    decode_attention_impl: str = "auto"
     num_experts: int = 0
     num_experts_per_tok: int = 0
     moe_intermediate_size: int = 0
@@ -156,6 +162,11 @@ class ModelConfig:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"attention_impl={self.attention_impl!r}; expected one of {ATTENTION_IMPLS}"
+            )
+        if self.decode_attention_impl not in DECODE_ATTENTION_IMPLS:
+            raise ValueError(
+                f"decode_attention_impl={self.decode_attention_impl!r}; expected one of "
+                f"{DECODE_ATTENTION_IMPLS}"
             )
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r}; expected one of {REMAT_POLICIES}")
@@ -245,7 +256,7 @@ class ModelConfig:
         """Build from a transformers `PretrainedConfig` or a `config.json` dict.
 
         `overrides` set eigen-jax-only fields (`dtype`, `param_dtype`, `remat`,
-        `attention_block`, `scan_layers`, `attention_impl`, `moe_impl`).
+        `attention_block`, `scan_layers`, `attention_impl`, `decode_attention_impl`, `moe_impl`).
         Raises ValueError naming the key when the architecture or a feature is unsupported.
         """
         cfg = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)

@@ -16,9 +16,10 @@ Live-length attention (`kv_len`): both programs can run the model on the first `
 every row instead of all `max_len`, so a step costs what the live context costs, not what the
 longest possible one would (RL rollouts size caches for the longest episode, while most rows
 are much shorter). The model reads each layer's live slots of the rows it runs as it goes and
-scatters new keys into the donated full cache in place (`models.attention.read_cache`), so on
-an accelerator no call copies the cache, whatever its size (a CPU decode call splits it per
-layer once, see `decode_steps`). Slots >= kv_len are neither read nor written, so the
+scatters new keys into the donated full cache in place (`models.attention.read_cache`; on a
+TPU the decode kernel, `models.decode_attention`, writes them itself), so on an accelerator no
+call copies the cache, whatever its size (a CPU decode call splits it per layer once, see
+`decode_steps`). Slots >= kv_len are neither read nor written, so the
 caller must choose `kv_len` above every slot a row writes in the call (see `decode_kv_len` /
 `prefill_kv_len`); masked slots contribute exact zeros to attention, so the result equals the
 full-cache one up to float summation order. `kv_len` is static: each distinct value is one
