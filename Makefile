@@ -6,7 +6,7 @@ WORKDIR ?= workdir/quickstart
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: venv venv-gpu sysdeps quickstart lint test test-slow bench clean
+.PHONY: venv venv-gpu sysdeps quickstart reproduce lint test test-slow bench clean
 
 # Debian packages the code needs: bubblewrap (bwrap), the OS-level code-checker sandbox
 # (data_agents/checkers/bwrap.py). Installed when missing and we are root with apt-get; otherwise
@@ -46,6 +46,10 @@ venv-gpu:
 # The CPU quickstart: JAX_PLATFORMS=cpu skips libtpu's TPU probe (installed for launch/compile.py).
 quickstart: sysdeps $(RUN_STAMP)
 	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/quickstart.gin --workdir $(WORKDIR)
+
+# The paper's results table in miniature (gin/reproduce.gin; measured table: docs/results.md).
+reproduce: sysdeps $(RUN_STAMP)
+	JAX_PLATFORMS=cpu $(VPY) launch/train.py --gin_file gin/reproduce.gin --workdir workdir/reproduce
 
 # ruff (configured in pyproject.toml): the lint rules, and the tree as ruff formats it.
 lint: $(STAMP)

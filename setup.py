@@ -78,9 +78,11 @@ setup(
     # launch/ installs as its own top-level package (gin files `import launch.pipeline`); the
     # repository's gin/ configs install inside it as `launch/gin/`, so the folder that holds
     # `gin/` is launch/ itself and `include 'gin/...'` lines resolve there
-    # (launch.common.config_root).
-    packages=find_packages(include=["eigen_jax*", "data_agents*", "launch"]) + ["launch.gin"],
-    package_dir={"launch.gin": "gin"},
+    # (launch.common.config_root). The shipped base checkpoint (checkpoints/tiny-base, which
+    # gin/quickstart.gin starts from) installs beside it as `launch/checkpoints/`.
+    packages=find_packages(include=["eigen_jax*", "data_agents*", "launch"])
+    + ["launch.gin", "launch.checkpoints"],
+    package_dir={"launch.gin": "gin", "launch.checkpoints": "checkpoints"},
     package_data={
         "data_agents": [
             "**/*.md",
@@ -94,6 +96,7 @@ setup(
         ],
         "eigen_jax": ["py.typed"],
         "launch.gin": ["**/*.gin"],
+        "launch.checkpoints": ["*/*"],
     },
     entry_points={
         "console_scripts": [

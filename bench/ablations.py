@@ -1,9 +1,11 @@
 """Quickstart ablations, one gin binding each, on top of a finished quickstart's SFT checkpoints.
 
-    python bench/ablations.py --base_workdir workdir/quickstart [--variants user_untrained,g4]
+    python bench/ablations.py --base_workdir workdir/quickstart [--variants user_base,g4]
         [--budget 32]
 
-Variants (paper_recipe.md): GRPO with an untrained vs the SFT user model; dynamic filtering off vs
+Variants (paper_recipe.md): GRPO with the untuned base model (the paper's base-user ablation; a
+quickstart started from a base checkpoint) or an untrained model vs the SFT user model; dynamic
+filtering off vs
 on; group size 4 vs 8 vs 16 at an equal rollout budget (tasks_per_step * group_size constant).
 Each variant copies the base run's data, tokenizer and SFT stages (so only GRPO and its evaluation
 run), then prints one table: variant, held-out pass^1 / pass^k of the GRPO policy, GRPO seconds.
@@ -27,6 +29,7 @@ def variants(budget: int) -> dict[str, list[str]]:
     """One gin binding (set) per variant; the group-size variants keep `budget` episodes a step."""
     out = {
         "baseline": [],
+        "user_base": ["grpo_stage.user='base'"],
         "user_untrained": ["grpo_stage.user='untrained'"],
         "filtering_off": ["GRPOConfig.dynamic_filtering=False"],
     }
@@ -52,7 +55,7 @@ def run_variant(base: Path, name: str, bindings: list[str], gin_file: str) -> di
         if src.exists() and not dst.exists():
             (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     stages = (
-        "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage, "
+        "run_pipeline.stages=[@reference_data_stage, @base_model_stage, @agent/sft_stage, "
         "@user/sft_stage, @grpo_stage, @eval_stage]"
     )
     cmd = [
@@ -83,7 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base_workdir", required=True)
     ap.add_argument("--gin_file", default="gin/quickstart.gin")
-    ap.add_argument("--variants", default="baseline,user_untrained,filtering_off,g4,g8,g16")
+    ap.add_argument("--variants", default="baseline,user_base,filtering_off,g4,g8,g16")
     ap.add_argument(
         "--budget",
         type=int,

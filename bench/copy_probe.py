@@ -2,6 +2,11 @@
 
 Usage: python bench/copy_probe.py --checkpoint WORKDIR/sft_agent/hf --data_dir WORKDIR/data/tfds
                                   [--dialogues 30] [--seq_len 1024] [--prompt_mode compact]
+                                  [--objective agent|pretrain]
+
+`--objective pretrain` renders each document as pretraining saw it (its own system prompt and
+tool schemas): the probe of a base model on the synthetic corpus' held-out split
+(`gin/tiny_base.gin`'s `WORKDIR/pretrain_data/tfds`).
 
 Why: a tool-using agent must copy names, zips, ids and dates from the user's and the tools'
 messages into its calls. A model trained from scratch can lower its SFT loss a long way while
@@ -51,6 +56,7 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, default=30)
     ap.add_argument("--seq_len", type=int, default=1024)
     ap.add_argument("--prompt_mode", default="compact", help="agent_prompt.mode of the SFT run")
+    ap.add_argument("--objective", default="agent", choices=["agent", "pretrain"])
     ap.add_argument(
         "--max_doc_freq",
         type=float,
@@ -83,8 +89,11 @@ def main() -> None:
     convs = []
     for i in range(min(args.dialogues, len(src))):
         d = decode_example(src[i])
-        conv = render_for_objective(chat, d, "agent")
-        system, tools = views.agent_prompt(d.get("policy", ""), d.get("tools"))
+        conv = render_for_objective(chat, d, args.objective)
+        if args.objective == "agent":
+            system, tools = views.agent_prompt(d.get("policy", ""), d.get("tools"))
+        else:
+            system, tools = d.get("policy", ""), views.tools_json(d.get("tools")) or None
         tokens = np.asarray(conv.tokens, np.int32)[: args.seq_len]
         origin = np.asarray(conv.origins)[: len(tokens)]
         convs.append(

@@ -64,7 +64,9 @@ class RunContext:
     def hf_dir(self, role: str, stage: str) -> str:
         """The `role` checkpoint, or one line naming the stage that makes it."""
         if not self.hf_dirs.get(role):
-            producer = {"agent": "agent-SFT", "user": "user-SFT"}.get(role, role)
+            producer = {"agent": "agent-SFT", "user": "user-SFT", "base": "base_model"}.get(
+                role, role
+            )
             raise ValueError(
                 f"{stage} needs the {producer} stage before it (no {role} "
                 "checkpoint in the pipeline context)"
@@ -254,10 +256,24 @@ def sft_stage(
 
 # --------------------------------------------------------------------------- GRPO
 @gin.configurable
-def grpo_stage(ctx: RunContext, user: str = "model", name: str = "grpo") -> str:
+def grpo_stage(
+    ctx: RunContext,
+    user: str = "model",
+    name: str = "grpo",
+    algorithm_overrides: dict[str, Any] | None = None,
+) -> str:
     """GRPO from the agent-SFT checkpoint; `user`: "model" (the user-SFT checkpoint, frozen — the
-    paper's recipe), "reference" (the domain's scripted user) or "untrained" (a random-init user
-    model of the same shape, for the ablation)."""
+    paper's recipe), "reference" (the domain's scripted user), "base" (the pretrained base model
+    untuned: the paper's base-user ablation) or "untrained" (a random-init user model of the same
+    shape).
+
+    Ablations run several GRPO stages, each in its own gin scope for `name`/`user`
+    (`@no_filter/grpo_stage`); `algorithm_overrides` are the `GRPOConfig` fields in which one
+    differs from the recipe (`{'dynamic_filtering': False}`). GRPO itself runs outside the
+    stage's scope, so every variant reads the recipe's `grpo/...` bindings as the plain stage
+    does (gin matches a scoped binding only as a prefix of the active scope).
+    """
+    from eigen_jax.rl.config import GRPOConfig
     from eigen_jax.rl.grpo import run_grpo
 
     kind, user_dir = user, None
@@ -265,16 +281,23 @@ def grpo_stage(ctx: RunContext, user: str = "model", name: str = "grpo") -> str:
         user_dir = ctx.hf_dir("user", "grpo_stage(user='model')")
     elif user == "untrained":
         kind, user_dir = "model", random_init_checkpoint(ctx, "random_user")
-    result = run_grpo(
-        workdir=str(ctx.path(name)),
-        policy_hf_dir=ctx.hf_dir("agent", "grpo_stage"),
-        tokenizer_dir=ctx.tokenizer_dir,
-        domain=_domain(ctx),
-        user=kind,
-        user_hf_dir=user_dir,
-    )
+    elif user == "base":
+        kind, user_dir = "model", ctx.hf_dir("base", "grpo_stage(user='base')")
+    with gin.config_scope(None):
+        algorithm = GRPOConfig()
+        if algorithm_overrides:
+            algorithm = dataclasses.replace(algorithm, **algorithm_overrides)
+        result = run_grpo(
+            workdir=str(ctx.path(name)),
+            policy_hf_dir=ctx.hf_dir("agent", "grpo_stage"),
+            tokenizer_dir=ctx.tokenizer_dir,
+            domain=_domain(ctx),
+            user=kind,
+            user_hf_dir=user_dir,
+            algorithm=algorithm,
+        )
     if result.get("hf_dir"):
-        ctx.hf_dirs["grpo"] = result["hf_dir"]
+        ctx.hf_dirs["grpo"] = ctx.hf_dirs[name] = result["hf_dir"]
     ctx.results[name] = result
     return name
 
@@ -306,21 +329,26 @@ def random_init_checkpoint(ctx: RunContext, name: str = "random_init") -> str:
 def eval_stage(
     ctx: RunContext, checkpoints: Sequence[str] = ("random", "sft", "grpo"), user: str = "reference"
 ) -> str:
-    """pass^k on held-out tasks for each named checkpoint: random init, agent SFT, GRPO."""
+    """pass^k on held-out tasks for each named checkpoint: random init, the pretrained base,
+    agent SFT, GRPO."""
     from eigen_jax.eval.evaluate import evaluate_checkpoint
     from eigen_jax.rl.user_sim import make_user_simulator
 
     dirs = {
         "random": lambda: random_init_checkpoint(ctx),
+        "base": lambda: ctx.hf_dir("base", "eval_stage"),
         "sft": lambda: ctx.hf_dir("agent", "eval_stage"),
         "grpo": lambda: ctx.hf_dir("grpo", "eval_stage"),
     }
     for name in checkpoints:
-        if name not in dirs:
-            raise ValueError(f"unknown checkpoint {name!r}; expected one of {sorted(dirs)}")
+        if name not in dirs and name not in ctx.hf_dirs:
+            raise ValueError(
+                f"unknown checkpoint {name!r}; expected one of {sorted(dirs)} or a GRPO stage's "
+                f"name (made so far: {sorted(ctx.hf_dirs)})"
+            )
         sim = make_user_simulator(user, hf_dir=ctx.hf_dirs.get("user"))
         result = evaluate_checkpoint(
-            dirs[name](),
+            dirs[name]() if name in dirs else ctx.hf_dirs[name],
             str(ctx.path("eval", name)),
             domain=ctx.domain,
             domain_kwargs=ctx.domain_kwargs,
@@ -334,8 +362,9 @@ def eval_stage(
 
 # --------------------------------------------------------------------------- report
 @gin.configurable
-def report_stage(ctx: RunContext) -> str:
-    """WORKDIR/report.json + report.md (`eigen_jax.eval.report`), written by process 0."""
+def report_stage(ctx: RunContext, baseline: str | None = None) -> str:
+    """WORKDIR/report.json + report.md (`eigen_jax.eval.report`), written by process 0;
+    `baseline`: the checkpoint every other is compared with (else each with the one before)."""
     from eigen_jax.eval.report import write_report
 
     out = multihost.primary_first(
@@ -348,6 +377,7 @@ def report_stage(ctx: RunContext) -> str:
                 timings=ctx.timings,
                 compile_s=ctx.compile_s,
                 dataset_splits=ctx.dataset_splits,
+                baseline=baseline,
             )
         ),
     )

@@ -125,6 +125,12 @@ def test_wheel_ships_the_launchers_the_configs_typing_and_console_scripts(wheel)
     assert modules <= shipped, sorted(modules - shipped)
     assert configs <= shipped, sorted(configs - shipped)
     assert {"eigen_jax/py.typed", "data_agents/py.typed"} <= shipped
+    base = {
+        f"launch/{p.relative_to(REPO)}" for p in (REPO / "checkpoints").rglob("*") if p.is_file()
+    }
+    assert "launch/checkpoints/tiny-base/model.safetensors" in base  # gin/quickstart.gin's start
+    assert base <= shipped, sorted(base - shipped)
+    assert "data_agents/pretrain/words.txt" in shipped  # the base's corpus can be rebuilt
     assert wheel_entry_points(wheel) == CONSOLE_SCRIPTS
     for target in CONSOLE_SCRIPTS.values():
         module, function = target.split(":")
@@ -136,7 +142,8 @@ def test_wheel_ships_the_launchers_the_configs_typing_and_console_scripts(wheel)
 @pytest.mark.timeout(3600)
 def test_wheel_installs_into_an_empty_venv_and_trains_from_another_directory(wheel, tmp_path):
     """The README's install path: the wheel + its dependencies in an empty venv, then
-    `eigen-train --gin_file gin/quickstart.gin` from a folder with no gin/ in it, scaled down by
+    `eigen-train --gin_file gin/quickstart.gin` from a folder with no gin/ or checkpoints/ in it,
+    agent SFT from the shipped base checkpoint, scaled down by
     the shipped test config (whose `include` must resolve among the shipped configs too)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -168,7 +175,8 @@ def test_wheel_installs_into_an_empty_venv_and_trains_from_another_directory(whe
     assert missing.returncode != 0 and not (elsewhere / "wd_missing").exists()
     assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     assert missing.stderr.startswith("gin file not found: gin/nope.gin")
-    stages = "run_pipeline.stages=[@reference_data_stage, @tokenizer_stage, @agent/sft_stage]"
+    # The quickstart's start: the base checkpoint shipped in the package (launch/checkpoints).
+    stages = "run_pipeline.stages=[@reference_data_stage, @base_model_stage, @agent/sft_stage]"
     run = eigen_train(
         "--gin_file", "gin/quickstart.gin", "--gin_file", "gin/test/quickstart_tiny.gin",
         "--workdir", "wd", f"--gin_bindings={stages}", "--gin_bindings=agent/run_sft.num_steps=3",

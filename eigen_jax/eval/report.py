@@ -26,11 +26,14 @@ def write_report(
     timings: Mapping[str, float],
     compile_s: Mapping[str, float],
     dataset_splits: Mapping[str, int] | None = None,
+    baseline: str | None = None,
 ) -> Any:
     """`workdir/report.{json,md}` (+ `pass_k.png`, `reward_curve.png`); returns the .md path.
 
     evals: checkpoint name → `evaluate_checkpoint` summary, in evaluation order (each is also at
     `workdir/eval/NAME/results.json`); runs: stage → its run's result (`sft_agent`, `grpo`, ...).
+    `baseline`: compare every other checkpoint with this one (an ablation table: each GRPO
+    variant against SFT); without it each checkpoint is compared with the one before it.
     """
     wd = paths.resolve(workdir)
     full = {n: json.loads((wd / "eval" / n / "results.json").read_text()) for n in evals}
@@ -47,10 +50,10 @@ def write_report(
         report[stage] = {k: v for k, v in result.items() if k != "hf_dir"}
     if evals:
         plot_pass_k(full, intervals, wd / "pass_k.png")
-    report["comparisons"] = compare_consecutive(wd, list(evals))
-    curve = (runs.get("grpo") or {}).get("reward_curve")
+    report["comparisons"] = compare_checkpoints(wd, list(evals), baseline)
+    curve = {stage: r["reward_curve"] for stage, r in runs.items() if r.get("reward_curve")}
     if curve:
-        plot_reward_curve(curve, wd / "reward_curve.png")
+        plot_reward_curves(curve, wd / "reward_curve.png")
     (wd / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (wd / "report.md").write_text("\n".join(_markdown(wd, report, timings, compile_s, curve)))
     return wd / "report.md"
@@ -203,12 +206,17 @@ def plot_pass_k(results: Mapping[str, dict], intervals: Mapping[str, dict], path
     plt.close(fig)
 
 
-def compare_consecutive(workdir, names: list[str]) -> list[dict[str, Any]]:
-    """Each evaluated checkpoint against the one before it (random → sft → grpo), paired by
-    task, from their `eval/NAME/results.json`."""
+def compare_checkpoints(
+    workdir, names: list[str], baseline: str | None = None
+) -> list[dict[str, Any]]:
+    """Each evaluated checkpoint against `baseline` (when given) or else against the one before
+    it (random → sft → grpo), paired by task, from their `eval/NAME/results.json`."""
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"report baseline {baseline!r} was not evaluated (evaluated: {names})")
+    pairs = [(baseline, n) for n in names if n != baseline] if baseline else zip(names, names[1:])
     wd = paths.resolve(workdir)
     out = []
-    for base, cand in zip(names, names[1:]):
+    for base, cand in pairs:
         a, b = (json.loads((wd / "eval" / n / "results.json").read_text()) for n in (base, cand))
         rows = compare_table(a, b)
         out.append(
@@ -222,20 +230,24 @@ def compare_consecutive(workdir, names: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def plot_reward_curve(curve, path) -> None:
-    """Mean rollout reward per GRPO step as a PNG at `path` (any epath scheme)."""
+def plot_reward_curves(curves: Mapping[str, Any], path) -> None:
+    """Mean rollout reward per GRPO step, one line per GRPO run (stage name → [(step, reward)]),
+    as a PNG at `path` (any epath scheme)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    steps, rewards = zip(*curve)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, rewards, marker=".")
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, curve in curves.items():
+        steps, rewards = zip(*curve)
+        ax.plot(steps, rewards, marker=".", label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean rollout reward")
+    if len(curves) > 1:
+        ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with paths.resolve(path).open("wb") as f:

@@ -89,6 +89,23 @@ def test_prompt_loss_weight_weights_every_other_token(dataset, compact, objectiv
     assert not batch["loss_mask"][~inside].any()
 
 
+def test_pretrain_objective_scores_every_token_of_the_document_as_written(dataset, compact):
+    """Language modelling over the whole rendered document, with its own system prompt and tool
+    schemas whatever the agent prompt mode (compact is bound here)."""
+    from data_agents.pretrain.corpus import document
+
+    _, tok = dataset
+    chat = ChatTemplate.from_pretrained(tok)
+    doc = next(d for d in map(document, range(50)) if d["tools"])
+    ex = tokenize_dialogue(chat, doc, "pretrain", 100_000)
+    assert ex["loss_mask"].dtype == np.float32 and (ex["loss_mask"] == 1.0).all()
+    text = chat.decode(ex["tokens"])
+    assert doc["policy"] in text
+    assert all(t["function"]["name"] in text for t in doc["tools"])
+    expected = [{"role": "system", "content": doc["policy"]}, *doc["messages"]]
+    assert list(ex["tokens"]) == chat.render(expected, doc["tools"])
+
+
 def test_user_mask_is_exactly_the_user_turns(dataset):
     data_dir, tok = dataset
     chat = ChatTemplate.from_pretrained(tok)

@@ -80,3 +80,41 @@ def test_report_page_has_intervals_plots_finish_reasons_and_config(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["pass_k_95ci"]) == {"random", "sft"}
     assert "| grpo | 0.44 | 0.56 | 0.00 |" in md  # done, max_errors, max_steps (not a grpo one)
+
+
+def test_ablation_report_compares_every_variant_with_the_baseline(tmp_path):
+    """The reproduction's table: each GRPO variant against SFT (not against the variant before
+    it), with the same paired comparison `compare_table` gives for that pair alone, and one
+    reward-curve line per GRPO run."""
+    from eigen_jax.eval.compare import compare_table
+
+    evals = {
+        "sft": result(REWARDS),
+        "grpo_sft_user": result({t: [1.0, 1.0] for t in REWARDS}),
+        "grpo_base_user": result({t: [0.0, 1.0] for t in REWARDS}),
+    }
+    for name, r in evals.items():
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "results.json").write_text(json.dumps(r))
+    summaries = {n: {k: v for k, v in r.items() if k != "tasks"} for n, r in evals.items()}
+    curves = {"grpo_sft_user": [[1, 0.2], [2, 0.4]], "grpo_base_user": [[1, 0.1], [2, 0.1]]}
+    md = write_report(
+        tmp_path,
+        evals=summaries,
+        runs={n: {"reward_curve": c} for n, c in curves.items()},
+        timings={},
+        compile_s={},
+        baseline="sft",
+    ).read_text()
+    report = json.loads((tmp_path / "report.json").read_text())
+    pairs = [(c["baseline"], c["candidate"]) for c in report["comparisons"]]
+    assert pairs == [("sft", "grpo_sft_user"), ("sft", "grpo_base_user")]
+    assert report["comparisons"][1]["rows"] == json.loads(
+        json.dumps(compare_table(evals["sft"], evals["grpo_base_user"]))
+    )
+    assert "### grpo_base_user vs sft" in md
+    assert (tmp_path / "reward_curve.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="baseline 'random' was not evaluated"):
+        write_report(
+            tmp_path, evals=summaries, runs={}, timings={}, compile_s={}, baseline="random"
+        )

@@ -1,0 +1,1 @@
+"""The synthetic pretraining corpus of the tiny base model (`corpus.py`)."""
