@@ -2,6 +2,7 @@
 
 # isort: off
 import launch.pipeline  # noqa: F401  run_pipeline and the stages
+import launch.pretrain_stages  # noqa: F401  pretrain_data_stage, base_model_stage
 import eigen_jax.chat.views  # noqa: F401  agent_prompt
 import eigen_jax.data.pipeline  # noqa: F401  make_sft_dataset
 import eigen_jax.train.model_init  # noqa: F401  init_model
